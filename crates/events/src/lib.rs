@@ -1,0 +1,1 @@
+//! rprof-events: (being written).

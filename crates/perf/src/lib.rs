@@ -1,0 +1,1 @@
+//! rprof-perf: (being written).

@@ -1,0 +1,1 @@
+//! rprof-profile: (being written).

@@ -1,0 +1,1 @@
+//! rprof-report: (being written).

@@ -1,0 +1,1 @@
+//! rprof-stat: (being written).

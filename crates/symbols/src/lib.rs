@@ -1,0 +1,1 @@
+//! rprof-symbols: (being written).

@@ -1,0 +1,1 @@
+//! rprof-unwind: (being written).

@@ -1,0 +1,2 @@
+//! rprof: a sampling profiler for Linux.
+fn main() {}
