@@ -1,0 +1,10 @@
+//! Integration tests: they drive the real `rprof` binary on fixture programs built from source.
+//!
+//! One entry point (this file); one module per command. Shared helpers live in `util`.
+
+mod flame;
+mod record;
+mod report;
+mod stat;
+mod unwind;
+mod util;

@@ -1,0 +1,131 @@
+//! Helpers shared by the integration tests: the binary, temporary directories, fixture builds and
+//! golden-file comparison.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Mutex;
+
+/// Path of the `rprof` binary under test.
+pub fn rprof_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_rprof"))
+}
+
+/// A `Command` for `rprof` with the given arguments, run in `dir`.
+pub fn rprof(dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(rprof_bin());
+    cmd.args(args).current_dir(dir).env_remove("RUST_BACKTRACE");
+    cmd
+}
+
+/// Runs `rprof` with `args` in `dir` and returns its output.
+pub fn run_rprof(dir: &Path, args: &[&str]) -> Output {
+    rprof(dir, args).output().expect("rprof runs")
+}
+
+/// A fresh temporary directory, removed when dropped.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("rprof-test-")
+        .tempdir()
+        .expect("temporary directory")
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Where built fixtures go: `target/fixtures/` beside the test binary's target directory.
+pub fn fixture_out_dir() -> PathBuf {
+    let exe = rprof_bin();
+    let target = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| repo_root().join("target"));
+    let dir = target.join("fixtures");
+    std::fs::create_dir_all(&dir).expect("fixture directory");
+    dir
+}
+
+static BUILD_LOCK: Mutex<()> = Mutex::new(());
+
+/// Compiles `fixtures/<source>` (C) with gcc and `flags` into an executable named `name`,
+/// rebuilding only when the source is newer. Returns the executable's path.
+pub fn build_c(source: &str, name: &str, flags: &[&str]) -> PathBuf {
+    let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let src = repo_root().join("fixtures").join(source);
+    let out = fixture_out_dir().join(name);
+    let stale = match (std::fs::metadata(&src), std::fs::metadata(&out)) {
+        (Ok(s), Ok(o)) => s.modified().ok() > o.modified().ok(),
+        _ => true,
+    };
+    if stale {
+        let tmp = out.with_extension("tmp");
+        let status = Command::new("gcc")
+            .args(flags)
+            .arg("-o")
+            .arg(&tmp)
+            .arg(&src)
+            .arg("-lpthread")
+            .arg("-lm")
+            .status()
+            .expect("gcc runs");
+        assert!(status.success(), "gcc failed on {}", src.display());
+        std::fs::rename(&tmp, &out).expect("rename built fixture");
+    }
+    out
+}
+
+/// Compares `actual` with the expected file `fixtures/golden/<name>`; with `RPROF_BLESS=1` in the
+/// environment, rewrites the expected file instead.
+pub fn assert_golden(name: &str, actual: &str) {
+    let path = repo_root().join("fixtures").join("golden").join(name);
+    if std::env::var_os("RPROF_BLESS").is_some() {
+        std::fs::create_dir_all(path.parent().expect("golden dir")).expect("mkdir golden");
+        std::fs::write(&path, actual).expect("write golden file");
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run with RPROF_BLESS=1 to create it)", path.display()));
+    if expected != actual {
+        let mut msg = format!("{} differs from the actual output\n", path.display());
+        for diff in line_diff(&expected, actual).into_iter().take(40) {
+            msg.push_str(&diff);
+            msg.push('\n');
+        }
+        msg.push_str("(run with RPROF_BLESS=1 to accept the new output)");
+        panic!("{msg}");
+    }
+}
+
+fn line_diff(expected: &str, actual: &str) -> Vec<String> {
+    let e: Vec<&str> = expected.lines().collect();
+    let a: Vec<&str> = actual.lines().collect();
+    let mut out = Vec::new();
+    for i in 0..e.len().max(a.len()) {
+        match (e.get(i), a.get(i)) {
+            (Some(x), Some(y)) if x == y => {}
+            (x, y) => {
+                if let Some(x) = x {
+                    out.push(format!("{:>4} - {x}", i + 1));
+                }
+                if let Some(y) = y {
+                    out.push(format!("{:>4} + {y}", i + 1));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// stderr of an output as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// stdout of an output as text.
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
