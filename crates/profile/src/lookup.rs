@@ -1,0 +1,50 @@
+//! The set of addresses a profile needs names for, grouped by module.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::model::{lookup_address, ModuleId, Sample};
+
+/// Lookup addresses (see [`lookup_address`]) per module, sorted and without duplicates: what a
+/// symbolizer is asked to name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LookupSet {
+    map: BTreeMap<ModuleId, BTreeSet<u64>>,
+}
+
+impl LookupSet {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds the lookup address of every frame of `sample` whose module is known.
+    pub fn add_sample(&mut self, sample: &Sample) {
+        for stack in [&sample.user, &sample.kernel] {
+            for (index, address) in stack.iter().enumerate() {
+                if let Some(module) = address.module {
+                    self.add(module, lookup_address(index, address.address));
+                }
+            }
+        }
+    }
+
+    /// Adds one lookup address of `module`.
+    pub fn add(&mut self, module: ModuleId, lookup: u64) {
+        self.map.entry(module).or_default().insert(lookup);
+    }
+
+    /// True when no address is wanted.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Number of addresses over all modules.
+    pub fn len(&self) -> usize {
+        self.map.values().map(BTreeSet::len).sum()
+    }
+
+    /// Each module with its sorted lookup addresses.
+    pub fn iter(&self) -> impl Iterator<Item = (ModuleId, &BTreeSet<u64>)> {
+        self.map.iter().map(|(&module, set)| (module, set))
+    }
+}

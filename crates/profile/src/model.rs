@@ -1,0 +1,220 @@
+//! The records a profile is made of. Everything here is plain data; `format` reads and writes it.
+
+use serde::{Deserialize, Serialize};
+
+/// What was recorded, how, and when. The first block of every profile.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    /// Version of the rprof that wrote the profile.
+    pub rprof_version: String,
+    /// The recorded command line (empty when a running process was attached with `-p`).
+    pub command: Vec<String>,
+    /// The attached process (`record -p`), if any.
+    pub target_pid: Option<u32>,
+    /// The sampled event as the user named it (e.g. `cpu-clock`).
+    pub event: String,
+    /// Sampling frequency in Hz, when sampling by frequency.
+    pub frequency: Option<u64>,
+    /// Sampling period in events, when sampling by period.
+    pub period: Option<u64>,
+    /// How stacks were captured: `dwarf,SIZE`, `fp` or `none`.
+    pub call_graph: String,
+    /// When recording started, in nanoseconds since the Unix epoch.
+    pub start_unix_ns: u64,
+    /// Host the recording was made on.
+    pub hostname: String,
+    /// `uname -r` of the recording machine.
+    pub kernel_release: String,
+}
+
+/// Identifies a module (binary, library, vDSO, kernel, JIT map) within one profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ModuleId(pub u32);
+
+/// What kind of code a module holds; decides how its addresses are named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ModuleKind {
+    /// An ELF file on disk: executable or shared library.
+    Elf,
+    /// The kernel's vDSO.
+    Vdso,
+    /// The kernel (addresses are absolute).
+    Kernel,
+    /// Anonymous code described by `/tmp/perf-PID.map` (addresses are absolute).
+    Jit,
+    /// Anonymous executable memory with no description (addresses are absolute).
+    Anonymous,
+}
+
+/// A module that samples refer to. Written before the first sample that uses it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Module {
+    /// The id samples use for it.
+    pub id: ModuleId,
+    /// Path as the process mapped it (`[vdso]`, `[kernel.kallsyms]`, `/tmp/perf-PID.map` for JIT).
+    pub path: String,
+    /// GNU build id, when known.
+    pub build_id: Option<Vec<u8>>,
+    /// What kind of module this is.
+    pub kind: ModuleKind,
+    /// For JIT modules: the process whose perf map describes it.
+    pub jit_pid: Option<u32>,
+}
+
+impl Module {
+    /// The module's short name: the last component of its path.
+    pub fn name(&self) -> &str {
+        let path = self.path.trim_end_matches(" (deleted)");
+        path.rsplit('/').next().unwrap_or(path)
+    }
+}
+
+/// A code address: module-relative when the module is known, absolute otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Address {
+    /// The module the address is in, when known.
+    pub module: Option<ModuleId>,
+    /// The address as stated in the module's ELF file (SVMA); absolute for the kernel, JIT and
+    /// anonymous modules and when the module is unknown.
+    pub address: u64,
+}
+
+/// One sample: who was running, and the stack.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sample {
+    /// Time in nanoseconds (the kernel's perf clock).
+    pub time: u64,
+    /// Process id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// CPU the sample was taken on.
+    pub cpu: u32,
+    /// Weight of the sample in events (nanoseconds for cpu-clock).
+    pub period: u64,
+    /// User-space frames, leaf first: `[0]` is the instruction pointer, the rest are return
+    /// addresses as found on the stack (not adjusted).
+    pub user: Vec<Address>,
+    /// Kernel frames, leaf first, with the same convention.
+    pub kernel: Vec<Address>,
+    /// The user stack ran past what was copied: the root of this stack is missing.
+    pub truncated: bool,
+}
+
+/// One frame of a symbolized address, as stored in the profile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredFrame {
+    /// Index of the function name in the block's strings (`u32::MAX`: unknown).
+    pub function: u32,
+    /// Index of the source file in the block's strings (`u32::MAX`: unknown).
+    pub file: u32,
+    /// Source line (0: unknown).
+    pub line: u32,
+    /// This frame was inlined into the next one.
+    pub inlined: bool,
+}
+
+/// Names for one module's addresses, resolved when recording finished.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Symbols {
+    /// The module these addresses belong to.
+    pub module: Option<ModuleId>,
+    /// Strings the frames point into.
+    pub strings: Vec<String>,
+    /// Lookup address (see [`lookup_address`](crate::lookup_address)) and its frames, innermost
+    /// first; an empty frame list means the address could not be named.
+    pub entries: Vec<(u64, Vec<StoredFrame>)>,
+}
+
+/// Totals of a finished recording. Its presence marks the profile as complete.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Summary {
+    /// When recording ended, in nanoseconds since the Unix epoch.
+    pub end_unix_ns: u64,
+    /// Samples written.
+    pub samples: u64,
+    /// Samples the kernel reported lost.
+    pub lost: u64,
+    /// Times the kernel throttled sampling.
+    pub throttled: u64,
+    /// Samples whose stack was truncated.
+    pub truncated: u64,
+    /// Samples whose stack could not be unwound beyond the instruction pointer.
+    pub unwind_failed: u64,
+}
+
+/// One entry of the profile stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Record {
+    /// A module samples refer to.
+    Module(Module),
+    /// A thread got a name (at start, by `exec`, or by `prctl`/`pthread_setname_np`).
+    Comm {
+        /// Time in nanoseconds.
+        time: u64,
+        /// Process id.
+        pid: u32,
+        /// Thread id.
+        tid: u32,
+        /// The new name.
+        name: String,
+        /// The name comes from an `exec`.
+        exec: bool,
+    },
+    /// A thread or process was created.
+    Fork {
+        /// Time in nanoseconds.
+        time: u64,
+        /// Process id of the new task.
+        pid: u32,
+        /// Process id of the parent.
+        ppid: u32,
+        /// Thread id of the new task.
+        tid: u32,
+        /// Thread id of the parent.
+        ptid: u32,
+    },
+    /// A thread ended.
+    Exit {
+        /// Time in nanoseconds.
+        time: u64,
+        /// Process id.
+        pid: u32,
+        /// Parent process id.
+        ppid: u32,
+        /// Thread id.
+        tid: u32,
+        /// Parent thread id.
+        ptid: u32,
+    },
+    /// A sample.
+    Sample(Sample),
+    /// The kernel dropped samples (its ring buffer was full).
+    Lost {
+        /// Time in nanoseconds.
+        time: u64,
+        /// How many.
+        count: u64,
+    },
+    /// The kernel throttled (or unthrottled) sampling.
+    Throttle {
+        /// Time in nanoseconds.
+        time: u64,
+        /// True when throttled, false when unthrottled.
+        throttled: bool,
+    },
+    /// Names for a module's addresses.
+    Symbols(Symbols),
+    /// Totals; the last record of a finished profile.
+    Summary(Summary),
+}
+
+/// The address to look up for the frame at `index` of a leaf-first stack: the instruction pointer
+/// (index 0) as it is, a return address minus one so that it falls inside the call instruction.
+pub fn lookup_address(index: usize, address: u64) -> u64 {
+    if index == 0 {
+        address
+    } else {
+        address.saturating_sub(1)
+    }
+}

@@ -1,0 +1,450 @@
+//! A profile read into memory, with every sample's stack resolved to named frames.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::Path;
+
+use crate::format::{BlockReader, End, ReadError};
+use crate::lookup::LookupSet;
+use crate::model::{
+    lookup_address, Address, Header, Module, ModuleId, ModuleKind, Record, Sample, Summary, Symbols,
+};
+
+/// Index of a frame in [`Profile::frames`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FrameId(pub u32);
+
+/// Index of a stack in [`Profile::stacks`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct StackId(pub u32);
+
+/// Where a frame's code runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FrameKind {
+    /// User-space code.
+    User,
+    /// Kernel code.
+    Kernel,
+    /// Not code: marks the root of a stack that ran past the copied user stack.
+    Truncated,
+}
+
+/// A named frame. Frames are shared between stacks: one per distinct (name, module, location).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FrameInfo {
+    /// Function name (demangled); `module+0xADDR` when the address has no name, `[unknown]` when
+    /// not even the module is known, `[truncated]` for the truncation marker.
+    pub function: String,
+    /// The module the code belongs to.
+    pub module: Option<ModuleId>,
+    /// Source file, when known.
+    pub file: Option<String>,
+    /// Source line, when known.
+    pub line: Option<u32>,
+    /// This frame was inlined into its caller (the next frame towards the root).
+    pub inlined: bool,
+    /// User, kernel, or the truncation marker.
+    pub kind: FrameKind,
+    /// The name comes from symbols (false for the `module+0xADDR` fallback).
+    pub symbolized: bool,
+}
+
+/// A thread seen in the recording.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Thread {
+    /// Process id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// The thread's last name.
+    pub name: String,
+    /// Samples taken on it.
+    pub samples: u64,
+    /// Sum of those samples' periods (nanoseconds of CPU time for cpu-clock).
+    pub period: u64,
+}
+
+/// A process seen in the recording.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Process {
+    /// Process id.
+    pub pid: u32,
+    /// Parent process id, when its creation was recorded.
+    pub ppid: Option<u32>,
+    /// The name of its main thread.
+    pub name: String,
+}
+
+/// A profile in memory: what was recorded plus every sample's stack as named frames.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    /// How the recording was made.
+    pub header: Header,
+    /// Modules by id.
+    pub modules: BTreeMap<ModuleId, Module>,
+    /// Samples in file order.
+    pub samples: Vec<Sample>,
+    /// Threads by thread id.
+    pub threads: BTreeMap<u32, Thread>,
+    /// Processes by process id.
+    pub processes: BTreeMap<u32, Process>,
+    /// Totals written when the recording finished; `None` for an interrupted recording.
+    pub summary: Option<Summary>,
+    /// Samples reported lost by the kernel (counted from the records).
+    pub lost: u64,
+    /// Throttle events seen.
+    pub throttled: u64,
+    /// Problems met while reading, for the user to see (cut-short or damaged files).
+    pub warnings: Vec<String>,
+    names: HashMap<(ModuleId, u64), Vec<Named>>,
+    frames: Vec<FrameInfo>,
+    stacks: Vec<Vec<FrameId>>,
+    sample_stacks: Vec<StackId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Named {
+    function: Option<String>,
+    file: Option<String>,
+    line: Option<u32>,
+    inlined: bool,
+}
+
+impl Profile {
+    /// Reads the profile at `path`. A cut-short or damaged file gives what could be read, with
+    /// a warning in [`warnings`](Self::warnings); only an unreadable start is an error.
+    pub fn open(path: impl AsRef<Path>) -> Result<Profile, ReadError> {
+        let path = path.as_ref();
+        let label = path.display().to_string();
+        let file = File::open(path).map_err(|source| ReadError::Io {
+            path: label.clone(),
+            source,
+        })?;
+        Self::read(BufReader::with_capacity(1 << 20, file), &label)
+    }
+
+    /// Reads a profile from `input`; `label` names it in messages.
+    pub fn read(input: impl Read, label: &str) -> Result<Profile, ReadError> {
+        let (header, mut reader) = BlockReader::new(input, label)?;
+        let mut profile = Profile {
+            header,
+            modules: BTreeMap::new(),
+            samples: Vec::new(),
+            threads: BTreeMap::new(),
+            processes: BTreeMap::new(),
+            summary: None,
+            lost: 0,
+            throttled: 0,
+            warnings: Vec::new(),
+            names: HashMap::new(),
+            frames: Vec::new(),
+            stacks: Vec::new(),
+            sample_stacks: Vec::new(),
+        };
+        let mut symbols = Vec::new();
+        loop {
+            match reader.next_records() {
+                Ok(Some(records)) => {
+                    for record in records {
+                        profile.apply(record, &mut symbols);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    profile
+                        .warnings
+                        .push(format!("{label}: read error after the last block: {e}"));
+                    break;
+                }
+            }
+        }
+        match reader.end() {
+            Some(End::Truncated { offset }) => profile.warnings.push(format!(
+                "{label} is cut short at byte {offset} (the recording was interrupted); \
+                 showing what was written before"
+            )),
+            Some(End::Corrupt { offset, reason }) => profile.warnings.push(format!(
+                "{label} is damaged at byte {offset} ({reason}); showing what comes before"
+            )),
+            _ => {}
+        }
+        if profile.summary.is_none() && profile.warnings.is_empty() {
+            profile.warnings.push(format!(
+                "{label}: the recording did not finish (rprof record was stopped before it could \
+                 write its summary); showing what was written"
+            ));
+        }
+        profile.add_symbols(symbols);
+        Ok(profile)
+    }
+
+    fn apply(&mut self, record: Record, symbols: &mut Vec<Symbols>) {
+        match record {
+            Record::Module(module) => {
+                self.modules.insert(module.id, module);
+            }
+            Record::Comm {
+                pid,
+                tid,
+                name,
+                exec,
+                ..
+            } => {
+                if tid == pid || exec {
+                    let process = self.process(pid);
+                    process.name.clone_from(&name);
+                }
+                self.thread(pid, tid).name = name;
+            }
+            Record::Fork {
+                pid,
+                ppid,
+                tid,
+                ptid,
+                ..
+            } => {
+                let parent_name = self.threads.get(&ptid).map(|t| t.name.clone());
+                if pid != ppid {
+                    let parent_process = self.processes.get(&ppid).map(|p| p.name.clone());
+                    let process = self.process(pid);
+                    process.ppid = Some(ppid);
+                    if process.name.is_empty() {
+                        process.name = parent_process.or(parent_name.clone()).unwrap_or_default();
+                    }
+                }
+                let thread = self.thread(pid, tid);
+                if thread.name.is_empty() {
+                    thread.name = parent_name.unwrap_or_default();
+                }
+            }
+            Record::Exit { .. } => {}
+            Record::Sample(sample) => {
+                let thread = self.thread(sample.pid, sample.tid);
+                thread.samples += 1;
+                thread.period = thread.period.saturating_add(sample.period);
+                self.process(sample.pid);
+                self.samples.push(sample);
+            }
+            Record::Lost { count, .. } => self.lost = self.lost.saturating_add(count),
+            Record::Throttle { throttled, .. } => {
+                if throttled {
+                    self.throttled += 1;
+                }
+            }
+            Record::Symbols(block) => symbols.push(block),
+            Record::Summary(summary) => self.summary = Some(summary),
+        }
+    }
+
+    fn thread(&mut self, pid: u32, tid: u32) -> &mut Thread {
+        self.threads.entry(tid).or_insert_with(|| Thread {
+            pid,
+            tid,
+            name: String::new(),
+            samples: 0,
+            period: 0,
+        })
+    }
+
+    fn process(&mut self, pid: u32) -> &mut Process {
+        self.processes.entry(pid).or_insert_with(|| Process {
+            pid,
+            ppid: None,
+            name: String::new(),
+        })
+    }
+
+    /// Lookup addresses that have no name yet, in modules that could have one: what a
+    /// symbolizer should be asked for (all of them for an interrupted recording).
+    pub fn missing_lookups(&self) -> LookupSet {
+        let mut wanted = LookupSet::new();
+        for sample in &self.samples {
+            for stack in [&sample.user, &sample.kernel] {
+                for (index, address) in stack.iter().enumerate() {
+                    let Some(module) = address.module else {
+                        continue;
+                    };
+                    if self
+                        .modules
+                        .get(&module)
+                        .is_none_or(|m| m.kind == ModuleKind::Anonymous)
+                    {
+                        continue;
+                    }
+                    let lookup = lookup_address(index, address.address);
+                    if !self.names.contains_key(&(module, lookup)) {
+                        wanted.add(module, lookup);
+                    }
+                }
+            }
+        }
+        wanted
+    }
+
+    /// Adds names for addresses and resolves every sample's stack again.
+    pub fn add_symbols(&mut self, blocks: Vec<Symbols>) {
+        for block in blocks {
+            let Some(module) = block.module else {
+                continue;
+            };
+            let string =
+                |index: u32| -> Option<String> { block.strings.get(index as usize).cloned() };
+            for (lookup, frames) in &block.entries {
+                let named = frames
+                    .iter()
+                    .map(|f| Named {
+                        function: string(f.function),
+                        file: string(f.file),
+                        line: (f.line != 0).then_some(f.line),
+                        inlined: f.inlined,
+                    })
+                    .collect();
+                self.names.insert((module, *lookup), named);
+            }
+        }
+        self.resolve();
+    }
+
+    /// All distinct frames.
+    pub fn frames(&self) -> &[FrameInfo] {
+        &self.frames
+    }
+
+    /// One frame.
+    pub fn frame(&self, id: FrameId) -> &FrameInfo {
+        &self.frames[id.0 as usize]
+    }
+
+    /// All distinct stacks, each leaf first.
+    pub fn stacks(&self) -> &[Vec<FrameId>] {
+        &self.stacks
+    }
+
+    /// One stack, leaf first: kernel frames, then user frames (inlined frames before the
+    /// function they were inlined into), then `[truncated]` when the stack's root is missing.
+    pub fn stack(&self, id: StackId) -> &[FrameId] {
+        &self.stacks[id.0 as usize]
+    }
+
+    /// The stack of the sample at `index` in [`samples`](Self::samples).
+    pub fn sample_stack(&self, index: usize) -> StackId {
+        self.sample_stacks[index]
+    }
+
+    /// The name a report shows for a module.
+    pub fn module_name(&self, id: ModuleId) -> &str {
+        self.modules.get(&id).map_or("[unknown]", Module::name)
+    }
+
+    /// Total period (weight) of all samples.
+    pub fn total_period(&self) -> u64 {
+        self.samples
+            .iter()
+            .fold(0u64, |acc, s| acc.saturating_add(s.period))
+    }
+
+    fn resolve(&mut self) {
+        let mut frame_ids: HashMap<FrameInfo, FrameId> = HashMap::new();
+        let mut frames: Vec<FrameInfo> = Vec::new();
+        let mut by_address: HashMap<(Option<ModuleId>, u64, FrameKind), Vec<FrameId>> =
+            HashMap::new();
+        let mut stack_ids: HashMap<Vec<FrameId>, StackId> = HashMap::new();
+        let mut stacks: Vec<Vec<FrameId>> = Vec::new();
+        let mut sample_stacks = Vec::with_capacity(self.samples.len());
+        let mut intern = |info: FrameInfo| -> FrameId {
+            if let Some(&id) = frame_ids.get(&info) {
+                return id;
+            }
+            let id = FrameId(frames.len() as u32);
+            frames.push(info.clone());
+            frame_ids.insert(info, id);
+            id
+        };
+        let truncated = intern(FrameInfo {
+            function: "[truncated]".into(),
+            module: None,
+            file: None,
+            line: None,
+            inlined: false,
+            kind: FrameKind::Truncated,
+            symbolized: false,
+        });
+        let mut stack = Vec::new();
+        for sample in &self.samples {
+            stack.clear();
+            for (kind, addresses) in [
+                (FrameKind::Kernel, &sample.kernel),
+                (FrameKind::User, &sample.user),
+            ] {
+                for (index, address) in addresses.iter().enumerate() {
+                    let lookup = lookup_address(index, address.address);
+                    let key = (address.module, lookup, kind);
+                    let ids = by_address.entry(key).or_insert_with(|| {
+                        self.name_address(*address, lookup, kind)
+                            .into_iter()
+                            .map(&mut intern)
+                            .collect()
+                    });
+                    stack.extend_from_slice(ids);
+                }
+            }
+            if sample.truncated {
+                stack.push(truncated);
+            }
+            let id = match stack_ids.get(&stack) {
+                Some(&id) => id,
+                None => {
+                    let id = StackId(stacks.len() as u32);
+                    stacks.push(stack.clone());
+                    stack_ids.insert(stack.clone(), id);
+                    id
+                }
+            };
+            sample_stacks.push(id);
+        }
+        self.frames = frames;
+        self.stacks = stacks;
+        self.sample_stacks = sample_stacks;
+    }
+
+    /// The frames for one address, innermost first.
+    fn name_address(&self, address: Address, lookup: u64, kind: FrameKind) -> Vec<FrameInfo> {
+        let Some(module) = address.module else {
+            return vec![FrameInfo {
+                function: "[unknown]".into(),
+                module: None,
+                file: None,
+                line: None,
+                inlined: false,
+                kind,
+                symbolized: false,
+            }];
+        };
+        let named = self.names.get(&(module, lookup));
+        let fallback = || format!("{}+{:#x}", self.module_name(module), lookup);
+        match named {
+            Some(list) if !list.is_empty() => list
+                .iter()
+                .map(|n| FrameInfo {
+                    symbolized: n.function.is_some(),
+                    function: n.function.clone().unwrap_or_else(fallback),
+                    module: Some(module),
+                    file: n.file.clone(),
+                    line: n.line,
+                    inlined: n.inlined,
+                    kind,
+                })
+                .collect(),
+            _ => vec![FrameInfo {
+                function: fallback(),
+                module: Some(module),
+                file: None,
+                line: None,
+                inlined: false,
+                kind,
+                symbolized: false,
+            }],
+        }
+    }
+}
