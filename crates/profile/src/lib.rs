@@ -11,6 +11,8 @@
 //! stack to named frames from the stored symbols, and tells which addresses still lack names
 //! ([`Profile::missing_lookups`]) so that a caller can symbolize them from the binaries on disk.
 
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod format;
 mod lookup;
 mod model;
