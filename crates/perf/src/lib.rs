@@ -1,1 +1,24 @@
-//! rprof-perf: (being written).
+//! rprof-perf: the kernel side of sampling, as seen from user space.
+//!
+//! - [`parse`]: perf ring-buffer records (SAMPLE, MMAP2, COMM, FORK, EXIT, LOST, THROTTLE,
+//!   LOST_SAMPLES) from bytes into typed, borrowed records. Pure: no I/O, every read
+//!   bounds-checked, malformed input is an error.
+//! - [`ring`]: the mmap'ed ring buffer (`data_head`/`data_tail` protocol), drained in place.
+//! - [`attr`]: the sampling settings of a `perf_event_attr` (sample type, rate, call-graph mode,
+//!   side records, wakeups).
+//! - [`open`]: opening the samplers of a recording (per CPU for a launched command, per thread ×
+//!   CPU with redirected output when attaching to a running process).
+//!
+//! What it leaves to others: event names and the `perf_event_open` syscall itself
+//! (`rprof-events`), unwinding the sampled stacks (`rprof-unwind`), and what to do with the
+//! records (the `rprof record` command).
+
+pub mod attr;
+pub mod open;
+pub mod parse;
+pub mod ring;
+
+pub use attr::{sampling_attr, CallGraph, Rate, SamplingOptions, MAX_STACK_COPY};
+pub use open::{list_threads, thread_name, CpuBuffer, SamplerError, Samplers};
+pub use parse::{parse_record, ParseError, Record, SampleFormat};
+pub use ring::{Batch, MapError, RingBuffer, RingError};

@@ -1,0 +1,306 @@
+//! Opening the samplers of one recording: one ring buffer per CPU, fed either by one inherited
+//! event per CPU on a launched process, or (when attaching) by one event per thread per CPU whose
+//! output is redirected into that CPU's buffer.
+//!
+//! Per-task events with `cpu = -1` and `inherit` cannot be mmap'ed, which is why every event is
+//! bound to a CPU.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use perf_event_open_sys::bindings::perf_event_attr;
+use rprof_events::OpenError;
+
+use crate::parse::SampleFormat;
+use crate::ring::{MapError, RingBuffer};
+
+/// Why the samplers could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SamplerError {
+    /// `perf_event_open` failed (its message says why and how to fix it).
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// The kernel refused to map a ring buffer.
+    #[error("{source} (CPU {cpu})")]
+    Map {
+        /// The CPU whose buffer it was.
+        cpu: u32,
+        /// The mmap failure.
+        source: MapError,
+    },
+    /// Redirecting an event's output into its CPU's buffer failed.
+    #[error("cannot redirect perf output into the ring buffer of CPU {cpu}: {source}")]
+    SetOutput {
+        /// The CPU.
+        cpu: u32,
+        /// The ioctl failure.
+        source: io::Error,
+    },
+    /// The threads of the process could not be listed.
+    #[error("cannot list the threads of process {pid}: {source}")]
+    Threads {
+        /// The process.
+        pid: u32,
+        /// The failure (`NotFound`: no such process).
+        source: io::Error,
+    },
+    /// Every thread of the process exited before an event could be attached.
+    #[error("process {pid} exited before it could be attached")]
+    Gone {
+        /// The process.
+        pid: u32,
+    },
+    /// Enabling the events failed.
+    #[error("cannot enable the perf events: {0}")]
+    Enable(io::Error),
+}
+
+/// The ring buffer of one CPU and the event that owns it.
+#[derive(Debug)]
+pub struct CpuBuffer {
+    /// The CPU.
+    pub cpu: u32,
+    fd: OwnedFd,
+    /// The mapped buffer.
+    pub ring: RingBuffer,
+}
+
+impl CpuBuffer {
+    /// The descriptor to poll for "records waiting" (POLLIN) and "target gone" (POLLHUP).
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// All samplers of one recording.
+#[derive(Debug)]
+pub struct Samplers {
+    event: String,
+    attr: perf_event_attr,
+    buffers: Vec<CpuBuffer>,
+    /// Events whose output goes into one of `buffers` (attach mode).
+    redirected: Vec<OwnedFd>,
+    /// Threads with events (attach mode).
+    attached: BTreeSet<u32>,
+    pid: u32,
+}
+
+fn open(event: &str, attr: &perf_event_attr, pid: i32, cpu: u32) -> Result<OwnedFd, OpenError> {
+    rprof_events::perf_event_open(attr, pid, cpu as i32, None, 0).map_err(|e| e.with_event(event))
+}
+
+fn map(fd: OwnedFd, cpu: u32, data_pages: usize) -> Result<CpuBuffer, SamplerError> {
+    let ring = RingBuffer::map(fd.as_fd(), data_pages)
+        .map_err(|source| SamplerError::Map { cpu, source })?;
+    Ok(CpuBuffer { cpu, fd, ring })
+}
+
+/// The thread ids of process `pid`, from `/proc/PID/task`.
+pub fn list_threads(pid: u32) -> io::Result<Vec<u32>> {
+    let mut tids = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        if let Some(tid) = entry?.file_name().to_str().and_then(|s| s.parse().ok()) {
+            tids.push(tid);
+        }
+    }
+    tids.sort_unstable();
+    Ok(tids)
+}
+
+/// The name of thread `tid` of process `pid` (`/proc/PID/task/TID/comm`), if readable.
+pub fn thread_name(pid: u32, tid: u32) -> Option<String> {
+    let name = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).ok()?;
+    Some(name.trim_end_matches('\n').to_string())
+}
+
+impl Samplers {
+    /// Samplers for process `pid` and everything it creates: one inherited event per CPU, each
+    /// with its own ring buffer of `data_pages` pages. `attr` should have `inherit` set (and,
+    /// for a command held before `execve`, `disabled` + `enable_on_exec`).
+    pub fn open_process(
+        event: &str,
+        attr: &perf_event_attr,
+        pid: u32,
+        cpus: &[u32],
+        data_pages: usize,
+    ) -> Result<Samplers, SamplerError> {
+        let mut buffers = Vec::with_capacity(cpus.len());
+        for &cpu in cpus {
+            let fd = open(event, attr, pid as i32, cpu)?;
+            buffers.push(map(fd, cpu, data_pages)?);
+        }
+        Ok(Samplers {
+            event: event.to_string(),
+            attr: *attr,
+            buffers,
+            redirected: Vec::new(),
+            attached: BTreeSet::new(),
+            pid,
+        })
+    }
+
+    /// Samplers for the running process `pid`: one event per existing thread per CPU (with
+    /// `inherit`, so threads they create later are followed), all of one CPU writing into that
+    /// CPU's ring buffer. Threads that exit meanwhile are skipped; the thread list is read again
+    /// until it holds no thread without events, so threads created during the attach are not
+    /// missed.
+    pub fn attach(
+        event: &str,
+        attr: &perf_event_attr,
+        pid: u32,
+        cpus: &[u32],
+        data_pages: usize,
+    ) -> Result<Samplers, SamplerError> {
+        let mut samplers = Samplers {
+            event: event.to_string(),
+            attr: *attr,
+            buffers: Vec::with_capacity(cpus.len()),
+            redirected: Vec::new(),
+            attached: BTreeSet::new(),
+            pid,
+        };
+        let tids = list_threads(pid).map_err(|source| SamplerError::Threads { pid, source })?;
+        // The first thread that accepts events provides each CPU's buffer.
+        let mut pending: Vec<u32> = tids.into_iter().rev().collect();
+        while samplers.buffers.is_empty() {
+            let Some(tid) = pending.pop() else {
+                return Err(SamplerError::Gone { pid });
+            };
+            let mut fds = Vec::with_capacity(cpus.len());
+            let mut gone = false;
+            for &cpu in cpus {
+                match open(event, attr, tid as i32, cpu) {
+                    Ok(fd) => fds.push((cpu, fd)),
+                    Err(e) if e.is_no_such_process() => {
+                        gone = true;
+                        break;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if gone {
+                continue;
+            }
+            for (cpu, fd) in fds {
+                samplers.buffers.push(map(fd, cpu, data_pages)?);
+            }
+            samplers.attached.insert(tid);
+        }
+        for tid in pending.into_iter().rev() {
+            samplers.attach_thread(tid)?;
+        }
+        samplers.rescan()?;
+        Ok(samplers)
+    }
+
+    /// Attaches events to thread `tid` on every CPU; false if it has exited.
+    fn attach_thread(&mut self, tid: u32) -> Result<bool, SamplerError> {
+        let mut fds = Vec::with_capacity(self.buffers.len());
+        for buffer in &self.buffers {
+            match open(&self.event, &self.attr, tid as i32, buffer.cpu) {
+                Ok(fd) => fds.push(fd),
+                Err(e) if e.is_no_such_process() => return Ok(false),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        for (fd, buffer) in fds.iter().zip(&self.buffers) {
+            set_output(fd.as_fd(), buffer.fd.as_fd()).map_err(|source| {
+                SamplerError::SetOutput {
+                    cpu: buffer.cpu,
+                    source,
+                }
+            })?;
+        }
+        self.redirected.extend(fds);
+        self.attached.insert(tid);
+        Ok(true)
+    }
+
+    /// Attach mode: reads the process's thread list again and attaches events to threads that
+    /// have none, until a pass finds no new thread. Returns how many threads were added.
+    /// (Threads created by already attached threads are followed by `inherit`; this closes the
+    /// window between listing the threads and opening their events.)
+    pub fn rescan(&mut self) -> Result<usize, SamplerError> {
+        if self.redirected.is_empty() && self.attached.is_empty() {
+            return Ok(0);
+        }
+        let mut added = 0;
+        loop {
+            let tids = match list_threads(self.pid) {
+                Ok(tids) => tids,
+                // The process has exited: nothing more to attach.
+                Err(_) => return Ok(added),
+            };
+            let new: Vec<u32> = tids
+                .into_iter()
+                .filter(|tid| !self.attached.contains(tid))
+                .collect();
+            if new.is_empty() {
+                return Ok(added);
+            }
+            for tid in new {
+                if self.attach_thread(tid)? {
+                    added += 1;
+                } else {
+                    // Exited: do not try again.
+                    self.attached.insert(tid);
+                }
+            }
+        }
+    }
+
+    /// Enables every event (for events opened disabled without `enable_on_exec`).
+    pub fn enable(&self) -> Result<(), SamplerError> {
+        let fds = self
+            .buffers
+            .iter()
+            .map(|b| b.fd.as_fd())
+            .chain(self.redirected.iter().map(|fd| fd.as_fd()));
+        for fd in fds {
+            // SAFETY: ENABLE on a perf event descriptor we own; the argument is unused.
+            let rc = unsafe { perf_event_open_sys::ioctls::ENABLE(fd.as_raw_fd(), 0) };
+            if rc < 0 {
+                return Err(SamplerError::Enable(io::Error::last_os_error()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The layout of the records in the buffers.
+    pub fn format(&self) -> SampleFormat {
+        SampleFormat::from_attr(&self.attr)
+    }
+
+    /// The attr every event was opened with.
+    pub fn attr(&self) -> &perf_event_attr {
+        &self.attr
+    }
+
+    /// The per-CPU buffers.
+    pub fn buffers(&self) -> &[CpuBuffer] {
+        &self.buffers
+    }
+
+    /// The per-CPU buffers, for reading.
+    pub fn buffers_mut(&mut self) -> &mut [CpuBuffer] {
+        &mut self.buffers
+    }
+
+    /// Number of threads events were attached to (attach mode; 0 otherwise).
+    pub fn attached_threads(&self) -> usize {
+        self.attached.len()
+    }
+}
+
+/// Sends the records of event `fd` into the ring buffer of event `target` (same CPU).
+fn set_output(fd: BorrowedFd<'_>, target: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: SET_OUTPUT with two perf event descriptors we own.
+    let rc = unsafe { perf_event_open_sys::ioctls::SET_OUTPUT(fd.as_raw_fd(), target.as_raw_fd()) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
