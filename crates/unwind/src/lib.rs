@@ -1,1 +1,766 @@
-//! rprof-unwind: (being written).
+//! rprof-unwind: process address spaces and user-space stack unwinding for rprof (x86-64 Linux).
+//!
+//! What it does:
+//! - Keeps the address space of every profiled process from MMAP2-like [`Mapping`]s (or from
+//!   `/proc/PID/maps` for attached processes), through fork, exec and exit. Only executable
+//!   mappings are kept; any mapping unmaps the executable ranges it covers (mmap semantics).
+//! - Turns each mapping's file into a module, shared by all processes that map the same file
+//!   (same path and build id, or inode). A module's file is read once, lazily, the first time an
+//!   address in it is unwound or resolved: PT_LOAD segments, build id, `.eh_frame`,
+//!   `.eh_frame_hdr`, `.debug_frame`, `.text` and `.got` ranges. The vDSO is read from this
+//!   process (same kernel, same image). Anonymous executable memory becomes a per-process
+//!   [`ModuleKind::Jit`] module when `/tmp/perf-PID.map` exists, else [`ModuleKind::Anonymous`].
+//!   A file that is gone, replaced or unreadable is still a module, so its addresses stay
+//!   attributed to it (as file offsets); unwinding through it uses frame pointers.
+//! - Maps every address to the address as stated in the ELF file (SVMA), which is what a
+//!   symbolizer looks up, from the mapping's file offset and the file's PT_LOAD segments (PIE,
+//!   non-PIE and shared libraries alike).
+//! - Unwinds a sample (registers + a copy of the stack from `sp` upward) with DWARF CFI, falling
+//!   back to frame pointers where there is no CFI, or with frame pointers only, and says whether
+//!   the stack is complete, truncated by the end of the copied stack, or broken ([`Outcome`]).
+//!
+//! What it leaves to others: reading perf records and copying stacks (rprof-perf and the
+//! recorder), naming addresses (rprof-symbols: it gets [`Frame::address`] SVMAs and subtracts 1
+//! from return addresses itself), kernel call chains (only [`Unwinder::resolve`] helps there).
+//!
+//! Why framehop: it is the unwinder samply uses; it only recovers what return addresses need
+//! (ip, sp, bp), caches unwind rules per address across samples, handles `.eh_frame_hdr`,
+//! indexes `.eh_frame`/`.debug_frame` without one, falls back to frame pointers where there is
+//! no CFI, and detects the outermost frame (undefined return address). Writing that again on
+//! gimli would buy nothing. What we add on top, on object and gimli: reading ELF files and the
+//! vDSO, address-space bookkeeping and SVMA computation, checking `.eh_frame_hdr` with gimli
+//! before handing it over (framehop trusts its search table blindly, so a header without a
+//! usable table would disable CFI for the whole module), deciding truncated vs. failed from the
+//! stack reads that failed, loop and depth limits, and a frame-pointer-only mode.
+
+#![warn(missing_docs)]
+
+mod maps;
+mod module;
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
+use framehop::{FrameAddress, Unwinder as _};
+
+pub use maps::{parse_proc_maps, Mapping};
+pub use module::{LoadError, ModuleIndex, ModuleInfo, ModuleKind};
+
+use maps::{classify, NameKind, DELETED_SUFFIX};
+use module::{Bytes, ElfData};
+
+/// Unwinding stops with [`Outcome::Failed`] after this many frames (a loop or garbage).
+pub const MAX_FRAMES: usize = 4096;
+
+/// A stack read that fails at most this far above the end of the copied stack counts as "the
+/// copy was too short" ([`Outcome::Truncated`]); farther away it is a bad pointer. No single
+/// frame in practice is larger.
+pub const TRUNCATION_WINDOW: u64 = 16 << 20;
+
+/// One frame of an unwound stack.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Frame {
+    /// The module the address is in, if any mapping covers it.
+    pub module: Option<ModuleIndex>,
+    /// The address as stated in the module's ELF file (SVMA) for ELF and vDSO modules (a file
+    /// offset if the file could not be read); the process address for JIT, anonymous and
+    /// unknown memory. For return addresses this is the return address itself, not minus 1.
+    pub address: u64,
+    /// The address in the process (AVMA).
+    pub avma: u64,
+}
+
+/// The registers unwinding needs.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Regs {
+    /// Instruction pointer (rip).
+    pub ip: u64,
+    /// Stack pointer (rsp); the copied stack starts here.
+    pub sp: u64,
+    /// Frame pointer (rbp).
+    pub bp: u64,
+}
+
+/// How to unwind.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// DWARF CFI, with frame pointers where a function has no CFI.
+    #[default]
+    Dwarf,
+    /// Frame pointers only.
+    FramePointer,
+}
+
+/// How unwinding ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The outermost frame was reached (undefined or zero return address, zero frame pointer).
+    Complete,
+    /// Unwinding needed stack bytes beyond the end of the copied stack: the frames found so far
+    /// are right, but the stack goes on.
+    Truncated,
+    /// Unwinding could not go on for another reason (the message says which).
+    Failed(String),
+}
+
+/// Everything known about one loaded-or-not module.
+struct Slot {
+    /// Paths to read the file from, in order of preference.
+    candidates: Vec<PathBuf>,
+    /// Inode the mapping reported (0: unknown).
+    inode: u64,
+    /// Build id the mapping reported.
+    build_id: Option<Vec<u8>>,
+    /// `None` until the first use; then the file's data or why it could not be read.
+    loaded: Option<Result<Arc<ElfData>, LoadError>>,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum ModuleKey {
+    File {
+        path: String,
+        build_id: Option<Vec<u8>>,
+        inode: u64,
+    },
+    Vdso,
+    Jit {
+        pid: u32,
+    },
+    Anonymous {
+        pid: u32,
+        name: String,
+    },
+}
+
+/// All modules ever seen, never shrinking.
+#[derive(Default)]
+struct Modules {
+    infos: Vec<ModuleInfo>,
+    slots: Vec<Slot>,
+    by_key: HashMap<ModuleKey, ModuleIndex>,
+}
+
+impl Modules {
+    fn intern(&mut self, key: ModuleKey, make: impl FnOnce() -> (ModuleInfo, Slot)) -> ModuleIndex {
+        if let Some(&index) = self.by_key.get(&key) {
+            return index;
+        }
+        let index = ModuleIndex(u32::try_from(self.infos.len()).unwrap_or(u32::MAX));
+        let (info, slot) = make();
+        self.infos.push(info);
+        self.slots.push(slot);
+        self.by_key.insert(key, index);
+        index
+    }
+
+    /// The module for an executable mapping of process `pid`.
+    fn for_mapping(&mut self, pid: u32, m: &Mapping) -> ModuleIndex {
+        match classify(&m.path) {
+            NameKind::Vdso => self.intern(ModuleKey::Vdso, || {
+                (
+                    ModuleInfo {
+                        path: m.path.clone(),
+                        build_id: m.build_id.clone(),
+                        kind: ModuleKind::Vdso,
+                        pid_for_jit: None,
+                    },
+                    Slot {
+                        candidates: Vec::new(),
+                        inode: 0,
+                        build_id: None,
+                        loaded: None,
+                    },
+                )
+            }),
+            NameKind::Anonymous => self.anonymous(pid, &m.path),
+            NameKind::File => {
+                let key = ModuleKey::File {
+                    path: m.path.clone(),
+                    build_id: m.build_id.clone(),
+                    inode: if m.build_id.is_some() { 0 } else { m.inode },
+                };
+                self.intern(key, || {
+                    let mut candidates = Vec::new();
+                    if !m.path.ends_with(DELETED_SUFFIX) {
+                        candidates.push(PathBuf::from(&m.path));
+                    }
+                    // While the process lives, root can read the mapped file itself, even when
+                    // it was deleted or replaced on disk.
+                    candidates.push(PathBuf::from(format!(
+                        "/proc/{pid}/map_files/{:x}-{:x}",
+                        m.start, m.end
+                    )));
+                    (
+                        ModuleInfo {
+                            path: m.path.clone(),
+                            build_id: m.build_id.clone(),
+                            kind: ModuleKind::Elf,
+                            pid_for_jit: None,
+                        },
+                        Slot {
+                            candidates,
+                            inode: m.inode,
+                            build_id: m.build_id.clone(),
+                            loaded: None,
+                        },
+                    )
+                })
+            }
+        }
+    }
+
+    /// The module for anonymous executable memory named `name` in process `pid`.
+    fn anonymous(&mut self, pid: u32, name: &str) -> ModuleIndex {
+        let no_file = || Slot {
+            candidates: Vec::new(),
+            inode: 0,
+            build_id: None,
+            loaded: None,
+        };
+        let jit_map = jit_map_path(pid);
+        if jit_map.exists() {
+            return self.intern(ModuleKey::Jit { pid }, || {
+                (
+                    ModuleInfo {
+                        path: jit_map.to_string_lossy().into_owned(),
+                        build_id: None,
+                        kind: ModuleKind::Jit,
+                        pid_for_jit: Some(pid),
+                    },
+                    no_file(),
+                )
+            });
+        }
+        let name = if name.is_empty() { "//anon" } else { name };
+        let key = ModuleKey::Anonymous {
+            pid,
+            name: name.to_string(),
+        };
+        self.intern(key, || {
+            (
+                ModuleInfo {
+                    path: name.to_string(),
+                    build_id: None,
+                    kind: ModuleKind::Anonymous,
+                    pid_for_jit: None,
+                },
+                no_file(),
+            )
+        })
+    }
+
+    /// The module's file data, read on first use; `None` if it has none or cannot be read.
+    fn data(&mut self, index: ModuleIndex) -> Option<Arc<ElfData>> {
+        let i = usize::try_from(index.0).ok()?;
+        let info = self.infos.get_mut(i)?;
+        let slot = self.slots.get_mut(i)?;
+        if slot.loaded.is_none() {
+            let loaded = match info.kind {
+                ModuleKind::Vdso => module::load_vdso(),
+                ModuleKind::Elf => {
+                    let mut first_error = None;
+                    let mut found = None;
+                    for path in &slot.candidates {
+                        match module::load_file(path, slot.inode, slot.build_id.as_deref()) {
+                            Ok(data) => {
+                                found = Some(data);
+                                break;
+                            }
+                            Err(e) => {
+                                first_error.get_or_insert(e);
+                            }
+                        }
+                    }
+                    match (found, first_error) {
+                        (Some(data), _) => Ok(data),
+                        (None, Some(e)) => Err(e),
+                        (None, None) => Err(LoadError::Malformed {
+                            path: PathBuf::from(&info.path),
+                            reason: "no path to read it from".to_string(),
+                        }),
+                    }
+                }
+                ModuleKind::Jit | ModuleKind::Anonymous => return None,
+            };
+            if let Ok(data) = &loaded {
+                if info.build_id.is_none() {
+                    info.build_id = data.build_id.clone();
+                }
+            }
+            slot.loaded = Some(loaded.map(Arc::new));
+        }
+        slot.loaded.as_ref()?.as_ref().ok().cloned()
+    }
+}
+
+/// Where a JIT writes the names of its code for process `pid`.
+fn jit_map_path(pid: u32) -> PathBuf {
+    PathBuf::from(format!("/tmp/perf-{pid}.map"))
+}
+
+/// One executable mapping of a process.
+#[derive(Clone, Debug)]
+struct ProcMap {
+    start: u64,
+    end: u64,
+    pgoff: u64,
+    module: ModuleIndex,
+    kind: ModuleKind,
+    /// `base` and `in_framehop` are up to date.
+    prepared: bool,
+    /// AVMA of the file's SVMA 0, once known.
+    base: Option<u64>,
+    /// A framehop module was added for this mapping (keyed by `start`).
+    in_framehop: bool,
+}
+
+/// The address space of one process.
+#[derive(Clone, Default)]
+struct Process {
+    /// Executable mappings, sorted by start, not overlapping.
+    maps: Vec<ProcMap>,
+    /// framehop's view of the same, holding the modules with CFI that were used so far.
+    framehop: UnwinderX86_64<Bytes>,
+}
+
+impl Process {
+    fn find(&self, avma: u64) -> Option<usize> {
+        let i = self
+            .maps
+            .partition_point(|m| m.start <= avma)
+            .checked_sub(1)?;
+        (avma < self.maps[i].end).then_some(i)
+    }
+
+    /// Removes `[start, end)` from the executable mappings, keeping the parts outside it.
+    fn unmap(&mut self, start: u64, end: u64) {
+        let lo = self.maps.partition_point(|m| m.end <= start);
+        let hi = self.maps.partition_point(|m| m.start < end);
+        if lo >= hi {
+            return;
+        }
+        let mut keep = Vec::new();
+        for m in self.maps.drain(lo..hi) {
+            if m.in_framehop {
+                self.framehop.remove_module(m.start);
+            }
+            let piece = ProcMap {
+                prepared: false,
+                in_framehop: false,
+                ..m.clone()
+            };
+            if m.start < start {
+                keep.push(ProcMap {
+                    end: start,
+                    ..piece.clone()
+                });
+            }
+            if m.end > end {
+                keep.push(ProcMap {
+                    start: end,
+                    pgoff: m.pgoff.wrapping_add(end - m.start),
+                    ..piece
+                });
+            }
+        }
+        self.maps.splice(lo..lo, keep);
+    }
+
+    fn insert(&mut self, map: ProcMap) {
+        let at = self.maps.partition_point(|m| m.start < map.start);
+        self.maps.insert(at, map);
+    }
+
+    /// Makes sure mapping `i`'s base address is known and its CFI is known to framehop.
+    fn prepare(&mut self, i: usize, modules: &mut Modules) {
+        let Some(map) = self.maps.get(i) else { return };
+        if map.prepared {
+            return;
+        }
+        let (start, end, pgoff, module, kind) =
+            (map.start, map.end, map.pgoff, map.module, map.kind);
+        let mut base = None;
+        let mut in_framehop = false;
+        if matches!(kind, ModuleKind::Elf | ModuleKind::Vdso) {
+            if let Some(data) = modules.data(module) {
+                base = data.base_avma(start, pgoff);
+                if let Some(b) = base {
+                    let name = modules
+                        .infos
+                        .get(module.0 as usize)
+                        .map_or("", |info| info.path.as_str());
+                    if let Some(fh) = data.framehop_module(name, start..end, b) {
+                        self.framehop.add_module(fh);
+                        in_framehop = true;
+                    }
+                }
+            }
+        }
+        if let Some(map) = self.maps.get_mut(i) {
+            map.base = base;
+            map.in_framehop = in_framehop;
+            map.prepared = true;
+        }
+    }
+
+    /// The frame for process address `avma`, looked up at `lookup` (`avma - 1` for return
+    /// addresses, so that a call at the very end of a mapping stays in it).
+    fn frame(&mut self, modules: &mut Modules, avma: u64, lookup: u64) -> Option<Frame> {
+        let i = self.find(lookup)?;
+        self.prepare(i, modules);
+        let m = &self.maps[i];
+        let address = match m.kind {
+            ModuleKind::Jit | ModuleKind::Anonymous => avma,
+            ModuleKind::Elf | ModuleKind::Vdso => match m.base {
+                Some(base) => avma.wrapping_sub(base),
+                None => avma.wrapping_sub(m.start).wrapping_add(m.pgoff),
+            },
+        };
+        Some(Frame {
+            module: Some(m.module),
+            address,
+            avma,
+        })
+    }
+}
+
+/// The copied stack: `bytes` are the memory at `sp..sp + bytes.len()`.
+struct StackCopy<'a> {
+    sp: u64,
+    end: u64,
+    bytes: &'a [u8],
+}
+
+impl<'a> StackCopy<'a> {
+    fn new(sp: u64, bytes: &'a [u8]) -> Self {
+        let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+        let end = sp.saturating_add(len);
+        let usable = usize::try_from(end - sp).unwrap_or(bytes.len());
+        Self {
+            sp,
+            end,
+            bytes: bytes.get(..usable).unwrap_or(bytes),
+        }
+    }
+
+    fn read(&self, addr: u64) -> Option<u64> {
+        let off = usize::try_from(addr.checked_sub(self.sp)?).ok()?;
+        let word = self.bytes.get(off..off.checked_add(8)?)?;
+        Some(u64::from_le_bytes(word.try_into().ok()?))
+    }
+
+    /// Whether a failed read at `addr` failed because the copy ends too early.
+    fn needs_more(&self, addr: u64) -> bool {
+        addr >= self.sp
+            && addr.saturating_add(8) > self.end
+            && addr < self.end.saturating_add(TRUNCATION_WINDOW)
+    }
+}
+
+/// Address spaces of the profiled processes and the unwinder working on them.
+pub struct Unwinder {
+    modules: Modules,
+    processes: HashMap<u32, Process>,
+    cache: CacheX86_64,
+    /// Used for processes without known mappings (frame pointers everywhere).
+    empty: Process,
+}
+
+impl Default for Unwinder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Unwinder {
+    /// An unwinder that knows no process yet.
+    pub fn new() -> Self {
+        Self {
+            modules: Modules::default(),
+            processes: HashMap::new(),
+            cache: CacheX86_64::new(),
+            empty: Process::default(),
+        }
+    }
+
+    /// Adds a mapping to process `pid` (creating the process if needed). It replaces whatever
+    /// executable mappings it overlaps; a non-executable mapping only does that.
+    pub fn add_mapping(&mut self, pid: u32, m: Mapping) {
+        if m.end <= m.start {
+            return;
+        }
+        let process = self.processes.entry(pid).or_default();
+        process.unmap(m.start, m.end);
+        if !m.executable {
+            return;
+        }
+        let module = self.modules.for_mapping(pid, &m);
+        let kind = self
+            .modules
+            .infos
+            .get(module.0 as usize)
+            .map_or(ModuleKind::Anonymous, |info| info.kind);
+        process.insert(ProcMap {
+            start: m.start,
+            end: m.end,
+            pgoff: m.pgoff,
+            module,
+            kind,
+            prepared: false,
+            base: None,
+            in_framehop: false,
+        });
+        if kind == ModuleKind::Elf && m.path.ends_with(DELETED_SUFFIX) {
+            // A deleted file can only be read through /proc/PID/map_files while the process
+            // lives: read it now rather than on first use.
+            if let Some(i) = process.find(m.start) {
+                process.prepare(i, &mut self.modules);
+            }
+        }
+    }
+
+    /// Adds every mapping listed in `/proc/PID/maps` (for a process that is already running).
+    pub fn load_proc_maps(&mut self, pid: u32) -> std::io::Result<()> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/maps"))?;
+        for m in parse_proc_maps(&text) {
+            self.add_mapping(pid, m);
+        }
+        Ok(())
+    }
+
+    /// Process `child_pid` was forked from `parent_pid`: it starts with a copy of the parent's
+    /// address space (its anonymous memory becomes its own module).
+    pub fn fork(&mut self, parent_pid: u32, child_pid: u32) {
+        if parent_pid == child_pid {
+            return;
+        }
+        let Some(parent) = self.processes.get(&parent_pid) else {
+            self.processes.remove(&child_pid);
+            return;
+        };
+        let mut child = parent.clone();
+        for m in &mut child.maps {
+            if matches!(m.kind, ModuleKind::Jit | ModuleKind::Anonymous) {
+                let name = match m.kind {
+                    ModuleKind::Anonymous => self
+                        .modules
+                        .infos
+                        .get(m.module.0 as usize)
+                        .map(|i| i.path.clone())
+                        .unwrap_or_default(),
+                    _ => String::new(),
+                };
+                m.module = self.modules.anonymous(child_pid, &name);
+                m.kind = self.modules.infos[m.module.0 as usize].kind;
+            }
+        }
+        self.processes.insert(child_pid, child);
+    }
+
+    /// Process `pid` called exec: its mappings are gone (the new image's come next).
+    pub fn exec(&mut self, pid: u32) {
+        self.processes.remove(&pid);
+    }
+
+    /// Process `pid` exited.
+    pub fn exit(&mut self, pid: u32) {
+        self.processes.remove(&pid);
+    }
+
+    /// Unwinds one sample of process `pid`: `stack` holds the bytes copied from `regs.sp`
+    /// upward. Appends the frames to `out`, leaf first: `out[0]` is the instruction pointer,
+    /// the rest are return addresses (not minus 1). Never panics on any input.
+    pub fn unwind(
+        &mut self,
+        pid: u32,
+        regs: Regs,
+        stack: &[u8],
+        mode: Mode,
+        out: &mut Vec<Frame>,
+    ) -> Outcome {
+        let known = self.processes.contains_key(&pid);
+        let process = match self.processes.get_mut(&pid) {
+            Some(p) => p,
+            None => &mut self.empty,
+        };
+        let stack = StackCopy::new(regs.sp, stack);
+        match mode {
+            Mode::Dwarf => unwind_dwarf(
+                process,
+                known,
+                &mut self.modules,
+                &mut self.cache,
+                regs,
+                &stack,
+                out,
+            ),
+            Mode::FramePointer => {
+                unwind_frame_pointers(process, known, &mut self.modules, regs, &stack, out)
+            }
+        }
+    }
+
+    /// The frame for one process address (e.g. from a kernel frame-pointer call chain).
+    pub fn resolve(&mut self, pid: u32, avma: u64) -> Frame {
+        self.processes
+            .get_mut(&pid)
+            .and_then(|p| p.frame(&mut self.modules, avma, avma))
+            .unwrap_or(Frame {
+                module: None,
+                address: avma,
+                avma,
+            })
+    }
+
+    /// Every module seen so far, indexed by [`ModuleIndex`]; it never shrinks.
+    pub fn modules(&self) -> &[ModuleInfo] {
+        &self.modules.infos
+    }
+
+    /// Why a module's file could not be used, if it was tried and failed.
+    pub fn load_error(&self, module: ModuleIndex) -> Option<&LoadError> {
+        let slot = self.modules.slots.get(usize::try_from(module.0).ok()?)?;
+        slot.loaded.as_ref()?.as_ref().err()
+    }
+
+    /// Unwind-rule cache statistics: (hits, misses) since the unwinder was created.
+    pub fn cache_stats(&self) -> (u64, u64) {
+        let stats = self.cache.stats();
+        (stats.hits(), stats.misses())
+    }
+}
+
+/// The frame for `avma` in `process`, or an unknown-module frame.
+fn frame_at(process: &mut Process, modules: &mut Modules, avma: u64, lookup: u64) -> Frame {
+    process.frame(modules, avma, lookup).unwrap_or(Frame {
+        module: None,
+        address: avma,
+        avma,
+    })
+}
+
+fn unwind_dwarf(
+    process: &mut Process,
+    known: bool,
+    modules: &mut Modules,
+    cache: &mut CacheX86_64,
+    regs: Regs,
+    stack: &StackCopy<'_>,
+    out: &mut Vec<Frame>,
+) -> Outcome {
+    let first = out.len();
+    let short = Cell::new(false);
+    let mut read_stack = |addr: u64| -> Result<u64, ()> {
+        stack.read(addr).ok_or_else(|| {
+            if stack.needs_more(addr) {
+                short.set(true);
+            }
+        })
+    };
+    let mut fh_regs = UnwindRegsX86_64::new(regs.ip, regs.sp, regs.bp);
+    let mut address = FrameAddress::from_instruction_pointer(regs.ip);
+    loop {
+        let frame = frame_at(
+            process,
+            modules,
+            address.address(),
+            address.address_for_lookup(),
+        );
+        if known && frame.module.is_none() && address.is_return_address() {
+            return Outcome::Failed(format!(
+                "return address {:#x} is outside every executable mapping",
+                frame.avma
+            ));
+        }
+        out.push(frame);
+        if out.len() - first >= MAX_FRAMES {
+            return Outcome::Failed(format!("more than {MAX_FRAMES} frames"));
+        }
+        short.set(false);
+        let sp = fh_regs.sp();
+        let step = process
+            .framehop
+            .unwind_frame(address, &mut fh_regs, cache, &mut read_stack);
+        if short.get() {
+            // A read past the copy failed during this step (framehop may have fallen back to
+            // frame pointers after it): the rest of the stack is not in the sample.
+            return Outcome::Truncated;
+        }
+        match step {
+            Ok(Some(return_address)) => {
+                if fh_regs.sp() <= sp {
+                    return Outcome::Failed(format!(
+                        "stack pointer did not move up at {:#x}",
+                        address.address()
+                    ));
+                }
+                match FrameAddress::from_return_address(return_address) {
+                    Some(next) => address = next,
+                    None => return Outcome::Complete,
+                }
+            }
+            Ok(None) => return Outcome::Complete,
+            Err(framehop::Error::CouldNotReadStack(at)) => {
+                return Outcome::Failed(format!(
+                    "cannot read stack at {at:#x}, outside the copied {:#x}..{:#x}",
+                    stack.sp, stack.end
+                ))
+            }
+            Err(e) => return Outcome::Failed(e.to_string()),
+        }
+    }
+}
+
+fn unwind_frame_pointers(
+    process: &mut Process,
+    known: bool,
+    modules: &mut Modules,
+    regs: Regs,
+    stack: &StackCopy<'_>,
+    out: &mut Vec<Frame>,
+) -> Outcome {
+    let first = out.len();
+    out.push(frame_at(process, modules, regs.ip, regs.ip));
+    let (mut sp, mut bp) = (regs.sp, regs.bp);
+    loop {
+        if bp == 0 {
+            return Outcome::Complete;
+        }
+        if bp < sp {
+            return Outcome::Failed(format!(
+                "frame pointer {bp:#x} is below the stack pointer {sp:#x}"
+            ));
+        }
+        let Some(ra_slot) = bp.checked_add(8) else {
+            return Outcome::Failed(format!("frame pointer {bp:#x} overflows"));
+        };
+        let (saved_bp, return_address) = match (stack.read(bp), stack.read(ra_slot)) {
+            (Some(b), Some(r)) => (b, r),
+            _ if stack.needs_more(bp) || stack.needs_more(ra_slot) => return Outcome::Truncated,
+            _ => {
+                return Outcome::Failed(format!(
+                    "frame pointer {bp:#x} is outside the copied stack {:#x}..{:#x}",
+                    stack.sp, stack.end
+                ))
+            }
+        };
+        if return_address == 0 {
+            return Outcome::Complete;
+        }
+        let frame = frame_at(process, modules, return_address, return_address - 1);
+        if known && frame.module.is_none() {
+            return Outcome::Failed(format!(
+                "return address {return_address:#x} is outside every executable mapping"
+            ));
+        }
+        out.push(frame);
+        if out.len() - first >= MAX_FRAMES {
+            return Outcome::Failed(format!("more than {MAX_FRAMES} frames"));
+        }
+        sp = ra_slot.saturating_add(8);
+        bp = saved_bp;
+    }
+}
