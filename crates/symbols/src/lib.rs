@@ -1,1 +1,242 @@
-//! rprof-symbols: (being written).
+//! rprof-symbols: turns code addresses into function names, source files and lines.
+//!
+//! Given a module (an ELF file by path and build id, the vDSO, the kernel, or a JIT perf map) and
+//! a batch of lookup addresses, [`Symbolizer::symbolize`] returns one [`Location`] per address:
+//! the chain of [`SymFrame`]s at that address, innermost inlined function first and the real
+//! (out-of-line) function last.
+//!
+//! Where names come from:
+//! - ELF modules: DWARF via `addr2line` (names, files, lines, inline frames), embedded or from a
+//!   separate debug file found by build id (`<root>/.build-id/xx/rest.debug`) or by
+//!   `.gnu_debuglink` (CRC-checked), with dwz supplementary files (`.gnu_debugaltlink`) and
+//!   compressed debug sections. Without DWARF for an address, the nearest preceding code symbol
+//!   of `.symtab`/`.dynsym` (size-checked where sizes exist). A file whose build id differs from
+//!   the recorded one is not used at all (see [`ModuleProblem::BuildIdMismatch`]).
+//! - vDSO: the image mapped into this very process (same kernel as the recording).
+//! - Kernel: `/proc/kallsyms`, nearest preceding text symbol, module name kept in brackets.
+//! - JIT: `/tmp/perf-PID.map`.
+//!
+//! Names are demangled ([`demangle`]: Rust legacy and v0 without hash, C++). Every module is
+//! parsed once (files are memory-mapped) and kept for later batches; [`Symbolizer::module_status`]
+//! tells what was found and what went wrong. Missing, unreadable or malformed files give empty
+//! locations, never a panic.
+//!
+//! Left to others: turning process addresses into module addresses and subtracting 1 from return
+//! addresses (rprof-unwind and the caller), naming unknown addresses `module+0xoffset` (the
+//! report), and storing names in the profile (rprof-profile). No external tool (addr2line, perf)
+//! is ever run. Split DWARF (`.dwo`/`.dwp`) is not loaded.
+
+#![deny(missing_docs)]
+
+mod demangle;
+mod elf;
+mod jit;
+mod kernel;
+mod status;
+mod symtab;
+mod vdso;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+pub use demangle::demangle;
+pub use status::{DebugInfo, ModuleProblem, ModuleStatus};
+
+use elf::ElfModule;
+use jit::JitMap;
+use kernel::KernelSymbols;
+
+/// Which module a batch of addresses belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ModuleSource<'a> {
+    /// An ELF file (executable or shared library) as mapped by the profiled process.
+    Elf {
+        /// Path of the file, as in `/proc/PID/maps`.
+        path: &'a str,
+        /// The build id recorded for the mapping, if known. When given, the file on disk is only
+        /// used if its build id matches.
+        build_id: Option<&'a [u8]>,
+    },
+    /// The vDSO of the running kernel.
+    Vdso,
+    /// The kernel (`/proc/kallsyms`).
+    Kernel,
+    /// JIT-compiled code of process `pid`, named by its perf map file.
+    JitMap {
+        /// The process that wrote `/tmp/perf-PID.map`.
+        pid: u32,
+    },
+}
+
+/// One function level at an address.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SymFrame {
+    /// The demangled function name.
+    pub function: Option<String>,
+    /// The source file (as recorded in DWARF, usually absolute).
+    pub file: Option<String>,
+    /// The 1-based source line; for an inlined frame's callers, the line of the call.
+    pub line: Option<u32>,
+    /// True when this level was inlined into the next frame of the same [`Location`].
+    pub inlined: bool,
+}
+
+/// All function levels at one address.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Location {
+    /// Innermost first; all but the last are inlined. Empty when the address cannot be named.
+    pub frames: Vec<SymFrame>,
+}
+
+/// Where the symbolizer looks for files. [`Options::default`] gives the system locations.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// Roots searched for separate debug files: `<root>/.build-id/xx/rest.debug` and
+    /// `<root>/<module dir>/<debuglink>`. Default: `["/usr/lib/debug"]`.
+    pub debug_roots: Vec<PathBuf>,
+    /// The kernel symbol file. Default: `/proc/kallsyms`.
+    pub kallsyms: PathBuf,
+    /// Directory holding `perf-PID.map` files. Default: `/tmp`.
+    pub perf_map_dir: PathBuf,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            debug_roots: vec![PathBuf::from("/usr/lib/debug")],
+            kallsyms: PathBuf::from("/proc/kallsyms"),
+            perf_map_dir: PathBuf::from("/tmp"),
+        }
+    }
+}
+
+/// Symbolizes addresses, keeping every module it has loaded for later batches.
+#[derive(Debug, Default)]
+pub struct Symbolizer {
+    options: Options,
+    elf: HashMap<(String, Option<Vec<u8>>), ElfModule>,
+    /// The vDSO image, or why it could not be read.
+    vdso: Option<Result<ElfModule, ModuleStatus>>,
+    kernel: Option<KernelSymbols>,
+    jit: HashMap<u32, JitMap>,
+}
+
+/// A loaded module of any kind.
+enum Loaded<'s> {
+    Elf(&'s ElfModule),
+    Kernel(&'s KernelSymbols),
+    Jit(&'s JitMap),
+    /// The module could not be loaded at all; the status says why.
+    Nothing(&'s ModuleStatus),
+}
+
+impl Loaded<'_> {
+    fn locate(&self, addr: u64) -> Location {
+        match self {
+            Loaded::Elf(m) => m.locate(addr),
+            Loaded::Kernel(k) => k.locate(addr),
+            Loaded::Jit(j) => j.locate(addr),
+            Loaded::Nothing(_) => Location::default(),
+        }
+    }
+
+    fn status(&self) -> &ModuleStatus {
+        match self {
+            Loaded::Elf(m) => m.status(),
+            Loaded::Kernel(k) => k.status(),
+            Loaded::Jit(j) => j.status(),
+            Loaded::Nothing(s) => s,
+        }
+    }
+}
+
+impl Symbolizer {
+    /// A symbolizer using the system locations ([`Options::default`]).
+    pub fn new() -> Symbolizer {
+        Symbolizer::with_options(Options::default())
+    }
+
+    /// A symbolizer looking for files where `options` says.
+    pub fn with_options(options: Options) -> Symbolizer {
+        Symbolizer {
+            options,
+            ..Symbolizer::default()
+        }
+    }
+
+    /// Names each address of `addrs` in `module`.
+    ///
+    /// `addrs` are lookup addresses: SVMAs (addresses as stated in the ELF file) for
+    /// [`ModuleSource::Elf`] and [`ModuleSource::Vdso`], with 1 already subtracted from return
+    /// addresses; absolute addresses for [`ModuleSource::Kernel`] and [`ModuleSource::JitMap`].
+    /// Returns one [`Location`] per address, in the same order; an address that cannot be named
+    /// gives a location without frames. Each distinct address is looked up once per call.
+    pub fn symbolize(&mut self, module: &ModuleSource<'_>, addrs: &[u64]) -> Vec<Location> {
+        let loaded = self.load(module);
+        let mut unique = addrs.to_vec();
+        unique.sort_unstable();
+        unique.dedup();
+        let found: Vec<Location> = unique.iter().map(|&a| loaded.locate(a)).collect();
+        addrs
+            .iter()
+            .map(|a| {
+                unique
+                    .binary_search(a)
+                    .ok()
+                    .and_then(|i| found.get(i))
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
+    /// What was found for `module` (loading it if this is the first time it is asked for): where
+    /// its debug information came from, how many symbols it has, and the problem that keeps names
+    /// missing or untrusted, if any.
+    pub fn module_status(&mut self, module: &ModuleSource<'_>) -> ModuleStatus {
+        self.load(module).status().clone()
+    }
+
+    fn load(&mut self, module: &ModuleSource<'_>) -> Loaded<'_> {
+        let options = &self.options;
+        match *module {
+            ModuleSource::Elf { path, build_id } => {
+                let key = (path.to_owned(), build_id.map(<[u8]>::to_vec));
+                let m = self
+                    .elf
+                    .entry(key)
+                    .or_insert_with(|| ElfModule::load(path, build_id, &options.debug_roots));
+                Loaded::Elf(m)
+            }
+            ModuleSource::Vdso => {
+                let vdso = self
+                    .vdso
+                    .get_or_insert_with(|| match vdso::read_own_vdso() {
+                        Ok(bytes) => Ok(ElfModule::from_memory(
+                            bytes,
+                            "[vdso]",
+                            &options.debug_roots,
+                        )),
+                        Err(message) => Err(ModuleStatus {
+                            problem: Some(ModuleProblem::VdsoUnavailable { message }),
+                            ..ModuleStatus::default()
+                        }),
+                    });
+                match vdso {
+                    Ok(m) => Loaded::Elf(m),
+                    Err(status) => Loaded::Nothing(status),
+                }
+            }
+            ModuleSource::Kernel => Loaded::Kernel(
+                self.kernel
+                    .get_or_insert_with(|| KernelSymbols::load(&options.kallsyms)),
+            ),
+            ModuleSource::JitMap { pid } => {
+                let m = self.jit.entry(pid).or_insert_with(|| {
+                    JitMap::load(&options.perf_map_dir.join(format!("perf-{pid}.map")))
+                });
+                Loaded::Jit(m)
+            }
+        }
+    }
+}

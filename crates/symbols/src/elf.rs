@@ -1,0 +1,621 @@
+//! One ELF module (executable, shared library or vDSO image): its symbol tables, its DWARF
+//! (embedded or from a separate debug file), parsed once and queried many times.
+
+use std::fs::File;
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use memmap2::Mmap;
+use object::{Object, ObjectSection, ObjectSymbol, SectionFlags, SectionIndex, SymbolKind};
+
+use crate::demangle::demangle;
+use crate::status::{hex, DebugInfo, ModuleProblem, ModuleStatus};
+use crate::symtab::{Rank, RawSymbol, SymbolTable};
+use crate::{Location, SymFrame};
+
+/// The storage behind all readers of one file: a read-only file mapping or a heap buffer.
+#[derive(Clone, Debug)]
+enum Base {
+    Map(Arc<Mmap>),
+    Heap(Arc<[u8]>),
+}
+
+impl Base {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Base::Map(m) => m,
+            Base::Heap(h) => h,
+        }
+    }
+}
+
+/// A byte range of a [`Base`]; what gimli reads DWARF sections from.
+#[derive(Clone, Debug)]
+pub(crate) struct Bytes {
+    base: Base,
+    start: usize,
+    len: usize,
+}
+
+impl Bytes {
+    fn empty() -> Bytes {
+        Bytes {
+            base: Base::Heap(Arc::from(&[][..])),
+            start: 0,
+            len: 0,
+        }
+    }
+
+    /// `len` bytes at `offset` of `base`, or `None` when that range is outside it.
+    fn range(base: &Base, offset: u64, len: u64) -> Option<Bytes> {
+        let start = usize::try_from(offset).ok()?;
+        let len = usize::try_from(len).ok()?;
+        let end = start.checked_add(len)?;
+        (end <= base.bytes().len()).then(|| Bytes {
+            base: base.clone(),
+            start,
+            len,
+        })
+    }
+}
+
+impl Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        let end = self.start.saturating_add(self.len);
+        self.base.bytes().get(self.start..end).unwrap_or(&[])
+    }
+}
+
+// SAFETY: `Bytes` derefs into the heap allocation behind an `Arc<[u8]>` or into the pages of an
+// `Arc<Mmap>`. Neither moves when the `Bytes` (or the `Arc`) is moved or cloned, and both live as
+// long as any clone does, so the slice address is stable as `StableDeref`/`CloneStableDeref`
+// require.
+unsafe impl gimli::StableDeref for Bytes {}
+// SAFETY: see above; clones share the same `Arc`, hence the same bytes.
+unsafe impl gimli::CloneStableDeref for Bytes {}
+
+/// The gimli reader type used for all DWARF.
+pub(crate) type Reader = gimli::EndianReader<gimli::RunTimeEndian, Bytes>;
+
+/// Decompressed sections may be at most this many times their compressed size (zlib tops out near
+/// 1032:1); a larger claim in a section header is treated as malformed rather than allocated.
+const MAX_COMPRESSION_RATIO: u64 = 2048;
+/// Inline nesting deeper than this is cut off (guards against cycles in malformed DWARF).
+const MAX_INLINE_DEPTH: usize = 256;
+
+/// One loaded ELF module.
+pub(crate) struct ElfModule {
+    symbols: SymbolTable,
+    dwarf: Option<addr2line::Context<Reader>>,
+    status: ModuleStatus,
+}
+
+impl std::fmt::Debug for ElfModule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ElfModule")
+            .field("symbols", &self.symbols.len())
+            .field("dwarf", &self.dwarf.is_some())
+            .field("status", &self.status)
+            .finish()
+    }
+}
+
+/// What was learned from the main file that guides the search for debug information.
+#[derive(Default)]
+struct Loading {
+    raw_symbols: Vec<RawSymbol>,
+    dwarf: Option<addr2line::Context<Reader>>,
+    debug_info: DebugInfo,
+    problem: Option<ModuleProblem>,
+    /// Build id used to find a separate debug file (the recorded one, else the file's own).
+    build_id: Option<Vec<u8>>,
+    /// `.gnu_debuglink` of a trusted main file: file name and CRC.
+    debuglink: Option<(PathBuf, u32)>,
+}
+
+impl Loading {
+    fn note(&mut self, problem: ModuleProblem) {
+        if self.problem.is_none() {
+            self.problem = Some(problem);
+        }
+    }
+}
+
+impl ElfModule {
+    /// Loads the ELF file at `path`. `expected` is the build id recorded for it, if any; the file
+    /// is only trusted when its own build id matches. `roots` are debug directories
+    /// (`/usr/lib/debug` by default) searched for `.build-id/xx/rest.debug` and debuglink files.
+    pub(crate) fn load(path: &str, expected: Option<&[u8]>, roots: &[PathBuf]) -> ElfModule {
+        let mut st = Loading {
+            build_id: expected.filter(|id| !id.is_empty()).map(<[u8]>::to_vec),
+            ..Loading::default()
+        };
+        match open(Path::new(path)) {
+            Ok(base) => read_main(&base, path, expected, &mut st),
+            Err(problem) => st.note(problem),
+        }
+        if st.dwarf.is_none() {
+            let dirs = debuglink_dirs(Path::new(path), roots);
+            find_separate(&mut st, roots, &dirs);
+        }
+        ElfModule::finish(st)
+    }
+
+    /// Loads an ELF image held in memory (the vDSO); `name` is used in messages.
+    pub(crate) fn from_memory(bytes: Vec<u8>, name: &str, roots: &[PathBuf]) -> ElfModule {
+        let mut st = Loading::default();
+        let base = Base::Heap(Arc::from(bytes));
+        read_main(&base, name, None, &mut st);
+        if st.dwarf.is_none() {
+            // A debug copy of the image can only be found by build id.
+            st.debuglink = None;
+            find_separate(&mut st, roots, &[]);
+        }
+        ElfModule::finish(st)
+    }
+
+    fn finish(st: Loading) -> ElfModule {
+        let symbols = SymbolTable::new(st.raw_symbols);
+        ElfModule {
+            status: ModuleStatus {
+                debug_info: st.debug_info,
+                symbol_count: symbols.len(),
+                problem: st.problem,
+            },
+            symbols,
+            dwarf: st.dwarf,
+        }
+    }
+
+    pub(crate) fn status(&self) -> &ModuleStatus {
+        &self.status
+    }
+
+    /// Names one lookup address (an SVMA).
+    pub(crate) fn locate(&self, addr: u64) -> Location {
+        let mut frames = match &self.dwarf {
+            // A DWARF error for one address leaves that address to the symbol table.
+            Some(ctx) => dwarf_frames(ctx, addr).unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let symbol = || self.symbols.lookup(addr).map(demangle);
+        match frames.last_mut() {
+            None => {
+                if let Some(name) = symbol() {
+                    frames.push(SymFrame {
+                        function: Some(name),
+                        file: None,
+                        line: None,
+                        inlined: false,
+                    });
+                }
+            }
+            Some(outer) if outer.function.is_none() => outer.function = symbol(),
+            Some(_) => {}
+        }
+        Location { frames }
+    }
+}
+
+/// DWARF frames for `addr`, innermost first; empty when no unit covers it.
+fn dwarf_frames(
+    ctx: &addr2line::Context<Reader>,
+    addr: u64,
+) -> Result<Vec<SymFrame>, gimli::Error> {
+    if addr == u64::MAX {
+        // addr2line computes `probe + 1`; no code lives at the last address anyway.
+        return Ok(Vec::new());
+    }
+    // Split DWARF (.dwo) is not loaded: those units give what the skeleton has.
+    let mut iter = ctx.find_frames(addr).skip_all_loads()?;
+    let mut frames = Vec::new();
+    while let Some(frame) = iter.next()? {
+        let function = frame
+            .function
+            .as_ref()
+            .and_then(|f| f.raw_name().ok())
+            .map(|name| demangle(&name));
+        let (file, line) = match frame.location {
+            // Line 0 means "no source line"; its file is then meaningless too.
+            Some(loc) => match loc.line.filter(|&l| l != 0) {
+                Some(line) => (loc.file.map(str::to_owned), Some(line)),
+                None => (None, None),
+            },
+            None => (None, None),
+        };
+        if function.is_none() && file.is_none() {
+            continue;
+        }
+        frames.push(SymFrame {
+            function,
+            file,
+            line,
+            inlined: true,
+        });
+        if frames.len() >= MAX_INLINE_DEPTH {
+            break;
+        }
+    }
+    if let Some(last) = frames.last_mut() {
+        last.inlined = false;
+    }
+    Ok(frames)
+}
+
+/// Opens and maps a file read-only.
+fn open(path: &Path) -> Result<Base, ModuleProblem> {
+    let display = || path.display().to_string();
+    let unreadable = |e: std::io::Error| ModuleProblem::Unreadable {
+        path: display(),
+        message: e.to_string(),
+    };
+    let file = File::open(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            ModuleProblem::NotFound { path: display() }
+        } else {
+            unreadable(e)
+        }
+    })?;
+    let meta = file.metadata().map_err(unreadable)?;
+    if !meta.is_file() {
+        return Err(ModuleProblem::Unreadable {
+            path: display(),
+            message: "not a regular file".into(),
+        });
+    }
+    if meta.len() == 0 {
+        return Err(ModuleProblem::Malformed {
+            path: display(),
+            message: "empty file".into(),
+        });
+    }
+    // SAFETY: the mapping is read-only and private to this process. Like every debugger and
+    // profiler, we accept that another process truncating the file while it is mapped would fault;
+    // binaries are replaced by rename, not rewritten in place, in practice.
+    let map = unsafe { Mmap::map(&file) }.map_err(unreadable)?;
+    Ok(Base::Map(Arc::new(map)))
+}
+
+fn parse<'a>(base: &'a Base, path: &str) -> Result<object::File<'a>, ModuleProblem> {
+    let malformed = |message: String| ModuleProblem::Malformed {
+        path: path.to_owned(),
+        message,
+    };
+    let file = object::File::parse(base.bytes()).map_err(|e| malformed(e.to_string()))?;
+    if file.format() != object::BinaryFormat::Elf {
+        return Err(malformed(format!("{:?} object, not ELF", file.format())));
+    }
+    Ok(file)
+}
+
+/// Reads symbols, build id, debuglink and (if embedded) DWARF from the module's own file.
+fn read_main(base: &Base, path: &str, expected: Option<&[u8]>, st: &mut Loading) {
+    let file = match parse(base, path) {
+        Ok(f) => f,
+        Err(p) => return st.note(p),
+    };
+    let found = file.build_id().ok().flatten();
+    if let Some(expected) = expected.filter(|id| !id.is_empty()) {
+        if !found.is_some_and(|f| same_build_id(expected, f)) {
+            return st.note(ModuleProblem::BuildIdMismatch {
+                path: path.to_owned(),
+                expected: hex(expected),
+                found: found.map_or_else(|| "none".to_owned(), hex),
+            });
+        }
+    }
+    if st.build_id.is_none() {
+        st.build_id = found.map(<[u8]>::to_vec);
+    }
+    collect_symbols(&file, &mut st.raw_symbols);
+    if has_dwarf(&file) {
+        match load_dwarf(&file, base, None) {
+            Ok(ctx) => {
+                st.dwarf = Some(ctx);
+                st.debug_info = DebugInfo::Embedded;
+            }
+            Err(message) => st.note(ModuleProblem::BadDwarf {
+                path: path.to_owned(),
+                message,
+            }),
+        }
+    }
+    if let Ok(Some((name, crc))) = file.gnu_debuglink() {
+        if let Some(name) = os_path(name) {
+            // Only a bare file name is meaningful; anything with a directory is not followed.
+            if name.components().count() == 1 {
+                st.debuglink = Some((name, crc));
+            }
+        }
+    }
+}
+
+/// Build ids are compared on the shorter length when the longer one is only zero-padded (perf
+/// pads build ids to 20 bytes).
+fn same_build_id(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len().min(b.len());
+    n > 0 && a[..n] == b[..n] && a[n..].iter().chain(&b[n..]).all(|&x| x == 0)
+}
+
+fn os_path(bytes: &[u8]) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    (!bytes.is_empty() && !bytes.contains(&0))
+        .then(|| PathBuf::from(std::ffi::OsStr::from_bytes(bytes)))
+}
+
+/// Directories searched for a debuglink file, in order: the module's directory, its `.debug/`
+/// subdirectory, and `<root>/<module directory>` for each debug root.
+fn debuglink_dirs(path: &Path, roots: &[PathBuf]) -> Vec<PathBuf> {
+    let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let Some(dir) = real.parent() else {
+        return Vec::new();
+    };
+    let mut dirs = vec![dir.to_path_buf(), dir.join(".debug")];
+    let relative = dir.strip_prefix("/").unwrap_or(dir);
+    dirs.extend(roots.iter().map(|r| r.join(relative)));
+    dirs
+}
+
+fn build_id_path(root: &Path, id: &[u8], suffix: &str) -> Option<PathBuf> {
+    let (first, rest) = id.split_first()?;
+    if rest.is_empty() {
+        return None;
+    }
+    Some(
+        root.join(".build-id")
+            .join(hex(&[*first]))
+            .join(format!("{}{suffix}", hex(rest))),
+    )
+}
+
+/// Looks for a separate debug file: by build id under each root, then by debuglink.
+fn find_separate(st: &mut Loading, roots: &[PathBuf], dirs: &[PathBuf]) {
+    let mut candidates: Vec<(PathBuf, Option<u32>)> = Vec::new();
+    if let Some(id) = &st.build_id {
+        for root in roots {
+            if let Some(p) = build_id_path(root, id, ".debug") {
+                candidates.push((p, None));
+            }
+        }
+    }
+    if let Some((name, crc)) = &st.debuglink {
+        for dir in dirs {
+            candidates.push((dir.join(name), Some(*crc)));
+        }
+    }
+    for (path, crc) in candidates {
+        let Ok(base) = open(&path) else {
+            continue;
+        };
+        let shown = path.display().to_string();
+        let Ok(file) = parse(&base, &shown) else {
+            continue;
+        };
+        // The debug file must be for this build: by build id when both sides have one, else by
+        // the debuglink CRC of the whole file.
+        let verified = match (&st.build_id, file.build_id().ok().flatten()) {
+            (Some(want), Some(have)) => same_build_id(want, have),
+            _ => crc.is_some_and(|crc| crc32fast::hash(base.bytes()) == crc),
+        };
+        if !verified || !has_dwarf(&file) {
+            continue;
+        }
+        match load_dwarf(&file, &base, Some((&path, roots))) {
+            Ok(ctx) => {
+                collect_symbols(&file, &mut st.raw_symbols);
+                st.dwarf = Some(ctx);
+                st.debug_info = DebugInfo::Separate(path);
+                return;
+            }
+            Err(message) => st.note(ModuleProblem::BadDwarf {
+                path: shown,
+                message,
+            }),
+        }
+    }
+}
+
+fn has_dwarf(file: &object::File<'_>) -> bool {
+    file.section_by_name(".debug_info")
+        .is_some_and(|s| s.file_range().is_some() && s.size() > 0)
+}
+
+/// The bytes of section `name` (decompressed if needed); empty when absent or without file data.
+fn section_bytes(file: &object::File<'_>, base: &Base, name: &str) -> Result<Bytes, String> {
+    let Some(section) = file.section_by_name(name) else {
+        return Ok(Bytes::empty());
+    };
+    if section.file_range().is_none() {
+        return Ok(Bytes::empty());
+    }
+    let range = section
+        .compressed_file_range()
+        .map_err(|e| format!("{name}: {e}"))?;
+    if range.format == object::CompressionFormat::None {
+        return Bytes::range(base, range.offset, range.uncompressed_size)
+            .ok_or_else(|| format!("{name}: section extends past the end of the file"));
+    }
+    let limit = range
+        .compressed_size
+        .saturating_mul(MAX_COMPRESSION_RATIO)
+        .saturating_add(4096);
+    if range.uncompressed_size > limit {
+        return Err(format!(
+            "{name}: claims {} bytes uncompressed from {}",
+            range.uncompressed_size, range.compressed_size
+        ));
+    }
+    let data = section
+        .uncompressed_data()
+        .map_err(|e| format!("{name}: {e}"))?;
+    Ok(Bytes {
+        len: data.len(),
+        base: Base::Heap(Arc::from(&*data)),
+        start: 0,
+    })
+}
+
+fn endian(file: &object::File<'_>) -> gimli::RunTimeEndian {
+    if file.is_little_endian() {
+        gimli::RunTimeEndian::Little
+    } else {
+        gimli::RunTimeEndian::Big
+    }
+}
+
+fn dwarf_sections(file: &object::File<'_>, base: &Base) -> Result<gimli::Dwarf<Reader>, String> {
+    let endian = endian(file);
+    gimli::Dwarf::load(|id| section_bytes(file, base, id.name()).map(|b| Reader::new(b, endian)))
+}
+
+/// Loads the DWARF of `file` into an addr2line context. `debug_file` (path and debug roots) is
+/// given for separate debug files, whose `.gnu_debugaltlink` (dwz) supplementary file is loaded
+/// too when it can be found and matches.
+fn load_dwarf(
+    file: &object::File<'_>,
+    base: &Base,
+    debug_file: Option<(&Path, &[PathBuf])>,
+) -> Result<addr2line::Context<Reader>, String> {
+    let mut dwarf = dwarf_sections(file, base)?;
+    if let Some((path, roots)) = debug_file {
+        if let Some(sup) = load_altlink(file, path, roots) {
+            dwarf.set_sup(sup);
+        }
+    }
+    addr2line::Context::from_dwarf(dwarf).map_err(|e| e.to_string())
+}
+
+/// The supplementary DWARF named by `.gnu_debugaltlink`, verified by its build id.
+fn load_altlink(
+    file: &object::File<'_>,
+    debug_path: &Path,
+    roots: &[PathBuf],
+) -> Option<gimli::Dwarf<Reader>> {
+    let (name, id) = file.gnu_debugaltlink().ok().flatten()?;
+    let mut candidates = Vec::new();
+    if let Some(name) = os_path(name) {
+        if name.is_absolute() {
+            candidates.push(name);
+        } else if let Some(dir) = debug_path.parent() {
+            candidates.push(dir.join(name));
+        }
+    }
+    for root in roots {
+        candidates.extend(build_id_path(root, id, ".debug"));
+    }
+    candidates.into_iter().find_map(|path| {
+        let base = open(&path).ok()?;
+        let sup = parse(&base, &path.display().to_string()).ok()?;
+        let have = sup.build_id().ok().flatten()?;
+        if !same_build_id(id, have) {
+            return None;
+        }
+        dwarf_sections(&sup, &base).ok()
+    })
+}
+
+/// Adds the code symbols of `.symtab` and `.dynsym`.
+fn collect_symbols(file: &object::File<'_>, out: &mut Vec<RawSymbol>) {
+    let section_end = |index: Option<SectionIndex>| -> Option<(u64, bool)> {
+        let section = file.section_by_index(index?).ok()?;
+        let exec = match section.flags() {
+            SectionFlags::Elf { sh_flags, .. } => sh_flags.contains(object::elf::SHF_EXECINSTR),
+            _ => false,
+        };
+        Some((section.address().saturating_add(section.size()), exec))
+    };
+    for symbol in file.symbols().chain(file.dynamic_symbols()) {
+        let Ok(name) = symbol.name_bytes() else {
+            continue;
+        };
+        if name.is_empty() || symbol.is_undefined() {
+            continue;
+        }
+        let section = section_end(symbol.section_index());
+        let code = match symbol.kind() {
+            SymbolKind::Text => true,
+            // Untyped global labels in executable sections (hand-written assembly).
+            SymbolKind::Unknown => symbol.is_global() && section.is_some_and(|(_, exec)| exec),
+            _ => false,
+        };
+        if !code {
+            continue;
+        }
+        let name = String::from_utf8_lossy(name);
+        let binding = if symbol.is_weak() {
+            1
+        } else if symbol.is_global() {
+            0
+        } else {
+            2
+        };
+        out.push(RawSymbol {
+            addr: symbol.address(),
+            size: symbol.size(),
+            limit: section.map_or(u64::MAX, |(end, _)| end),
+            rank: Rank::new(symbol.size() > 0, binding, &name),
+            name: name.into(),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_id_comparison() {
+        assert!(same_build_id(&[1, 2, 3], &[1, 2, 3]));
+        assert!(same_build_id(&[1, 2, 3], &[1, 2, 3, 0, 0]));
+        assert!(!same_build_id(&[1, 2, 3], &[1, 2, 4]));
+        assert!(!same_build_id(&[1, 2, 3], &[1, 2, 3, 0, 1]));
+        assert!(!same_build_id(&[], &[]));
+    }
+
+    #[test]
+    fn build_id_paths() {
+        let p = build_id_path(Path::new("/usr/lib/debug"), &[0xab, 0xcd, 0xef], ".debug");
+        assert_eq!(
+            p,
+            Some(PathBuf::from("/usr/lib/debug/.build-id/ab/cdef.debug"))
+        );
+        assert_eq!(build_id_path(Path::new("/r"), &[0xab], ".debug"), None);
+    }
+
+    #[test]
+    fn debuglink_search_order() {
+        let dirs = debuglink_dirs(
+            Path::new("/nonexistent/dir/prog"),
+            &[PathBuf::from("/usr/lib/debug")],
+        );
+        assert_eq!(
+            dirs,
+            vec![
+                PathBuf::from("/nonexistent/dir"),
+                PathBuf::from("/nonexistent/dir/.debug"),
+                PathBuf::from("/usr/lib/debug/nonexistent/dir"),
+            ]
+        );
+    }
+
+    #[test]
+    fn bytes_ranges_are_checked() {
+        let base = Base::Heap(Arc::from(&[1u8, 2, 3, 4][..]));
+        assert_eq!(&*Bytes::range(&base, 1, 2).unwrap(), &[2, 3]);
+        assert!(Bytes::range(&base, 3, 2).is_none());
+        assert!(Bytes::range(&base, u64::MAX, 2).is_none());
+        assert!(Bytes::empty().is_empty());
+    }
+
+    #[test]
+    fn garbage_in_memory_is_not_elf() {
+        let m = ElfModule::from_memory(vec![0x7f, b'E', b'L', b'F', 2, 1, 1], "[x]", &[]);
+        assert!(matches!(
+            m.status().problem,
+            Some(ModuleProblem::Malformed { .. })
+        ));
+        assert!(m.locate(0x1000).frames.is_empty());
+    }
+}

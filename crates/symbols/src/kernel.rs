@@ -1,0 +1,190 @@
+//! Kernel symbols from `/proc/kallsyms`.
+
+use std::path::Path;
+
+use crate::status::{ModuleProblem, ModuleStatus};
+use crate::symtab::{Rank, RawSymbol, SymbolTable};
+use crate::{Location, SymFrame};
+
+/// How far past the last symbol an address is still attributed to it (kallsyms gives no sizes;
+/// the last entry of a region has no next symbol to bound it).
+const LAST_SYMBOL_SPAN: u64 = 64 * 1024;
+
+/// The kernel's text symbols, sorted once.
+#[derive(Debug)]
+pub(crate) struct KernelSymbols {
+    table: SymbolTable,
+    status: ModuleStatus,
+}
+
+impl KernelSymbols {
+    /// Reads and parses a kallsyms file; a missing or unreadable file gives an empty table.
+    pub(crate) fn load(path: &Path) -> KernelSymbols {
+        match std::fs::read(path) {
+            Ok(bytes) => Self::parse(&String::from_utf8_lossy(&bytes)),
+            Err(e) => {
+                let path = path.display().to_string();
+                let problem = if e.kind() == std::io::ErrorKind::NotFound {
+                    ModuleProblem::NotFound { path }
+                } else {
+                    ModuleProblem::Unreadable {
+                        path,
+                        message: e.to_string(),
+                    }
+                };
+                KernelSymbols {
+                    table: SymbolTable::default(),
+                    status: ModuleStatus {
+                        problem: Some(problem),
+                        ..ModuleStatus::default()
+                    },
+                }
+            }
+        }
+    }
+
+    /// Parses kallsyms text: `ADDRESS TYPE NAME [MODULE]` per line. Only text symbols are kept;
+    /// the module name stays in brackets after the function name.
+    pub(crate) fn parse(text: &str) -> KernelSymbols {
+        let mut raw = Vec::new();
+        let mut lines = 0usize;
+        let mut nonzero = false;
+        for line in text.lines() {
+            let mut fields = line.split_ascii_whitespace();
+            let (Some(addr), Some(kind), Some(name)) =
+                (fields.next(), fields.next(), fields.next())
+            else {
+                continue;
+            };
+            let Ok(addr) = u64::from_str_radix(addr, 16) else {
+                continue;
+            };
+            lines += 1;
+            nonzero |= addr != 0;
+            let binding = match kind {
+                "T" => 0,
+                "W" | "w" => 1,
+                "t" => 2,
+                _ => continue,
+            };
+            let full: Box<str> = match fields.next() {
+                Some(module) if module.starts_with('[') => format!("{name} {module}").into(),
+                _ => name.into(),
+            };
+            raw.push(RawSymbol {
+                addr,
+                size: 0,
+                limit: addr.saturating_add(LAST_SYMBOL_SPAN),
+                rank: Rank::new(false, binding, name),
+                name: full,
+            });
+        }
+        let hidden = lines > 0 && !nonzero;
+        let table = if hidden {
+            SymbolTable::default()
+        } else {
+            SymbolTable::new(raw)
+        };
+        KernelSymbols {
+            status: ModuleStatus {
+                symbol_count: table.len(),
+                problem: hidden.then_some(ModuleProblem::KernelAddressesHidden),
+                ..ModuleStatus::default()
+            },
+            table,
+        }
+    }
+
+    pub(crate) fn locate(&self, addr: u64) -> Location {
+        let frames = self
+            .table
+            .lookup(addr)
+            .map(|name| SymFrame {
+                function: Some(name.to_owned()),
+                file: None,
+                line: None,
+                inlined: false,
+            })
+            .into_iter()
+            .collect();
+        Location { frames }
+    }
+
+    pub(crate) fn status(&self) -> &ModuleStatus {
+        &self.status
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(k: &KernelSymbols, addr: u64) -> Option<String> {
+        k.locate(addr)
+            .frames
+            .first()
+            .and_then(|f| f.function.clone())
+    }
+
+    #[test]
+    fn parses_text_symbols_and_modules() {
+        let k = KernelSymbols::parse(
+            "ffffffff81000000 T _stext\n\
+             ffffffff81000000 T _text\n\
+             ffffffff81000100 t __pfx_do_thing\n\
+             ffffffff81000110 t do_thing\n\
+             ffffffff81000200 D some_data\n\
+             ffffffff81000300 T schedule\n\
+             garbage line\n\
+             ffffffffc0000000 t ext4_read\t[ext4]\n\
+             ffffffffc0000080 T ext4_write\t[ext4]\n",
+        );
+        assert_eq!(
+            name(&k, 0xffffffff81000000),
+            Some("_stext".into()),
+            "ties: name order"
+        );
+        assert_eq!(name(&k, 0xffffffff81000108), Some("__pfx_do_thing".into()));
+        assert_eq!(
+            name(&k, 0xffffffff81000250),
+            Some("do_thing".into()),
+            "data symbols skipped"
+        );
+        assert_eq!(name(&k, 0xffffffff81000301), Some("schedule".into()));
+        assert_eq!(
+            name(&k, 0xffffffffc0000010),
+            Some("ext4_read [ext4]".into())
+        );
+        assert_eq!(
+            name(&k, 0xffffffffc0000090),
+            Some("ext4_write [ext4]".into())
+        );
+        assert_eq!(name(&k, 0xffffffffc0000080 + LAST_SYMBOL_SPAN), None);
+        assert_eq!(name(&k, 0xffffffff80000000), None);
+        assert_eq!(k.status().problem, None);
+        assert_eq!(k.status().symbol_count, 6);
+    }
+
+    #[test]
+    fn hidden_addresses_give_nothing() {
+        let k = KernelSymbols::parse(
+            "0000000000000000 T _stext\n0000000000000000 T schedule\n0000000000000000 t x [m]\n",
+        );
+        assert_eq!(
+            k.status().problem,
+            Some(ModuleProblem::KernelAddressesHidden)
+        );
+        assert!(k.locate(0).frames.is_empty());
+        assert!(k.locate(0x10).frames.is_empty());
+    }
+
+    #[test]
+    fn missing_file() {
+        let k = KernelSymbols::load(Path::new("/nonexistent/kallsyms"));
+        assert!(matches!(
+            k.status().problem,
+            Some(ModuleProblem::NotFound { .. })
+        ));
+        assert!(k.locate(0xffffffff81000000).frames.is_empty());
+    }
+}
