@@ -309,12 +309,12 @@ struct ProcMap {
     pgoff: u64,
     module: ModuleIndex,
     kind: ModuleKind,
-    /// `base` and `in_framehop` are up to date.
+    /// `base` and `framehop_starts` are up to date.
     prepared: bool,
     /// AVMA of the file's SVMA 0, once known.
     base: Option<u64>,
-    /// A framehop module was added for this mapping (keyed by `start`).
-    in_framehop: bool,
+    /// Start addresses (framehop's key) of the framehop modules added for this mapping.
+    framehop_starts: Vec<u64>,
 }
 
 /// The address space of one process.
@@ -344,12 +344,12 @@ impl Process {
         }
         let mut keep = Vec::new();
         for m in self.maps.drain(lo..hi) {
-            if m.in_framehop {
-                self.framehop.remove_module(m.start);
+            for &start in &m.framehop_starts {
+                self.framehop.remove_module(start);
             }
             let piece = ProcMap {
                 prepared: false,
-                in_framehop: false,
+                framehop_starts: Vec::new(),
                 ..m.clone()
             };
             if m.start < start {
@@ -383,7 +383,7 @@ impl Process {
         let (start, end, pgoff, module, kind) =
             (map.start, map.end, map.pgoff, map.module, map.kind);
         let mut base = None;
-        let mut in_framehop = false;
+        let mut framehop_starts = Vec::new();
         if matches!(kind, ModuleKind::Elf | ModuleKind::Vdso) {
             if let Some(data) = modules.data(module) {
                 base = data.base_avma(start, pgoff);
@@ -392,16 +392,16 @@ impl Process {
                         .infos
                         .get(module.0 as usize)
                         .map_or("", |info| info.path.as_str());
-                    if let Some(fh) = data.framehop_module(name, start..end, b) {
+                    for fh in data.framehop_modules(name, start..end, b) {
+                        framehop_starts.push(fh.avma_range().start);
                         self.framehop.add_module(fh);
-                        in_framehop = true;
                     }
                 }
             }
         }
         if let Some(map) = self.maps.get_mut(i) {
             map.base = base;
-            map.in_framehop = in_framehop;
+            map.framehop_starts = framehop_starts;
             map.prepared = true;
         }
     }
@@ -511,7 +511,7 @@ impl Unwinder {
             kind,
             prepared: false,
             base: None,
-            in_framehop: false,
+            framehop_starts: Vec::new(),
         });
         if kind == ModuleKind::Elf && m.path.ends_with(DELETED_SUFFIX) {
             // A deleted file can only be read through /proc/PID/map_files while the process
@@ -681,9 +681,25 @@ fn unwind_dwarf(
         }
         short.set(false);
         let sp = fh_regs.sp();
-        let step = process
-            .framehop
-            .unwind_frame(address, &mut fh_regs, cache, &mut read_stack);
+        if sp < 16 {
+            // framehop computes `new_sp - 8` unchecked; no real stack is that low anyway.
+            return Outcome::Failed(format!("stack pointer {sp:#x} is not a stack address"));
+        }
+        // framehop and gimli are careful with malformed CFI, but a few of their arithmetic
+        // operations are unchecked (overflow panics in debug builds): a malformed file must
+        // not take the profiler down with it.
+        let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            process
+                .framehop
+                .unwind_frame(address, &mut fh_regs, cache, &mut read_stack)
+        }));
+        let Ok(step) = step else {
+            *cache = CacheX86_64::new();
+            return Outcome::Failed(format!(
+                "the unwinder choked on the unwind information at {:#x}",
+                address.address()
+            ));
+        };
         if short.get() {
             // A read past the copy failed during this step (framehop may have fallen back to
             // frame pointers after it): the rest of the stack is not in the sample.
@@ -762,5 +778,347 @@ fn unwind_frame_pointers(
         }
         sp = ra_slot.saturating_add(8);
         bp = saved_bp;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pid no real process has (pids are at most 2^22), so no /tmp/perf-PID.map exists.
+    const PID: u32 = 3_999_999_001;
+
+    fn anon(start: u64, end: u64) -> Mapping {
+        Mapping {
+            start,
+            end,
+            path: "//anon".to_string(),
+            executable: true,
+            ..Default::default()
+        }
+    }
+
+    fn file(start: u64, end: u64, pgoff: u64, path: &str) -> Mapping {
+        Mapping {
+            start,
+            end,
+            pgoff,
+            path: path.to_string(),
+            inode: 77,
+            executable: true,
+            ..Default::default()
+        }
+    }
+
+    /// A stack at `sp` holding a frame-pointer chain through `return_addresses`, the last frame
+    /// pointing to 0. Returns (regs, bytes).
+    fn fp_stack(sp: u64, ip: u64, return_addresses: &[u64]) -> (Regs, Vec<u8>) {
+        let mut bytes = vec![0u8; 32];
+        let mut words: Vec<u64> = vec![0xdead; 4]; // the leaf's locals
+        let mut bp = sp + 8 * words.len() as u64;
+        let first_bp = bp;
+        for (i, &ra) in return_addresses.iter().enumerate() {
+            let next_bp = if i + 1 == return_addresses.len() {
+                0
+            } else {
+                bp + 16 + 16
+            };
+            words.push(next_bp);
+            words.push(ra);
+            words.extend([0x1111, 0x2222]); // caller locals
+            bp = next_bp;
+        }
+        bytes.clear();
+        for w in words {
+            bytes.extend(w.to_le_bytes());
+        }
+        (
+            Regs {
+                ip,
+                sp,
+                bp: first_bp,
+            },
+            bytes,
+        )
+    }
+
+    #[test]
+    fn frame_pointers_through_anonymous_code() {
+        let mut u = Unwinder::new();
+        u.add_mapping(PID, anon(0x10_0000, 0x20_0000));
+        let (regs, stack) = fp_stack(0x7ff0_0000, 0x10_0010, &[0x10_0100, 0x10_0200, 0x10_0300]);
+        for mode in [Mode::FramePointer, Mode::Dwarf] {
+            let mut frames = Vec::new();
+            let outcome = u.unwind(PID, regs, &stack, mode, &mut frames);
+            assert_eq!(outcome, Outcome::Complete, "{mode:?}");
+            let avmas: Vec<u64> = frames.iter().map(|f| f.avma).collect();
+            assert_eq!(
+                avmas,
+                [0x10_0010, 0x10_0100, 0x10_0200, 0x10_0300],
+                "{mode:?}"
+            );
+            // Anonymous memory: the address is the process address.
+            assert!(frames.iter().all(|f| f.address == f.avma));
+            let m = frames[0].module.unwrap();
+            assert_eq!(u.modules()[m.0 as usize].kind, ModuleKind::Anonymous);
+            assert_eq!(u.modules()[m.0 as usize].path, "//anon");
+        }
+    }
+
+    #[test]
+    fn short_copy_is_truncated_not_failed() {
+        let mut u = Unwinder::new();
+        u.add_mapping(PID, anon(0x10_0000, 0x20_0000));
+        let (regs, stack) = fp_stack(0x7ff0_0000, 0x10_0010, &[0x10_0100, 0x10_0200, 0x10_0300]);
+        for mode in [Mode::FramePointer, Mode::Dwarf] {
+            let mut frames = Vec::new();
+            let outcome = u.unwind(PID, regs, &stack[..64], mode, &mut frames);
+            assert_eq!(outcome, Outcome::Truncated, "{mode:?}");
+            assert_eq!(
+                frames.len(),
+                2,
+                "{mode:?}: the frames before the cut are kept"
+            );
+        }
+    }
+
+    #[test]
+    fn garbage_frame_pointers_fail() {
+        let mut u = Unwinder::new();
+        u.add_mapping(PID, anon(0x10_0000, 0x20_0000));
+        let sp = 0x7ff0_0000u64;
+        // bp points below sp.
+        let regs = Regs {
+            ip: 0x10_0010,
+            sp,
+            bp: sp - 64,
+        };
+        let stack = vec![0u8; 256];
+        let mut frames = Vec::new();
+        let outcome = u.unwind(PID, regs, &stack, Mode::FramePointer, &mut frames);
+        assert!(matches!(outcome, Outcome::Failed(_)), "{outcome:?}");
+        // A frame-pointer loop: [bp] = bp.
+        let mut stack = vec![0u8; 256];
+        stack[..8].copy_from_slice(&sp.to_le_bytes());
+        stack[8..16].copy_from_slice(&0x10_0100u64.to_le_bytes());
+        let regs = Regs {
+            ip: 0x10_0010,
+            sp,
+            bp: sp,
+        };
+        for mode in [Mode::FramePointer, Mode::Dwarf] {
+            frames.clear();
+            let outcome = u.unwind(PID, regs, &stack, mode, &mut frames);
+            assert!(
+                matches!(outcome, Outcome::Failed(_)),
+                "{mode:?} {outcome:?}"
+            );
+            assert!(frames.len() <= 3);
+        }
+        // A return address outside every mapping stops the walk.
+        stack[8..16].copy_from_slice(&0x5000u64.to_le_bytes());
+        stack[..8].copy_from_slice(&(sp + 64).to_le_bytes());
+        for mode in [Mode::FramePointer, Mode::Dwarf] {
+            frames.clear();
+            let outcome = u.unwind(PID, regs, &stack, mode, &mut frames);
+            assert!(
+                matches!(outcome, Outcome::Failed(ref m) if m.contains("outside")),
+                "{outcome:?}"
+            );
+            assert_eq!(frames.len(), 1);
+        }
+    }
+
+    #[test]
+    fn extreme_registers_do_not_panic() {
+        let mut u = Unwinder::new();
+        u.add_mapping(PID, anon(0x10_0000, 0x20_0000));
+        let stack = vec![0xffu8; 128];
+        for (ip, sp, bp) in [
+            (0, 0, 0),
+            (u64::MAX, u64::MAX, u64::MAX),
+            (0x10_0000, u64::MAX - 7, u64::MAX - 3),
+            (0x10_0000, u64::MAX - 200, u64::MAX - 100),
+            (0x10_0000, 8, 0),
+            (1, 0x1000, 0x1008),
+        ] {
+            for mode in [Mode::FramePointer, Mode::Dwarf] {
+                for pid in [PID, 1] {
+                    let mut frames = Vec::new();
+                    let _ = u.unwind(pid, Regs { ip, sp, bp }, &stack, mode, &mut frames);
+                    assert_eq!(frames[0].avma, ip);
+                    assert!(frames.len() <= MAX_FRAMES);
+                    frames.clear();
+                    let _ = u.unwind(pid, Regs { ip, sp, bp }, &[], mode, &mut frames);
+                    assert_eq!(frames.len(), 1);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_process_resolves_to_no_module() {
+        let mut u = Unwinder::new();
+        let f = u.resolve(12345, 0x40_1000);
+        assert_eq!(
+            f,
+            Frame {
+                module: None,
+                address: 0x40_1000,
+                avma: 0x40_1000
+            }
+        );
+        assert!(u.modules().is_empty());
+    }
+
+    #[test]
+    fn unreadable_files_stay_modules_with_file_offsets() {
+        let mut u = Unwinder::new();
+        let path = "/nonexistent/rprof-test/libgone.so";
+        u.add_mapping(PID, file(0x7f00_0000_1000, 0x7f00_0000_9000, 0x1000, path));
+        let f = u.resolve(PID, 0x7f00_0000_2345);
+        let m = f.module.expect("module");
+        assert_eq!(u.modules()[m.0 as usize].path, path);
+        assert_eq!(u.modules()[m.0 as usize].kind, ModuleKind::Elf);
+        assert_eq!(f.address, 0x2345, "file offset");
+        assert!(matches!(u.load_error(m), Some(LoadError::Io { .. })));
+        // Deleted files too.
+        let deleted = "/tmp/rprof-test-libx.so (deleted)";
+        u.add_mapping(PID, file(0x7f10_0000_0000, 0x7f10_0000_4000, 0, deleted));
+        let f = u.resolve(PID, 0x7f10_0000_0010);
+        let m = f.module.expect("module");
+        assert_eq!(u.modules()[m.0 as usize].path, deleted);
+        assert_eq!(f.address, 0x10);
+        assert!(u.load_error(m).is_some());
+    }
+
+    #[test]
+    fn mappings_replace_what_they_overlap() {
+        let mut u = Unwinder::new();
+        let path = "/nonexistent/rprof-test/a.so";
+        u.add_mapping(PID, file(0x1000, 0x5000, 0x10000, path));
+        // A data mapping over the middle.
+        u.add_mapping(
+            PID,
+            Mapping {
+                start: 0x2000,
+                end: 0x3000,
+                executable: false,
+                ..Default::default()
+            },
+        );
+        assert_eq!(u.resolve(PID, 0x2800).module, None);
+        let left = u.resolve(PID, 0x1800);
+        let right = u.resolve(PID, 0x3800);
+        assert!(left.module.is_some() && left.module == right.module);
+        assert_eq!(left.address, 0x10800);
+        assert_eq!(
+            right.address, 0x12800,
+            "the right piece keeps its file offset"
+        );
+        // A new executable mapping replaces the right piece.
+        u.add_mapping(PID, anon(0x3000, 0x6000));
+        let f = u.resolve(PID, 0x3800);
+        assert_ne!(f.module, left.module);
+        assert_eq!(f.address, 0x3800);
+        // Zero-sized and backwards mappings are ignored.
+        u.add_mapping(PID, file(0x9000, 0x9000, 0, path));
+        u.add_mapping(PID, file(0x9000, 0x8000, 0, path));
+        assert_eq!(u.resolve(PID, 0x8800).module, None);
+    }
+
+    #[test]
+    fn modules_are_shared_and_processes_fork_exec_exit() {
+        let mut u = Unwinder::new();
+        let path = "/nonexistent/rprof-test/shared.so";
+        u.add_mapping(PID, file(0x1000, 0x2000, 0, path));
+        u.add_mapping(PID + 1, file(0x7000, 0x8000, 0, path));
+        let a = u.resolve(PID, 0x1100).module;
+        assert!(a.is_some());
+        assert_eq!(
+            u.resolve(PID + 1, 0x7100).module,
+            a,
+            "same file, same module"
+        );
+        // A different inode is a different file.
+        let mut other = file(0x9000, 0xa000, 0, path);
+        other.inode = 78;
+        u.add_mapping(PID + 1, other);
+        assert_ne!(u.resolve(PID + 1, 0x9100).module, a);
+
+        u.add_mapping(PID, anon(0x3000, 0x4000));
+        u.fork(PID, PID + 2);
+        assert_eq!(
+            u.resolve(PID + 2, 0x1100).module,
+            a,
+            "the child inherits mappings"
+        );
+        let parent_anon = u.resolve(PID, 0x3100).module;
+        let child_anon = u.resolve(PID + 2, 0x3100).module;
+        assert!(
+            child_anon.is_some() && child_anon != parent_anon,
+            "anon memory is per process"
+        );
+        u.exec(PID + 2);
+        assert_eq!(u.resolve(PID + 2, 0x1100).module, None);
+        assert_eq!(
+            u.resolve(PID, 0x1100).module,
+            a,
+            "the parent keeps its mappings"
+        );
+        u.exit(PID);
+        assert_eq!(u.resolve(PID, 0x1100).module, None);
+        // Forking an unknown process leaves the child unknown.
+        u.fork(1, PID + 3);
+        assert_eq!(u.resolve(PID + 3, 0x1100).module, None);
+        let n = u.modules().len();
+        assert_eq!(n, 4, "modules never shrink");
+    }
+
+    #[test]
+    fn anonymous_code_with_a_perf_map_is_jit() {
+        let pid = 3_999_999_002;
+        let map = jit_map_path(pid);
+        std::fs::write(&map, "100000 10 jitted_fn\n").unwrap();
+        let mut u = Unwinder::new();
+        u.add_mapping(pid, anon(0x10_0000, 0x20_0000));
+        let _ = std::fs::remove_file(&map);
+        let f = u.resolve(pid, 0x10_0005);
+        let info = &u.modules()[f.module.unwrap().0 as usize];
+        assert_eq!(info.kind, ModuleKind::Jit);
+        assert_eq!(info.pid_for_jit, Some(pid));
+        assert_eq!(f.address, 0x10_0005);
+    }
+
+    #[test]
+    fn vdso_mapping_is_the_vdso_module() {
+        let mut u = Unwinder::new();
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let vdso = parse_proc_maps(&maps)
+            .into_iter()
+            .find(|m| m.path == "[vdso]")
+            .unwrap();
+        u.add_mapping(PID, vdso.clone());
+        let f = u.resolve(PID, vdso.start + 0x10);
+        let m = f.module.unwrap();
+        let info = &u.modules()[m.0 as usize];
+        assert_eq!(info.kind, ModuleKind::Vdso);
+        assert!(info.build_id.is_some(), "read from the image");
+        assert!(u.load_error(m).is_none());
+        // The vDSO is linked at 0: SVMA = offset in the mapping.
+        assert_eq!(f.address, 0x10);
+    }
+
+    #[test]
+    fn own_process_maps_load() {
+        let mut u = Unwinder::new();
+        u.load_proc_maps(std::process::id()).unwrap();
+        let here = own_process_maps_load as fn() as usize as u64;
+        let f = u.resolve(std::process::id(), here);
+        let m = f.module.unwrap();
+        assert_eq!(u.modules()[m.0 as usize].kind, ModuleKind::Elf);
+        assert!(u.load_error(m).is_none(), "{:?}", u.load_error(m));
+        assert!(u.modules()[m.0 as usize].build_id.is_some());
+        assert!(u.load_proc_maps(u32::MAX).is_err());
     }
 }

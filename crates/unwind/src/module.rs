@@ -108,17 +108,18 @@ pub(crate) struct ElfData {
     pub eh_frame: Option<SectionBytes>,
     pub eh_frame_hdr: Option<SectionBytes>,
     pub debug_frame: Option<Arc<[u8]>>,
+    /// When both sections are kept: the SVMA ranges that `.eh_frame` covers (merged, sorted);
+    /// `.debug_frame` is used everywhere else.
+    pub eh_frame_islands: Vec<Range<u64>>,
 }
+
+/// Most `.eh_frame` islands kept next to `.debug_frame` (each costs a framehop module).
+const MAX_ISLANDS: usize = 64;
 
 /// The section data type handed to framehop.
 pub(crate) type Bytes = Arc<[u8]>;
 
 impl ElfData {
-    /// Whether the file has any call frame information.
-    pub fn has_cfi(&self) -> bool {
-        self.eh_frame.is_some() || self.debug_frame.is_some()
-    }
-
     /// The AVMA at which the file's address 0 lies, for a mapping of file offset `pgoff` at
     /// `start`: SVMA = AVMA − base. `None` if no PT_LOAD segment covers `pgoff`.
     ///
@@ -145,18 +146,16 @@ impl ElfData {
         )
     }
 
-    /// A framehop module for a mapping of this file at `avma_range` whose SVMA 0 lies at
-    /// `base_avma`; `None` when the file has no CFI (framehop then uses frame pointers).
-    pub fn framehop_module(
+    /// The framehop modules for a mapping of this file at `avma_range` whose SVMA 0 lies at
+    /// `base_avma`: one, or several when `.eh_frame` islands sit in `.debug_frame` code. Empty
+    /// when the file has no CFI (framehop then uses frame pointers).
+    pub fn framehop_modules(
         &self,
         name: &str,
         avma_range: Range<u64>,
         base_avma: u64,
-    ) -> Option<framehop::Module<Bytes>> {
-        if !self.has_cfi() {
-            return None;
-        }
-        let info = framehop::ExplicitModuleSectionInfo {
+    ) -> Vec<framehop::Module<Bytes>> {
+        let eh = || framehop::ExplicitModuleSectionInfo {
             base_svma: 0,
             text_svma: self.text_svma.clone(),
             got_svma: self.got_svma.clone(),
@@ -164,15 +163,43 @@ impl ElfData {
             eh_frame: self.eh_frame.as_ref().map(|s| s.data.clone()),
             eh_frame_hdr_svma: self.eh_frame_hdr.as_ref().map(|s| s.svma.clone()),
             eh_frame_hdr: self.eh_frame_hdr.as_ref().map(|s| s.data.clone()),
+            ..Default::default()
+        };
+        let debug = || framehop::ExplicitModuleSectionInfo {
+            base_svma: 0,
+            text_svma: self.text_svma.clone(),
+            got_svma: self.got_svma.clone(),
             debug_frame: self.debug_frame.clone(),
             ..Default::default()
         };
-        Some(framehop::Module::new(
-            name.to_string(),
-            avma_range,
-            base_avma,
-            info,
-        ))
+        let module = |range: Range<u64>, info| {
+            framehop::Module::new(name.to_string(), range, base_avma, info)
+        };
+        match (&self.eh_frame, &self.debug_frame) {
+            (None, None) => Vec::new(),
+            (Some(_), None) => vec![module(avma_range, eh())],
+            (None, Some(_)) => vec![module(avma_range, debug())],
+            (Some(_), Some(_)) => {
+                let mut out = Vec::new();
+                let mut at = avma_range.start;
+                for island in &self.eh_frame_islands {
+                    let lo = island.start.wrapping_add(base_avma).max(at);
+                    let hi = island.end.wrapping_add(base_avma).min(avma_range.end);
+                    if lo >= hi {
+                        continue;
+                    }
+                    if at < lo {
+                        out.push(module(at..lo, debug()));
+                    }
+                    out.push(module(lo..hi, eh()));
+                    at = hi;
+                }
+                if at < avma_range.end {
+                    out.push(module(at..avma_range.end, debug()));
+                }
+                out
+            }
+        }
     }
 }
 
@@ -227,19 +254,117 @@ pub(crate) fn parse_elf<'data, R: ReadRef<'data>>(data: R) -> Result<ElfData, St
             .as_ref()
             .is_some_and(|eh| eh_frame_hdr_has_table(hdr, eh))
     });
-    elf.debug_frame = bytes(".debug_frame").map(|s| s.data);
+    // framehop uses one CFI section per module: .eh_frame if there is one. Code compiled with
+    // -fno-asynchronous-unwind-tables -g has its CFI in .debug_frame, next to an .eh_frame that
+    // only covers the C runtime's start files and the PLT. Then use .debug_frame, except in the
+    // ranges .eh_frame covers (so that _start still ends the stack).
+    if let Some(debug_frame) = file.section_by_name(".debug_frame") {
+        if let Ok(data) = debug_frame.uncompressed_data() {
+            let bases = gimli::BaseAddresses::default();
+            let debug_ranges =
+                fde_ranges(gimli::DebugFrame::new(&data, gimli::LittleEndian), &bases);
+            let eh_ranges = elf.eh_frame.as_ref().map_or(Vec::new(), |eh| {
+                let bases = gimli::BaseAddresses::default()
+                    .set_eh_frame(eh.svma.start)
+                    .set_text(elf.text_svma.as_ref().map_or(0, |t| t.start))
+                    .set_got(elf.got_svma.as_ref().map_or(0, |g| g.start));
+                fde_ranges(gimli::EhFrame::new(&eh.data, gimli::LittleEndian), &bases)
+            });
+            if covered(&debug_ranges) > covered(&eh_ranges) {
+                elf.debug_frame = Some(Arc::from(&*data));
+                if eh_ranges.is_empty() || eh_ranges.len() > MAX_ISLANDS {
+                    elf.eh_frame = None;
+                    elf.eh_frame_hdr = None;
+                } else {
+                    elf.eh_frame_islands = eh_ranges;
+                }
+            }
+        }
+    }
     Ok(elf)
 }
 
-/// Whether `.eh_frame_hdr` parses and has a binary search table. framehop looks every address
-/// up through this table when it is given one, so a header without a usable table must be left
-/// out: framehop then indexes `.eh_frame` itself.
+/// The code ranges the FDEs of a CFI section cover, sorted and merged (stopping at the first
+/// malformed entry).
+fn fde_ranges<R, S>(section: S, bases: &gimli::BaseAddresses) -> Vec<Range<u64>>
+where
+    R: gimli::Reader,
+    S: gimli::UnwindSection<R>,
+{
+    let mut ranges = Vec::new();
+    let mut entries = section.entries(bases);
+    let mut budget = 1u32 << 22;
+    while let Ok(Some(entry)) = entries.next() {
+        budget = match budget.checked_sub(1) {
+            Some(b) => b,
+            None => break,
+        };
+        if let gimli::CieOrFde::Fde(partial) = entry {
+            if let Ok(fde) = partial.parse(S::cie_from_offset) {
+                if let Some(end) = fde.initial_address().checked_add(fde.len()) {
+                    if fde.len() > 0 {
+                        ranges.push(fde.initial_address()..end);
+                    }
+                }
+            }
+        }
+    }
+    ranges.sort_by_key(|r| r.start);
+    let mut merged: Vec<Range<u64>> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match merged.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => merged.push(r),
+        }
+    }
+    merged
+}
+
+/// Total length of disjoint ranges.
+fn covered(ranges: &[Range<u64>]) -> u64 {
+    ranges
+        .iter()
+        .map(|r| r.end - r.start)
+        .fold(0, u64::saturating_add)
+}
+
+/// Whether `.eh_frame_hdr` parses and has a sane binary search table: it points at this
+/// `.eh_frame`, and every entry is sorted and points into it. framehop looks every address up
+/// through this table when it is given one and trusts it (a pointer before `.eh_frame` even
+/// overflows in gimli), so a header that fails this check is left out: framehop then indexes
+/// `.eh_frame` itself.
 fn eh_frame_hdr_has_table(hdr: &SectionBytes, eh_frame: &SectionBytes) -> bool {
     let bases = gimli::BaseAddresses::default()
         .set_eh_frame_hdr(hdr.svma.start)
         .set_eh_frame(eh_frame.svma.start);
-    let parsed = gimli::EhFrameHdr::new(&hdr.data, gimli::LittleEndian).parse(&bases, 8);
-    matches!(parsed, Ok(p) if p.table().is_some())
+    let Ok(parsed) = gimli::EhFrameHdr::new(&hdr.data, gimli::LittleEndian).parse(&bases, 8) else {
+        return false;
+    };
+    if parsed.eh_frame_ptr().direct().ok() != Some(eh_frame.svma.start) {
+        return false;
+    }
+    let Some(table) = parsed.table() else {
+        return false;
+    };
+    let mut entries = table.iter(&bases);
+    let mut previous = None;
+    let mut count = 0u64;
+    loop {
+        match entries.next() {
+            Ok(Some((location, fde))) => {
+                let (Ok(location), Ok(fde)) = (location.direct(), fde.direct()) else {
+                    return false;
+                };
+                if !eh_frame.svma.contains(&fde) || previous.is_some_and(|p| location < p) {
+                    return false;
+                }
+                previous = Some(location);
+                count += 1;
+            }
+            Ok(None) => return count > 0,
+            Err(_) => return false,
+        }
+    }
 }
 
 /// Reads and parses the ELF file at `path`, checking that it is the file that was mapped.

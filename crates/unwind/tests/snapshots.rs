@@ -2,165 +2,12 @@
 //! with gcc -O2 -fomit-frame-pointer, PIE and non-PIE, with a shared library), checked against
 //! the call paths the fixture is known to have, named through the ELF symbol tables.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
+mod common;
 
-use object::{Object, ObjectSymbol};
-use rprof_unwind::{parse_proc_maps, Frame, Mode, ModuleKind, Outcome, Regs, Unwinder};
+use std::path::Path;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
-}
-
-/// Builds the fixture (exe + its shared library) in a directory of its own for `variant`.
-fn build(variant: &str, exe_flags: &[&str]) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("unwind-fixture-{variant}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let run = |cmd: &mut Command| {
-        let out = cmd.output().expect("gcc runs");
-        assert!(
-            out.status.success(),
-            "{cmd:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    run(Command::new("gcc")
-        .args(["-O2", "-fomit-frame-pointer", "-fPIC", "-shared", "-o"])
-        .arg(dir.join("libunwind_lib.so"))
-        .arg(fixtures().join("unwind_lib.c")));
-    run(Command::new("gcc")
-        .args(["-O2", "-fomit-frame-pointer"])
-        .args(exe_flags)
-        .arg("-o")
-        .arg(dir.join("snap"))
-        .arg(fixtures().join("unwind_snapshot.c"))
-        .arg("-L")
-        .arg(&dir)
-        .args(["-lunwind_lib", "-Wl,-rpath,$ORIGIN"]));
-    dir
-}
-
-fn pie() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| build("pie", &["-pie", "-fPIE"]))
-}
-
-fn non_pie() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| build("nopie", &["-no-pie", "-fno-PIE"]))
-}
-
-/// One snapshot: registers, stack bytes and the phase the fixture was in.
-struct Snap {
-    regs: Regs,
-    stack: Vec<u8>,
-    phase: u32,
-}
-
-/// Runs the fixture in `mode` and reads its snapshots and maps.
-fn take(dir: &Path, mode: &str, max_bytes: usize, count: usize) -> (Vec<Snap>, String) {
-    let out = tempfile::tempdir().unwrap();
-    let status = Command::new(dir.join("snap"))
-        .arg(mode)
-        .arg(out.path())
-        .arg(max_bytes.to_string())
-        .arg(count.to_string())
-        .status()
-        .unwrap();
-    assert!(status.success(), "fixture {mode} failed");
-    let maps = std::fs::read_to_string(out.path().join("maps")).unwrap();
-    let mut snaps = Vec::new();
-    for i in 0.. {
-        let Ok(raw) = std::fs::read(out.path().join(format!("{i}.snap"))) else {
-            break;
-        };
-        let nl = raw.iter().position(|&b| b == b'\n').unwrap();
-        let header = std::str::from_utf8(&raw[..nl]).unwrap();
-        let field: HashMap<&str, &str> = header
-            .split(' ')
-            .map(|kv| kv.split_once('=').unwrap())
-            .collect();
-        let hex = |k: &str| u64::from_str_radix(field[k], 16).unwrap();
-        let stack = raw[nl + 1..].to_vec();
-        assert_eq!(stack.len(), field["len"].parse::<usize>().unwrap());
-        snaps.push(Snap {
-            regs: Regs {
-                ip: hex("ip"),
-                sp: hex("sp"),
-                bp: hex("bp"),
-            },
-            stack,
-            phase: field["phase"].parse().unwrap(),
-        });
-    }
-    (snaps, maps)
-}
-
-const PID: u32 = 4242;
-
-fn unwinder_for(maps: &str) -> Unwinder {
-    let mut u = Unwinder::new();
-    for m in parse_proc_maps(maps) {
-        u.add_mapping(PID, m);
-    }
-    u
-}
-
-/// Function names of ELF files by SVMA, read with object (symbolization is not this crate's
-/// job, the test only needs to know which function an address is in).
-#[derive(Default)]
-struct Names {
-    files: HashMap<String, Vec<(u64, u64, String)>>,
-}
-
-impl Names {
-    fn lookup(&mut self, path: &str, svma: u64) -> Option<String> {
-        let syms = self.files.entry(path.to_string()).or_insert_with(|| {
-            let Ok(data) = std::fs::read(path) else {
-                return Vec::new();
-            };
-            let file = object::File::parse(&*data).unwrap();
-            let mut v: Vec<_> = file
-                .symbols()
-                .chain(file.dynamic_symbols())
-                .filter(|s| s.kind() == object::SymbolKind::Text && s.size() > 0)
-                .map(|s| {
-                    let name = s.name().unwrap();
-                    let base = name.split('.').next().unwrap().to_string();
-                    (s.address(), s.address() + s.size(), base)
-                })
-                .collect();
-            v.sort();
-            v
-        });
-        syms.iter()
-            .find(|(lo, hi, _)| *lo <= svma && svma < *hi)
-            .map(|(_, _, n)| n.clone())
-    }
-
-    /// The function of every frame (return addresses looked up at address − 1).
-    fn names(&mut self, u: &Unwinder, frames: &[Frame]) -> Vec<String> {
-        frames
-            .iter()
-            .enumerate()
-            .map(|(i, f)| {
-                let Some(m) = f.module else {
-                    return format!("?{:#x}", f.avma);
-                };
-                let info = &u.modules()[m.0 as usize];
-                let svma = if i == 0 { f.address } else { f.address - 1 };
-                match info.kind {
-                    ModuleKind::Vdso => "[vdso]".to_string(),
-                    _ => self
-                        .lookup(&info.path, svma)
-                        .unwrap_or_else(|| format!("{}+{:#x}", info.path, svma)),
-                }
-            })
-            .collect()
-    }
-}
+use common::{debug_frame_only, non_pie, pie, take, unwinder_for, Names, PID};
+use rprof_unwind::{Frame, Mode, ModuleKind, Outcome};
 
 /// The frames from `capture_leaf` up to `main`, and what follows main.
 fn path_to_main(names: &[String]) -> (&[String], &[String]) {
@@ -214,6 +61,17 @@ fn chain_non_pie_unwinds_exactly_to_start() {
     assert_eq!(after.last().map(String::as_str), Some("_start"));
     // Non-PIE: the address in the file is the process address.
     assert_eq!(frames[0].address, frames[0].avma);
+}
+
+#[test]
+fn chain_with_cfi_in_debug_frame_only() {
+    let (names, outcome, _) = unwind_one(debug_frame_only(), "chain", 65536);
+    let (to_main, _) = path_to_main(&names);
+    assert_eq!(
+        strs(to_main),
+        ["capture_leaf", "chain_c", "chain_b", "chain_a", "main"]
+    );
+    assert_eq!(outcome, Outcome::Complete, "{names:?}");
 }
 
 #[test]
@@ -276,7 +134,7 @@ fn frame_pointer_mode_does_not_invent_frames() {
 
 #[test]
 fn sampled_stacks_unwind_to_main_from_anywhere() {
-    for dir in [pie(), non_pie()] {
+    for dir in [pie(), non_pie(), debug_frame_only()] {
         let (snaps, maps) = take(dir, "sample", 65536, 150);
         assert!(snaps.len() >= 100, "only {} samples", snaps.len());
         let mut u = unwinder_for(&maps);
