@@ -1,11 +1,1322 @@
-//! `rprof record`: (being written).
+//! `rprof record`: run COMMAND (or attach to a running process) with samplers on every CPU,
+//! unwind each sample as it arrives, and stream the result into a self-contained profile.
+//!
+//! Data flow: `rprof-perf` opens the samplers and hands out the records of each CPU's ring
+//! buffer; each round (after `poll`) the records of all buffers are sorted by time and applied in
+//! order: MMAP2/FORK/COMM-exec/EXIT keep `rprof-unwind`'s address spaces current, and each SAMPLE
+//! is unwound right away, so that only addresses (never stack copies) reach the file. Modules get
+//! profile ids on first use. When the target is done, `resolve` names every address that was
+//! used and the names are appended before the summary.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, Context};
+use rprof_events::{Event, EventKind};
+use rprof_perf::parse::{x86_64, CallchainContext, FileId};
+use rprof_perf::{
+    parse_record, CallGraph, Rate, Record as PerfRecord, SamplerError, Samplers, SamplingOptions,
+};
+use rprof_profile::{
+    Address, Header, LookupSet, Module, ModuleId, ModuleKind, Record, Sample, Summary, Writer,
+};
+use rprof_unwind::{Frame, Mapping, Mode, ModuleIndex, Outcome, Regs, Unwinder};
+
+use crate::exit::{usage, with_code, FAILURE, NOT_EXECUTABLE, NOT_FOUND};
+
+/// Default sampling frequency (Hz): near 1 kHz, but not a multiple of common timer ticks.
+const DEFAULT_FREQUENCY: u64 = 999;
+/// Default user-stack copy for `--call-graph dwarf`: the largest the kernel takes. A 300-deep
+/// recursion of ~100-byte frames needs ~30 KB, so this leaves room for bigger frames too.
+const DEFAULT_STACK_COPY: u32 = rprof_perf::MAX_STACK_COPY;
+/// A finished block reaches the file at least this often, so that a killed record leaves a
+/// readable profile of everything but its last moments.
+const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
+/// Longest sleep in `poll` (flushing, --duration and interrupts are checked between polls).
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// With --duration and a launched COMMAND: how long COMMAND gets to exit after SIGTERM.
+const TERM_GRACE: Duration = Duration::from_secs(3);
+/// Smallest ring buffer (data pages) tried when the default size is refused.
+const MIN_PAGES: usize = 8;
 
 /// Arguments of `rprof record`.
 #[derive(clap::Args, Debug)]
-#[command(disable_help_flag = false)]
-pub struct Args {}
+#[command(
+    after_help = "Examples:\n  rprof record -- ./my-program --its-args\n  rprof record -F 4999 --call-graph fp -o prof.data -- make -j2\n  rprof record -p 1234 --duration 10"
+)]
+pub struct Args {
+    /// Where to write the profile.
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_name = "FILE",
+        default_value = "rprof.data"
+    )]
+    output: PathBuf,
+
+    /// Samples per second per thread (default 999; clamped to kernel.perf_event_max_sample_rate).
+    #[arg(
+        short = 'F',
+        long = "freq",
+        value_name = "HZ",
+        conflicts_with = "period"
+    )]
+    freq: Option<u64>,
+
+    /// Sample every N events instead of at a frequency (default for tracepoints: 1).
+    #[arg(short = 'c', long = "period", value_name = "N")]
+    period: Option<u64>,
+
+    /// The event that triggers samples: cpu-clock, task-clock, page-faults, cycles (with a PMU),
+    /// a tracepoint such as sched:sched_switch, ...
+    #[arg(
+        short = 'e',
+        long = "event",
+        value_name = "EVENT",
+        default_value = "cpu-clock"
+    )]
+    event: String,
+
+    /// How to capture call stacks: dwarf[,SIZE] (user registers + SIZE bytes of user stack,
+    /// unwound with DWARF CFI; default SIZE 65528), fp (frame pointers), or none.
+    #[arg(long = "call-graph", value_name = "MODE", default_value = "dwarf")]
+    call_graph: String,
+
+    /// Stop after this many seconds (with COMMAND: COMMAND then gets SIGTERM).
+    #[arg(long, value_name = "SECS")]
+    duration: Option<f64>,
+
+    /// Attach to this running process (all its threads) instead of running COMMAND.
+    #[arg(short = 'p', long = "pid", value_name = "PID")]
+    pid: Option<String>,
+
+    /// Ring-buffer size per CPU: data pages (a power of two) or a size such as 512K or 16M.
+    #[arg(short = 'm', long = "mmap-pages", value_name = "PAGES")]
+    mmap_pages: Option<String>,
+
+    /// Sample user space only (no kernel frames).
+    #[arg(long = "no-kernel")]
+    no_kernel: bool,
+
+    /// The command to run and its arguments (after `--`).
+    #[arg(
+        value_name = "COMMAND",
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        num_args = 0..
+    )]
+    command: Vec<OsString>,
+}
+
+/// What to record, validated.
+struct Plan {
+    output: PathBuf,
+    event: Event,
+    rate: Rate,
+    call_graph: CallGraph,
+    duration: Option<Duration>,
+    target: Target,
+    pages: Pages,
+    no_kernel: bool,
+}
+
+enum Target {
+    Command(Vec<OsString>),
+    Attach(u32),
+}
+
+#[derive(Clone, Copy)]
+enum Pages {
+    /// Chosen by rprof: may be reduced if the kernel refuses it.
+    Default(usize),
+    /// Asked for with -m: refused means an error.
+    Explicit(usize),
+}
+
+impl Pages {
+    fn get(self) -> usize {
+        match self {
+            Pages::Default(n) | Pages::Explicit(n) => n,
+        }
+    }
+}
+
+fn note(message: impl std::fmt::Display) {
+    eprintln!("rprof: note: {message}");
+}
+
+/// Parses `--call-graph`.
+fn parse_call_graph(spec: &str) -> anyhow::Result<CallGraph> {
+    let (mode, size) = match spec.split_once(',') {
+        Some((mode, size)) => (mode, Some(size)),
+        None => (spec, None),
+    };
+    match (mode, size) {
+        ("dwarf", None) => Ok(CallGraph::Dwarf {
+            stack_size: DEFAULT_STACK_COPY,
+        }),
+        ("dwarf", Some(size)) => {
+            let bytes = parse_size(size).filter(|&b| b > 0).ok_or_else(|| {
+                usage(format!(
+                    "invalid stack size '{size}' in --call-graph {spec} (expected bytes, e.g. dwarf,32768)"
+                ))
+            })?;
+            let max = u64::from(rprof_perf::MAX_STACK_COPY);
+            let mut rounded = bytes.div_ceil(8) * 8;
+            if rounded > max {
+                note(format!(
+                    "a stack copy of {bytes} bytes is over the kernel's limit; using {max}"
+                ));
+                rounded = max;
+            }
+            Ok(CallGraph::Dwarf {
+                stack_size: rounded as u32,
+            })
+        }
+        ("fp", None) => Ok(CallGraph::FramePointer),
+        ("none", None) => Ok(CallGraph::None),
+        _ => Err(usage(format!(
+            "invalid --call-graph '{spec}' (expected dwarf, dwarf,SIZE, fp or none)"
+        ))),
+    }
+}
+
+fn call_graph_name(call_graph: CallGraph) -> String {
+    match call_graph {
+        CallGraph::Dwarf { stack_size } => format!("dwarf,{stack_size}"),
+        CallGraph::FramePointer => "fp".to_string(),
+        CallGraph::None => "none".to_string(),
+    }
+}
+
+/// A byte count with an optional K/M/G suffix (powers of 1024).
+fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => text.split_at(i),
+        None => (text, ""),
+    };
+    let n: u64 = digits.parse().ok()?;
+    let shift = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return None,
+    };
+    n.checked_mul(1u64 << shift)
+}
+
+/// Parses `-m`: pages, or a size with a unit; rounded up to a power of two.
+fn parse_pages(text: &str) -> anyhow::Result<usize> {
+    let page = rprof_perf::ring::page_size() as u64;
+    let bad = || {
+        usage(format!(
+            "invalid --mmap-pages '{text}' (expected a number of pages such as 256, or a size such as 512K or 16M)"
+        ))
+    };
+    let pages = if text.trim().chars().all(|c| c.is_ascii_digit()) {
+        text.trim().parse::<u64>().map_err(|_| bad())?
+    } else {
+        parse_size(text).ok_or_else(bad)?.div_ceil(page)
+    };
+    if pages == 0 {
+        return Err(usage("--mmap-pages must be at least 1 page"));
+    }
+    let rounded = pages
+        .checked_next_power_of_two()
+        .filter(|&p| p <= 1 << 30)
+        .ok_or_else(bad)?;
+    if rounded != pages {
+        note(format!(
+            "ring buffers hold a power of two of pages: using {rounded} instead of {pages}"
+        ));
+    }
+    Ok(rounded as usize)
+}
+
+/// True when the kernel lets us lock as much memory as we like for ring buffers.
+fn privileged() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    // CAP_IPC_LOCK (bit 14) in the effective set.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("CapEff:"))?;
+            u64::from_str_radix(line.trim_start_matches("CapEff:").trim(), 16).ok()
+        })
+        .is_some_and(|caps| caps & (1 << 14) != 0)
+}
+
+fn read_sysctl(name: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/sys/kernel/{name}"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The default ring-buffer size per CPU (data pages). Privileged: room for ~250 ms of dwarf
+/// samples at the default rate on a busy CPU. Otherwise: what `perf_event_mlock_kb` grants
+/// per CPU without privileges.
+fn default_pages(call_graph: CallGraph) -> usize {
+    let page_kb = (rprof_perf::ring::page_size() / 1024).max(1) as u64;
+    if privileged() {
+        let bytes: usize = match call_graph {
+            CallGraph::Dwarf { .. } => 16 << 20,
+            _ => 1 << 20,
+        };
+        return bytes / rprof_perf::ring::page_size();
+    }
+    let mlock_kb = read_sysctl("perf_event_mlock_kb").unwrap_or(516);
+    // The metadata page counts too.
+    let pages = (mlock_kb / page_kb).saturating_sub(1).max(1);
+    let pow2 = 1u64 << (63 - pages.leading_zeros());
+    pow2.clamp(1, 1 << 20) as usize
+}
+
+fn validate(args: Args) -> anyhow::Result<Plan> {
+    let event = rprof_events::parse(&args.event).map_err(usage)?;
+    let rate = match (args.freq, args.period) {
+        (Some(0), _) => return Err(usage("the sampling frequency (-F) must be at least 1 Hz")),
+        (_, Some(0)) => return Err(usage("the sampling period (-c) must be at least 1")),
+        (_, Some(period)) => Rate::Period(period),
+        (Some(hz), None) => Rate::Frequency(hz),
+        (None, None) if event.kind == EventKind::Tracepoint => Rate::Period(1),
+        (None, None) => Rate::Frequency(DEFAULT_FREQUENCY),
+    };
+    let rate = match rate {
+        Rate::Frequency(hz) => match rprof_events::max_sample_rate() {
+            Some(max) if hz > max => {
+                note(format!(
+                    "-F {hz} is above kernel.perf_event_max_sample_rate ({max}): sampling at {max} Hz"
+                ));
+                Rate::Frequency(max)
+            }
+            _ => Rate::Frequency(hz),
+        },
+        other => other,
+    };
+    let call_graph = parse_call_graph(&args.call_graph)?;
+    let duration = match args.duration {
+        None => None,
+        Some(secs) if secs.is_finite() && secs > 0.0 && secs < 1e9 => {
+            Some(Duration::from_secs_f64(secs))
+        }
+        Some(secs) => {
+            return Err(usage(format!(
+                "--duration must be a positive number of seconds, not {secs}"
+            )))
+        }
+    };
+    let target = match (args.pid, args.command.is_empty()) {
+        (Some(_), false) => return Err(usage("give either -p PID or a COMMAND to run, not both")),
+        (None, true) => {
+            return Err(usage(
+                "nothing to record: give a COMMAND (rprof record -- COMMAND ARGS...) or -p PID",
+            ))
+        }
+        (Some(pid), true) => match pid.trim().parse::<u32>() {
+            Ok(pid) if pid > 0 && pid <= i32::MAX as u32 => Target::Attach(pid),
+            _ => return Err(usage(format!("invalid process id '{pid}' for -p"))),
+        },
+        (None, false) => Target::Command(args.command),
+    };
+    let pages = match args.mmap_pages {
+        Some(text) => Pages::Explicit(parse_pages(&text)?),
+        None => Pages::Default(default_pages(call_graph)),
+    };
+    Ok(Plan {
+        output: args.output,
+        event,
+        rate,
+        call_graph,
+        duration,
+        target,
+        pages,
+        no_kernel: args.no_kernel,
+    })
+}
 
 /// Runs `rprof record`.
-pub fn run(_args: Args) -> anyhow::Result<i32> {
-    Err(crate::exit::usage("rprof record is not built yet"))
+pub fn run(args: Args) -> anyhow::Result<i32> {
+    let plan = validate(args)?;
+    raise_fd_limit();
+    match &plan.target {
+        Target::Command(argv) => record_command(&plan, argv),
+        Target::Attach(pid) => record_attach(&plan, *pid),
+    }
+}
+
+/// Attaching to a thread-rich process opens (threads × CPUs) descriptors: use the hard limit.
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+/// The output file, created (or truncated) now so that an unwritable path fails before COMMAND
+/// starts. Under sudo it is given to the invoking user. Removed on drop unless kept.
+struct Output {
+    path: PathBuf,
+    file: Option<File>,
+    keep: bool,
+}
+
+impl Output {
+    fn create(path: &Path) -> anyhow::Result<Output> {
+        let file = File::create(path)
+            .with_context(|| format!("cannot write the profile to '{}'", path.display()))
+            .map_err(|e| with_code(FAILURE, e))?;
+        chown_to_sudo_user(&file);
+        Ok(Output {
+            path: path.to_path_buf(),
+            file: Some(file),
+            keep: false,
+        })
+    }
+
+    fn take(&mut self) -> anyhow::Result<File> {
+        self.file
+            .take()
+            .ok_or_else(|| anyhow!("the profile file was already taken"))
+    }
+}
+
+impl Drop for Output {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn chown_to_sudo_user(file: &File) {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return;
+    }
+    let id = |name| std::env::var(name).ok().and_then(|v| v.parse::<u32>().ok());
+    if let (Some(uid), Some(gid)) = (id("SUDO_UID"), id("SUDO_GID")) {
+        // SAFETY: fchown on a descriptor we own.
+        let rc = unsafe { libc::fchown(file.as_raw_fd(), uid, gid) };
+        if rc != 0 {
+            note(format!(
+                "cannot give the profile to uid {uid}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+}
+
+/// `pidfd_open(2)`: a descriptor that becomes readable when the process exits.
+fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just gave us this descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+fn now_monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
+}
+
+fn unix_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn header(plan: &Plan, event: &Event, command: Vec<String>, pid: Option<u32>) -> Header {
+    let uname = nix::sys::utsname::uname().ok();
+    let (frequency, period) = match plan.rate {
+        Rate::Frequency(hz) => (Some(hz), None),
+        Rate::Period(n) => (None, Some(n)),
+    };
+    Header {
+        rprof_version: env!("CARGO_PKG_VERSION").to_string(),
+        command,
+        target_pid: pid,
+        event: event.name.clone(),
+        frequency,
+        period,
+        call_graph: call_graph_name(plan.call_graph),
+        start_unix_ns: unix_ns(),
+        hostname: uname
+            .as_ref()
+            .map(|u| u.nodename().to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        kernel_release: uname
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    }
+}
+
+/// The samplers as opened, with the event as it ended up (user-only after a fallback).
+struct Opened {
+    samplers: Samplers,
+    event: Event,
+}
+
+/// Opens the samplers for `pid`, falling back to user-only sampling when the kernel refuses
+/// kernel sampling, and to smaller buffers when it refuses the default buffer size.
+fn open_samplers(plan: &Plan, pid: u32, attach: bool) -> anyhow::Result<Opened> {
+    let cpus = rprof_events::online_cpus().context("cannot list the online CPUs")?;
+    let mut event = if plan.no_kernel {
+        plan.event.user_only()
+    } else {
+        plan.event.clone()
+    };
+    let mut pages = plan.pages.get();
+    let options = SamplingOptions {
+        rate: plan.rate,
+        call_graph: plan.call_graph,
+        enable_on_exec: !attach,
+        inherit: true,
+        wakeup_bytes: 0,
+    };
+    loop {
+        let mut options = options;
+        // Wake up when a quarter of the buffer is used.
+        let bytes = pages.saturating_mul(rprof_perf::ring::page_size()) / 4;
+        options.wakeup_bytes = bytes.clamp(1, u32::MAX as usize) as u32;
+        let mut attr = rprof_perf::sampling_attr(&event.attr(), &options);
+        if event.exclude_kernel {
+            attr.set_exclude_callchain_kernel(1);
+        }
+        let result = if attach {
+            Samplers::attach(&event.name, &attr, pid, &cpus, pages)
+        } else {
+            Samplers::open_process(&event.name, &attr, pid, &cpus, pages)
+        };
+        match result {
+            Ok(samplers) => {
+                if pages != plan.pages.get() {
+                    note(format!(
+                        "the kernel refused ring buffers of {} pages per CPU (locked-memory limit); using {pages} pages, samples may be lost (see docs/permissions.md)",
+                        plan.pages.get()
+                    ));
+                }
+                return Ok(Opened { samplers, event });
+            }
+            Err(SamplerError::Open(e))
+                if e.is_permission() && e.counts_kernel && !event.exclude_kernel =>
+            {
+                let level = e
+                    .paranoid
+                    .map_or("unreadable".to_string(), |p| p.to_string());
+                note(format!(
+                    "the kernel refuses kernel-space sampling (kernel.perf_event_paranoid is {level}); recording user space only"
+                ));
+                event = event.user_only();
+            }
+            Err(SamplerError::Map { source, .. })
+                if source.is_mlock_limit()
+                    && matches!(plan.pages, Pages::Default(_))
+                    && pages / 2 >= MIN_PAGES =>
+            {
+                pages /= 2;
+            }
+            Err(SamplerError::Map { source, .. }) if source.is_mlock_limit() => {
+                return Err(anyhow!(mlock_message(pages, &source)));
+            }
+            Err(SamplerError::Open(e)) if e.is_permission() && attach => {
+                return Err(anyhow!(attach_permission_message(pid, &e)));
+            }
+            Err(SamplerError::Open(e)) if e.is_no_such_process() && attach => {
+                return Err(anyhow!("no process with id {pid} (it has exited?)"));
+            }
+            Err(SamplerError::Threads { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                return Err(anyhow!("no process with id {pid}"));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn mlock_message(pages: usize, source: &rprof_perf::MapError) -> String {
+    let mlock = read_sysctl("perf_event_mlock_kb")
+        .map_or("unreadable".to_string(), |kb| format!("{kb} KiB"));
+    format!(
+        "{source}: over the locked-memory limit for perf buffers (kernel.perf_event_mlock_kb = {mlock} per CPU, plus `ulimit -l`); use a smaller buffer (-m {}), raise the limit with `sudo sysctl -w kernel.perf_event_mlock_kb={}`, or run as root",
+        (pages / 4).max(1),
+        (pages * rprof_perf::ring::page_size() / 1024 + 4).max(516)
+    )
+}
+
+fn process_owner(pid: u32) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}"))
+        .ok()
+        .map(|m| m.uid())
+}
+
+fn attach_permission_message(pid: u32, e: &rprof_events::OpenError) -> String {
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    match process_owner(pid) {
+        Some(owner) if owner != me => format!(
+            "cannot attach to process {pid}: it belongs to uid {owner} and rprof runs as uid {me}; only root (or CAP_PERFMON with ptrace access) may profile other users' processes: run `sudo rprof record -p {pid}`"
+        ),
+        _ => e.to_string(),
+    }
+}
+
+fn record_command(plan: &Plan, argv: &[OsString]) -> anyhow::Result<i32> {
+    let Some(argv0) = argv.first() else {
+        return Err(usage("no command given"));
+    };
+    // Resolve before anything is created or forked: a missing command leaves no profile.
+    let path = rprof_launch::resolve(argv0).map_err(launch_error)?;
+    let mut output = Output::create(&plan.output)?;
+    let pending = rprof_launch::spawn_pending(argv).map_err(launch_error)?;
+    let pid = pending.pid() as u32;
+    let opened = match open_samplers(plan, pid, false) {
+        Ok(opened) => opened,
+        Err(e) => {
+            pending.abort();
+            return Err(e);
+        }
+    };
+    let command: Vec<String> = argv
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let file = output.take()?;
+    let mut recorder = Recorder::new(
+        file,
+        &header(plan, &opened.event, command, None),
+        plan.call_graph,
+    )?;
+    // The name the kernel gives the process at exec (it may not report that COMM itself,
+    // because the events are enabled only by the exec).
+    let comm: String = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+        .chars()
+        .take(15)
+        .collect();
+    let exit_watch = pidfd_open(pid).ok();
+    rprof_launch::forward_signals_to(pid as i32).context("cannot install the Ctrl-C handler")?;
+    let started = Instant::now();
+    let mut running = pending.start().map_err(launch_error)?;
+    // From here on the profile is worth keeping, whatever happens.
+    output.keep = true;
+    recorder.push(Record::Comm {
+        time: now_monotonic_ns(),
+        pid,
+        tid: pid,
+        name: comm,
+        exec: true,
+    })?;
+    let mut samplers = opened.samplers;
+    let mut terminated_at = None;
+    loop {
+        let exited = wait_round(&mut samplers, exit_watch.as_ref(), &mut recorder)?;
+        if exited || running.try_wait().map_err(launch_error)?.is_some() {
+            break;
+        }
+        if let Some(limit) = plan.duration {
+            if started.elapsed() >= limit {
+                match terminated_at {
+                    None => {
+                        // SAFETY: kill(2) on our own child.
+                        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+                        terminated_at = Some(Instant::now());
+                    }
+                    Some(at) if at.elapsed() > TERM_GRACE => {
+                        // SAFETY: kill(2) on our own child.
+                        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+    recorder.drain(&mut samplers)?;
+    drop(samplers);
+    let exit = running.wait().map_err(launch_error)?;
+    recorder.finish(started.elapsed(), &plan.output)?;
+    Ok(exit.shell_code())
+}
+
+fn record_attach(plan: &Plan, pid: u32) -> anyhow::Result<i32> {
+    let exit_watch = match pidfd_open(pid) {
+        Ok(fd) => Some(fd),
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+            return Err(anyhow!("no process with id {pid}"));
+        }
+        Err(_) => None,
+    };
+    let mut output = Output::create(&plan.output)?;
+    let opened = open_samplers(plan, pid, true)?;
+    let file = output.take()?;
+    let mut recorder = Recorder::new(
+        file,
+        &header(plan, &opened.event, Vec::new(), Some(pid)),
+        plan.call_graph,
+    )?;
+    output.keep = true;
+    rprof_launch::catch_interrupts().context("cannot install the Ctrl-C handler")?;
+    let started = Instant::now();
+    // What happened before we attached: mappings and thread names from /proc.
+    if let Err(e) = recorder.unwinder.load_proc_maps(pid) {
+        note(format!("cannot read /proc/{pid}/maps: {e}"));
+    }
+    let time = now_monotonic_ns();
+    for tid in rprof_perf::list_threads(pid).unwrap_or_default() {
+        if let Some(name) = rprof_perf::thread_name(pid, tid) {
+            recorder.push(Record::Comm {
+                time,
+                pid,
+                tid,
+                name,
+                exec: false,
+            })?;
+        }
+    }
+    let mut samplers = opened.samplers;
+    loop {
+        let exited = wait_round(&mut samplers, exit_watch.as_ref(), &mut recorder)?;
+        if exited || rprof_launch::interrupted().is_some() {
+            break;
+        }
+        if plan
+            .duration
+            .is_some_and(|limit| started.elapsed() >= limit)
+        {
+            break;
+        }
+        if exit_watch.is_none() && !Path::new(&format!("/proc/{pid}")).exists() {
+            break;
+        }
+    }
+    recorder.drain(&mut samplers)?;
+    drop(samplers);
+    recorder.finish(started.elapsed(), &plan.output)?;
+    Ok(0)
+}
+
+/// A launch failure, with the shell's exit code when there is one (127, 126).
+fn launch_error(e: rprof_launch::LaunchError) -> anyhow::Error {
+    match e.exit_code() {
+        Some(NOT_FOUND) => with_code(NOT_FOUND, e),
+        Some(NOT_EXECUTABLE) => with_code(NOT_EXECUTABLE, e),
+        Some(code) => with_code(code, e),
+        None => anyhow::Error::new(e),
+    }
+}
+
+/// Waits (at most [`POLL_INTERVAL`]) for records or the target's exit, then drains every
+/// buffer. Returns true when the target has exited.
+fn wait_round(
+    samplers: &mut Samplers,
+    exit_watch: Option<&OwnedFd>,
+    recorder: &mut Recorder,
+) -> anyhow::Result<bool> {
+    let mut fds: Vec<libc::pollfd> = samplers
+        .buffers()
+        .iter()
+        .zip(&recorder.hung_up)
+        .map(|(b, &hup)| libc::pollfd {
+            // A negative fd is ignored by poll: buffers whose event hung up (its thread ended)
+            // would otherwise wake us up constantly.
+            fd: if hup { -1 } else { b.fd().as_raw_fd() },
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let watch_index = exit_watch.map(|fd| {
+        fds.push(libc::pollfd {
+            fd: fd.as_fd().as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        fds.len() - 1
+    });
+    let timeout = POLL_INTERVAL
+        .min(FLUSH_INTERVAL.saturating_sub(recorder.last_flush.elapsed()))
+        .as_millis() as i32;
+    // SAFETY: fds is a valid array of pollfd for the duration of the call.
+    let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+    if rc < 0 {
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return Err(anyhow!(err).context("poll on the perf ring buffers failed"));
+        }
+    }
+    let mut exited = false;
+    if rc > 0 {
+        for (i, pfd) in fds.iter().enumerate() {
+            if Some(i) == watch_index {
+                exited = pfd.revents & (libc::POLLIN | libc::POLLHUP) != 0;
+            } else if pfd.revents & libc::POLLHUP != 0 && pfd.revents & libc::POLLIN == 0 {
+                if let Some(h) = recorder.hung_up.get_mut(i) {
+                    *h = true;
+                }
+            }
+        }
+    }
+    recorder.drain(samplers)?;
+    if recorder.last_flush.elapsed() >= FLUSH_INTERVAL {
+        recorder.flush()?;
+    }
+    Ok(exited)
+}
+
+/// Counts for the summary.
+#[derive(Default)]
+struct Stats {
+    samples: u64,
+    lost: u64,
+    throttled: u64,
+    truncated: u64,
+    unwind_failed: u64,
+    bad_records: u64,
+    ring_errors: u64,
+    threads: HashSet<(u32, u32)>,
+    processes: HashSet<u32>,
+}
+
+/// Applies perf records in time order and writes the profile.
+struct Recorder {
+    writer: Writer<BufWriter<File>>,
+    unwinder: Unwinder,
+    call_graph: CallGraph,
+    /// Profile module ids of the unwinder's modules that samples used.
+    module_ids: HashMap<ModuleIndex, ModuleId>,
+    kernel_module: Option<ModuleId>,
+    modules: Vec<Module>,
+    lookups: LookupSet,
+    stats: Stats,
+    /// Processes that exited: forgotten one round later, so that samples still in flight in
+    /// another CPU's buffer can be unwound.
+    exited: Vec<u32>,
+    last_flush: Instant,
+    hung_up: Vec<bool>,
+    max_stack: usize,
+    frames: Vec<Frame>,
+    kernel_scratch: Vec<u64>,
+    user_scratch: Vec<u64>,
+}
+
+impl Recorder {
+    fn new(file: File, header: &Header, call_graph: CallGraph) -> anyhow::Result<Recorder> {
+        let writer = Writer::new(BufWriter::with_capacity(1 << 20, file), header)
+            .context("cannot write the profile header")?;
+        Ok(Recorder {
+            writer,
+            unwinder: Unwinder::new(),
+            call_graph,
+            module_ids: HashMap::new(),
+            kernel_module: None,
+            modules: Vec::new(),
+            lookups: LookupSet::new(),
+            stats: Stats::default(),
+            exited: Vec::new(),
+            last_flush: Instant::now(),
+            hung_up: Vec::new(),
+            max_stack: read_sysctl("perf_event_max_stack").unwrap_or(127) as usize,
+            frames: Vec::new(),
+            kernel_scratch: Vec::new(),
+            user_scratch: Vec::new(),
+        })
+    }
+
+    fn push(&mut self, record: Record) -> anyhow::Result<()> {
+        self.writer
+            .push(record)
+            .context("cannot write to the profile")
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        self.last_flush = Instant::now();
+        self.writer.flush().context("cannot write to the profile")
+    }
+
+    /// Reads every buffer once, sorts the round's records by time and applies them.
+    fn drain(&mut self, samplers: &mut Samplers) -> anyhow::Result<()> {
+        for pid in std::mem::take(&mut self.exited) {
+            self.unwinder.exit(pid);
+        }
+        let format = samplers.format();
+        let buffers = samplers.buffers_mut();
+        if self.hung_up.len() != buffers.len() {
+            self.hung_up.resize(buffers.len(), false);
+        }
+        let batches: Vec<_> = buffers.iter_mut().map(|b| b.ring.read()).collect();
+        let mut records = Vec::new();
+        for batch in &batches {
+            if batch.error().is_some() {
+                self.stats.ring_errors += 1;
+            }
+            let mut last_time = 0;
+            for bytes in batch.iter() {
+                match parse_record(&format, bytes) {
+                    Ok(record) => {
+                        let time = record.time().unwrap_or(last_time);
+                        last_time = time;
+                        records.push((time, records.len(), record));
+                    }
+                    Err(_) => self.stats.bad_records += 1,
+                }
+            }
+        }
+        records.sort_unstable_by_key(|&(time, seq, _)| (time, seq));
+        for (_, _, record) in &records {
+            self.apply(record)?;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, record: &PerfRecord<'_>) -> anyhow::Result<()> {
+        match record {
+            PerfRecord::Sample(s) => self.sample(s)?,
+            PerfRecord::Mmap(m) => {
+                let (build_id, inode) = match m.file_id {
+                    Some(FileId::BuildId(id)) => (Some(id.to_vec()), 0),
+                    Some(FileId::Inode { ino, .. }) => (None, ino),
+                    None => (None, 0),
+                };
+                self.unwinder.add_mapping(
+                    m.pid,
+                    Mapping {
+                        start: m.addr,
+                        end: m.addr.saturating_add(m.len),
+                        pgoff: m.pgoff,
+                        path: String::from_utf8_lossy(m.filename).into_owned(),
+                        build_id,
+                        inode,
+                        executable: m.is_executable(),
+                    },
+                );
+            }
+            PerfRecord::Comm(c) => {
+                if c.exec {
+                    self.unwinder.exec(c.pid);
+                }
+                self.note_thread(c.pid, c.tid);
+                self.push(Record::Comm {
+                    time: c.sample_id.time.unwrap_or(0),
+                    pid: c.pid,
+                    tid: c.tid,
+                    name: String::from_utf8_lossy(c.name).into_owned(),
+                    exec: c.exec,
+                })?;
+            }
+            PerfRecord::Fork(t) => {
+                if t.pid != t.ppid {
+                    self.unwinder.fork(t.ppid, t.pid);
+                }
+                self.note_thread(t.pid, t.tid);
+                self.push(Record::Fork {
+                    time: t.time,
+                    pid: t.pid,
+                    ppid: t.ppid,
+                    tid: t.tid,
+                    ptid: t.ptid,
+                })?;
+            }
+            PerfRecord::Exit(t) => {
+                if t.pid == t.tid {
+                    self.exited.push(t.pid);
+                }
+                self.push(Record::Exit {
+                    time: t.time,
+                    pid: t.pid,
+                    ppid: t.ppid,
+                    tid: t.tid,
+                    ptid: t.ptid,
+                })?;
+            }
+            PerfRecord::Lost(l) => {
+                self.stats.lost += l.lost;
+                self.push(Record::Lost {
+                    time: l.sample_id.time.unwrap_or(0),
+                    count: l.lost,
+                })?;
+            }
+            PerfRecord::LostSamples(l) => {
+                self.stats.lost += l.lost;
+                self.push(Record::Lost {
+                    time: l.sample_id.time.unwrap_or(0),
+                    count: l.lost,
+                })?;
+            }
+            PerfRecord::Throttle(t) => {
+                if t.throttled {
+                    self.stats.throttled += 1;
+                }
+                self.push(Record::Throttle {
+                    time: t.time,
+                    throttled: t.throttled,
+                })?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn note_thread(&mut self, pid: u32, tid: u32) {
+        self.stats.threads.insert((pid, tid));
+        self.stats.processes.insert(pid);
+    }
+
+    /// The profile id of an unwinder module, writing its Module record on first use.
+    fn module_id(&mut self, index: ModuleIndex) -> anyhow::Result<Option<ModuleId>> {
+        if let Some(&id) = self.module_ids.get(&index) {
+            return Ok(Some(id));
+        }
+        let Some(info) = self.unwinder.modules().get(index.0 as usize) else {
+            return Ok(None);
+        };
+        let kind = match info.kind {
+            rprof_unwind::ModuleKind::Elf => ModuleKind::Elf,
+            rprof_unwind::ModuleKind::Vdso => ModuleKind::Vdso,
+            rprof_unwind::ModuleKind::Jit => ModuleKind::Jit,
+            rprof_unwind::ModuleKind::Anonymous => ModuleKind::Anonymous,
+        };
+        let module = Module {
+            id: ModuleId(self.modules.len() as u32),
+            path: info.path.clone(),
+            build_id: info.build_id.clone(),
+            kind,
+            jit_pid: info.pid_for_jit,
+        };
+        let id = module.id;
+        self.module_ids.insert(index, id);
+        self.modules.push(module.clone());
+        self.push(Record::Module(module))?;
+        Ok(Some(id))
+    }
+
+    fn kernel_module(&mut self) -> anyhow::Result<ModuleId> {
+        if let Some(id) = self.kernel_module {
+            return Ok(id);
+        }
+        let module = Module {
+            id: ModuleId(self.modules.len() as u32),
+            path: "[kernel.kallsyms]".to_string(),
+            build_id: kernel_build_id(),
+            kind: ModuleKind::Kernel,
+            jit_pid: None,
+        };
+        let id = module.id;
+        self.kernel_module = Some(id);
+        self.modules.push(module.clone());
+        self.push(Record::Module(module))?;
+        Ok(id)
+    }
+
+    fn address(&mut self, frame: &Frame) -> anyhow::Result<Address> {
+        let module = match frame.module {
+            Some(index) => self.module_id(index)?,
+            None => None,
+        };
+        Ok(match module {
+            Some(module) => Address {
+                module: Some(module),
+                address: frame.address,
+            },
+            None => Address {
+                module: None,
+                address: frame.avma,
+            },
+        })
+    }
+
+    fn sample(&mut self, s: &rprof_perf::parse::Sample<'_>) -> anyhow::Result<()> {
+        let pid = s.pid.unwrap_or(0);
+        let tid = s.tid.unwrap_or(pid);
+        self.note_thread(pid, tid);
+        let mut kernel_avmas = std::mem::take(&mut self.kernel_scratch);
+        let mut user_avmas = std::mem::take(&mut self.user_scratch);
+        kernel_avmas.clear();
+        user_avmas.clear();
+        let mut callchain_entries = 0;
+        if let Some(chain) = s.callchain {
+            for (context, address) in chain.addresses() {
+                callchain_entries += 1;
+                match context {
+                    CallchainContext::Kernel => kernel_avmas.push(address),
+                    CallchainContext::User => user_avmas.push(address),
+                    CallchainContext::Other => {}
+                }
+            }
+        }
+        let mut frames = std::mem::take(&mut self.frames);
+        frames.clear();
+        let mut truncated = false;
+        let mut failed = false;
+        let regs = s.regs_user.and_then(|r| {
+            Some(Regs {
+                ip: r.get(x86_64::IP)?,
+                sp: r.get(x86_64::SP).unwrap_or(0),
+                bp: r.get(x86_64::BP).unwrap_or(0),
+            })
+        });
+        match self.call_graph {
+            CallGraph::Dwarf { .. } => {
+                if let Some(regs) = regs {
+                    let stack = s.stack_user.unwrap_or(&[]);
+                    match self
+                        .unwinder
+                        .unwind(pid, regs, stack, Mode::Dwarf, &mut frames)
+                    {
+                        Outcome::Complete => {}
+                        Outcome::Truncated => truncated = true,
+                        Outcome::Failed(_) => failed = true,
+                    }
+                }
+            }
+            CallGraph::FramePointer => {
+                for &avma in &user_avmas {
+                    frames.push(self.unwinder.resolve(pid, avma));
+                }
+                truncated = !user_avmas.is_empty() && callchain_entries >= self.max_stack;
+            }
+            CallGraph::None => {
+                if let Some(regs) = regs {
+                    frames.push(self.unwinder.resolve(pid, regs.ip));
+                }
+            }
+        }
+        if failed && frames.len() <= 1 {
+            self.stats.unwind_failed += 1;
+        }
+        let mut user = Vec::with_capacity(frames.len());
+        for frame in &frames {
+            user.push(self.address(frame)?);
+        }
+        let mut kernel = Vec::with_capacity(kernel_avmas.len());
+        if !kernel_avmas.is_empty() {
+            let id = self.kernel_module()?;
+            kernel.extend(kernel_avmas.iter().map(|&address| Address {
+                module: Some(id),
+                address,
+            }));
+        }
+        self.frames = frames;
+        self.kernel_scratch = kernel_avmas;
+        self.user_scratch = user_avmas;
+        if truncated {
+            self.stats.truncated += 1;
+        }
+        self.stats.samples += 1;
+        let sample = Sample {
+            time: s.time.unwrap_or(0),
+            pid,
+            tid,
+            cpu: s.cpu.unwrap_or(0),
+            period: s.period.unwrap_or(1),
+            user,
+            kernel,
+            truncated,
+        };
+        self.lookups.add_sample(&sample);
+        self.push(Record::Sample(sample))
+    }
+
+    /// Names the addresses, writes the summary and prints it.
+    fn finish(mut self, elapsed: Duration, path: &Path) -> anyhow::Result<()> {
+        self.flush()?;
+        for record in symbolize(&self.modules, &self.lookups) {
+            self.push(record)?;
+        }
+        let stats = &self.stats;
+        let summary = Summary {
+            end_unix_ns: unix_ns(),
+            samples: stats.samples,
+            lost: stats.lost,
+            throttled: stats.throttled,
+            truncated: stats.truncated,
+            unwind_failed: stats.unwind_failed,
+        };
+        let mut out = self
+            .writer
+            .finish(summary)
+            .context("cannot write to the profile")?;
+        out.flush().context("cannot write to the profile")?;
+        let size = out
+            .get_ref()
+            .metadata()
+            .map(|m| m.len())
+            .unwrap_or_default();
+        let truncated_share = if stats.samples > 0 {
+            100.0 * stats.truncated as f64 / stats.samples as f64
+        } else {
+            0.0
+        };
+        eprintln!(
+            "rprof: recorded {:.2} s: {} samples, {} threads, {} processes, {} lost samples, {} truncated stacks ({:.1}%); wrote {} to {}",
+            elapsed.as_secs_f64(),
+            stats.samples,
+            stats.threads.len(),
+            stats.processes.len(),
+            stats.lost,
+            stats.truncated,
+            truncated_share,
+            human_size(size),
+            path.display()
+        );
+        if stats.throttled > 0 {
+            note(format!(
+                "the kernel throttled sampling {} times (kernel.perf_cpu_time_max_percent); consider a lower -F",
+                stats.throttled
+            ));
+        }
+        if stats.bad_records > 0 || stats.ring_errors > 0 {
+            note(format!(
+                "{} malformed perf records and {} ring-buffer inconsistencies were skipped",
+                stats.bad_records, stats.ring_errors
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Names for the addresses the samples used (appended to the profile when recording ends).
+fn symbolize(_modules: &[Module], _wanted: &LookupSet) -> Vec<Record> {
+    Vec::new()
+}
+
+/// The running kernel's GNU build id, from `/sys/kernel/notes`.
+fn kernel_build_id() -> Option<Vec<u8>> {
+    let notes = std::fs::read("/sys/kernel/notes").ok()?;
+    let mut pos = 0;
+    let word = |at: usize| -> Option<u32> {
+        Some(u32::from_ne_bytes(notes.get(at..at + 4)?.try_into().ok()?))
+    };
+    while pos + 12 <= notes.len() {
+        let namesz = word(pos)? as usize;
+        let descsz = word(pos + 4)? as usize;
+        let kind = word(pos + 8)?;
+        let name_start = pos + 12;
+        let desc_start = name_start.checked_add(namesz.div_ceil(4) * 4)?;
+        let desc_end = desc_start.checked_add(descsz)?;
+        let name = notes.get(name_start..name_start + namesz)?;
+        // NT_GNU_BUILD_ID = 3, owner "GNU\0".
+        if kind == 3 && name == b"GNU\0" {
+            return Some(notes.get(desc_start..desc_end)?.to_vec());
+        }
+        pos = desc_start.checked_add(descsz.div_ceil(4) * 4)?;
+    }
+    None
+}
+
+fn human_size(bytes: u64) -> String {
+    if bytes >= 1 << 20 {
+        format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
+    } else if bytes >= 1 << 10 {
+        format!("{:.1} KiB", bytes as f64 / 1024.0)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_graph_specs() {
+        assert_eq!(
+            parse_call_graph("dwarf").unwrap(),
+            CallGraph::Dwarf {
+                stack_size: DEFAULT_STACK_COPY
+            }
+        );
+        assert_eq!(
+            parse_call_graph("dwarf,1000").unwrap(),
+            CallGraph::Dwarf { stack_size: 1000 }
+        );
+        assert_eq!(
+            parse_call_graph("dwarf,1001").unwrap(),
+            CallGraph::Dwarf { stack_size: 1008 }
+        );
+        assert_eq!(
+            parse_call_graph("dwarf,16K").unwrap(),
+            CallGraph::Dwarf { stack_size: 16384 }
+        );
+        assert_eq!(
+            parse_call_graph("dwarf,1M").unwrap(),
+            CallGraph::Dwarf {
+                stack_size: rprof_perf::MAX_STACK_COPY
+            }
+        );
+        assert_eq!(parse_call_graph("fp").unwrap(), CallGraph::FramePointer);
+        assert_eq!(parse_call_graph("none").unwrap(), CallGraph::None);
+        for bad in [
+            "", "lbr", "dwarf,", "dwarf,0", "dwarf,x", "fp,8", "dwarf,-8",
+        ] {
+            assert!(parse_call_graph(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sizes_and_pages() {
+        assert_eq!(parse_size("512"), Some(512));
+        assert_eq!(parse_size("4k"), Some(4096));
+        assert_eq!(parse_size("2M"), Some(2 << 20));
+        assert_eq!(parse_size("1GiB"), Some(1 << 30));
+        assert_eq!(parse_size("1T"), None);
+        assert_eq!(parse_size(""), None);
+        assert_eq!(parse_pages("256").unwrap(), 256);
+        assert_eq!(parse_pages("100").unwrap(), 128);
+        let page = rprof_perf::ring::page_size();
+        assert_eq!(parse_pages("1M").unwrap(), (1 << 20) / page);
+        assert!(parse_pages("0").is_err());
+        assert!(parse_pages("lots").is_err());
+        assert!(parse_pages("99999999999999999999").is_err());
+    }
+
+    #[test]
+    fn default_buffers_are_powers_of_two() {
+        for cg in [
+            CallGraph::Dwarf { stack_size: 8 },
+            CallGraph::FramePointer,
+            CallGraph::None,
+        ] {
+            let pages = default_pages(cg);
+            assert!(pages.is_power_of_two() && pages >= 1, "{pages}");
+        }
+    }
+
+    #[test]
+    fn kernel_build_id_is_a_plausible_size() {
+        if let Some(id) = kernel_build_id() {
+            assert!((8..=64).contains(&id.len()), "{id:?}");
+        }
+    }
 }
