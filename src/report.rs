@@ -1,11 +1,218 @@
-//! `rprof report`: (being written).
+//! `rprof report`: the hottest functions of a profile, as a table or JSON.
+//!
+//! Turns the command line into `rprof_report` options (terminal width and color decided here),
+//! reads the profile, and renders it to stdout. Also home of what `rprof flame` shares with it:
+//! opening a profile with helpful errors and turning `--thread`/`--pid` into a selection.
+
+use std::io::{self, BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use rprof_profile::{Profile, ReadError};
+use rprof_report::json::JsonOptions;
+use rprof_report::top::TopOptions;
+use rprof_report::{Selection, SortBy, TableKind};
+
+use crate::exit::usage;
 
 /// Arguments of `rprof report`.
 #[derive(clap::Args, Debug)]
-#[command(disable_help_flag = false)]
-pub struct Args {}
+pub struct Args {
+    /// The profile to read.
+    #[arg(short, long, value_name = "FILE", default_value = "rprof.data")]
+    pub input: PathBuf,
+    /// Show the N hottest functions (0: all) [default: a screenful on a terminal, else 50; all
+    /// with --json].
+    #[arg(long, value_name = "N")]
+    pub top: Option<usize>,
+    /// Rank by samples in the function itself (self) or including its callees (total).
+    #[arg(long, value_enum, default_value_t = Sort::SelfSamples)]
+    pub sort: Sort,
+    /// Show the samples and CPU time of each thread before the table.
+    #[arg(long)]
+    pub threads: bool,
+    /// Only samples of this thread (a thread id, or every thread with this name).
+    #[arg(long, value_name = "NAME|TID")]
+    pub thread: Option<String>,
+    /// Only samples of this process.
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<u32>,
+    /// Print JSON (schema in docs/report.md) instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Merge inlined functions into the functions they were inlined into.
+    #[arg(long)]
+    pub no_inline: bool,
+    /// Rank source lines instead of functions.
+    #[arg(long)]
+    pub lines: bool,
+    /// Fit the table into this many columns [default: the terminal's width; no limit when
+    /// stdout is not a terminal].
+    #[arg(long, value_name = "COLUMNS")]
+    pub width: Option<usize>,
+    /// When to color the output.
+    #[arg(long, value_enum, default_value_t = Color::Auto)]
+    pub color: Color,
+}
+
+/// Ranking of the table.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sort {
+    /// Samples in the function itself.
+    #[value(name = "self")]
+    SelfSamples,
+    /// Samples in the function and everything it called.
+    Total,
+}
+
+/// When to use color.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Color {
+    /// When stdout is a terminal and NO_COLOR is not set.
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}
 
 /// Runs `rprof report`.
-pub fn run(_args: Args) -> anyhow::Result<i32> {
-    Err(crate::exit::usage("rprof report is not built yet"))
+pub fn run(args: Args) -> anyhow::Result<i32> {
+    let profile = open_profile(&args.input)?;
+    let (selection, label) = selection(&profile, args.thread.as_deref(), args.pid, args.no_inline)?;
+    let kind = if args.lines {
+        TableKind::Lines
+    } else {
+        TableKind::Functions
+    };
+    let sort = match args.sort {
+        Sort::SelfSamples => SortBy::SelfSamples,
+        Sort::Total => SortBy::Total,
+    };
+    let stdout = io::stdout();
+    let tty = stdout.is_terminal();
+    let mut out = BufWriter::new(stdout.lock());
+    if args.json {
+        let options = JsonOptions {
+            selection,
+            kind,
+            sort,
+            limit: args.top.filter(|&n| n > 0),
+        };
+        rprof_report::json::render(&profile, &options, &mut out)?;
+    } else {
+        let size = if tty { terminal_size() } else { None };
+        let limit = match args.top {
+            Some(0) => None,
+            Some(n) => Some(n),
+            None => Some(size.map_or(50, |(_, rows)| rows.saturating_sub(10).max(10))),
+        };
+        let color = match args.color {
+            Color::Always => true,
+            Color::Never => false,
+            Color::Auto => tty && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        };
+        let options = TopOptions {
+            selection,
+            kind,
+            sort,
+            limit,
+            width: args.width.or(size.map(|(cols, _)| cols)),
+            color,
+            threads: args.threads,
+            selection_label: label,
+        };
+        rprof_report::top::render(&profile, &options, &mut out)?;
+    }
+    out.flush()?;
+    Ok(0)
+}
+
+/// Reads the profile at `path`, printing its warnings (a cut-short file, an unfinished
+/// recording) on stderr.
+pub(crate) fn open_profile(path: &Path) -> anyhow::Result<Profile> {
+    let profile = match Profile::open(path) {
+        Ok(p) => p,
+        Err(ReadError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            anyhow::bail!(
+                "no profile at {}: make one with `rprof record -- COMMAND`, or name another \
+                 with -i FILE",
+                path.display()
+            );
+        }
+        Err(e) => return Err(e.into()),
+    };
+    for warning in &profile.warnings {
+        eprintln!("rprof: warning: {warning}");
+    }
+    Ok(profile)
+}
+
+/// The selection `--thread`, `--pid` and `--no-inline` ask for, and a label for the report's
+/// header.
+pub(crate) fn selection(
+    profile: &Profile,
+    thread: Option<&str>,
+    pid: Option<u32>,
+    merge_inline: bool,
+) -> anyhow::Result<(Selection, Option<String>)> {
+    let mut labels = Vec::new();
+    let tids = match thread {
+        Some(spec) => {
+            let tids = rprof_report::resolve_thread(profile, spec).map_err(usage)?;
+            labels.push(format!("thread {spec}"));
+            Some(tids)
+        }
+        None => None,
+    };
+    if let Some(pid) = pid {
+        if !profile.processes.contains_key(&pid) {
+            let known: Vec<String> = profile
+                .processes
+                .values()
+                .map(|p| format!("{} ({})", p.name, p.pid))
+                .collect();
+            return Err(usage(format!(
+                "no process {pid} in the profile (processes: {})",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            )));
+        }
+        labels.push(format!("process {pid}"));
+    }
+    let selection = Selection {
+        tids,
+        pid,
+        merge_inline,
+    };
+    let label = (!labels.is_empty()).then(|| labels.join(", "));
+    Ok((selection, label))
+}
+
+/// Columns and rows of the terminal on stdout, if it is one.
+fn terminal_size() -> Option<(usize, usize)> {
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ writes one `winsize` into the struct we pass; fd 1 may be anything,
+    // the call then fails and we ignore the struct.
+    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
+    (ok && size.ws_col > 0).then_some((usize::from(size.ws_col), usize::from(size.ws_row)))
+}
+
+/// Writes `bytes` to `path` (`-`: stdout), with one clear line on failure.
+pub(crate) fn write_output(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    if path.as_os_str() == "-" {
+        let mut out = io::stdout().lock();
+        out.write_all(bytes)?;
+        out.flush()?;
+        return Ok(());
+    }
+    std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
 }

@@ -1,0 +1,208 @@
+//! `rprof report --json`: the report's numbers with stable field names (see `docs/report.md`).
+
+use std::io::{self, Write};
+
+use rprof_profile::{FrameKind, Profile};
+use serde::Serialize;
+
+use crate::aggregate::{Table, TableKind};
+use crate::format::percent2;
+use crate::overview::Overview;
+use crate::select::{Selection, StackCounts};
+use crate::SortBy;
+
+/// What the JSON report holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JsonOptions {
+    /// Which samples count. Default: all of them, inline frames kept apart.
+    pub selection: Selection,
+    /// Functions (the `functions` array) or source lines (the `lines` array). Default: functions.
+    pub kind: TableKind,
+    /// Ranking of the array. Default: by self samples.
+    pub sort: SortBy,
+    /// At most this many entries in the array. Default `None`: all.
+    pub limit: Option<usize>,
+}
+
+/// The document `--json` prints. Field names are a stable interface.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Version of this document's layout.
+    pub schema: u32,
+    /// The recorded command line (empty for `record -p`).
+    pub command: Vec<String>,
+    /// The attached process, for `record -p`.
+    pub target_pid: Option<u32>,
+    /// The sampled event.
+    pub event: String,
+    /// Sampling frequency in Hz, when sampling by frequency.
+    pub frequency: Option<u64>,
+    /// Sampling period in events, when sampling by period.
+    pub period: Option<u64>,
+    /// How stacks were captured.
+    pub call_graph: String,
+    /// Recording start, nanoseconds since the Unix epoch.
+    pub start_unix_ns: u64,
+    /// Length of the recording in nanoseconds.
+    pub duration_ns: u64,
+    /// The recording finished (false: it was interrupted).
+    pub complete: bool,
+    /// Samples counted (after thread/process filters): the 100% of every percentage.
+    pub samples: u64,
+    /// Samples in the whole profile.
+    pub total_samples: u64,
+    /// Samples the kernel reported lost.
+    pub lost: u64,
+    /// `lost` as a percentage of samples written plus lost.
+    pub lost_percent: f64,
+    /// Counted samples whose stack was truncated.
+    pub truncated: u64,
+    /// `truncated` as a percentage of `samples`.
+    pub truncated_percent: f64,
+    /// Times the kernel throttled sampling.
+    pub throttled: u64,
+    /// `self` or `total`: how the array is ranked.
+    pub sort: &'static str,
+    /// Inlined frames were merged into their callers.
+    pub inline_merged: bool,
+    /// Counted threads, most samples first.
+    pub threads: Vec<ThreadEntry>,
+    /// Hottest functions (absent with `--lines`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub functions: Option<Vec<Entry>>,
+    /// Hottest source lines (only with `--lines`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lines: Option<Vec<Entry>>,
+}
+
+/// One thread.
+#[derive(Debug, Clone, Serialize)]
+pub struct ThreadEntry {
+    /// Thread id.
+    pub tid: u32,
+    /// Process id.
+    pub pid: u32,
+    /// Thread name (its last name).
+    pub name: String,
+    /// Samples of the thread.
+    pub samples: u64,
+    /// `samples` as a percentage of all counted samples.
+    pub percent: f64,
+    /// Sum of the samples' periods (nanoseconds of CPU time for cpu-clock and task-clock).
+    pub period: u64,
+}
+
+/// One function or source line.
+#[derive(Debug, Clone, Serialize)]
+pub struct Entry {
+    /// Function name, in full.
+    pub name: String,
+    /// Module (binary or library file name), null when unknown.
+    pub module: Option<String>,
+    /// Source file with its path, null when unknown.
+    pub file: Option<String>,
+    /// Source line, null when unknown.
+    pub line: Option<u32>,
+    /// `user` or `kernel`.
+    pub kind: &'static str,
+    /// Every sampled frame of it was inlined.
+    pub inlined: bool,
+    /// Samples in it (leaf of the stack).
+    #[serde(rename = "self")]
+    pub self_samples: u64,
+    /// `self` as a percentage of `samples`.
+    pub self_percent: f64,
+    /// Samples in it or its callees, each sample once.
+    #[serde(rename = "total")]
+    pub total_samples: u64,
+    /// `total` as a percentage of `samples`.
+    pub total_percent: f64,
+}
+
+/// Builds the JSON document for `profile`.
+pub fn report(profile: &Profile, options: &JsonOptions) -> Report {
+    let counts = StackCounts::new(profile, &options.selection);
+    let o = Overview::new(profile, &options.selection, &counts);
+    let table = Table::new(
+        profile,
+        &counts,
+        &options.selection,
+        options.kind,
+        options.sort,
+    );
+    let limit = options.limit.unwrap_or(usize::MAX);
+    let entries: Vec<Entry> = table
+        .rows
+        .iter()
+        .take(limit)
+        .map(|r| Entry {
+            name: r.name.clone(),
+            module: r.module.clone(),
+            file: r.file.clone(),
+            line: r.line,
+            kind: if r.kind == FrameKind::Kernel {
+                "kernel"
+            } else {
+                "user"
+            },
+            inlined: r.inlined,
+            self_samples: r.self_samples,
+            self_percent: percent2(r.self_samples, counts.samples),
+            total_samples: r.total_samples,
+            total_percent: percent2(r.total_samples, counts.samples),
+        })
+        .collect();
+    let mut threads: Vec<ThreadEntry> = profile
+        .threads
+        .values()
+        .filter(|t| t.samples > 0 && options.selection.accepts(t.pid, t.tid))
+        .map(|t| ThreadEntry {
+            tid: t.tid,
+            pid: t.pid,
+            name: t.name.clone(),
+            samples: t.samples,
+            percent: percent2(t.samples, counts.samples),
+            period: t.period,
+        })
+        .collect();
+    threads.sort_by(|a, b| b.samples.cmp(&a.samples).then(a.tid.cmp(&b.tid)));
+    let h = &profile.header;
+    let (functions, lines) = match options.kind {
+        TableKind::Functions => (Some(entries), None),
+        TableKind::Lines => (None, Some(entries)),
+    };
+    Report {
+        schema: 1,
+        command: h.command.clone(),
+        target_pid: h.target_pid,
+        event: h.event.clone(),
+        frequency: h.frequency,
+        period: h.period,
+        call_graph: h.call_graph.clone(),
+        start_unix_ns: h.start_unix_ns,
+        duration_ns: o.duration_ns,
+        complete: o.complete,
+        samples: o.selected,
+        total_samples: o.samples,
+        lost: o.lost,
+        lost_percent: percent2(o.lost, o.samples + o.lost),
+        truncated: o.truncated,
+        truncated_percent: percent2(o.truncated, o.selected),
+        throttled: o.throttled,
+        sort: match options.sort {
+            SortBy::SelfSamples => "self",
+            SortBy::Total => "total",
+        },
+        inline_merged: options.selection.merge_inline,
+        threads,
+        functions,
+        lines,
+    }
+}
+
+/// Writes the JSON document for `profile`, pretty-printed, with a final newline.
+pub fn render(profile: &Profile, options: &JsonOptions, mut out: impl Write) -> io::Result<()> {
+    let doc = report(profile, options);
+    serde_json::to_writer_pretty(&mut out, &doc).map_err(io::Error::from)?;
+    writeln!(out)
+}

@@ -1,0 +1,590 @@
+//! Unit tests on in-memory profiles made by [`crate::synth`].
+
+use std::collections::BTreeSet;
+
+use rprof_profile::{FrameKind, ModuleKind, Profile};
+
+use crate::flame::{FlameError, FlameOptions};
+use crate::folded::FoldedOptions;
+use crate::json::JsonOptions;
+use crate::synth::{self, Synth};
+use crate::top::TopOptions;
+use crate::*;
+
+fn basic() -> Profile {
+    let bytes = synth::basic(true, 100).unwrap();
+    let p = Profile::read(&bytes[..], "basic").unwrap();
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    p
+}
+
+fn table(p: &Profile, selection: &Selection, kind: TableKind, sort: SortBy) -> Table {
+    let counts = StackCounts::new(p, selection);
+    Table::new(p, &counts, selection, kind, sort)
+}
+
+fn row<'t>(t: &'t Table, name: &str) -> &'t Row {
+    t.rows
+        .iter()
+        .find(|r| r.name == name)
+        .unwrap_or_else(|| panic!("no row {name} in {:#?}", t.rows))
+}
+
+#[test]
+fn self_and_total_counts_follow_the_design() {
+    let p = basic();
+    let t = table(
+        &p,
+        &Selection::default(),
+        TableKind::Functions,
+        SortBy::SelfSamples,
+    );
+    assert_eq!(t.samples, 1000);
+    let counts = |name: &str| {
+        let r = row(&t, name);
+        (r.self_samples, r.total_samples)
+    };
+    assert_eq!(counts("square"), (300, 300));
+    assert_eq!(counts("compute"), (100, 440));
+    assert_eq!(counts("run"), (0, 640));
+    assert_eq!(counts("main"), (0, 640));
+    assert_eq!(counts("sqrt"), (50, 50));
+    assert_eq!(counts("clear_page_erms"), (40, 40));
+    assert_eq!(counts("asm_exc_page_fault"), (0, 40));
+    // The hottest row comes first; ties are broken by name.
+    assert_eq!(t.rows[0].name, "square");
+    assert_eq!(row(&t, "square").kind, FrameKind::User);
+    assert!(row(&t, "square").inlined);
+    assert!(!row(&t, "compute").inlined);
+    assert_eq!(row(&t, "clear_page_erms").kind, FrameKind::Kernel);
+    // The truncation marker is not a function.
+    assert!(t.rows.iter().all(|r| r.name != "[truncated]"));
+    // The self samples add up to every sample that has a frame.
+    let self_sum: u64 = t.rows.iter().map(|r| r.self_samples).sum();
+    assert_eq!(self_sum, 1000);
+}
+
+#[test]
+fn recursion_counts_each_sample_once() {
+    let p = basic();
+    let t = table(
+        &p,
+        &Selection::default(),
+        TableKind::Functions,
+        SortBy::Total,
+    );
+    let fib = row(&t, "fib");
+    assert_eq!((fib.self_samples, fib.total_samples), (150, 150));
+    for r in &t.rows {
+        assert!(r.total_samples <= t.samples, "{r:?}");
+        assert!(r.self_samples <= r.total_samples, "{r:?}");
+    }
+}
+
+#[test]
+fn a_function_row_shows_its_hottest_line() {
+    let p = basic();
+    let t = table(
+        &p,
+        &Selection::default(),
+        TableKind::Functions,
+        SortBy::SelfSamples,
+    );
+    let compute = row(&t, "compute");
+    assert_eq!(compute.file.as_deref(), Some("/src/app/app.c"));
+    assert_eq!(compute.line, Some(25));
+    assert_eq!(compute.module.as_deref(), Some("app"));
+}
+
+#[test]
+fn sorting_by_total_ranks_callers_first() {
+    let p = basic();
+    let t = table(
+        &p,
+        &Selection::default(),
+        TableKind::Functions,
+        SortBy::Total,
+    );
+    let names: Vec<&str> = t.rows.iter().take(3).map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["main", "run", "compute"]);
+    let totals: Vec<u64> = t.rows.iter().map(|r| r.total_samples).collect();
+    assert!(totals.windows(2).all(|w| w[0] >= w[1]), "{totals:?}");
+}
+
+#[test]
+fn merging_inline_frames_gives_their_samples_to_the_caller() {
+    let p = basic();
+    let merged = Selection {
+        merge_inline: true,
+        ..Selection::default()
+    };
+    let t = table(&p, &merged, TableKind::Functions, SortBy::SelfSamples);
+    assert!(t.rows.iter().all(|r| r.name != "square"));
+    let compute = row(&t, "compute");
+    assert_eq!((compute.self_samples, compute.total_samples), (400, 440));
+    assert_eq!(t.rows[0].name, "compute");
+    // The call site of the inlined code is the line charged.
+    let lines = table(&p, &merged, TableKind::Lines, SortBy::SelfSamples);
+    let top = &lines.rows[0];
+    assert_eq!(
+        (top.file.as_deref(), top.line),
+        (Some("/src/app/app.c"), Some(22))
+    );
+    assert_eq!(top.self_samples, 300);
+}
+
+#[test]
+fn lines_rank_source_lines() {
+    let p = basic();
+    let t = table(
+        &p,
+        &Selection::default(),
+        TableKind::Lines,
+        SortBy::SelfSamples,
+    );
+    let top = &t.rows[0];
+    assert_eq!((top.name.as_str(), top.line), ("square", Some(10)));
+    assert_eq!(top.self_samples, 300);
+    // fib's two lines are apart: the leaf line and the recursive call.
+    let fib: Vec<(Option<u32>, u64, u64)> = t
+        .rows
+        .iter()
+        .filter(|r| r.name == "fib")
+        .map(|r| (r.line, r.self_samples, r.total_samples))
+        .collect();
+    assert_eq!(fib, [(Some(50), 150, 150), (Some(52), 0, 150)]);
+    // Frames without a source file still get a row (per function).
+    assert!(t.rows.iter().any(|r| r.name == "sqrt" && r.file.is_none()));
+}
+
+#[test]
+fn thread_and_pid_filters() {
+    let p = basic();
+    let workers = resolve_thread(&p, "worker").unwrap();
+    assert_eq!(workers, BTreeSet::from([101, 102]));
+    assert_eq!(resolve_thread(&p, "101").unwrap(), BTreeSet::from([101]));
+    let err = resolve_thread(&p, "nosuch").unwrap_err();
+    assert!(err.to_string().contains("worker (101)"), "{err}");
+    let selection = Selection {
+        tids: Some(workers),
+        ..Selection::default()
+    };
+    let t = table(&p, &selection, TableKind::Functions, SortBy::SelfSamples);
+    assert_eq!(t.samples, 300);
+    assert!(t.rows[0].name.ends_with("::extend"));
+    assert_eq!(t.rows[0].self_samples, 240);
+    let child = Selection {
+        pid: Some(200),
+        ..Selection::default()
+    };
+    let t = table(&p, &child, TableKind::Functions, SortBy::SelfSamples);
+    assert_eq!(t.samples, 60);
+    assert_eq!(t.rows[0].name, "helper-tool+0x1040");
+    assert_eq!(truncated_samples(&p, &Selection::default()), 60);
+}
+
+#[test]
+fn folded_stacks_are_root_first_sorted_and_complete() {
+    let p = basic();
+    let lines = folded::stacks(&p, &FoldedOptions::default());
+    let total: u64 = lines.iter().map(|(_, n)| n).sum();
+    assert_eq!(total, 1000);
+    let mut sorted = lines.clone();
+    sorted.sort();
+    assert_eq!(lines, sorted);
+    let find = |stack: &str| {
+        lines
+            .iter()
+            .find(|(s, _)| s == stack)
+            .map(|(_, n)| *n)
+            .unwrap_or_else(|| panic!("no {stack} in {lines:#?}"))
+    };
+    assert_eq!(find("app;main;run;compute;square"), 300);
+    assert_eq!(find("app;main;run;fib;fib;fib;fib"), 150);
+    assert_eq!(
+        find("app;main;run;compute;asm_exc_page_fault;clear_page_erms"),
+        40
+    );
+    // The two threads named worker share their stacks, as perf's collapse does.
+    let stage = "rprof_fixture::pipeline::Stage<rprof_fixture::codec::Decoder<std::io::buffered::bufreader::BufReader<std::fs::File>>>::process_batch";
+    assert_eq!(find(&format!("worker;[truncated];{stage};<alloc::vec::Vec<rprof_fixture::Item> as core::iter::traits::collect::Extend<&rprof_fixture::Item>>::extend")), 60);
+    assert_eq!(find(&format!("worker;worker_main;{stage}")), 60);
+    assert_eq!(find("helper-tool;main;helper-tool+0x1040"), 60);
+
+    let mut out = Vec::new();
+    folded::render(&p, &FoldedOptions::default(), &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    for line in text.lines() {
+        let (stack, count) = line.rsplit_once(' ').unwrap();
+        assert!(count.parse::<u64>().unwrap() > 0);
+        assert!(!stack.is_empty());
+    }
+    assert_eq!(text.lines().count(), lines.len());
+}
+
+#[test]
+fn folded_annotations_and_inline_merge() {
+    let p = basic();
+    let annotated = folded::stacks(
+        &p,
+        &FoldedOptions {
+            annotate: true,
+            ..FoldedOptions::default()
+        },
+    );
+    let stacks: Vec<&str> = annotated.iter().map(|(s, _)| s.as_str()).collect();
+    assert!(
+        stacks.contains(&"app;main;run;compute;square_[i]"),
+        "{stacks:#?}"
+    );
+    assert!(stacks.contains(&"app;main;run;compute;asm_exc_page_fault_[k];clear_page_erms_[k]"));
+    let merged = folded::stacks(
+        &p,
+        &FoldedOptions {
+            selection: Selection {
+                merge_inline: true,
+                ..Selection::default()
+            },
+            ..FoldedOptions::default()
+        },
+    );
+    let compute = merged
+        .iter()
+        .find(|(s, _)| s == "app;main;run;compute")
+        .unwrap();
+    assert_eq!(compute.1, 400);
+    let no_root = folded::stacks(
+        &p,
+        &FoldedOptions {
+            thread_root: false,
+            ..FoldedOptions::default()
+        },
+    );
+    assert!(no_root.iter().any(|(s, _)| s == "main;run;compute;square"));
+}
+
+#[test]
+fn awkward_names_cannot_break_the_folded_format() {
+    let mut s = Synth::new(&["./x"]);
+    s.thread(1, 1, "my thread;1");
+    let m = s.module("/x", ModuleKind::Elf);
+    let f = s.code(m, &[("operator;weird\nname", "", 0)]);
+    s.sample(1, 1, &[f], &[], false);
+    let bytes = s.bytes(true, 0).unwrap();
+    let p = Profile::read(&bytes[..], "x").unwrap();
+    let mut out = Vec::new();
+    folded::render(&p, &FoldedOptions::default(), &mut out).unwrap();
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "my thread:1;operator:weird name 1\n"
+    );
+}
+
+#[test]
+fn json_has_the_documented_shape() {
+    let p = basic();
+    let doc = serde_json::to_value(json::report(&p, &JsonOptions::default())).unwrap();
+    for key in [
+        "schema",
+        "command",
+        "event",
+        "frequency",
+        "samples",
+        "total_samples",
+        "lost",
+        "lost_percent",
+        "truncated",
+        "truncated_percent",
+        "threads",
+        "functions",
+        "duration_ns",
+        "complete",
+    ] {
+        assert!(doc.get(key).is_some(), "missing {key}");
+    }
+    assert!(doc.get("lines").is_none());
+    assert_eq!(doc["samples"], 1000);
+    assert_eq!(doc["lost"], 25);
+    assert_eq!(doc["truncated"], 60);
+    assert_eq!(doc["complete"], true);
+    let threads = doc["threads"].as_array().unwrap();
+    assert_eq!(threads.len(), 4);
+    assert_eq!(threads[0]["name"], "app");
+    assert_eq!(threads[0]["tid"], 100);
+    assert_eq!(threads[0]["pid"], 100);
+    assert_eq!(threads[0]["samples"], 640);
+    assert_eq!(threads[0]["percent"], 64.0);
+    let first = &doc["functions"][0];
+    assert_eq!(first["name"], "square");
+    assert_eq!(first["module"], "app");
+    assert_eq!(first["file"], "/src/app/app.c");
+    assert_eq!(first["line"], 10);
+    assert_eq!(first["self"], 300);
+    assert_eq!(first["self_percent"], 30.0);
+    assert_eq!(first["total"], 300);
+    assert_eq!(first["total_percent"], 30.0);
+    assert_eq!(first["inlined"], true);
+    assert_eq!(first["kind"], "user");
+    // Full names, never shortened.
+    assert!(doc["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|f| f["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("<alloc::vec::Vec<rprof_fixture::Item>")));
+    let lines = serde_json::to_value(json::report(
+        &p,
+        &JsonOptions {
+            kind: TableKind::Lines,
+            limit: Some(2),
+            ..JsonOptions::default()
+        },
+    ))
+    .unwrap();
+    assert!(lines.get("functions").is_none());
+    assert_eq!(lines["lines"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn text_report_fits_the_width_and_limits_rows() {
+    let p = basic();
+    let options = TopOptions {
+        width: Some(100),
+        limit: Some(5),
+        ..TopOptions::default()
+    };
+    let mut out = Vec::new();
+    top::render(&p, &options, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let table: Vec<&str> = text.lines().skip_while(|l| !l.contains("Self%")).collect();
+    assert_eq!(table.len(), 1 + 5 + 1, "{text}");
+    for line in &table {
+        assert!(line.chars().count() <= 100, "too wide: {line}\n{text}");
+    }
+    assert!(
+        text.contains("Stage<…>::process_batch") || text.contains("<Vec<…> as Extend<…>>::extend"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# 1,000 samples") || text.contains(" 1,000 samples"),
+        "{text}"
+    );
+    assert!(!text.contains('\x1b'));
+    assert!(
+        text.contains("lost 25 samples (2.44%), 60 truncated stacks (6.00%)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn text_report_colors_only_when_asked() {
+    let p = basic();
+    let mut out = Vec::new();
+    let options = TopOptions {
+        color: true,
+        threads: true,
+        ..TopOptions::default()
+    };
+    top::render(&p, &options, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("\x1b[31m"), "{text}");
+    assert!(text.contains("Thread"));
+}
+
+#[test]
+fn thread_table_shows_cpu_time() {
+    let p = basic();
+    let mut out = Vec::new();
+    let options = TopOptions {
+        threads: true,
+        ..TopOptions::default()
+    };
+    top::render(&p, &options, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("101 "))
+        .unwrap();
+    assert!(
+        line.contains("200") && line.contains("20.00%") && line.contains("200.0 ms"),
+        "{line}"
+    );
+    assert!(line.ends_with("worker"));
+}
+
+#[test]
+fn an_empty_profile_says_so() {
+    let bytes = synth::empty().unwrap();
+    let p = Profile::read(&bytes[..], "empty").unwrap();
+    let mut out = Vec::new();
+    top::render(&p, &TopOptions::default(), &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("no samples in this profile"), "{text}");
+    assert!(matches!(
+        flame::render(&p, &FlameOptions::default(), Vec::new()),
+        Err(FlameError::NoSamples)
+    ));
+    let mut out = Vec::new();
+    folded::render(&p, &FoldedOptions::default(), &mut out).unwrap();
+    assert!(out.is_empty());
+    let doc = serde_json::to_value(json::report(&p, &JsonOptions::default())).unwrap();
+    assert_eq!(doc["samples"], 0);
+    assert_eq!(doc["functions"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn an_interrupted_profile_still_renders() {
+    let bytes = synth::basic(false, 100).unwrap();
+    let p = Profile::read(&bytes[..bytes.len() - 10], "cut").unwrap();
+    assert!(!p.warnings.is_empty());
+    assert!(p.samples.len() > 500 && p.samples.len() < 1000);
+    let mut out = Vec::new();
+    top::render(&p, &TopOptions::default(), &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("(interrupted)"), "{text}");
+    assert!(text.contains("app+0x"), "{text}");
+}
+
+/// Frames of the SVG: the text of every `<title>` inside the frames group.
+fn svg_titles(svg: &str) -> Vec<String> {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_str(svg);
+    let mut titles = Vec::new();
+    let mut in_title = false;
+    let mut depth = 0i32;
+    loop {
+        match reader.read_event().unwrap() {
+            Event::Start(e) => {
+                depth += 1;
+                in_title = e.name().as_ref() == b"title";
+                if in_title {
+                    titles.push(String::new());
+                }
+            }
+            Event::End(_) => {
+                depth -= 1;
+                in_title = false;
+            }
+            Event::Text(t) if in_title => {
+                if let Some(last) = titles.last_mut() {
+                    last.push_str(&t.decode().unwrap());
+                }
+            }
+            Event::GeneralRef(r) if in_title => {
+                let name = r.decode().unwrap();
+                let c = match name.as_ref() {
+                    "lt" => "<",
+                    "gt" => ">",
+                    "amp" => "&",
+                    "quot" => "\"",
+                    "apos" => "'",
+                    other => panic!("unexpected entity {other}"),
+                };
+                if let Some(last) = titles.last_mut() {
+                    last.push_str(c);
+                }
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    assert_eq!(depth, 0, "unbalanced SVG");
+    titles
+}
+
+#[test]
+fn flame_graph_is_well_formed_svg_with_the_frames() {
+    let p = basic();
+    let mut out = Vec::new();
+    flame::render(&p, &FlameOptions::default(), &mut out).unwrap();
+    let svg = String::from_utf8(out).unwrap();
+    assert!(svg.contains("rprof: ./app --fast (1,000 samples)"));
+    let titles = svg_titles(&svg);
+    let has = |prefix: &str| titles.iter().any(|t| t.starts_with(prefix));
+    assert!(has("square (300 samples, 30.00%)"), "{titles:#?}");
+    assert!(has("compute (440 samples, 44.00%)"), "{titles:#?}");
+    assert!(has("clear_page_erms (40 samples, 4.00%)"));
+    assert!(has("[truncated] (60 samples, 6.00%)"));
+    assert!(has("worker (300 samples, 30.00%)"));
+    assert!(has("<alloc::vec::Vec<rprof_fixture::Item> as core::iter::traits::collect::Extend<&rprof_fixture::Item>>::extend"));
+    // Deterministic: the same profile gives the same bytes.
+    let mut again = Vec::new();
+    flame::render(&p, &FlameOptions::default(), &mut again).unwrap();
+    assert_eq!(svg.as_bytes(), &again[..]);
+}
+
+#[test]
+fn flame_graph_colors_inline_and_kernel_frames_apart() {
+    let p = basic();
+    let mut out = Vec::new();
+    let options = FlameOptions {
+        pretty_xml: true,
+        ..FlameOptions::default()
+    };
+    flame::render(&p, &options, &mut out).unwrap();
+    let svg = String::from_utf8(out).unwrap();
+    let fill_of = |name: &str| -> (u8, u8, u8) {
+        let at = svg.find(&format!("<title>{name} (")).unwrap();
+        let rest = &svg[at..];
+        let fill = &rest[rest.find("fill=\"rgb(").unwrap() + 10..];
+        let inner = &fill[..fill.find(')').unwrap()];
+        let v: Vec<u8> = inner
+            .split(',')
+            .map(|x| x.trim().parse().unwrap())
+            .collect();
+        (v[0], v[1], v[2])
+    };
+    let (r, g, b) = fill_of("square");
+    assert!(g > r && b > r, "inline frames are aqua, got {r},{g},{b}");
+    let (r, _, b) = fill_of("clear_page_erms");
+    assert!(r >= 190 && b == 0, "kernel frames are orange");
+    assert_eq!(fill_of("[truncated]"), (180, 180, 180));
+    let merged = FlameOptions {
+        selection: Selection {
+            merge_inline: true,
+            ..Selection::default()
+        },
+        ..FlameOptions::default()
+    };
+    let mut out = Vec::new();
+    flame::render(&p, &merged, &mut out).unwrap();
+    let titles = svg_titles(&String::from_utf8(out).unwrap());
+    assert!(!titles.iter().any(|t| t.starts_with("square ")));
+}
+
+#[test]
+fn flame_graph_options_reach_the_svg() {
+    let p = basic();
+    let options = FlameOptions {
+        title: Some("My title".into()),
+        width: Some(800),
+        inverted: true,
+        reverse: true,
+        min_width: 5.0,
+        ..FlameOptions::default()
+    };
+    let mut out = Vec::new();
+    flame::render(&p, &options, &mut out).unwrap();
+    let svg = String::from_utf8(out).unwrap();
+    assert!(svg.contains("My title"));
+    assert!(svg.contains("width=\"800\""), "{}", &svg[..400]);
+    let titles = svg_titles(&svg);
+    // Reversed: leaves sit at the base, right above the thread.
+    assert!(titles.iter().any(|t| t.starts_with("square (300 samples")));
+    // min_width drops narrow frames (sqrt has 5%, clear_page_erms 4%).
+    assert!(!titles.iter().any(|t| t.starts_with("clear_page_erms")));
+}
+
+#[test]
+fn large_profiles_render() {
+    let bytes = synth::large(5_000).unwrap();
+    let p = Profile::read(&bytes[..], "large").unwrap();
+    assert_eq!(p.samples.len(), 5_000);
+    let mut out = Vec::new();
+    top::render(&p, &TopOptions::default(), &mut out).unwrap();
+    let mut svg = Vec::new();
+    flame::render(&p, &FlameOptions::default(), &mut svg).unwrap();
+    assert!(svg.len() > 10_000);
+}
