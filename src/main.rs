@@ -8,6 +8,7 @@ mod exit;
 mod flame;
 mod record;
 mod report;
+mod resolve;
 mod stat;
 
 use clap::{Parser, Subcommand};

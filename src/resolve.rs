@@ -1,0 +1,114 @@
+//! Names for a profile's addresses: asks `rprof-symbols` for every (module, address) a profile
+//! needs and packs the answers into `Symbols` records.
+//!
+//! `record` calls [`symbolize`] once the target has exited, so that the finished profile is
+//! self-contained. `report` and `flame` call [`fill_missing`] for a profile whose recording was
+//! interrupted before that step: its addresses are then named from the binaries on this machine.
+
+use std::collections::HashMap;
+
+use rprof_profile::{
+    LookupSet, Module, ModuleId, ModuleKind, Profile, Record, StoredFrame, Symbols,
+};
+use rprof_symbols::{Location, ModuleSource, ModuleStatus, Symbolizer};
+
+/// One `Symbols` record per module of `wanted`, naming each of its lookup addresses. Addresses
+/// that cannot be named are stored with no frames, so that nobody asks for them again.
+pub fn symbolize(modules: &[Module], wanted: &LookupSet) -> Vec<Record> {
+    let by_id: HashMap<ModuleId, &Module> = modules.iter().map(|m| (m.id, m)).collect();
+    let mut symbolizer = Symbolizer::new();
+    let mut records = Vec::new();
+    for (id, lookups) in wanted.iter() {
+        let Some(module) = by_id.get(&id) else {
+            continue;
+        };
+        let source = match module.kind {
+            ModuleKind::Elf => ModuleSource::Elf {
+                path: &module.path,
+                build_id: module.build_id.as_deref(),
+            },
+            ModuleKind::Vdso => ModuleSource::Vdso,
+            ModuleKind::Kernel => ModuleSource::Kernel,
+            ModuleKind::Jit => match module.jit_pid {
+                Some(pid) => ModuleSource::JitMap { pid },
+                None => continue,
+            },
+            ModuleKind::Anonymous => continue,
+        };
+        let addresses: Vec<u64> = lookups.iter().copied().collect();
+        let locations = symbolizer.symbolize(&source, &addresses);
+        warn_about(&symbolizer.module_status(&source));
+        records.push(Record::Symbols(pack(id, &addresses, &locations)));
+    }
+    records
+}
+
+/// Says on stderr, once per module, why its names are missing or not trusted. A module without
+/// DWARF is normal (names then come from its symbol table) and is not mentioned.
+fn warn_about(status: &ModuleStatus) {
+    if let Some(problem) = &status.problem {
+        eprintln!("rprof: warning: {problem}");
+    }
+}
+
+/// Packs symbolizer answers for one module, interning the strings.
+fn pack(module: ModuleId, addresses: &[u64], locations: &[Location]) -> Symbols {
+    let mut strings: Vec<String> = Vec::new();
+    let mut index: HashMap<String, u32> = HashMap::new();
+    let mut intern = |s: &Option<String>| -> u32 {
+        let Some(s) = s else { return u32::MAX };
+        if let Some(&i) = index.get(s) {
+            return i;
+        }
+        let i = strings.len() as u32;
+        strings.push(s.clone());
+        index.insert(s.clone(), i);
+        i
+    };
+    let entries = addresses
+        .iter()
+        .zip(locations)
+        .map(|(&address, location)| {
+            let frames = location
+                .frames
+                .iter()
+                .map(|f| StoredFrame {
+                    function: intern(&f.function),
+                    file: intern(&f.file),
+                    line: f.line.unwrap_or(0),
+                    inlined: f.inlined,
+                })
+                .collect();
+            (address, frames)
+        })
+        .collect();
+    Symbols {
+        module: Some(module),
+        strings,
+        entries,
+    }
+}
+
+/// Names the addresses of `profile` that have none yet (an interrupted recording), from the
+/// binaries on this machine, and says so on stderr.
+pub fn fill_missing(profile: &mut Profile) -> anyhow::Result<()> {
+    let wanted = profile.missing_lookups();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let modules: Vec<Module> = profile.modules.values().cloned().collect();
+    eprintln!(
+        "rprof: note: naming {} addresses from the binaries on this machine (the profile has no \
+         symbols for them)",
+        wanted.len()
+    );
+    let blocks = symbolize(&modules, &wanted)
+        .into_iter()
+        .filter_map(|record| match record {
+            Record::Symbols(symbols) => Some(symbols),
+            _ => None,
+        })
+        .collect();
+    profile.add_symbols(blocks);
+    Ok(())
+}
