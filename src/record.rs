@@ -264,23 +264,41 @@ fn read_sysctl(name: &str) -> Option<u64> {
         .ok()
 }
 
-/// The default ring-buffer size per CPU (data pages). Privileged: room for ~250 ms of dwarf
-/// samples at the default rate on a busy CPU. Otherwise: what `perf_event_mlock_kb` grants
-/// per CPU without privileges.
+/// The default ring-buffer size per CPU (data pages): room for ~250 ms of dwarf samples at the
+/// default rate on a busy CPU. Without privileges, at most what the locked-memory limits grant
+/// (`perf_event_mlock_kb` per CPU, plus `RLIMIT_MEMLOCK` shared by all CPUs); if the kernel
+/// refuses it anyway, `open_samplers` halves it.
 fn default_pages(call_graph: CallGraph) -> usize {
-    let page_kb = (rprof_perf::ring::page_size() / 1024).max(1) as u64;
+    let page = rprof_perf::ring::page_size();
+    let wanted = match call_graph {
+        CallGraph::Dwarf { .. } => (16 << 20) / page,
+        _ => (1 << 20) / page,
+    };
     if privileged() {
-        let bytes: usize = match call_graph {
-            CallGraph::Dwarf { .. } => 16 << 20,
-            _ => 1 << 20,
-        };
-        return bytes / rprof_perf::ring::page_size();
+        return wanted;
     }
     let mlock_kb = read_sysctl("perf_event_mlock_kb").unwrap_or(516);
+    let cpus = rprof_events::online_cpus().map_or(1, |c| c.len().max(1)) as u64;
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    let memlock_kb = if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } == 0 {
+        if limit.rlim_cur == libc::RLIM_INFINITY {
+            return wanted;
+        }
+        limit.rlim_cur / 1024
+    } else {
+        0
+    };
+    let budget_kb = mlock_kb + memlock_kb / cpus;
     // The metadata page counts too.
-    let pages = (mlock_kb / page_kb).saturating_sub(1).max(1);
+    let pages = (budget_kb / (page as u64 / 1024).max(1))
+        .saturating_sub(1)
+        .max(1);
     let pow2 = 1u64 << (63 - pages.leading_zeros());
-    pow2.clamp(1, 1 << 20) as usize
+    (pow2 as usize).min(wanted)
 }
 
 fn validate(args: Args) -> anyhow::Result<Plan> {
@@ -496,6 +514,7 @@ fn open_samplers(plan: &Plan, pid: u32, attach: bool) -> anyhow::Result<Opened> 
         plan.event.clone()
     };
     let mut pages = plan.pages.get();
+    let mut kernel_refused = None;
     let options = SamplingOptions {
         rate: plan.rate,
         call_graph: plan.call_graph,
@@ -519,6 +538,9 @@ fn open_samplers(plan: &Plan, pid: u32, attach: bool) -> anyhow::Result<Opened> 
         };
         match result {
             Ok(samplers) => {
+                if let Some(note_text) = kernel_refused.take() {
+                    note(note_text);
+                }
                 if pages != plan.pages.get() {
                     note(format!(
                         "the kernel refused ring buffers of {} pages per CPU (locked-memory limit); using {pages} pages, samples may be lost (see docs/permissions.md)",
@@ -533,7 +555,8 @@ fn open_samplers(plan: &Plan, pid: u32, attach: bool) -> anyhow::Result<Opened> 
                 let level = e
                     .paranoid
                     .map_or("unreadable".to_string(), |p| p.to_string());
-                note(format!(
+                // Said only once the user-only events open: attaching may still be refused.
+                kernel_refused = Some(format!(
                     "the kernel refuses kernel-space sampling (kernel.perf_event_paranoid is {level}); recording user space only"
                 ));
                 event = event.user_only();
