@@ -1,0 +1,252 @@
+//! Counter values as the kernel returns them, and the group read format
+//! (`PERF_FORMAT_GROUP | TOTAL_TIME_ENABLED | TOTAL_TIME_RUNNING | ID`), parsed without trusting
+//! the bytes.
+
+/// What one counter gave for one run (or one thread).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reading {
+    /// The kernel cannot count this event on this machine.
+    NotSupported,
+    /// Opened and read: the raw count and the times the counter was enabled and running (ns).
+    Counted {
+        /// Raw count (not scaled).
+        value: u64,
+        /// Time the counter was enabled (ns).
+        enabled: u64,
+        /// Time the counter was actually on the PMU (ns); less than `enabled` when multiplexed.
+        running: u64,
+    },
+}
+
+impl Reading {
+    /// The count scaled for multiplexing (`value * enabled / running`), or `None` when the
+    /// counter never ran (`<not counted>`) or is not supported.
+    pub fn scaled(&self) -> Option<f64> {
+        match *self {
+            Reading::NotSupported => None,
+            Reading::Counted {
+                value,
+                enabled,
+                running,
+            } => {
+                if running == 0 || enabled == 0 {
+                    None
+                } else if running >= enabled {
+                    Some(value as f64)
+                } else {
+                    Some(value as f64 * enabled as f64 / running as f64)
+                }
+            }
+        }
+    }
+
+    /// `self - other` for counted readings (saturating), used to take children's counts out of
+    /// an inherited total. `NotSupported` stays so.
+    pub fn minus(&self, other: &Reading) -> Reading {
+        match (*self, *other) {
+            (
+                Reading::Counted {
+                    value,
+                    enabled,
+                    running,
+                },
+                Reading::Counted {
+                    value: v2,
+                    enabled: e2,
+                    running: r2,
+                },
+            ) => Reading::Counted {
+                value: value.saturating_sub(v2),
+                enabled: enabled.saturating_sub(e2),
+                running: running.saturating_sub(r2),
+            },
+            (a, _) => a,
+        }
+    }
+
+    /// Combines the readings of one task's counter opened on two different CPUs: counts and
+    /// running times add up; the enabled time is the task's, the same on every CPU (the
+    /// counter is enabled while the task runs anywhere, running only on its own CPU), so the
+    /// larger one is kept. Scaling then only corrects for real multiplexing.
+    pub fn merge_cpu(&self, other: &Reading) -> Reading {
+        match (*self, *other) {
+            (
+                Reading::Counted {
+                    value,
+                    enabled,
+                    running,
+                },
+                Reading::Counted {
+                    value: v2,
+                    enabled: e2,
+                    running: r2,
+                },
+            ) => Reading::Counted {
+                value: value.saturating_add(v2),
+                enabled: enabled.max(e2),
+                running: running.saturating_add(r2),
+            },
+            (Reading::NotSupported, b) => b,
+            (a, Reading::NotSupported) => a,
+        }
+    }
+
+    /// `self + other` for counted readings (saturating).
+    pub fn plus(&self, other: &Reading) -> Reading {
+        match (*self, *other) {
+            (
+                Reading::Counted {
+                    value,
+                    enabled,
+                    running,
+                },
+                Reading::Counted {
+                    value: v2,
+                    enabled: e2,
+                    running: r2,
+                },
+            ) => Reading::Counted {
+                value: value.saturating_add(v2),
+                enabled: enabled.saturating_add(e2),
+                running: running.saturating_add(r2),
+            },
+            (Reading::NotSupported, b) => b,
+            (a, Reading::NotSupported) => a,
+        }
+    }
+}
+
+/// A parsed group read: shared times and `(id, value)` for each member, leader first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupRead {
+    /// `time_enabled` of the group (ns).
+    pub enabled: u64,
+    /// `time_running` of the group (ns).
+    pub running: u64,
+    /// `(id, value)` per member.
+    pub values: Vec<(u64, u64)>,
+}
+
+impl GroupRead {
+    /// The reading of the member with kernel id `id`, if present.
+    pub fn reading(&self, id: u64) -> Option<Reading> {
+        self.values
+            .iter()
+            .find(|(i, _)| *i == id)
+            .map(|&(_, value)| Reading::Counted {
+                value,
+                enabled: self.enabled,
+                running: self.running,
+            })
+    }
+}
+
+/// The group read format was shorter or stranger than it says.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed group read: {0}")]
+pub struct ReadFormatError(pub String);
+
+fn u64_at(bytes: &[u8], index: usize) -> Option<u64> {
+    let start = index.checked_mul(8)?;
+    let chunk = bytes.get(start..start.checked_add(8)?)?;
+    Some(u64::from_ne_bytes(chunk.try_into().ok()?))
+}
+
+/// Parses `{ nr, time_enabled, time_running, { value, id } * nr }`. Returns the read and the
+/// number of bytes it used.
+pub fn parse_group_read(bytes: &[u8]) -> Result<(GroupRead, usize), ReadFormatError> {
+    let short =
+        |what: &str| ReadFormatError(format!("{} bytes end before the {what}", bytes.len()));
+    let nr = u64_at(bytes, 0).ok_or_else(|| short("member count"))?;
+    let enabled = u64_at(bytes, 1).ok_or_else(|| short("enabled time"))?;
+    let running = u64_at(bytes, 2).ok_or_else(|| short("running time"))?;
+    // A group never has more members than fit in the buffer; refuse absurd counts up front.
+    let nr = usize::try_from(nr)
+        .ok()
+        .filter(|&n| n <= bytes.len() / 16)
+        .ok_or_else(|| {
+            ReadFormatError(format!("{nr} members do not fit in {} bytes", bytes.len()))
+        })?;
+    let mut values = Vec::with_capacity(nr);
+    for i in 0..nr {
+        let value = u64_at(bytes, 3 + 2 * i).ok_or_else(|| short("member values"))?;
+        let id = u64_at(bytes, 4 + 2 * i).ok_or_else(|| short("member ids"))?;
+        values.push((id, value));
+    }
+    Ok((
+        GroupRead {
+            enabled,
+            running,
+            values,
+        },
+        (3 + 2 * nr) * 8,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes(words: &[u64]) -> Vec<u8> {
+        words.iter().flat_map(|w| w.to_ne_bytes()).collect()
+    }
+
+    #[test]
+    fn parses_a_group() {
+        let b = bytes(&[2, 1000, 500, 77, 11, 88, 12]);
+        let (g, used) = parse_group_read(&b).unwrap();
+        assert_eq!(used, b.len());
+        assert_eq!(g.enabled, 1000);
+        assert_eq!(g.running, 500);
+        assert_eq!(g.values, [(11, 77), (12, 88)]);
+        assert_eq!(
+            g.reading(12),
+            Some(Reading::Counted {
+                value: 88,
+                enabled: 1000,
+                running: 500
+            })
+        );
+        assert_eq!(g.reading(13), None);
+    }
+
+    #[test]
+    fn truncated_and_absurd_inputs_are_errors() {
+        let full = bytes(&[2, 1000, 500, 77, 11, 88, 12]);
+        for len in 0..full.len() {
+            assert!(parse_group_read(&full[..len]).is_err(), "len {len}");
+        }
+        assert!(parse_group_read(&bytes(&[u64::MAX, 1, 1])).is_err());
+        // Trailing bytes are not consumed.
+        let mut more = full.clone();
+        more.extend_from_slice(&[0; 5]);
+        assert_eq!(parse_group_read(&more).unwrap().1, full.len());
+    }
+
+    #[test]
+    fn scaling() {
+        let r = |value, enabled, running| Reading::Counted {
+            value,
+            enabled,
+            running,
+        };
+        assert_eq!(r(100, 10, 10).scaled(), Some(100.0));
+        assert_eq!(r(100, 10, 5).scaled(), Some(200.0));
+        assert_eq!(r(300, 1000, 250).scaled(), Some(1200.0));
+        assert_eq!(r(100, 10, 0).scaled(), None);
+        assert_eq!(r(0, 0, 0).scaled(), None);
+        assert_eq!(Reading::NotSupported.scaled(), None);
+        // running > enabled cannot happen, but must not scale down.
+        assert_eq!(r(100, 5, 10).scaled(), Some(100.0));
+        assert_eq!(r(10, 100, 50).minus(&r(4, 30, 20)), r(6, 70, 30));
+        assert_eq!(r(1, 1, 1).minus(&r(4, 30, 20)), r(0, 0, 0));
+        assert_eq!(r(1, 2, 3).plus(&r(4, 5, 6)), r(5, 7, 9));
+        assert_eq!(Reading::NotSupported.plus(&r(4, 5, 6)), r(4, 5, 6));
+        // A task that ran 60 ns on CPU 0 and 40 ns on CPU 1: not multiplexed.
+        let both = r(6, 100, 60).merge_cpu(&r(4, 100, 40));
+        assert_eq!(both, r(10, 100, 100));
+        assert_eq!(both.scaled(), Some(10.0));
+        // Multiplexed to half on each CPU: scaled by 2.
+        assert_eq!(r(3, 100, 30).merge_cpu(&r(2, 100, 20)).scaled(), Some(10.0));
+    }
+}

@@ -1,0 +1,475 @@
+//! Running COMMAND (N times) or attaching to a PID, with the counters open; the only module
+//! that waits on processes.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::os::fd::{AsFd, AsRawFd};
+use std::time::{Duration, Instant};
+
+use rprof_launch::{spawn_pending, Exit};
+
+use crate::counters::{EventSet, OpenFailure, OpenMode, TaskCounters};
+use crate::read::Reading;
+use crate::ring::{parse_record, Record, Ring};
+use crate::summary::{RunResult, ThreadResult};
+use crate::StatError;
+
+/// Data pages of the `--per-thread` ring (records are few: one per thread exit per group).
+const RING_PAGES: usize = 16;
+
+fn open_error(e: OpenFailure) -> StatError {
+    match e {
+        OpenFailure::Open(e) => StatError::Open(e),
+        OpenFailure::Io(what, source) => StatError::Io {
+            what: what.to_string(),
+            error: source,
+        },
+    }
+}
+
+fn children_cpu_ns() -> (u64, u64) {
+    // SAFETY: getrusage fills the struct we pass.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    let ns = |tv: libc::timeval| {
+        tv.tv_sec.max(0) as u64 * 1_000_000_000 + tv.tv_usec.max(0) as u64 * 1000
+    };
+    (ns(ru.ru_utime), ns(ru.ru_stime))
+}
+
+fn read_comm(path: &str) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim_end_matches('\n').to_string())
+}
+
+/// Runs `argv` once with the counters of `set` attached. Returns the run and how COMMAND ended.
+///
+/// Counters are opened once for the task on any CPU, inherited by its threads and children.
+/// With `per_thread`, they are opened per CPU instead (the kernel maps no ring buffer for an
+/// inherited any-CPU counter), all events as one group per CPU whose leader has a small ring
+/// buffer, and every thread's own counts arrive there in a READ record when it exits.
+///
+/// Why one group: with `inherit_stat`, when the kernel switches between two threads whose
+/// counter contexts are clones it swaps the counts of the two contexts' events *by list
+/// position*. The main thread's list is in the order rprof created the events, the other
+/// threads' in the order the kernel inherited them (grouped by CPU, then PMU); with several
+/// groups of different PMUs these differ and counts of different events get swapped. One group
+/// per CPU, created CPU by CPU, gives both lists the same order.
+pub fn run_command(
+    set: &mut EventSet,
+    argv: &[OsString],
+    per_thread: bool,
+) -> Result<(RunResult, Exit), StatError> {
+    let pending = spawn_pending(argv)?;
+    let pid = pending.pid();
+    let mode = OpenMode {
+        inherit: true,
+        enable_on_exec: true,
+        per_thread_records: per_thread,
+    };
+    if per_thread {
+        set.use_one_group();
+    }
+    let cpus: Vec<i32> = if per_thread {
+        match rprof_events::online_cpus() {
+            Ok(cpus) => cpus
+                .into_iter()
+                .filter_map(|c| i32::try_from(c).ok())
+                .collect(),
+            Err(source) => {
+                pending.abort();
+                return Err(StatError::Io {
+                    what: "list the online CPUs".into(),
+                    error: source,
+                });
+            }
+        }
+    } else {
+        vec![-1]
+    };
+    let mut per_cpu = Vec::new();
+    let mut rings = Vec::new();
+    for cpu in cpus {
+        let counters = match TaskCounters::open(set, pid, cpu, mode) {
+            Ok(c) => c,
+            Err(e) => {
+                pending.abort();
+                return Err(open_error(e));
+            }
+        };
+        if per_thread {
+            match attach_ring(&counters) {
+                Ok(Some(ring)) => rings.push((ring, per_cpu.len())),
+                Ok(None) => {}
+                Err(e) => {
+                    pending.abort();
+                    return Err(e);
+                }
+            }
+        }
+        per_cpu.push(counters);
+    }
+    if let Err(source) = rprof_launch::forward_signals_to(pid) {
+        pending.abort();
+        return Err(StatError::Io {
+            what: "install signal handlers".into(),
+            error: source,
+        });
+    }
+    let (user0, sys0) = children_cpu_ns();
+    let start = Instant::now();
+    let mut running = pending.start()?;
+    let mut threads = ThreadTracker::default();
+    if per_thread {
+        if let Some(comm) = read_comm(&format!("/proc/{pid}/comm")) {
+            threads.comms.insert(pid as u32, comm);
+        }
+    }
+    let exit = if rings.is_empty() {
+        running.wait()?
+    } else {
+        loop {
+            if let Some(exit) = running.try_wait()? {
+                for (ring, i) in rings.iter_mut() {
+                    threads.consume(ring.drain(), &per_cpu[*i]);
+                }
+                break exit;
+            }
+            let mut pfds: Vec<libc::pollfd> = rings
+                .iter()
+                .filter_map(|(_, i)| per_cpu[*i].leaders().next())
+                .map(|fd| libc::pollfd {
+                    fd: fd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                })
+                .collect();
+            // SAFETY: pfds is a valid array of pollfd of the given length.
+            let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 50) };
+            if n > 0 && pfds.iter().any(|p| p.revents & libc::POLLHUP != 0) {
+                // The task is gone; try_wait will see it in a moment.
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            for (ring, i) in rings.iter_mut() {
+                threads.consume(ring.drain(), &per_cpu[*i]);
+            }
+        }
+    };
+    let elapsed_ns = start.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
+    let (user1, sys1) = children_cpu_ns();
+    let mut readings = vec![Reading::NotSupported; set.events.len()];
+    for counters in &per_cpu {
+        let cpu_readings = counters.read().map_err(StatError::Read)?;
+        for (total, r) in readings.iter_mut().zip(&cpu_readings) {
+            *total = total.merge_cpu(r);
+        }
+    }
+    let thread_results = if per_thread {
+        threads.results(pid as u32, &readings)
+    } else {
+        Vec::new()
+    };
+    if threads.lost > 0 {
+        set.notes.push(format!(
+            "{} per-thread records were lost; the main thread's counts include those threads",
+            threads.lost
+        ));
+    }
+    Ok((
+        RunResult {
+            readings,
+            threads: thread_results,
+            elapsed_ns,
+            user_ns: Some(user1.saturating_sub(user0)),
+            sys_ns: Some(sys1.saturating_sub(sys0)),
+        },
+        exit,
+    ))
+}
+
+/// Maps a ring on the first leader and sends every other counter's records into it (each
+/// counter writes its own READ record when an inherited thread exits).
+fn attach_ring(counters: &TaskCounters) -> Result<Option<Ring>, StatError> {
+    let mut leaders = counters.all_fds();
+    let Some(first) = leaders.next() else {
+        return Ok(None);
+    };
+    let ring = Ring::map(first, RING_PAGES).map_err(|source| StatError::Io {
+        what: "map the per-thread ring buffer (raise `ulimit -l` or kernel.perf_event_mlock_kb)"
+            .into(),
+        error: source,
+    })?;
+    for other in leaders {
+        // SAFETY: SET_OUTPUT between two perf fds we own, on the same task and CPU.
+        let rc = unsafe {
+            perf_event_open_sys::ioctls::SET_OUTPUT(other.as_raw_fd(), first.as_fd().as_raw_fd())
+        };
+        if rc < 0 {
+            return Err(StatError::Io {
+                what: "share the per-thread ring buffer".into(),
+                error: std::io::Error::last_os_error(),
+            });
+        }
+    }
+    Ok(Some(ring))
+}
+
+/// Threads seen through COMM/FORK/READ records.
+#[derive(Default)]
+struct ThreadTracker {
+    comms: HashMap<u32, String>,
+    /// Threads created (from FORK records), in order.
+    seen: Vec<u32>,
+    /// Exited threads' own readings (one per event), in exit order.
+    exited: Vec<(u32, Vec<Reading>)>,
+    lost: u64,
+}
+
+impl ThreadTracker {
+    fn consume(&mut self, records: Vec<Vec<u8>>, counters: &TaskCounters) {
+        for bytes in records {
+            // A record we cannot parse is skipped: it can only cost one thread's split.
+            let Ok(Some(record)) = parse_record(&bytes) else {
+                continue;
+            };
+            match record {
+                Record::Comm { tid, comm } => {
+                    self.comms.insert(tid, comm);
+                }
+                Record::Fork { tid, ptid } => {
+                    if let Some(name) = self.comms.get(&ptid).cloned() {
+                        self.comms.entry(tid).or_insert(name);
+                    }
+                    if !self.seen.contains(&tid) {
+                        self.seen.push(tid);
+                    }
+                }
+                Record::Lost { count } => self.lost += count,
+                Record::Read {
+                    tid,
+                    values,
+                    emitter,
+                    ..
+                } => {
+                    let n = counters.n_events();
+                    let entry = match self.exited.iter().position(|(t, _)| *t == tid) {
+                        Some(i) => &mut self.exited[i].1,
+                        None => {
+                            self.exited.push((tid, vec![Reading::NotSupported; n]));
+                            let last = self.exited.len() - 1;
+                            &mut self.exited[last].1
+                        }
+                    };
+                    // Only the emitting counter's own value: a kernel that keeps the group
+                    // together at exit would otherwise count members twice.
+                    for &(id, _) in values
+                        .values
+                        .iter()
+                        .filter(|(id, _)| emitter.is_none_or(|e| e == *id))
+                    {
+                        if let (Some(idx), Some(r)) = (counters.index_of_id(id), values.reading(id))
+                        {
+                            if let Some(slot) = entry.get_mut(idx) {
+                                // One record per CPU the counters were opened on.
+                                *slot = slot.merge_cpu(&r);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Per-thread results: every thread that sent its counts at exit, and the total minus
+    /// them for the one that did not. That is usually the main thread, but not always: when
+    /// the kernel swaps the counter contexts of two threads (a scheduling optimization), the
+    /// original counters end up with the other thread, and that thread sends no record.
+    fn results(&self, main_tid: u32, totals: &[Reading]) -> Vec<ThreadResult> {
+        let mut rest = totals.to_vec();
+        let mut out = Vec::new();
+        let comm = |tid: &u32| self.comms.get(tid).cloned().unwrap_or_else(|| "?".into());
+        for (tid, readings) in &self.exited {
+            for (m, r) in rest.iter_mut().zip(readings) {
+                *m = m.minus(r);
+            }
+            // Events not supported stay so per thread.
+            let readings = readings
+                .iter()
+                .zip(totals)
+                .map(|(r, t)| {
+                    if *t == Reading::NotSupported {
+                        Reading::NotSupported
+                    } else {
+                        *r
+                    }
+                })
+                .collect();
+            out.push(ThreadResult {
+                tid: *tid,
+                comm: comm(tid),
+                readings,
+            });
+        }
+        let reported = |tid: &u32| self.exited.iter().any(|(t, _)| t == tid);
+        let silent: Vec<u32> = std::iter::once(main_tid)
+            .chain(self.seen.iter().copied())
+            .filter(|t| !reported(t))
+            .collect();
+        // Counts and running times subtract exactly; enabled times only approximately (each
+        // is the largest over CPUs), so give the rest the total's running/enabled ratio.
+        for (r, t) in rest.iter_mut().zip(totals) {
+            if let (
+                Reading::Counted {
+                    enabled, running, ..
+                },
+                Reading::Counted {
+                    enabled: te,
+                    running: tr,
+                    ..
+                },
+            ) = (r, t)
+            {
+                *enabled = if *tr == 0 {
+                    *running
+                } else {
+                    ((*running as u128 * *te as u128) / *tr as u128).min(u128::from(u64::MAX))
+                        as u64
+                };
+            }
+        }
+        let rest_tid = match silent.as_slice() {
+            [one] => *one,
+            _ => main_tid,
+        };
+        out.insert(
+            0,
+            ThreadResult {
+                tid: rest_tid,
+                comm: comm(&rest_tid),
+                readings: rest,
+            },
+        );
+        out
+    }
+}
+
+/// How an attach (`-p`) ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachEnd {
+    /// The process exited.
+    Exited,
+    /// SIGINT/SIGTERM/SIGHUP/SIGQUIT (the signal number).
+    Interrupted(i32),
+    /// `--duration` passed.
+    Duration,
+}
+
+fn process_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            // The state follows the last ')' (the comm may contain parentheses).
+            let state = stat
+                .rfind(')')
+                .and_then(|i| stat.get(i + 1..))
+                .and_then(|rest| rest.split_whitespace().next());
+            !matches!(state, Some("Z") | Some("X") | None)
+        }
+        Err(_) => false,
+    }
+}
+
+/// The thread ids of process `pid`.
+pub fn threads_of(pid: i32) -> std::io::Result<Vec<i32>> {
+    let mut tids: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+        .collect();
+    tids.sort_unstable();
+    Ok(tids)
+}
+
+/// Counts every existing thread of `pid` (and what they create later, folded into their
+/// creator) until the process exits, an interrupt arrives, or `duration` passes.
+pub fn attach(
+    set: &mut EventSet,
+    pid: i32,
+    duration: Option<Duration>,
+    per_thread: bool,
+) -> Result<(RunResult, AttachEnd), StatError> {
+    if pid <= 0 || !process_alive(pid) {
+        return Err(StatError::NoSuchProcess(pid));
+    }
+    rprof_launch::catch_interrupts().map_err(|source| StatError::Io {
+        what: "install signal handlers".into(),
+        error: source,
+    })?;
+    let tids = threads_of(pid).map_err(|_| StatError::NoSuchProcess(pid))?;
+    let mode = OpenMode {
+        inherit: true,
+        enable_on_exec: false,
+        per_thread_records: false,
+    };
+    let mut tasks = Vec::new();
+    for tid in tids {
+        match TaskCounters::open(set, tid, -1, mode) {
+            Ok(c) => {
+                let comm = read_comm(&format!("/proc/{pid}/task/{tid}/comm")).unwrap_or_default();
+                tasks.push((tid, comm, c));
+            }
+            // A thread that exited while we attached is simply not counted.
+            Err(OpenFailure::Open(e)) if e.is_no_such_process() && tid != pid => {}
+            Err(OpenFailure::Open(e)) if e.is_no_such_process() => {
+                return Err(StatError::NoSuchProcess(pid))
+            }
+            Err(e) => return Err(open_error(e)),
+        }
+    }
+    let start = Instant::now();
+    let end = loop {
+        if let Some(sig) = rprof_launch::interrupted() {
+            break AttachEnd::Interrupted(sig);
+        }
+        if !process_alive(pid) {
+            break AttachEnd::Exited;
+        }
+        let left = match duration {
+            Some(d) => match d.checked_sub(start.elapsed()) {
+                Some(left) if !left.is_zero() => Some(left),
+                _ => break AttachEnd::Duration,
+            },
+            None => None,
+        };
+        let tick = left.map_or(Duration::from_millis(100), |l| {
+            l.min(Duration::from_millis(100))
+        });
+        std::thread::sleep(tick);
+    };
+    let elapsed_ns = start.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64;
+    let mut totals = vec![Reading::NotSupported; set.events.len()];
+    let mut threads = Vec::new();
+    for (tid, comm, counters) in &tasks {
+        let readings = counters.read().map_err(StatError::Read)?;
+        for (t, r) in totals.iter_mut().zip(&readings) {
+            *t = t.plus(r);
+        }
+        if per_thread {
+            threads.push(ThreadResult {
+                tid: *tid as u32,
+                comm: comm.clone(),
+                readings,
+            });
+        }
+    }
+    Ok((
+        RunResult {
+            readings: totals,
+            threads,
+            elapsed_ns,
+            user_ns: None,
+            sys_ns: None,
+        },
+        end,
+    ))
+}
