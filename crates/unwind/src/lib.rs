@@ -9,7 +9,9 @@
 //!   address in it is unwound or resolved: PT_LOAD segments, build id, `.eh_frame`,
 //!   `.eh_frame_hdr`, `.debug_frame`, `.text` and `.got` ranges. The vDSO is read from this
 //!   process (same kernel, same image). Anonymous executable memory becomes a per-process
-//!   [`ModuleKind::Jit`] module when `/tmp/perf-PID.map` exists, else [`ModuleKind::Anonymous`].
+//!   [`ModuleKind::Jit`] module when `/tmp/perf-PID.map` exists, else [`ModuleKind::Anonymous`];
+//!   in a process with a JIT map, code outside every mapping (made executable by mprotect,
+//!   which the kernel does not report) is attributed to the JIT module too.
 //!   A file that is gone, replaced or unreadable is still a module, so its addresses stay
 //!   attributed to it (as file offsets); unwinding through it uses frame pointers.
 //! - Maps every address to the address as stated in the ELF file (SVMA), which is what a
@@ -28,10 +30,13 @@
 //! indexes `.eh_frame`/`.debug_frame` without one, falls back to frame pointers where there is
 //! no CFI, and detects the outermost frame (undefined return address). Writing that again on
 //! gimli would buy nothing. What we add on top, on object and gimli: reading ELF files and the
-//! vDSO, address-space bookkeeping and SVMA computation, checking `.eh_frame_hdr` with gimli
-//! before handing it over (framehop trusts its search table blindly, so a header without a
-//! usable table would disable CFI for the whole module), deciding truncated vs. failed from the
-//! stack reads that failed, loop and depth limits, and a frame-pointer-only mode.
+//! vDSO, address-space bookkeeping and SVMA computation; checking `.eh_frame_hdr` with gimli
+//! before handing it over (framehop trusts its search table blindly: a header without a usable
+//! table would disable CFI for the whole module, a bad pointer in it overflows in gimli);
+//! using `.debug_frame` where `.eh_frame` only covers the C runtime (framehop takes one CFI
+//! section per module: we measure both with gimli and give framehop one module per range);
+//! deciding truncated vs. failed from the stack reads that failed; loop and depth limits; a
+//! frame-pointer-only mode; and a guard around framehop for malformed CFI.
 
 #![warn(missing_docs)]
 
@@ -141,7 +146,14 @@ struct Modules {
     infos: Vec<ModuleInfo>,
     slots: Vec<Slot>,
     by_key: HashMap<ModuleKey, ModuleIndex>,
+    /// framehop module additions and removals so far (see [`CACHE_RESET`]).
+    framehop_changes: u64,
 }
+
+/// framehop stamps cached unwind rules with a global 16-bit "modules generation" that every
+/// module addition or removal advances; after 65536 changes an old rule could be taken for a
+/// current one. The rule cache is dropped every this many changes, long before that.
+const CACHE_RESET: u64 = 16384;
 
 impl Modules {
     fn intern(&mut self, key: ModuleKey, make: impl FnOnce() -> (ModuleInfo, Slot)) -> ModuleIndex {
@@ -320,11 +332,23 @@ struct ProcMap {
 /// The address space of one process.
 #[derive(Clone, Default)]
 struct Process {
+    /// The process id (`None` for the stand-in used for unknown processes).
+    pid: Option<u32>,
     /// Executable mappings, sorted by start, not overlapping.
     maps: Vec<ProcMap>,
     /// framehop's view of the same, holding the modules with CFI that were used so far.
     framehop: UnwinderX86_64<Bytes>,
+    /// The JIT module that addresses outside every mapping belong to, once the process was
+    /// seen to have a `/tmp/perf-PID.map` (JITs often make code executable with mprotect,
+    /// which produces no mapping record).
+    jit: Option<ModuleIndex>,
+    /// Addresses outside every mapping looked up so far (the JIT map is checked every
+    /// [`JIT_RECHECK`] of them).
+    unmapped_lookups: u32,
 }
+
+/// How many lookups of unmapped addresses pass between two checks for a JIT map.
+const JIT_RECHECK: u32 = 1024;
 
 impl Process {
     fn find(&self, avma: u64) -> Option<usize> {
@@ -336,16 +360,19 @@ impl Process {
     }
 
     /// Removes `[start, end)` from the executable mappings, keeping the parts outside it.
-    fn unmap(&mut self, start: u64, end: u64) {
+    /// Returns how many framehop modules this removed.
+    fn unmap(&mut self, start: u64, end: u64) -> u64 {
+        let mut removed = 0;
         let lo = self.maps.partition_point(|m| m.end <= start);
         let hi = self.maps.partition_point(|m| m.start < end);
         if lo >= hi {
-            return;
+            return 0;
         }
         let mut keep = Vec::new();
         for m in self.maps.drain(lo..hi) {
             for &start in &m.framehop_starts {
                 self.framehop.remove_module(start);
+                removed += 1;
             }
             let piece = ProcMap {
                 prepared: false,
@@ -367,6 +394,21 @@ impl Process {
             }
         }
         self.maps.splice(lo..lo, keep);
+        removed
+    }
+
+    /// The JIT module for addresses outside every mapping, if the process has a JIT map.
+    fn jit_module(&mut self, modules: &mut Modules) -> Option<ModuleIndex> {
+        if self.jit.is_some() {
+            return self.jit;
+        }
+        let pid = self.pid?;
+        let check = self.unmapped_lookups % JIT_RECHECK == 0;
+        self.unmapped_lookups = self.unmapped_lookups.wrapping_add(1);
+        if check && jit_map_path(pid).exists() {
+            self.jit = Some(modules.anonymous(pid, ""));
+        }
+        self.jit
     }
 
     fn insert(&mut self, map: ProcMap) {
@@ -395,6 +437,7 @@ impl Process {
                     for fh in data.framehop_modules(name, start..end, b) {
                         framehop_starts.push(fh.avma_range().start);
                         self.framehop.add_module(fh);
+                        modules.framehop_changes += 1;
                     }
                 }
             }
@@ -409,7 +452,14 @@ impl Process {
     /// The frame for process address `avma`, looked up at `lookup` (`avma - 1` for return
     /// addresses, so that a call at the very end of a mapping stays in it).
     fn frame(&mut self, modules: &mut Modules, avma: u64, lookup: u64) -> Option<Frame> {
-        let i = self.find(lookup)?;
+        let Some(i) = self.find(lookup) else {
+            let jit = self.jit_module(modules)?;
+            return Some(Frame {
+                module: Some(jit),
+                address: avma,
+                avma,
+            });
+        };
         self.prepare(i, modules);
         let m = &self.maps[i];
         let address = match m.kind {
@@ -465,6 +515,8 @@ pub struct Unwinder {
     modules: Modules,
     processes: HashMap<u32, Process>,
     cache: CacheX86_64,
+    /// When `modules.framehop_changes` reaches this, the rule cache is dropped.
+    cache_reset_at: u64,
     /// Used for processes without known mappings (frame pointers everywhere).
     empty: Process,
 }
@@ -482,6 +534,7 @@ impl Unwinder {
             modules: Modules::default(),
             processes: HashMap::new(),
             cache: CacheX86_64::new(),
+            cache_reset_at: CACHE_RESET,
             empty: Process::default(),
         }
     }
@@ -492,8 +545,11 @@ impl Unwinder {
         if m.end <= m.start {
             return;
         }
-        let process = self.processes.entry(pid).or_default();
-        process.unmap(m.start, m.end);
+        let process = self.processes.entry(pid).or_insert_with(|| Process {
+            pid: Some(pid),
+            ..Process::default()
+        });
+        self.modules.framehop_changes += process.unmap(m.start, m.end);
         if !m.executable {
             return;
         }
@@ -542,6 +598,9 @@ impl Unwinder {
             return;
         };
         let mut child = parent.clone();
+        child.pid = Some(child_pid);
+        child.jit = None;
+        child.unmapped_lookups = 0;
         for m in &mut child.maps {
             if matches!(m.kind, ModuleKind::Jit | ModuleKind::Anonymous) {
                 let name = match m.kind {
@@ -586,6 +645,10 @@ impl Unwinder {
             Some(p) => p,
             None => &mut self.empty,
         };
+        if self.modules.framehop_changes >= self.cache_reset_at {
+            self.cache = CacheX86_64::new();
+            self.cache_reset_at = self.modules.framehop_changes + CACHE_RESET;
+        }
         let stack = StackCopy::new(regs.sp, stack);
         match mode {
             Mode::Dwarf => unwind_dwarf(
@@ -1088,6 +1151,37 @@ mod tests {
         assert_eq!(info.kind, ModuleKind::Jit);
         assert_eq!(info.pid_for_jit, Some(pid));
         assert_eq!(f.address, 0x10_0005);
+    }
+
+    #[test]
+    fn unmapped_code_of_a_jit_process_is_jit() {
+        let pid = 3_999_999_003;
+        let mut u = Unwinder::new();
+        u.add_mapping(pid, anon(0x10_0000, 0x20_0000));
+        // No JIT map: addresses outside every mapping have no module, and stop unwinding.
+        assert_eq!(u.resolve(pid, 0x50_0000).module, None);
+        let (regs, stack) = fp_stack(0x7ff0_0000, 0x10_0010, &[0x50_0100, 0x10_0200]);
+        let mut frames = Vec::new();
+        let outcome = u.unwind(pid, regs, &stack, Mode::Dwarf, &mut frames);
+        assert!(matches!(outcome, Outcome::Failed(_)));
+        assert_eq!(frames.len(), 1);
+
+        let map = jit_map_path(pid);
+        std::fs::write(&map, "500000 200 jitted\n").unwrap();
+        let mut u = Unwinder::new();
+        u.add_mapping(
+            pid,
+            file(0x10_0000, 0x20_0000, 0, "/nonexistent/rprof-test/vm"),
+        );
+        let f = u.resolve(pid, 0x50_0000);
+        let _ = std::fs::remove_file(&map);
+        let info = &u.modules()[f.module.expect("jit module").0 as usize];
+        assert_eq!(info.kind, ModuleKind::Jit);
+        assert_eq!(f.address, 0x50_0000);
+        frames.clear();
+        let outcome = u.unwind(pid, regs, &stack, Mode::Dwarf, &mut frames);
+        assert_eq!(outcome, Outcome::Complete);
+        assert_eq!(frames.len(), 3, "unwinding goes on through JIT frames");
     }
 
     #[test]
