@@ -342,8 +342,8 @@ struct Process {
     /// seen to have a `/tmp/perf-PID.map` (JITs often make code executable with mprotect,
     /// which produces no mapping record).
     jit: Option<ModuleIndex>,
-    /// Addresses outside every mapping looked up so far (the JIT map is checked every
-    /// [`JIT_RECHECK`] of them).
+    /// Lookups of addresses outside every mapping since the last check for a JIT map, modulo
+    /// [`JIT_RECHECK`] (the map is checked when this is 0).
     unmapped_lookups: u32,
 }
 
@@ -403,8 +403,8 @@ impl Process {
             return self.jit;
         }
         let pid = self.pid?;
-        let check = self.unmapped_lookups % JIT_RECHECK == 0;
-        self.unmapped_lookups = self.unmapped_lookups.wrapping_add(1);
+        let check = self.unmapped_lookups == 0;
+        self.unmapped_lookups = (self.unmapped_lookups + 1) % JIT_RECHECK;
         if check && jit_map_path(pid).exists() {
             self.jit = Some(modules.anonymous(pid, ""));
         }
