@@ -1171,10 +1171,11 @@ impl Recorder {
         self.push(Record::Sample(sample))
     }
 
-    /// Names the addresses, writes the summary and prints it.
+    /// Names every address the samples used (so that the profile is self-contained), writes the
+    /// summary and prints it.
     fn finish(mut self, elapsed: Duration, path: &Path) -> anyhow::Result<()> {
         self.flush()?;
-        for record in symbolize(&self.modules, &self.lookups) {
+        for record in crate::resolve::symbolize(&self.modules, &self.lookups) {
             self.push(record)?;
         }
         let stats = &self.stats;
@@ -1227,11 +1228,6 @@ impl Recorder {
         }
         Ok(())
     }
-}
-
-/// Names for the addresses the samples used (appended to the profile when recording ends).
-fn symbolize(_modules: &[Module], _wanted: &LookupSet) -> Vec<Record> {
-    Vec::new()
 }
 
 /// The running kernel's GNU build id, from `/sys/kernel/notes`.
