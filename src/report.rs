@@ -145,6 +145,8 @@ pub(crate) fn open_profile(path: &Path) -> anyhow::Result<Profile> {
     for warning in &profile.warnings {
         eprintln!("rprof: warning: {warning}");
     }
+    let mut profile = profile;
+    crate::resolve::fill_missing(&mut profile)?;
     Ok(profile)
 }
 

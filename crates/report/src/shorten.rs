@@ -5,8 +5,9 @@ use std::borrow::Cow;
 
 /// Shortens `name` to at most `max` characters, in steps that stop as soon as it fits:
 /// generic arguments become `<…>`, a trailing C++ parameter list becomes `(…)`, paths keep their
-/// last two segments (`alloc::vec::Vec<…>::push` becomes `Vec<…>::push`), and as a last resort
-/// the start is cut off behind a `…`.
+/// last two segments (`alloc::vec::Vec<…>::push` becomes `Vec<…>::push`), a qualified path
+/// loses its trait (`<Vec<…> as Extend<…>>::extend` becomes `Vec<…>::extend`), `<…>` goes, and
+/// as a last resort the start is cut off behind a `…`.
 pub fn shorten(name: &str, max: usize) -> Cow<'_, str> {
     if name.chars().count() <= max {
         return Cow::Borrowed(name);
@@ -17,6 +18,12 @@ pub fn shorten(name: &str, max: usize) -> Cow<'_, str> {
     }
     if s.chars().count() > max {
         s = shorten_paths(&s);
+    }
+    if s.chars().count() > max {
+        s = unqualify(&s);
+    }
+    if s.chars().count() > max {
+        s = s.replace("<…>", "");
     }
     let len = s.chars().count();
     if len > max {
@@ -75,6 +82,37 @@ fn collapse_generics(name: &str) -> String {
         i += 1;
     }
     out
+}
+
+/// `<Vec<…> as Extend<…>>::extend` -> `Vec<…>::extend`: the type, without the trait.
+fn unqualify(name: &str) -> String {
+    let chars: Vec<char> = name.chars().collect();
+    if chars.first() != Some(&'<') {
+        return name.to_string();
+    }
+    let Some(end) = matching_angle(&chars, 0) else {
+        return name.to_string();
+    };
+    let inner: String = chars[1..end - 1].iter().collect();
+    let rest: String = chars[end..].iter().collect();
+    // The " as " at the top level of the brackets.
+    let mut depth = 0i32;
+    let mut cut = None;
+    for (i, c) in inner.char_indices() {
+        match c {
+            '<' => depth += 1,
+            '>' => depth -= 1,
+            ' ' if depth == 0 && inner[i..].starts_with(" as ") => {
+                cut = Some(i);
+                break;
+            }
+            _ => {}
+        }
+    }
+    match cut {
+        Some(i) if rest.starts_with("::") => format!("{}{rest}", &inner[..i]),
+        _ => name.to_string(),
+    }
 }
 
 /// `ns::f(std::string const&, int) const` -> `ns::f(…) const`.
@@ -206,6 +244,10 @@ mod tests {
             "<alloc::vec::Vec<…> as core::ops::drop::Drop>::drop"
         );
         assert_eq!(shorten(name, 30), "<Vec<…> as Drop>::drop");
+        assert_eq!(shorten(name, 20), "Vec<…>::drop");
+        assert_eq!(shorten(name, 10), "Vec::drop");
+        let stage = "app::pipeline::Stage<app::codec::Decoder<std::fs::File>>::process_batch";
+        assert_eq!(shorten(stage, 21), "Stage::process_batch");
     }
 
     #[test]

@@ -82,7 +82,9 @@ impl Synth {
         let next = self.next_address.entry(module.0).or_insert(0x1000);
         let address = *next;
         *next += 0x40;
-        if !frames.is_empty() {
+        // A finished recording stores every address it looked up, those it could not name
+        // with no frames.
+        {
             let (strings, entries) = self.symbols.entry(module.0).or_default();
             let mut index = |s: &str| -> u32 {
                 if s.is_empty() {

@@ -293,8 +293,17 @@ fn render_table(table: &Table, options: &TopOptions, out: &mut impl Write) -> io
     if let Some(width) = options.width {
         module_w = module_w.min(20);
         source_w = source_w.min(28);
-        let room = width.saturating_sub(fixed + 2 + module_w + 2 + source_w + 2);
-        name_w = room.max(MIN_NAME);
+        let room = |module_w: usize, source_w: usize| {
+            width.saturating_sub(fixed + 2 + module_w + 2 + source_w + 2)
+        };
+        // Narrow terminals: give the function name room first, cutting source and module.
+        while room(module_w, source_w) < MIN_NAME && source_w > 12 {
+            source_w -= 1;
+        }
+        while room(module_w, source_w) < MIN_NAME && module_w > 8 {
+            module_w -= 1;
+        }
+        name_w = room(module_w, source_w).max(8);
     }
     let (first, second) = match options.sort {
         SortBy::SelfSamples => ("Self%", "Total%"),
