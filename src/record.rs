@@ -265,8 +265,7 @@ fn read_sysctl(name: &str) -> Option<u64> {
 }
 
 /// The default ring-buffer size per CPU (data pages): room for ~250 ms of dwarf samples at the
-/// default rate on a busy CPU. Without privileges, at most what the locked-memory limits grant
-/// (`perf_event_mlock_kb` per CPU, plus `RLIMIT_MEMLOCK` shared by all CPUs); if the kernel
+/// default rate on a busy CPU; without privileges, at most [`affordable_pages`]. If the kernel
 /// refuses it anyway, `open_samplers` halves it.
 fn default_pages(call_graph: CallGraph) -> usize {
     let page = rprof_perf::ring::page_size();
@@ -277,6 +276,14 @@ fn default_pages(call_graph: CallGraph) -> usize {
     if privileged() {
         return wanted;
     }
+    affordable_pages().map_or(wanted, |pages| pages.min(wanted))
+}
+
+/// The largest power-of-two buffer (data pages per CPU) the locked-memory limits grant an
+/// unprivileged user: `perf_event_mlock_kb` per CPU plus `RLIMIT_MEMLOCK` shared by all CPUs
+/// (None: unlimited).
+fn affordable_pages() -> Option<usize> {
+    let page_kb = (rprof_perf::ring::page_size() as u64 / 1024).max(1);
     let mlock_kb = read_sysctl("perf_event_mlock_kb").unwrap_or(516);
     let cpus = rprof_events::online_cpus().map_or(1, |c| c.len().max(1)) as u64;
     let mut limit = libc::rlimit {
@@ -286,7 +293,7 @@ fn default_pages(call_graph: CallGraph) -> usize {
     // SAFETY: getrlimit writes into the struct we own.
     let memlock_kb = if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) } == 0 {
         if limit.rlim_cur == libc::RLIM_INFINITY {
-            return wanted;
+            return None;
         }
         limit.rlim_cur / 1024
     } else {
@@ -294,11 +301,8 @@ fn default_pages(call_graph: CallGraph) -> usize {
     };
     let budget_kb = mlock_kb + memlock_kb / cpus;
     // The metadata page counts too.
-    let pages = (budget_kb / (page as u64 / 1024).max(1))
-        .saturating_sub(1)
-        .max(1);
-    let pow2 = 1u64 << (63 - pages.leading_zeros());
-    (pow2 as usize).min(wanted)
+    let pages = (budget_kb / page_kb).saturating_sub(1).max(1);
+    Some(1usize << (63 - pages.leading_zeros()))
 }
 
 fn validate(args: Args) -> anyhow::Result<Plan> {
@@ -390,37 +394,50 @@ fn raise_fd_limit() {
     }
 }
 
-/// The output file, created (or truncated) now so that an unwritable path fails before COMMAND
-/// starts. Under sudo it is given to the invoking user. Removed on drop unless kept.
+/// The output file, opened for writing before COMMAND starts so that an unwritable path fails
+/// early, but truncated only when recording really begins: a recording that fails to start
+/// leaves an existing profile alone, and leaves no file behind if there was none.
 struct Output {
     path: PathBuf,
     file: Option<File>,
-    keep: bool,
+    /// The file did not exist before: remove it unless recording began.
+    created: bool,
 }
 
 impl Output {
-    fn create(path: &Path) -> anyhow::Result<Output> {
-        let file = File::create(path)
+    fn open(path: &Path) -> anyhow::Result<Output> {
+        let created = std::fs::symlink_metadata(path).is_err();
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .open(path)
             .with_context(|| format!("cannot write the profile to '{}'", path.display()))
             .map_err(|e| with_code(FAILURE, e))?;
-        chown_to_sudo_user(&file);
         Ok(Output {
             path: path.to_path_buf(),
             file: Some(file),
-            keep: false,
+            created,
         })
     }
 
-    fn take(&mut self) -> anyhow::Result<File> {
-        self.file
+    /// Recording has begun: the file is emptied and handed over (under sudo, to the invoking
+    /// user), and kept whatever happens next.
+    fn begin(&mut self) -> anyhow::Result<File> {
+        let file = self
+            .file
             .take()
-            .ok_or_else(|| anyhow!("the profile file was already taken"))
+            .ok_or_else(|| anyhow!("the profile file was already taken"))?;
+        file.set_len(0)
+            .with_context(|| format!("cannot write the profile to '{}'", self.path.display()))?;
+        chown_to_sudo_user(&file);
+        self.created = false;
+        Ok(file)
     }
 }
 
 impl Drop for Output {
     fn drop(&mut self) {
-        if !self.keep {
+        if self.created {
             let _ = std::fs::remove_file(&self.path);
         }
     }
@@ -592,7 +609,7 @@ fn mlock_message(pages: usize, source: &rprof_perf::MapError) -> String {
         .map_or("unreadable".to_string(), |kb| format!("{kb} KiB"));
     format!(
         "{source}: over the locked-memory limit for perf buffers (kernel.perf_event_mlock_kb = {mlock} per CPU, plus `ulimit -l`); use a smaller buffer (-m {}), raise the limit with `sudo sysctl -w kernel.perf_event_mlock_kb={}`, or run as root",
-        (pages / 4).max(1),
+        affordable_pages().map_or(pages / 4, |p| p.min(pages / 2)).max(1),
         (pages * rprof_perf::ring::page_size() / 1024 + 4).max(516)
     )
 }
@@ -621,7 +638,7 @@ fn record_command(plan: &Plan, argv: &[OsString]) -> anyhow::Result<i32> {
     };
     // Resolve before anything is created or forked: a missing command leaves no profile.
     let path = rprof_launch::resolve(argv0).map_err(launch_error)?;
-    let mut output = Output::create(&plan.output)?;
+    let mut output = Output::open(&plan.output)?;
     let pending = rprof_launch::spawn_pending(argv).map_err(launch_error)?;
     let pid = pending.pid() as u32;
     let opened = match open_samplers(plan, pid, false) {
@@ -635,12 +652,6 @@ fn record_command(plan: &Plan, argv: &[OsString]) -> anyhow::Result<i32> {
         .iter()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
-    let file = output.take()?;
-    let mut recorder = Recorder::new(
-        file,
-        &header(plan, &opened.event, command, None),
-        plan.call_graph,
-    )?;
     // The name the kernel gives the process at exec (it may not report that COMM itself,
     // because the events are enabled only by the exec).
     let comm: String = path
@@ -654,8 +665,13 @@ fn record_command(plan: &Plan, argv: &[OsString]) -> anyhow::Result<i32> {
     rprof_launch::forward_signals_to(pid as i32).context("cannot install the Ctrl-C handler")?;
     let started = Instant::now();
     let mut running = pending.start().map_err(launch_error)?;
-    // From here on the profile is worth keeping, whatever happens.
-    output.keep = true;
+    // From here on the profile is worth keeping, whatever happens. (Records wait in the ring
+    // buffers meanwhile.)
+    let mut recorder = Recorder::new(
+        output.begin()?,
+        &header(plan, &opened.event, command, None),
+        plan.call_graph,
+    )?;
     recorder.push(Record::Comm {
         time: now_monotonic_ns(),
         pid,
@@ -702,15 +718,13 @@ fn record_attach(plan: &Plan, pid: u32) -> anyhow::Result<i32> {
         }
         Err(_) => None,
     };
-    let mut output = Output::create(&plan.output)?;
+    let mut output = Output::open(&plan.output)?;
     let opened = open_samplers(plan, pid, true)?;
-    let file = output.take()?;
     let mut recorder = Recorder::new(
-        file,
+        output.begin()?,
         &header(plan, &opened.event, Vec::new(), Some(pid)),
         plan.call_graph,
     )?;
-    output.keep = true;
     rprof_launch::catch_interrupts().context("cannot install the Ctrl-C handler")?;
     let started = Instant::now();
     // What happened before we attached: mappings and thread names from /proc.

@@ -726,3 +726,40 @@ fn under_sudo_the_profile_belongs_to_the_invoking_user() {
     let meta = std::fs::metadata(dir.path().join("rprof.data")).unwrap();
     assert_eq!((meta.uid(), meta.gid()), (65534, 65534));
 }
+
+#[test]
+fn a_failed_recording_leaves_an_existing_profile_alone() {
+    let dir = tempdir();
+    let data = dir.path().join("rprof.data");
+    std::fs::write(&data, b"an earlier profile").unwrap();
+    for args in [
+        &["record", "--", "no-such-command-rprof"][..],
+        &["record", "-e", "bogus", "--", "true"],
+        &["record", "-p", "4194304"],
+    ] {
+        let out = run_rprof(dir.path(), args);
+        assert!(!out.status.success(), "{args:?}");
+        assert_eq!(
+            std::fs::read(&data).unwrap(),
+            b"an earlier profile",
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
+fn a_refused_ring_buffer_says_how_to_fix_it() {
+    let dir = shared_tempdir();
+    // 64 MiB per CPU: over any unprivileged default limit.
+    let out = run_as_nobody(dir.path(), &["record", "-m", "64M", "--", "true"]);
+    if out.status.success() {
+        // This machine lets unprivileged users lock that much (RLIMIT_MEMLOCK unlimited).
+        return;
+    }
+    assert_eq!(out.status.code(), Some(1));
+    let line = one_line(&stderr(&out)).to_string();
+    assert!(line.contains("cannot map a perf ring buffer"), "{line}");
+    assert!(line.contains("perf_event_mlock_kb"), "{line}");
+    assert!(line.contains("-m "), "{line}");
+    assert!(!dir.path().join("rprof.data").exists());
+}
