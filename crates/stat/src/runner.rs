@@ -167,7 +167,15 @@ pub fn run_command(
         }
     }
     let thread_results = if per_thread {
-        threads.results(pid as u32, &readings)
+        // Per-CPU counters of software events and tracepoints are never multiplexed, but their
+        // enabled times per CPU do not add up cleanly across context swaps: show them unscaled.
+        let software: Vec<bool> = set.events.iter().map(|e| !e.kind.needs_pmu()).collect();
+        unscale(&mut readings, &software);
+        let mut results = threads.results(pid as u32, &readings);
+        for t in &mut results {
+            unscale(&mut t.readings, &software);
+        }
+        results
     } else {
         Vec::new()
     };
@@ -214,6 +222,21 @@ fn attach_ring(counters: &TaskCounters) -> Result<Option<Ring>, StatError> {
         }
     }
     Ok(Some(ring))
+}
+
+/// Sets enabled = running for the readings whose flag is set (events that cannot multiplex).
+fn unscale(readings: &mut [Reading], flags: &[bool]) {
+    for (r, &flag) in readings.iter_mut().zip(flags) {
+        if let (
+            Reading::Counted {
+                enabled, running, ..
+            },
+            true,
+        ) = (r, flag)
+        {
+            *enabled = *running;
+        }
+    }
 }
 
 /// Threads seen through COMM/FORK/READ records.
