@@ -35,8 +35,11 @@
 //! table would disable CFI for the whole module, a bad pointer in it overflows in gimli);
 //! using `.debug_frame` where `.eh_frame` only covers the C runtime (framehop takes one CFI
 //! section per module: we measure both with gimli and give framehop one module per range);
-//! deciding truncated vs. failed from the stack reads that failed; loop and depth limits; a
-//! frame-pointer-only mode; and a guard around framehop for malformed CFI.
+//! stepping over signal frames (framehop cannot evaluate the DWARF expressions of glibc's
+//! `__restore_rt`: we find signal trampolines by their CIE's `S` augmentation and read the
+//! interrupted registers from the kernel's `ucontext`); deciding truncated vs. failed from the
+//! stack reads that failed; loop and depth limits; a frame-pointer-only mode; and a guard
+//! around framehop for malformed CFI.
 
 #![warn(missing_docs)]
 
@@ -264,6 +267,12 @@ impl Modules {
         })
     }
 
+    /// The module's file data if it was read already.
+    fn loaded(&self, index: ModuleIndex) -> Option<&ElfData> {
+        let slot = self.slots.get(usize::try_from(index.0).ok()?)?;
+        slot.loaded.as_ref()?.as_ref().ok().map(|d| &**d)
+    }
+
     /// The module's file data, read on first use; `None` if it has none or cannot be read.
     fn data(&mut self, index: ModuleIndex) -> Option<Arc<ElfData>> {
         let i = usize::try_from(index.0).ok()?;
@@ -395,6 +404,19 @@ impl Process {
         }
         self.maps.splice(lo..lo, keep);
         removed
+    }
+
+    /// Whether `lookup` is in a signal trampoline (its mapping must have been prepared).
+    fn in_signal_trampoline(&self, modules: &Modules, lookup: u64) -> bool {
+        let Some(map) = self.find(lookup).map(|i| &self.maps[i]) else {
+            return false;
+        };
+        let Some(base) = map.base else {
+            return false;
+        };
+        modules
+            .loaded(map.module)
+            .is_some_and(|data| data.is_signal_trampoline(lookup.wrapping_sub(base)))
     }
 
     /// The JIT module for addresses outside every mapping, if the process has a JIT map.
@@ -742,6 +764,18 @@ fn unwind_dwarf(
         if out.len() - first >= MAX_FRAMES {
             return Outcome::Failed(format!("more than {MAX_FRAMES} frames"));
         }
+        if address.is_return_address()
+            && process.in_signal_trampoline(modules, address.address_for_lookup())
+        {
+            match step_over_signal_frame(stack, fh_regs.sp()) {
+                Ok((ip, sp, bp)) => {
+                    fh_regs = UnwindRegsX86_64::new(ip, sp, bp);
+                    address = FrameAddress::from_instruction_pointer(ip);
+                    continue;
+                }
+                Err(outcome) => return outcome,
+            }
+        }
         short.set(false);
         let sp = fh_regs.sp();
         if sp < 16 {
@@ -791,6 +825,40 @@ fn unwind_dwarf(
             Err(e) => return Outcome::Failed(e.to_string()),
         }
     }
+}
+
+/// Offsets in the kernel's x86-64 `ucontext_t` (which a signal handler's return address sits
+/// right below) of the interrupted rip, rsp and rbp: `uc_mcontext.gregs` starts at 40, and
+/// REG_RIP, REG_RSP, REG_RBP are its registers 16, 15 and 10.
+const UC_RIP: u64 = 40 + 16 * 8;
+const UC_RSP: u64 = 40 + 15 * 8;
+const UC_RBP: u64 = 40 + 10 * 8;
+
+/// The interrupted registers (ip, sp, bp) saved in the signal frame at `ucontext`.
+fn step_over_signal_frame(
+    stack: &StackCopy<'_>,
+    ucontext: u64,
+) -> Result<(u64, u64, u64), Outcome> {
+    let read = |offset: u64| -> Result<u64, Outcome> {
+        let at = ucontext
+            .checked_add(offset)
+            .ok_or_else(|| Outcome::Failed("signal frame address overflows".to_string()))?;
+        stack.read(at).ok_or_else(|| {
+            if stack.needs_more(at) {
+                Outcome::Truncated
+            } else {
+                Outcome::Failed(format!("cannot read the signal frame at {at:#x}"))
+            }
+        })
+    };
+    let (ip, sp, bp) = (read(UC_RIP)?, read(UC_RSP)?, read(UC_RBP)?);
+    if sp <= ucontext {
+        // On an alternate signal stack the interrupted stack is elsewhere, not in the copy.
+        return Err(Outcome::Failed(format!(
+            "the stack interrupted by a signal ({sp:#x}) is not above the signal frame"
+        )));
+    }
+    Ok((ip, sp, bp))
 }
 
 fn unwind_frame_pointers(

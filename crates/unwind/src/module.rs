@@ -111,6 +111,8 @@ pub(crate) struct ElfData {
     /// When both sections are kept: the SVMA ranges that `.eh_frame` covers (merged, sorted);
     /// `.debug_frame` is used everywhere else.
     pub eh_frame_islands: Vec<Range<u64>>,
+    /// SVMA ranges of signal trampolines (sorted, merged).
+    pub signal_trampolines: Vec<Range<u64>>,
 }
 
 /// Most `.eh_frame` islands kept next to `.debug_frame` (each costs a framehop module).
@@ -120,6 +122,12 @@ const MAX_ISLANDS: usize = 64;
 pub(crate) type Bytes = Arc<[u8]>;
 
 impl ElfData {
+    /// Whether `svma` is in a signal trampoline.
+    pub fn is_signal_trampoline(&self, svma: u64) -> bool {
+        let i = self.signal_trampolines.partition_point(|r| r.start <= svma);
+        i > 0 && svma < self.signal_trampolines[i - 1].end
+    }
+
     /// The AVMA at which the file's address 0 lies, for a mapping of file offset `pgoff` at
     /// `start`: SVMA = AVMA − base. `None` if no PT_LOAD segment covers `pgoff`.
     ///
@@ -254,6 +262,15 @@ pub(crate) fn parse_elf<'data, R: ReadRef<'data>>(data: R) -> Result<ElfData, St
             .as_ref()
             .is_some_and(|eh| eh_frame_hdr_has_table(hdr, eh))
     });
+    // framehop cannot evaluate the CFI of signal trampolines (it needs memory reads in DWARF
+    // expressions): find them here, the unwinder steps over them itself.
+    if let Some(eh) = &elf.eh_frame {
+        elf.signal_trampolines = fde_ranges(
+            gimli::EhFrame::new(&eh.data, gimli::LittleEndian),
+            &eh_frame_bases(&elf, eh),
+            true,
+        );
+    }
     // framehop uses one CFI section per module: .eh_frame if there is one. Code compiled with
     // -fno-asynchronous-unwind-tables -g has its CFI in .debug_frame, next to an .eh_frame that
     // only covers the C runtime's start files and the PLT. Then use .debug_frame, except in the
@@ -261,14 +278,17 @@ pub(crate) fn parse_elf<'data, R: ReadRef<'data>>(data: R) -> Result<ElfData, St
     if let Some(debug_frame) = file.section_by_name(".debug_frame") {
         if let Ok(data) = debug_frame.uncompressed_data() {
             let bases = gimli::BaseAddresses::default();
-            let debug_ranges =
-                fde_ranges(gimli::DebugFrame::new(&data, gimli::LittleEndian), &bases);
+            let debug_ranges = fde_ranges(
+                gimli::DebugFrame::new(&data, gimli::LittleEndian),
+                &bases,
+                false,
+            );
             let eh_ranges = elf.eh_frame.as_ref().map_or(Vec::new(), |eh| {
-                let bases = gimli::BaseAddresses::default()
-                    .set_eh_frame(eh.svma.start)
-                    .set_text(elf.text_svma.as_ref().map_or(0, |t| t.start))
-                    .set_got(elf.got_svma.as_ref().map_or(0, |g| g.start));
-                fde_ranges(gimli::EhFrame::new(&eh.data, gimli::LittleEndian), &bases)
+                fde_ranges(
+                    gimli::EhFrame::new(&eh.data, gimli::LittleEndian),
+                    &eh_frame_bases(&elf, eh),
+                    false,
+                )
             });
             if covered(&debug_ranges) > covered(&eh_ranges) {
                 elf.debug_frame = Some(Arc::from(&*data));
@@ -286,7 +306,9 @@ pub(crate) fn parse_elf<'data, R: ReadRef<'data>>(data: R) -> Result<ElfData, St
 
 /// The code ranges the FDEs of a CFI section cover, sorted and merged (stopping at the first
 /// malformed entry).
-fn fde_ranges<R, S>(section: S, bases: &gimli::BaseAddresses) -> Vec<Range<u64>>
+/// With `signal_only`, only the FDEs of signal trampolines (CIE augmentation `S`, such as
+/// glibc's `__restore_rt`).
+fn fde_ranges<R, S>(section: S, bases: &gimli::BaseAddresses, signal_only: bool) -> Vec<Range<u64>>
 where
     R: gimli::Reader,
     S: gimli::UnwindSection<R>,
@@ -301,6 +323,9 @@ where
         };
         if let gimli::CieOrFde::Fde(partial) = entry {
             if let Ok(fde) = partial.parse(S::cie_from_offset) {
+                if signal_only && !fde.cie().is_signal_trampoline() {
+                    continue;
+                }
                 if let Some(end) = fde.initial_address().checked_add(fde.len()) {
                     if fde.len() > 0 {
                         ranges.push(fde.initial_address()..end);
@@ -318,6 +343,14 @@ where
         }
     }
     merged
+}
+
+/// The base addresses `.eh_frame` pointers may be relative to.
+fn eh_frame_bases(elf: &ElfData, eh_frame: &SectionBytes) -> gimli::BaseAddresses {
+    gimli::BaseAddresses::default()
+        .set_eh_frame(eh_frame.svma.start)
+        .set_text(elf.text_svma.as_ref().map_or(0, |t| t.start))
+        .set_got(elf.got_svma.as_ref().map_or(0, |g| g.start))
 }
 
 /// Total length of disjoint ranges.

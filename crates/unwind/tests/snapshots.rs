@@ -64,6 +64,43 @@ fn chain_non_pie_unwinds_exactly_to_start() {
 }
 
 #[test]
+fn thread_stack_ends_at_the_thread_start() {
+    let (names, outcome, _) = unwind_one(pie(), "thread", 65536);
+    assert_eq!(
+        strs(&names[..5]),
+        [
+            "capture_leaf",
+            "chain_c",
+            "chain_b",
+            "chain_a",
+            "thread_main"
+        ],
+        "{names:?}"
+    );
+    assert!(!names.iter().any(|n| n == "main"), "{names:?}");
+    // glibc marks the thread's outermost frame (clone3) as the end of the stack.
+    assert_eq!(outcome, Outcome::Complete, "{names:?}");
+    assert!(names.len() <= 8, "{names:?}");
+}
+
+#[test]
+fn through_a_signal_frame() {
+    let (names, outcome, _) = unwind_one(pie(), "signal", 65536);
+    let (to_main, _) = path_to_main(&names);
+    let ours: Vec<&str> = to_main
+        .iter()
+        .map(String::as_str)
+        .filter(|n| ["capture_leaf", "on_usr1", "sig_chain", "main"].contains(n))
+        .collect();
+    assert_eq!(
+        ours,
+        ["capture_leaf", "on_usr1", "sig_chain", "main"],
+        "{names:?}"
+    );
+    assert_eq!(outcome, Outcome::Complete, "{names:?}");
+}
+
+#[test]
 fn chain_with_cfi_in_debug_frame_only() {
     let (names, outcome, _) = unwind_one(debug_frame_only(), "chain", 65536);
     let (to_main, _) = path_to_main(&names);
