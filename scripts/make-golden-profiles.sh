@@ -1,17 +1,33 @@
 #!/usr/bin/env bash
-# Regenerates the saved profiles under fixtures/profiles/ that the report and flame golden tests
-# read, then (with --bless) rewrites the expected outputs under fixtures/golden/.
+# Regenerates the saved profiles under fixtures/profiles/ that the report and flame tests read,
+# then (with --bless) rewrites the expected outputs under fixtures/golden/{report,flame}.
 #
-#   scripts/make-golden-profiles.sh            # synthetic profiles only
+#   scripts/make-golden-profiles.sh            # synthetic + recorded profiles
 #   scripts/make-golden-profiles.sh --bless    # ... and rewrite the golden files from them
+#
+# basic/interrupted/empty.rprof are synthetic (crates/report/src/synth.rs): byte-for-byte the
+# same on every run. shares/threads.rprof are real recordings of fixtures/report_*.c by
+# `rprof record` (needs perf_event_open: root, or kernel.perf_event_paranoid <= 1), so they
+# change with every run and the golden files must be blessed after remaking them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 out=fixtures/profiles
 mkdir -p "$out"
 
-# Deterministic synthetic profiles (designed workloads, see crates/report/src/synth.rs).
+# Deterministic synthetic profiles.
 cargo run --quiet -p rprof-report --example make_profiles -- "$out"
+
+# Real recordings of the fixture programs with designed shares.
+cargo build --quiet --bin rprof
+rprof=target/debug/rprof
+bin=target/fixtures
+mkdir -p "$bin"
+for name in report_shares report_threads; do
+    gcc -O2 -g -fomit-frame-pointer -o "$bin/$name" "fixtures/$name.c" -lpthread -lm
+done
+"$rprof" record -o "$out/shares.rprof" -- "$bin/report_shares"
+"$rprof" record -o "$out/threads.rprof" -- "$bin/report_threads"
 
 if [ "${1:-}" = "--bless" ]; then
     RPROF_BLESS=1 cargo test --quiet --test it -- report:: flame::

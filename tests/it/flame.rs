@@ -288,3 +288,18 @@ fn live_flame_graph_search_finds_the_hot_function() {
         "{text}"
     );
 }
+
+#[test]
+fn golden_folded_of_a_saved_recording() {
+    let dir = tempdir();
+    let path = saved("threads.rprof");
+    let out = flame(dir.path(), &["--folded", "-i", &path]);
+    assert_eq!(stderr(&out), "", "the saved recording is self-contained");
+    let text = stdout(&out);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("alpha;") && l.contains(";crunch_alpha")),
+        "{text}"
+    );
+    assert_golden("flame/threads.folded", &text);
+}

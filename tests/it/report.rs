@@ -335,3 +335,40 @@ fn live_thread_shares_match_the_design() {
         "{text}"
     );
 }
+
+// ---- Saved real recordings (fixtures/profiles/{shares,threads}.rprof) ------------------
+
+#[test]
+fn saved_recordings_are_self_contained_and_match_the_design() {
+    // `report` helper: success and nothing on stderr, so no address had to be named from the
+    // binaries on this machine.
+    let merged: Value =
+        serde_json::from_str(&report("shares.rprof", &["--json", "--no-inline"])).unwrap();
+    assert_eq!(merged["functions"][0]["name"], "spin_a", "{merged:#}");
+    near(
+        &merged["functions"][0]["self_percent"],
+        75.0,
+        8.0,
+        "spin_a self",
+    );
+    near(
+        &function(&merged, "spin_b")["total_percent"],
+        25.0,
+        8.0,
+        "spin_b total",
+    );
+    assert_golden(
+        "report/shares.txt",
+        &report("shares.rprof", &["--top", "12"]),
+    );
+    let threads: Value = serde_json::from_str(&report("threads.rprof", &["--json"])).unwrap();
+    let alpha = threads["threads"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["name"] == "alpha"))
+        .expect("thread alpha");
+    near(&alpha["percent"], 200.0 / 3.0, 8.0, "alpha");
+    assert_golden(
+        "report/threads.txt",
+        &report("threads.rprof", &["--threads", "--top", "8"]),
+    );
+}
