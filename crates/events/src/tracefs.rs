@@ -17,6 +17,14 @@ pub fn tracefs_events_dir() -> Result<PathBuf, String> {
     if let Some(dir) = find_events_dir() {
         return Ok(dir);
     }
+    if let Some(dir) = unreadable_tracefs() {
+        return Err(format!(
+            "permission denied reading {} (tracefs is readable by root only); run as root, or \
+             let others read it with `sudo mount -o remount,mode=755 {}`",
+            dir.display(),
+            dir.display()
+        ));
+    }
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     if root && mount_tracefs("/sys/kernel/tracing").is_ok() {
@@ -38,6 +46,17 @@ fn find_events_dir() -> Option<PathBuf> {
     dirs.into_iter()
         .map(|d| d.join("events"))
         .find(|events| events.is_dir())
+}
+
+/// A tracefs mount (or the usual mount point) that exists but that we may not read.
+fn unreadable_tracefs() -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = KNOWN_DIRS.iter().map(PathBuf::from).collect();
+    if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
+        dirs.extend(tracefs_mount_points(&mounts));
+    }
+    dirs.into_iter().find(|d| {
+        matches!(std::fs::read_dir(d), Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied)
+    })
 }
 
 /// Mount points of `tracefs` in a `/proc/self/mounts` text.

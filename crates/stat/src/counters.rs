@@ -37,7 +37,9 @@ pub struct EventSet {
     pub groups: Vec<Vec<usize>>,
     /// `true` for events known not to be countable here.
     pub unsupported: Vec<bool>,
-    /// Notes for the user (downgrades), printed once.
+    /// Events the kernel would only count in user space (now named `...:u`).
+    pub downgraded: Vec<String>,
+    /// Other notes for the user, printed once.
     pub notes: Vec<String>,
 }
 
@@ -50,6 +52,7 @@ impl EventSet {
             events,
             groups,
             unsupported,
+            downgraded: Vec::new(),
             notes: Vec::new(),
         }
     }
@@ -158,12 +161,7 @@ impl TaskCounters {
                         Ok(fd) => break Some(fd),
                         Err(e) if e.is_permission() && !event.exclude_kernel => {
                             let user = event.user_only();
-                            let level = rprof_events::paranoid()
-                                .map_or("unknown".to_string(), |p| p.to_string());
-                            set.notes.push(format!(
-                                "counting user space only for '{}': the kernel refused to count kernel space (kernel.perf_event_paranoid={level})",
-                                event.name
-                            ));
+                            set.downgraded.push(user.name.clone());
                             set.events[idx] = user;
                         }
                         Err(e) if e.is_not_supported() => {

@@ -148,7 +148,7 @@ pub fn run(options: &Options) -> Result<Outcome, StatError> {
             Ok(Outcome {
                 summary: summary::summarize(target, set.events.clone(), &runs),
                 exit_code: last_exit.shell_code(),
-                notes: dedup(set.notes),
+                notes: notes(set),
             })
         }
         What::Pid { pid, duration } => {
@@ -160,14 +160,25 @@ pub fn run(options: &Options) -> Result<Outcome, StatError> {
             Ok(Outcome {
                 summary: summary::summarize(Target::Pid(*pid), set.events.clone(), &[result]),
                 exit_code,
-                notes: dedup(set.notes),
+                notes: notes(set),
             })
         }
     }
 }
 
-fn dedup(mut notes: Vec<String>) -> Vec<String> {
+/// The notes of a session: one line for all user-space-only fallbacks, then the others.
+fn notes(set: counters::EventSet) -> Vec<String> {
+    let mut out = Vec::new();
+    if !set.downgraded.is_empty() {
+        let level = rprof_events::paranoid().map_or("unknown".to_string(), |p| p.to_string());
+        out.push(format!(
+            "counting user space only ({}): the kernel refused to count kernel space \
+             (kernel.perf_event_paranoid={level}; run as root or \
+             `sudo sysctl kernel.perf_event_paranoid=1` to count it)",
+            set.downgraded.join(", ")
+        ));
+    }
     let mut seen = std::collections::HashSet::new();
-    notes.retain(|n| seen.insert(n.clone()));
-    notes
+    out.extend(set.notes.into_iter().filter(|n| seen.insert(n.clone())));
+    out
 }
