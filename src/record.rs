@@ -782,14 +782,15 @@ fn wait_round(
     exit_watch: Option<&OwnedFd>,
     recorder: &mut Recorder,
 ) -> anyhow::Result<bool> {
-    let mut fds: Vec<libc::pollfd> = samplers
-        .buffers()
-        .iter()
-        .zip(&recorder.hung_up)
-        .map(|(b, &hup)| libc::pollfd {
-            // A negative fd is ignored by poll: buffers whose event hung up (its thread ended)
-            // would otherwise wake us up constantly.
-            fd: if hup { -1 } else { b.fd().as_raw_fd() },
+    // Per buffer, the first of its events that has not hung up (its thread ended): polling a
+    // hung-up event would wake us up constantly, and any of them reports waiting records.
+    let mut fds: Vec<libc::pollfd> = (0..samplers.buffers().len())
+        .map(|i| libc::pollfd {
+            fd: samplers
+                .event_fds(i)
+                .map(|fd| fd.as_raw_fd())
+                .find(|fd| !recorder.hung_up.contains(fd))
+                .unwrap_or(-1),
             events: libc::POLLIN,
             revents: 0,
         })
@@ -819,9 +820,7 @@ fn wait_round(
             if Some(i) == watch_index {
                 exited = pfd.revents & (libc::POLLIN | libc::POLLHUP) != 0;
             } else if pfd.revents & libc::POLLHUP != 0 && pfd.revents & libc::POLLIN == 0 {
-                if let Some(h) = recorder.hung_up.get_mut(i) {
-                    *h = true;
-                }
+                recorder.hung_up.insert(pfd.fd);
             }
         }
     }
@@ -861,7 +860,8 @@ struct Recorder {
     /// another CPU's buffer can be unwound.
     exited: Vec<u32>,
     last_flush: Instant,
-    hung_up: Vec<bool>,
+    /// Event descriptors that reported POLLHUP (their task ended): not polled again.
+    hung_up: HashSet<i32>,
     max_stack: usize,
     frames: Vec<Frame>,
     kernel_scratch: Vec<u64>,
@@ -883,7 +883,7 @@ impl Recorder {
             stats: Stats::default(),
             exited: Vec::new(),
             last_flush: Instant::now(),
-            hung_up: Vec::new(),
+            hung_up: HashSet::new(),
             max_stack: read_sysctl("perf_event_max_stack").unwrap_or(127) as usize,
             frames: Vec::new(),
             kernel_scratch: Vec::new(),
@@ -909,9 +909,6 @@ impl Recorder {
         }
         let format = samplers.format();
         let buffers = samplers.buffers_mut();
-        if self.hung_up.len() != buffers.len() {
-            self.hung_up.resize(buffers.len(), false);
-        }
         let batches: Vec<_> = buffers.iter_mut().map(|b| b.ring.read()).collect();
         let mut records = Vec::new();
         for batch in &batches {

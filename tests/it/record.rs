@@ -356,6 +356,26 @@ fn attach_ends_when_the_process_exits() {
 }
 
 #[test]
+fn attach_follows_a_process_whose_main_thread_left() {
+    let dir = tempdir();
+    let spin = fixture("record_spin");
+    let mut target = Command::new(&spin)
+        .args(["2", "2", "-", "main-exits"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = target.id();
+    let out = run_rprof(dir.path(), &["record", "-p", &pid.to_string()]);
+    target.wait().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let profile = open(&dir.path().join("rprof.data"));
+    assert!(profile.summary.is_some());
+    // Only the second thread ran: its samples are there, none of the departed main thread.
+    assert!(profile.samples.len() > 50, "{}", profile.samples.len());
+    assert!(profile.samples.iter().all(|s| s.pid == pid && s.tid != pid));
+}
+
+#[test]
 fn ctrl_c_ends_an_attach_but_not_the_process() {
     let dir = tempdir();
     let spin = fixture("record_spin");

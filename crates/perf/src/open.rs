@@ -80,8 +80,8 @@ pub struct Samplers {
     event: String,
     attr: perf_event_attr,
     buffers: Vec<CpuBuffer>,
-    /// Events whose output goes into one of `buffers` (attach mode).
-    redirected: Vec<OwnedFd>,
+    /// Events whose output goes into one of `buffers` (attach mode), with that buffer's index.
+    redirected: Vec<(usize, OwnedFd)>,
     /// Threads with events (attach mode).
     attached: BTreeSet<u32>,
     pid: u32,
@@ -213,7 +213,7 @@ impl Samplers {
                 }
             })?;
         }
-        self.redirected.extend(fds);
+        self.redirected.extend(fds.into_iter().enumerate());
         self.attached.insert(tid);
         Ok(true)
     }
@@ -257,7 +257,7 @@ impl Samplers {
             .buffers
             .iter()
             .map(|b| b.fd.as_fd())
-            .chain(self.redirected.iter().map(|fd| fd.as_fd()));
+            .chain(self.redirected.iter().map(|(_, fd)| fd.as_fd()));
         for fd in fds {
             // SAFETY: ENABLE on a perf event descriptor we own; the argument is unused.
             let rc = unsafe { perf_event_open_sys::ioctls::ENABLE(fd.as_raw_fd(), 0) };
@@ -266,6 +266,23 @@ impl Samplers {
             }
         }
         Ok(())
+    }
+
+    /// Every event descriptor whose records go into buffer `index` (of [`Samplers::buffers`]):
+    /// the buffer's own event first, then (attach mode) the events redirected into it. Polling
+    /// any of them reports records waiting in that buffer; each reports POLLHUP on its own when
+    /// its task exits, so a reader can move on to another one.
+    pub fn event_fds(&self, index: usize) -> impl Iterator<Item = BorrowedFd<'_>> {
+        self.buffers
+            .get(index)
+            .map(|b| b.fd.as_fd())
+            .into_iter()
+            .chain(
+                self.redirected
+                    .iter()
+                    .filter(move |(i, _)| *i == index)
+                    .map(|(_, fd)| fd.as_fd()),
+            )
     }
 
     /// The layout of the records in the buffers.
