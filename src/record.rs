@@ -410,6 +410,8 @@ impl Output {
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
+            // Emptied by `begin`, once recording really starts.
+            .truncate(false)
             .open(path)
             .with_context(|| format!("cannot write the profile to '{}'", path.display()))
             .map_err(|e| with_code(FAILURE, e))?;
