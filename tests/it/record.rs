@@ -783,3 +783,29 @@ fn a_refused_ring_buffer_says_how_to_fix_it() {
     assert!(line.contains("-m "), "{line}");
     assert!(!dir.path().join("rprof.data").exists());
 }
+
+#[test]
+fn a_hardware_event_without_a_pmu_fails_cleanly() {
+    let dir = tempdir();
+    let marker = dir.path().join("ran");
+    let script = format!("touch {}", marker.display());
+    let out = run_rprof(
+        dir.path(),
+        &["record", "-e", "cycles", "--", "sh", "-c", &script],
+    );
+    if out.status.success() {
+        // This machine has a PMU: the command ran and the profile is complete.
+        assert!(marker.exists());
+        assert!(open(&dir.path().join("rprof.data")).summary.is_some());
+        return;
+    }
+    assert_eq!(out.status.code(), Some(1));
+    let line = one_line(&stderr(&out)).to_string();
+    assert!(line.contains("cannot open event 'cycles'"), "{line}");
+    assert!(line.contains("cpu-clock"), "the fix is named: {line}");
+    assert!(
+        !marker.exists(),
+        "COMMAND must not run when its samplers cannot be opened"
+    );
+    assert!(!dir.path().join("rprof.data").exists());
+}
