@@ -579,3 +579,48 @@ fn bad_input_is_a_clear_error() {
         );
     }
 }
+
+#[test]
+fn attach_per_thread_has_a_line_per_existing_thread() {
+    let dir = tempdir();
+    let exe = threads_fixture();
+    // Two workers that sleep 1 ms 1000 and 2000 times: both alive while rprof is attached.
+    let mut child = Command::new(&exe)
+        .args(["2", "1000", "0"])
+        .spawn()
+        .expect("fixture runs");
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = child.id().to_string();
+    let out = run_rprof(
+        dir.path(),
+        &[
+            "stat",
+            "-x",
+            ",",
+            "--per-thread",
+            "-p",
+            &pid,
+            "--duration",
+            "0.4",
+            "-e",
+            "cs",
+        ],
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stderr(&out);
+    for worker in ["worker-0-", "worker-1-"] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(worker))
+            .unwrap_or_else(|| panic!("no line for {worker}:\n{text}"));
+        let cs: f64 = line
+            .split(',')
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        // 0.4 s of 1 ms sleeps.
+        assert!((100.0..=450.0).contains(&cs), "{line}");
+    }
+}

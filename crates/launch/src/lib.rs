@@ -469,7 +469,10 @@ impl Pending {
                 // The child is gone (EPIPE): find out how it ended.
                 self.reap();
                 self.error_rx = None;
-                return Err(LaunchError::sys("start the command", e));
+                return Err(LaunchError::sys(
+                    "start the command: its process ended before exec (was it killed?)",
+                    e,
+                ));
             }
         }
         let Some(rx) = self.error_rx.take() else {
