@@ -1,22 +1,28 @@
 //! One ELF module (executable, shared library or vDSO image): its symbol tables, its DWARF
 //! (embedded or from a separate debug file), parsed once and queried many times.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use memmap2::Mmap;
-use object::{Object, ObjectSection, ObjectSymbol, SectionFlags, SectionIndex, SymbolKind};
+use object::{
+    Object, ObjectSection, ObjectSymbol, ObjectSymbolTable, SectionFlags, SectionIndex, SymbolKind,
+};
 
 use crate::demangle::demangle;
+use addr2line::LookupContinuation as _;
+
+use crate::split::SplitDwarf;
 use crate::status::{hex, DebugInfo, ModuleProblem, ModuleStatus};
 use crate::symtab::{Rank, RawSymbol, SymbolTable};
 use crate::{Location, SymFrame};
 
 /// The storage behind all readers of one file: a read-only file mapping or a heap buffer.
 #[derive(Clone, Debug)]
-enum Base {
+pub(crate) enum Base {
     Map(Arc<Mmap>),
     Heap(Arc<[u8]>),
 }
@@ -39,7 +45,7 @@ pub(crate) struct Bytes {
 }
 
 impl Bytes {
-    fn empty() -> Bytes {
+    pub(crate) fn empty() -> Bytes {
         Bytes {
             base: Base::Heap(Arc::from(&[][..])),
             start: 0,
@@ -90,6 +96,11 @@ pub(crate) struct ElfModule {
     symbols: SymbolTable,
     dwarf: Option<addr2line::Context<Reader>>,
     status: ModuleStatus,
+    /// Where split DWARF units are loaded from.
+    split: SplitDwarf,
+    /// Demangled names by raw name: a profile names the same functions over and over, and
+    /// demangling costs far more than a hash lookup.
+    names: HashMap<Box<str>, Box<str>>,
 }
 
 impl std::fmt::Debug for ElfModule {
@@ -133,30 +144,30 @@ impl ElfModule {
             ..Loading::default()
         };
         match open(Path::new(path)) {
-            Ok(base) => read_main(&base, path, expected, &mut st),
+            Ok(base) => read_main(&base, path, expected, roots, &mut st),
             Err(problem) => st.note(problem),
         }
         if st.dwarf.is_none() {
             let dirs = debuglink_dirs(Path::new(path), roots);
             find_separate(&mut st, roots, &dirs);
         }
-        ElfModule::finish(st)
+        ElfModule::finish(st, SplitDwarf::new(Some(Path::new(path))))
     }
 
     /// Loads an ELF image held in memory (the vDSO); `name` is used in messages.
     pub(crate) fn from_memory(bytes: Vec<u8>, name: &str, roots: &[PathBuf]) -> ElfModule {
         let mut st = Loading::default();
         let base = Base::Heap(Arc::from(bytes));
-        read_main(&base, name, None, &mut st);
+        read_main(&base, name, None, roots, &mut st);
         if st.dwarf.is_none() {
             // A debug copy of the image can only be found by build id.
             st.debuglink = None;
             find_separate(&mut st, roots, &[]);
         }
-        ElfModule::finish(st)
+        ElfModule::finish(st, SplitDwarf::new(None))
     }
 
-    fn finish(st: Loading) -> ElfModule {
+    fn finish(st: Loading, split: SplitDwarf) -> ElfModule {
         let symbols = SymbolTable::new(st.raw_symbols);
         ElfModule {
             status: ModuleStatus {
@@ -166,6 +177,8 @@ impl ElfModule {
             },
             symbols,
             dwarf: st.dwarf,
+            split,
+            names: HashMap::new(),
         }
     }
 
@@ -174,16 +187,23 @@ impl ElfModule {
     }
 
     /// Names one lookup address (an SVMA).
-    pub(crate) fn locate(&self, addr: u64) -> Location {
+    pub(crate) fn locate(&mut self, addr: u64) -> Location {
         let mut frames = match &self.dwarf {
             // A DWARF error for one address leaves that address to the symbol table.
-            Some(ctx) => dwarf_frames(ctx, addr).unwrap_or_default(),
+            Some(ctx) => dwarf_frames(ctx, &self.split, addr, &mut self.names).unwrap_or_default(),
             None => Vec::new(),
         };
-        let symbol = || self.symbols.lookup(addr).map(demangle);
+        let needs_symbol = frames.last().is_none_or(|f| f.function.is_none());
+        let symbol = if needs_symbol {
+            self.symbols
+                .lookup(addr)
+                .map(|raw| demangled(&mut self.names, raw))
+        } else {
+            None
+        };
         match frames.last_mut() {
             None => {
-                if let Some(name) = symbol() {
+                if let Some(name) = symbol {
                     frames.push(SymFrame {
                         function: Some(name),
                         file: None,
@@ -192,31 +212,55 @@ impl ElfModule {
                     });
                 }
             }
-            Some(outer) if outer.function.is_none() => outer.function = symbol(),
+            Some(outer) if outer.function.is_none() => outer.function = symbol,
             Some(_) => {}
         }
         Location { frames }
     }
 }
 
+/// The demangled form of `raw`, through the module's cache.
+fn demangled(cache: &mut HashMap<Box<str>, Box<str>>, raw: &str) -> String {
+    if let Some(name) = cache.get(raw) {
+        return name.to_string();
+    }
+    let name = match raw.strip_suffix("@plt") {
+        Some(target) => format!("{}@plt", demangle(target)),
+        None => demangle(raw),
+    };
+    cache.insert(raw.into(), name.as_str().into());
+    name
+}
+
 /// DWARF frames for `addr`, innermost first; empty when no unit covers it.
 fn dwarf_frames(
     ctx: &addr2line::Context<Reader>,
+    split: &SplitDwarf,
     addr: u64,
+    names: &mut HashMap<Box<str>, Box<str>>,
 ) -> Result<Vec<SymFrame>, gimli::Error> {
     if addr == u64::MAX {
         // addr2line computes `probe + 1`; no code lives at the last address anyway.
         return Ok(Vec::new());
     }
-    // Split DWARF (.dwo) is not loaded: those units give what the skeleton has.
-    let mut iter = ctx.find_frames(addr).skip_all_loads()?;
+    let mut lookup = ctx.find_frames(addr);
+    let mut iter = loop {
+        match lookup {
+            addr2line::LookupResult::Output(result) => break result?,
+            // addr2line keeps what it is given (even nothing) for the unit: one load per unit.
+            addr2line::LookupResult::Load { load, continuation } => {
+                lookup = continuation.resume(split.load(&load));
+            }
+        }
+    };
     let mut frames = Vec::new();
     while let Some(frame) = iter.next()? {
         let function = frame
             .function
             .as_ref()
             .and_then(|f| f.raw_name().ok())
-            .map(|name| demangle(&name));
+            // glibc's internal aliases (`__GI_memcpy` for `memcpy`) are what its DWARF names.
+            .map(|name| demangled(names, name.strip_prefix("__GI_").unwrap_or(&name)));
         let (file, line) = match frame.location {
             // Line 0 means "no source line"; its file is then meaningless too.
             Some(loc) => match loc.line.filter(|&l| l != 0) {
@@ -245,7 +289,7 @@ fn dwarf_frames(
 }
 
 /// Opens and maps a file read-only.
-fn open(path: &Path) -> Result<Base, ModuleProblem> {
+pub(crate) fn open(path: &Path) -> Result<Base, ModuleProblem> {
     let display = || path.display().to_string();
     let unreadable = |e: std::io::Error| ModuleProblem::Unreadable {
         path: display(),
@@ -278,7 +322,7 @@ fn open(path: &Path) -> Result<Base, ModuleProblem> {
     Ok(Base::Map(Arc::new(map)))
 }
 
-fn parse<'a>(base: &'a Base, path: &str) -> Result<object::File<'a>, ModuleProblem> {
+pub(crate) fn parse<'a>(base: &'a Base, path: &str) -> Result<object::File<'a>, ModuleProblem> {
     let malformed = |message: String| ModuleProblem::Malformed {
         path: path.to_owned(),
         message,
@@ -291,7 +335,13 @@ fn parse<'a>(base: &'a Base, path: &str) -> Result<object::File<'a>, ModuleProbl
 }
 
 /// Reads symbols, build id, debuglink and (if embedded) DWARF from the module's own file.
-fn read_main(base: &Base, path: &str, expected: Option<&[u8]>, st: &mut Loading) {
+fn read_main(
+    base: &Base,
+    path: &str,
+    expected: Option<&[u8]>,
+    roots: &[PathBuf],
+    st: &mut Loading,
+) {
     let file = match parse(base, path) {
         Ok(f) => f,
         Err(p) => return st.note(p),
@@ -310,8 +360,9 @@ fn read_main(base: &Base, path: &str, expected: Option<&[u8]>, st: &mut Loading)
         st.build_id = found.map(<[u8]>::to_vec);
     }
     collect_symbols(&file, &mut st.raw_symbols);
+    plt_symbols(&file, &mut st.raw_symbols);
     if has_dwarf(&file) {
-        match load_dwarf(&file, base, None) {
+        match load_dwarf(&file, base, Path::new(path), roots) {
             Ok(ctx) => {
                 st.dwarf = Some(ctx);
                 st.debug_info = DebugInfo::Embedded;
@@ -402,7 +453,7 @@ fn find_separate(st: &mut Loading, roots: &[PathBuf], dirs: &[PathBuf]) {
         if !verified || !has_dwarf(&file) {
             continue;
         }
-        match load_dwarf(&file, &base, Some((&path, roots))) {
+        match load_dwarf(&file, &base, &path, roots) {
             Ok(ctx) => {
                 collect_symbols(&file, &mut st.raw_symbols);
                 st.dwarf = Some(ctx);
@@ -423,7 +474,11 @@ fn has_dwarf(file: &object::File<'_>) -> bool {
 }
 
 /// The bytes of section `name` (decompressed if needed); empty when absent or without file data.
-fn section_bytes(file: &object::File<'_>, base: &Base, name: &str) -> Result<Bytes, String> {
+pub(crate) fn section_bytes(
+    file: &object::File<'_>,
+    base: &Base,
+    name: &str,
+) -> Result<Bytes, String> {
     let Some(section) = file.section_by_name(name) else {
         return Ok(Bytes::empty());
     };
@@ -457,7 +512,7 @@ fn section_bytes(file: &object::File<'_>, base: &Base, name: &str) -> Result<Byt
     })
 }
 
-fn endian(file: &object::File<'_>) -> gimli::RunTimeEndian {
+pub(crate) fn endian(file: &object::File<'_>) -> gimli::RunTimeEndian {
     if file.is_little_endian() {
         gimli::RunTimeEndian::Little
     } else {
@@ -470,19 +525,29 @@ fn dwarf_sections(file: &object::File<'_>, base: &Base) -> Result<gimli::Dwarf<R
     gimli::Dwarf::load(|id| section_bytes(file, base, id.name()).map(|b| Reader::new(b, endian)))
 }
 
-/// Loads the DWARF of `file` into an addr2line context. `debug_file` (path and debug roots) is
-/// given for separate debug files, whose `.gnu_debugaltlink` (dwz) supplementary file is loaded
-/// too when it can be found and matches.
+/// The `.dwo` sections of a split DWARF file or package.
+pub(crate) fn dwo_sections(
+    file: &object::File<'_>,
+    base: &Base,
+) -> Result<gimli::Dwarf<Reader>, String> {
+    let endian = endian(file);
+    gimli::Dwarf::load(|id| match id.dwo_name() {
+        Some(name) => section_bytes(file, base, name).map(|b| Reader::new(b, endian)),
+        None => Ok(Reader::new(Bytes::empty(), endian)),
+    })
+}
+
+/// Loads the DWARF of `file` (found at `path`) into an addr2line context, with the dwz
+/// supplementary file named by its `.gnu_debugaltlink` when that can be found and matches.
 fn load_dwarf(
     file: &object::File<'_>,
     base: &Base,
-    debug_file: Option<(&Path, &[PathBuf])>,
+    path: &Path,
+    roots: &[PathBuf],
 ) -> Result<addr2line::Context<Reader>, String> {
     let mut dwarf = dwarf_sections(file, base)?;
-    if let Some((path, roots)) = debug_file {
-        if let Some(sup) = load_altlink(file, path, roots) {
-            dwarf.set_sup(sup);
-        }
+    if let Some(sup) = load_altlink(file, path, roots) {
+        dwarf.set_sup(sup);
     }
     addr2line::Context::from_dwarf(dwarf).map_err(|e| e.to_string())
 }
@@ -561,9 +626,116 @@ fn collect_symbols(file: &object::File<'_>, out: &mut Vec<RawSymbol>) {
     }
 }
 
+/// Names x86-64 PLT stubs `target@plt`, by decoding each entry's `jmp *slot(%rip)` and finding
+/// the dynamic relocation (`JUMP_SLOT` or `GLOB_DAT`) that fills that GOT slot. Covers `.plt`
+/// (lazy binding), `.plt.sec` (IBT) and `.plt.got` entries, with or without `endbr64`.
+fn plt_symbols(file: &object::File<'_>, out: &mut Vec<RawSymbol>) {
+    if file.architecture() != object::Architecture::X86_64 {
+        return;
+    }
+    let (Some(relocations), Some(dynsym)) =
+        (file.dynamic_relocations(), file.dynamic_symbol_table())
+    else {
+        return;
+    };
+    let mut slots: HashMap<u64, String> = HashMap::new();
+    for (slot, reloc) in relocations {
+        let object::RelocationFlags::Elf { r_type } = reloc.flags() else {
+            continue;
+        };
+        if r_type != object::elf::R_X86_64_JUMP_SLOT && r_type != object::elf::R_X86_64_GLOB_DAT {
+            continue;
+        }
+        let object::RelocationTarget::Symbol(index) = reloc.target() else {
+            continue;
+        };
+        if let Some(name) = dynsym
+            .symbol_by_index(index)
+            .ok()
+            .and_then(|s| s.name().ok())
+        {
+            if !name.is_empty() {
+                slots.insert(slot, name.to_owned());
+            }
+        }
+    }
+    if slots.is_empty() {
+        return;
+    }
+    for name in [".plt", ".plt.sec", ".plt.got"] {
+        let Some(section) = file.section_by_name(name) else {
+            continue;
+        };
+        let Ok(data) = section.data() else {
+            continue;
+        };
+        let entry = if name == ".plt.got" && !data.starts_with(&ENDBR64) {
+            8
+        } else {
+            16
+        };
+        for (i, bytes) in data.chunks(entry).enumerate() {
+            let Some(start) = section.address().checked_add((i * entry) as u64) else {
+                break;
+            };
+            let Some(slot) = plt_jump_slot(bytes, start) else {
+                continue;
+            };
+            if let Some(target) = slots.get(&slot) {
+                let name = format!("{target}@plt");
+                out.push(RawSymbol {
+                    addr: start,
+                    size: entry as u64,
+                    limit: u64::MAX,
+                    rank: Rank::new(true, 2, &name),
+                    name: name.into(),
+                });
+            }
+        }
+    }
+}
+
+const ENDBR64: [u8; 4] = [0xf3, 0x0f, 0x1e, 0xfa];
+
+/// The GOT slot read by the `jmp *disp32(%rip)` at the start of a PLT entry at `addr`
+/// (after an optional `endbr64` and `bnd` prefix).
+fn plt_jump_slot(entry: &[u8], addr: u64) -> Option<u64> {
+    let mut at = 0usize;
+    if entry.starts_with(&ENDBR64) {
+        at += ENDBR64.len();
+    }
+    if entry.get(at) == Some(&0xf2) {
+        at += 1;
+    }
+    if entry.get(at..at + 2)? != [0xff, 0x25] {
+        return None;
+    }
+    let disp: [u8; 4] = entry.get(at + 2..at + 6)?.try_into().ok()?;
+    let next = addr.checked_add(at as u64 + 6)?;
+    Some(next.wrapping_add_signed(i64::from(i32::from_le_bytes(disp))))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plt_entries_decode() {
+        // jmp *0x2fca(%rip) at 0x1030: next instruction 0x1036, slot 0x4000.
+        let lazy = [
+            0xff, 0x25, 0xca, 0x2f, 0, 0, 0x68, 0, 0, 0, 0, 0xe9, 0xe0, 0xff, 0xff, 0xff,
+        ];
+        assert_eq!(plt_jump_slot(&lazy, 0x1030), Some(0x4000));
+        // endbr64; bnd jmp *-0x10(%rip)
+        let ibt = [
+            0xf3, 0x0f, 0x1e, 0xfa, 0xf2, 0xff, 0x25, 0xf0, 0xff, 0xff, 0xff, 0x90,
+        ];
+        assert_eq!(plt_jump_slot(&ibt, 0x2000), Some(0x2000 + 11 - 0x10));
+        // PLT0 (push; jmp) and truncated entries.
+        assert_eq!(plt_jump_slot(&[0xff, 0x35, 0, 0, 0, 0], 0), None);
+        assert_eq!(plt_jump_slot(&[0xff, 0x25, 0, 0], 0), None);
+        assert_eq!(plt_jump_slot(&[], 0), None);
+    }
 
     #[test]
     fn build_id_comparison() {
@@ -611,7 +783,7 @@ mod tests {
 
     #[test]
     fn garbage_in_memory_is_not_elf() {
-        let m = ElfModule::from_memory(vec![0x7f, b'E', b'L', b'F', 2, 1, 1], "[x]", &[]);
+        let mut m = ElfModule::from_memory(vec![0x7f, b'E', b'L', b'F', 2, 1, 1], "[x]", &[]);
         assert!(matches!(
             m.status().problem,
             Some(ModuleProblem::Malformed { .. })

@@ -67,9 +67,11 @@ impl KernelSymbols {
                 "t" => 2,
                 _ => continue,
             };
+            // Rust code in the kernel has v0-mangled names.
+            let shown = crate::demangle::demangle(name);
             let full: Box<str> = match fields.next() {
-                Some(module) if module.starts_with('[') => format!("{name} {module}").into(),
-                _ => name.into(),
+                Some(module) if module.starts_with('[') => format!("{shown} {module}").into(),
+                _ => shown.into(),
             };
             raw.push(RawSymbol {
                 addr,
@@ -137,7 +139,8 @@ mod tests {
              ffffffff81000300 T schedule\n\
              garbage line\n\
              ffffffffc0000000 t ext4_read\t[ext4]\n\
-             ffffffffc0000080 T ext4_write\t[ext4]\n",
+             ffffffffc0000080 T ext4_write\t[ext4]\n\
+             ffffffffc0001000 t _RNvCs15kBYyAo9fc_7mycrate7example\t[rust_mod]\n",
         );
         assert_eq!(
             name(&k, 0xffffffff81000000),
@@ -159,10 +162,14 @@ mod tests {
             name(&k, 0xffffffffc0000090),
             Some("ext4_write [ext4]".into())
         );
-        assert_eq!(name(&k, 0xffffffffc0000080 + LAST_SYMBOL_SPAN), None);
+        assert_eq!(
+            name(&k, 0xffffffffc0001001),
+            Some("mycrate::example [rust_mod]".into())
+        );
+        assert_eq!(name(&k, 0xffffffffc0001000 + LAST_SYMBOL_SPAN), None);
         assert_eq!(name(&k, 0xffffffff80000000), None);
         assert_eq!(k.status().problem, None);
-        assert_eq!(k.status().symbol_count, 6);
+        assert_eq!(k.status().symbol_count, 7);
     }
 
     #[test]

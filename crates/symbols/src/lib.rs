@@ -8,10 +8,11 @@
 //! Where names come from:
 //! - ELF modules: DWARF via `addr2line` (names, files, lines, inline frames), embedded or from a
 //!   separate debug file found by build id (`<root>/.build-id/xx/rest.debug`) or by
-//!   `.gnu_debuglink` (CRC-checked), with dwz supplementary files (`.gnu_debugaltlink`) and
-//!   compressed debug sections. Without DWARF for an address, the nearest preceding code symbol
-//!   of `.symtab`/`.dynsym` (size-checked where sizes exist). A file whose build id differs from
-//!   the recorded one is not used at all (see [`ModuleProblem::BuildIdMismatch`]).
+//!   `.gnu_debuglink` (CRC-checked), with dwz supplementary files (`.gnu_debugaltlink`),
+//!   compressed debug sections, and split DWARF (`.dwo` files, `<module>.dwp` packages).
+//!   Without DWARF for an address, the nearest preceding code symbol of `.symtab`/`.dynsym`
+//!   (size-checked where sizes exist), and `name@plt` for x86-64 PLT stubs. A file whose build id
+//!   differs from the recorded one is not used (see [`ModuleProblem::BuildIdMismatch`]).
 //! - vDSO: the image mapped into this very process (same kernel as the recording).
 //! - Kernel: `/proc/kallsyms`, nearest preceding text symbol, module name kept in brackets.
 //! - JIT: `/tmp/perf-PID.map`.
@@ -24,7 +25,7 @@
 //! Left to others: turning process addresses into module addresses and subtracting 1 from return
 //! addresses (rprof-unwind and the caller), naming unknown addresses `module+0xoffset` (the
 //! report), and storing names in the profile (rprof-profile). No external tool (addr2line, perf)
-//! is ever run. Split DWARF (`.dwo`/`.dwp`) is not loaded.
+//! is ever run.
 
 #![deny(missing_docs)]
 
@@ -32,6 +33,7 @@ mod demangle;
 mod elf;
 mod jit;
 mod kernel;
+mod split;
 mod status;
 mod symtab;
 mod vdso;
@@ -123,7 +125,7 @@ pub struct Symbolizer {
 
 /// A loaded module of any kind.
 enum Loaded<'s> {
-    Elf(&'s ElfModule),
+    Elf(&'s mut ElfModule),
     Kernel(&'s KernelSymbols),
     Jit(&'s JitMap),
     /// The module could not be loaded at all; the status says why.
@@ -131,7 +133,7 @@ enum Loaded<'s> {
 }
 
 impl Loaded<'_> {
-    fn locate(&self, addr: u64) -> Location {
+    fn locate(&mut self, addr: u64) -> Location {
         match self {
             Loaded::Elf(m) => m.locate(addr),
             Loaded::Kernel(k) => k.locate(addr),
@@ -172,20 +174,37 @@ impl Symbolizer {
     /// Returns one [`Location`] per address, in the same order; an address that cannot be named
     /// gives a location without frames. Each distinct address is looked up once per call.
     pub fn symbolize(&mut self, module: &ModuleSource<'_>, addrs: &[u64]) -> Vec<Location> {
-        let loaded = self.load(module);
+        let mut loaded = self.load(module);
         let mut unique = addrs.to_vec();
         unique.sort_unstable();
         unique.dedup();
-        let found: Vec<Location> = unique.iter().map(|&a| loaded.locate(a)).collect();
-        addrs
-            .iter()
-            .map(|a| {
-                unique
-                    .binary_search(a)
-                    .ok()
-                    .and_then(|i| found.get(i))
-                    .cloned()
-                    .unwrap_or_default()
+        let mut found: Vec<Location> = unique.iter().map(|&a| loaded.locate(a)).collect();
+        // Move each location to its last use, clone it for earlier ones.
+        let slots: Vec<Option<usize>> =
+            addrs.iter().map(|a| unique.binary_search(a).ok()).collect();
+        let mut uses = vec![0usize; unique.len()];
+        for &i in slots.iter().flatten() {
+            if let Some(n) = uses.get_mut(i) {
+                *n += 1;
+            }
+        }
+        slots
+            .into_iter()
+            .map(|slot| {
+                let Some(i) = slot else {
+                    return Location::default();
+                };
+                match (uses.get_mut(i), found.get_mut(i)) {
+                    (Some(n), Some(loc)) => {
+                        *n -= 1;
+                        if *n == 0 {
+                            std::mem::take(loc)
+                        } else {
+                            loc.clone()
+                        }
+                    }
+                    _ => Location::default(),
+                }
             })
             .collect()
     }

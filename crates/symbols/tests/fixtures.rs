@@ -717,3 +717,124 @@ fn batches_keep_order_and_duplicates() {
     assert_eq!(locs[4], locs[1]);
     assert!(sym.symbolize(&elf(&prog), &[]).is_empty());
 }
+
+#[test]
+fn plt_stubs_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let prog = gcc(dir.path(), "symbols_inline.c", "prog", &[]);
+    let data = std::fs::read(&prog).unwrap();
+    let file = object::File::parse(&*data).unwrap();
+    let mut names = Vec::new();
+    let mut sym = Symbolizer::with_options(no_debug_options());
+    for section in [".plt", ".plt.sec", ".plt.got"] {
+        let Some(s) = file.section_by_name(section) else {
+            continue;
+        };
+        let addrs: Vec<u64> = (s.address()..s.address() + s.size()).collect();
+        for loc in sym.symbolize(&elf(&prog), &addrs) {
+            if let Some(name) = function(&loc, 0) {
+                assert!(name.ends_with("@plt"), "{name}");
+                assert_eq!(loc.frames.len(), 1);
+                names.push(name.to_owned());
+            }
+        }
+    }
+    // The fixture's main calls strtoul and printf through the PLT.
+    for want in ["strtoul@plt", "printf@plt"] {
+        assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
+    }
+}
+
+fn gcc_in(dir: &Path, args: &[&str]) {
+    run(Command::new("gcc").args(args).current_dir(dir));
+}
+
+#[test]
+fn split_dwarf_dwo_and_dwp() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = fixture("symbols_inline.c");
+    let src = src.to_str().unwrap();
+    // DWARF 5 split units in a .dwo next to the binary, found through the skeleton's comp_dir.
+    gcc_in(
+        dir.path(),
+        &["-g", "-gsplit-dwarf", "-O2", src, "-o", "prog5"],
+    );
+    let prog5 = dir.path().join("prog5");
+    assert!(dir.path().join("prog5-symbols_inline.dwo").exists());
+    let mut sym = Symbolizer::with_options(no_debug_options());
+    assert_inline_frames(&mut sym, &elf(&prog5), function_range(&prog5, "hot_loop"));
+
+    // DWARF 4 (GNU) split units, packaged by binutils' dwp; then both moved to another
+    // directory, where the .dwo is found by file name next to the binary and the .dwp by name.
+    gcc_in(
+        dir.path(),
+        &["-gdwarf-4", "-gsplit-dwarf", "-O2", src, "-o", "prog4"],
+    );
+    run(Command::new("dwp")
+        .args(["-e", "prog4", "-o", "prog4.dwp"])
+        .current_dir(dir.path()));
+    let with_dwo = dir.path().join("a");
+    let with_dwp = dir.path().join("b");
+    let without = dir.path().join("c");
+    for d in [&with_dwo, &with_dwp, &without] {
+        std::fs::create_dir(d).unwrap();
+        std::fs::copy(dir.path().join("prog4"), d.join("prog4")).unwrap();
+    }
+    std::fs::rename(
+        dir.path().join("prog4-symbols_inline.dwo"),
+        with_dwo.join("prog4-symbols_inline.dwo"),
+    )
+    .unwrap();
+    std::fs::rename(dir.path().join("prog4.dwp"), with_dwp.join("prog4.dwp")).unwrap();
+    let range = function_range(&dir.path().join("prog4"), "hot_loop");
+    for d in [&with_dwo, &with_dwp] {
+        let mut sym = Symbolizer::with_options(no_debug_options());
+        assert_inline_frames(&mut sym, &elf(&d.join("prog4")), range);
+    }
+    // Neither: the skeleton's line table and the symbol table still name every address, but
+    // without the split units there is no inline frame.
+    let mut sym = Symbolizer::with_options(no_debug_options());
+    for loc in sym.symbolize(&elf(&without.join("prog4")), &addresses(range)) {
+        assert_eq!(loc.frames.len(), 1, "{loc:?}");
+        assert_eq!(function(&loc, 0), Some("hot_loop"));
+    }
+}
+
+#[test]
+fn dwz_supplementary_file() {
+    let dir = tempfile::tempdir().unwrap();
+    gcc(dir.path(), "symbols_inline.c", "p1", &[]);
+    gcc(dir.path(), "symbols_inline.c", "p2", &["-DVARIANT=2"]);
+    let common = dir.path().join("common.debug");
+    run(Command::new("dwz")
+        .args(["-m", "common.debug", "-M"])
+        .arg(&common)
+        .args(["p1", "p2"])
+        .current_dir(dir.path()));
+    let p1 = dir.path().join("p1");
+    let data = std::fs::read(&p1).unwrap();
+    assert!(object::File::parse(&*data)
+        .unwrap()
+        .gnu_debugaltlink()
+        .unwrap()
+        .is_some());
+    let range = function_range(&p1, "hot_loop");
+    let mut sym = Symbolizer::with_options(no_debug_options());
+    assert_inline_frames(&mut sym, &elf(&p1), range);
+
+    // Moved from the recorded path into a debug root's build-id tree: still found.
+    let root = dir.path().join("root");
+    let id = build_id(&common);
+    let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    let target = root
+        .join(".build-id")
+        .join(&hex[..2])
+        .join(format!("{}.debug", &hex[2..]));
+    std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+    std::fs::rename(&common, &target).unwrap();
+    let mut sym = Symbolizer::with_options(Options {
+        debug_roots: vec![root],
+        ..Options::default()
+    });
+    assert_inline_frames(&mut sym, &elf(&p1), range);
+}
