@@ -243,10 +243,12 @@ fn unscale(readings: &mut [Reading], flags: &[bool]) {
 #[derive(Default)]
 struct ThreadTracker {
     comms: HashMap<u32, String>,
-    /// Threads created (from FORK records), in order.
-    seen: Vec<u32>,
+    /// Threads created (from FORK records).
+    seen: std::collections::HashSet<u32>,
     /// Exited threads' own readings (one per event), in exit order.
     exited: Vec<(u32, Vec<Reading>)>,
+    /// Index into `exited` by thread id.
+    exited_index: HashMap<u32, usize>,
     lost: u64,
 }
 
@@ -265,9 +267,7 @@ impl ThreadTracker {
                     if let Some(name) = self.comms.get(&ptid).cloned() {
                         self.comms.entry(tid).or_insert(name);
                     }
-                    if !self.seen.contains(&tid) {
-                        self.seen.push(tid);
-                    }
+                    self.seen.insert(tid);
                 }
                 Record::Lost { count } => self.lost += count,
                 Record::Read {
@@ -277,14 +277,11 @@ impl ThreadTracker {
                     ..
                 } => {
                     let n = counters.n_events();
-                    let entry = match self.exited.iter().position(|(t, _)| *t == tid) {
-                        Some(i) => &mut self.exited[i].1,
-                        None => {
-                            self.exited.push((tid, vec![Reading::NotSupported; n]));
-                            let last = self.exited.len() - 1;
-                            &mut self.exited[last].1
-                        }
-                    };
+                    let i = *self.exited_index.entry(tid).or_insert_with(|| {
+                        self.exited.push((tid, vec![Reading::NotSupported; n]));
+                        self.exited.len() - 1
+                    });
+                    let entry = &mut self.exited[i].1;
                     // Only the emitting counter's own value: a kernel that keeps the group
                     // together at exit would otherwise count members twice.
                     for &(id, _) in values
@@ -335,7 +332,7 @@ impl ThreadTracker {
                 readings,
             });
         }
-        let reported = |tid: &u32| self.exited.iter().any(|(t, _)| t == tid);
+        let reported = |tid: &u32| self.exited_index.contains_key(tid);
         let silent: Vec<u32> = std::iter::once(main_tid)
             .chain(self.seen.iter().copied())
             .filter(|t| !reported(t))
