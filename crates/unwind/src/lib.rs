@@ -336,6 +336,8 @@ struct ProcMap {
     base: Option<u64>,
     /// Start addresses (framehop's key) of the framehop modules added for this mapping.
     framehop_starts: Vec<u64>,
+    /// The module has signal trampolines (see `ElfData::signal_trampolines`).
+    signal_trampolines: bool,
 }
 
 /// The address space of one process.
@@ -406,19 +408,6 @@ impl Process {
         removed
     }
 
-    /// Whether `lookup` is in a signal trampoline (its mapping must have been prepared).
-    fn in_signal_trampoline(&self, modules: &Modules, lookup: u64) -> bool {
-        let Some(map) = self.find(lookup).map(|i| &self.maps[i]) else {
-            return false;
-        };
-        let Some(base) = map.base else {
-            return false;
-        };
-        modules
-            .loaded(map.module)
-            .is_some_and(|data| data.is_signal_trampoline(lookup.wrapping_sub(base)))
-    }
-
     /// The JIT module for addresses outside every mapping, if the process has a JIT map.
     fn jit_module(&mut self, modules: &mut Modules) -> Option<ModuleIndex> {
         if self.jit.is_some() {
@@ -448,9 +437,11 @@ impl Process {
             (map.start, map.end, map.pgoff, map.module, map.kind);
         let mut base = None;
         let mut framehop_starts = Vec::new();
+        let mut signal_trampolines = false;
         if matches!(kind, ModuleKind::Elf | ModuleKind::Vdso) {
             if let Some(data) = modules.data(module) {
                 base = data.base_avma(start, pgoff);
+                signal_trampolines = !data.signal_trampolines.is_empty();
                 if let Some(b) = base {
                     let name = modules
                         .infos
@@ -467,6 +458,7 @@ impl Process {
         if let Some(map) = self.maps.get_mut(i) {
             map.base = base;
             map.framehop_starts = framehop_starts;
+            map.signal_trampolines = signal_trampolines;
             map.prepared = true;
         }
     }
@@ -474,13 +466,25 @@ impl Process {
     /// The frame for process address `avma`, looked up at `lookup` (`avma - 1` for return
     /// addresses, so that a call at the very end of a mapping stays in it).
     fn frame(&mut self, modules: &mut Modules, avma: u64, lookup: u64) -> Option<Frame> {
+        self.frame_and_trampoline(modules, avma, lookup)
+            .map(|(f, _)| f)
+    }
+
+    /// [`frame`](Self::frame), and whether `lookup` is in a signal trampoline.
+    fn frame_and_trampoline(
+        &mut self,
+        modules: &mut Modules,
+        avma: u64,
+        lookup: u64,
+    ) -> Option<(Frame, bool)> {
         let Some(i) = self.find(lookup) else {
             let jit = self.jit_module(modules)?;
-            return Some(Frame {
+            let frame = Frame {
                 module: Some(jit),
                 address: avma,
                 avma,
-            });
+            };
+            return Some((frame, false));
         };
         self.prepare(i, modules);
         let m = &self.maps[i];
@@ -491,11 +495,18 @@ impl Process {
                 None => avma.wrapping_sub(m.start).wrapping_add(m.pgoff),
             },
         };
-        Some(Frame {
+        let trampoline = match m.base {
+            Some(base) if m.signal_trampolines => modules
+                .loaded(m.module)
+                .is_some_and(|data| data.is_signal_trampoline(lookup.wrapping_sub(base))),
+            _ => false,
+        };
+        let frame = Frame {
             module: Some(m.module),
             address,
             avma,
-        })
+        };
+        Some((frame, trampoline))
     }
 }
 
@@ -590,6 +601,7 @@ impl Unwinder {
             prepared: false,
             base: None,
             framehop_starts: Vec::new(),
+            signal_trampolines: false,
         });
         if kind == ModuleKind::Elf && m.path.ends_with(DELETED_SUFFIX) {
             // A deleted file can only be read through /proc/PID/map_files while the process
@@ -748,12 +760,17 @@ fn unwind_dwarf(
     let mut fh_regs = UnwindRegsX86_64::new(regs.ip, regs.sp, regs.bp);
     let mut address = FrameAddress::from_instruction_pointer(regs.ip);
     loop {
-        let frame = frame_at(
-            process,
-            modules,
-            address.address(),
-            address.address_for_lookup(),
-        );
+        let lookup = address.address_for_lookup();
+        let (frame, trampoline) = process
+            .frame_and_trampoline(modules, address.address(), lookup)
+            .unwrap_or((
+                Frame {
+                    module: None,
+                    address: address.address(),
+                    avma: address.address(),
+                },
+                false,
+            ));
         if known && frame.module.is_none() && address.is_return_address() {
             return Outcome::Failed(format!(
                 "return address {:#x} is outside every executable mapping",
@@ -764,9 +781,7 @@ fn unwind_dwarf(
         if out.len() - first >= MAX_FRAMES {
             return Outcome::Failed(format!("more than {MAX_FRAMES} frames"));
         }
-        if address.is_return_address()
-            && process.in_signal_trampoline(modules, address.address_for_lookup())
-        {
+        if trampoline && address.is_return_address() {
             match step_over_signal_frame(stack, fh_regs.sp()) {
                 Ok((ip, sp, bp)) => {
                     fh_regs = UnwindRegsX86_64::new(ip, sp, bp);
