@@ -203,11 +203,14 @@ impl Modules {
                         candidates.push(PathBuf::from(&m.path));
                     }
                     // While the process lives, root can read the mapped file itself, even when
-                    // it was deleted or replaced on disk.
-                    candidates.push(PathBuf::from(format!(
-                        "/proc/{pid}/map_files/{:x}-{:x}",
-                        m.start, m.end
-                    )));
+                    // it was deleted or replaced on disk. Only with an inode or build id to
+                    // check: by the time it is read, the pid may belong to another process.
+                    if m.inode != 0 || m.build_id.is_some() {
+                        candidates.push(PathBuf::from(format!(
+                            "/proc/{pid}/map_files/{:x}-{:x}",
+                            m.start, m.end
+                        )));
+                    }
                     (
                         ModuleInfo {
                             path: m.path.clone(),

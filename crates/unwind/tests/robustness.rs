@@ -358,3 +358,47 @@ fn bench_unwind_throughput() {
     );
     println!("first sample with cold modules: {:?}", started.elapsed());
 }
+
+#[test]
+fn deleted_executable_of_a_live_process_is_read_through_map_files() {
+    // Reading /proc/PID/map_files needs CAP_SYS_ADMIN (rprof runs as root to profile others).
+    let own_maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let first = parse_proc_maps(&own_maps).into_iter().next().unwrap();
+    let probe = format!("/proc/self/map_files/{:x}-{:x}", first.start, first.end);
+    if std::fs::File::open(&probe).is_err() {
+        eprintln!("skipped: cannot open {probe} (not root)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = tmp.path().join("sleep-copy");
+    std::fs::copy("/bin/sleep", &exe).unwrap();
+    let mut child = std::process::Command::new(&exe).arg("30").spawn().unwrap();
+    let pid = child.id();
+    // Wait until the copy is mapped (exec done).
+    let path = exe.to_str().unwrap().to_string();
+    for _ in 0..200 {
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+        if maps.contains(&path) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    std::fs::remove_file(&exe).unwrap();
+    let mut u = Unwinder::new();
+    u.load_proc_maps(pid).unwrap();
+    let maps = parse_proc_maps(&std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap());
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = maps
+        .iter()
+        .find(|m| m.executable && m.path.starts_with(&path))
+        .expect("the deleted copy's code mapping");
+    assert!(text.path.ends_with(" (deleted)"), "{}", text.path);
+    let f = u.resolve(pid, text.start);
+    let m = f.module.unwrap();
+    assert_eq!(u.modules()[m.0 as usize].path, text.path);
+    assert!(u.load_error(m).is_none(), "{:?}", u.load_error(m));
+    assert!(u.modules()[m.0 as usize].build_id.is_some());
+    // The SVMA comes from the file's segments: for a PIE text segment it equals the offset.
+    assert_eq!(f.address, text.pgoff);
+}
