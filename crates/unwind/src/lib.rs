@@ -12,8 +12,10 @@
 //!   [`ModuleKind::Jit`] module when `/tmp/perf-PID.map` exists, else [`ModuleKind::Anonymous`];
 //!   in a process with a JIT map, code outside every mapping (made executable by mprotect,
 //!   which the kernel does not report) is attributed to the JIT module too.
-//!   A file that is gone, replaced or unreadable is still a module, so its addresses stay
-//!   attributed to it (as file offsets); unwinding through it uses frame pointers.
+//!   A deleted or replaced file is read through `/proc/PID/map_files` while its process lives
+//!   (checked against the mapping's inode or build id). A file that still cannot be read is a
+//!   module all the same, so its addresses stay attributed to it (as file offsets); unwinding
+//!   through it uses frame pointers.
 //! - Maps every address to the address as stated in the ELF file (SVMA), which is what a
 //!   symbolizer looks up, from the mapping's file offset and the file's PT_LOAD segments (PIE,
 //!   non-PIE and shared libraries alike).
