@@ -534,15 +534,15 @@ fn open_samplers(plan: &Plan, pid: u32, attach: bool) -> anyhow::Result<Opened> 
     };
     let mut pages = plan.pages.get();
     let mut kernel_refused = None;
-    let options = SamplingOptions {
+    let mut options = SamplingOptions {
         rate: plan.rate,
         call_graph: plan.call_graph,
         enable_on_exec: !attach,
         inherit: true,
         wakeup_bytes: 0,
+        mmap_build_id: true,
     };
     loop {
-        let mut options = options;
         // Wake up when a quarter of the buffer is used.
         let bytes = pages.saturating_mul(rprof_perf::ring::page_size()) / 4;
         options.wakeup_bytes = bytes.clamp(1, u32::MAX as usize) as u32;
@@ -567,6 +567,10 @@ fn open_samplers(plan: &Plan, pid: u32, attach: bool) -> anyhow::Result<Opened> 
                     ));
                 }
                 return Ok(Opened { samplers, event });
+            }
+            // Kernels before 5.12 do not know attr.build_id: MMAP2 records then carry the inode.
+            Err(SamplerError::Open(e)) if e.errno == libc::EINVAL && options.mmap_build_id => {
+                options.mmap_build_id = false;
             }
             Err(SamplerError::Open(e))
                 if e.is_permission() && e.counts_kernel && !event.exclude_kernel =>

@@ -50,6 +50,9 @@ pub struct SamplingOptions {
     pub inherit: bool,
     /// Wake the reader when this many bytes are waiting in the ring buffer.
     pub wakeup_bytes: u32,
+    /// Ask for MMAP2 records that carry the mapped file's build id instead of its device and
+    /// inode (`attr.build_id`, Linux 5.12+; older kernels refuse the attr with EINVAL).
+    pub mmap_build_id: bool,
 }
 
 /// The `sample_type` rprof uses for a call-graph mode.
@@ -109,6 +112,7 @@ pub fn sampling_attr(base: &perf_event_attr, options: &SamplingOptions) -> perf_
     attr.set_comm(1);
     attr.set_comm_exec(1);
     attr.set_task(1);
+    attr.set_build_id(u64::from(options.mmap_build_id));
     attr.set_sample_id_all(1);
     // Software events and tracepoints have no skid to correct: precise_ip must stay 0 there,
     // and without a PMU there is nothing more precise to ask for anyway.
@@ -140,6 +144,7 @@ mod tests {
             enable_on_exec: true,
             inherit: true,
             wakeup_bytes: 4096,
+            mmap_build_id: true,
         }
     }
 
@@ -164,6 +169,7 @@ mod tests {
         assert_eq!(attr.mmap2(), 1);
         assert_eq!(attr.comm_exec(), 1);
         assert_eq!(attr.task(), 1);
+        assert_eq!(attr.build_id(), 1);
         let format = SampleFormat::from_attr(&attr);
         assert!(format.sample_id_all);
         // TID, TIME, CPU, IDENTIFIER.

@@ -4,7 +4,7 @@
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use rprof_perf::parse::{x86_64, Record};
+use rprof_perf::parse::{x86_64, FileId, Record};
 use rprof_perf::{sampling_attr, CallGraph, Rate, Samplers, SamplingOptions};
 
 fn cpu_clock() -> perf_event_open_sys::bindings::perf_event_attr {
@@ -22,6 +22,7 @@ fn options(call_graph: CallGraph, enable_on_exec: bool) -> SamplingOptions {
         enable_on_exec,
         inherit: true,
         wakeup_bytes: 4096,
+        mmap_build_id: true,
     }
 }
 
@@ -118,4 +119,43 @@ fn an_oversized_buffer_is_a_map_error() {
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(matches!(err, rprof_perf::SamplerError::Map { .. }), "{err}");
+}
+
+#[test]
+fn mmap_records_carry_build_ids() {
+    // A shell that starts other programs after the events are attached: their executables and
+    // libraries are mapped while we watch.
+    let mut child = Command::new("sh")
+        .args(["-c", "sleep 0.3; /bin/true; sleep 0.1"])
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let attr = sampling_attr(&cpu_clock(), &options(CallGraph::FramePointer, false));
+    let cpus = rprof_events::online_cpus().unwrap();
+    let mut samplers = Samplers::open_process("cpu-clock:u", &attr, pid, &cpus, 16).unwrap();
+    let format = samplers.format();
+    let mut with_build_id = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        for buffer in samplers.buffers_mut() {
+            let batch = buffer.ring.read();
+            for bytes in batch.iter() {
+                if let Record::Mmap(m) = rprof_perf::parse_record(&format, bytes).unwrap() {
+                    if let Some(FileId::BuildId(id)) = m.file_id {
+                        with_build_id
+                            .push((String::from_utf8_lossy(m.filename).into_owned(), id.len()));
+                    }
+                }
+            }
+        }
+    }
+    let _ = child.kill();
+    child.wait().unwrap();
+    assert!(
+        with_build_id
+            .iter()
+            .any(|(name, len)| name.contains("libc") && *len == 20),
+        "{with_build_id:?}"
+    );
 }
