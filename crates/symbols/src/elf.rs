@@ -143,6 +143,12 @@ impl ElfModule {
             build_id: expected.filter(|id| !id.is_empty()).map(<[u8]>::to_vec),
             ..Loading::default()
         };
+        // A mapping whose file was replaced shows as `PATH (deleted)`. The file now at PATH is
+        // only worth reading when the recorded build id can tell whether it is the same build.
+        let path = match path.strip_suffix(" (deleted)") {
+            Some(stripped) if st.build_id.is_some() && !Path::new(path).exists() => stripped,
+            _ => path,
+        };
         match open(Path::new(path)) {
             Ok(base) => read_main(&base, path, expected, roots, &mut st),
             Err(problem) => st.note(problem),

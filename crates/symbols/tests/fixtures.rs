@@ -385,6 +385,34 @@ fn separate_debug_file_by_build_id() {
 }
 
 #[test]
+fn deleted_mapping_path_is_read_when_build_id_matches() {
+    let dir = tempfile::tempdir().unwrap();
+    let prog = gcc(dir.path(), "symbols_inline.c", "prog", &[]);
+    let range = function_range(&prog, "hot_loop");
+    let id = build_id(&prog);
+    let deleted = format!("{} (deleted)", prog.display());
+    let mut sym = Symbolizer::with_options(no_debug_options());
+    let recorded = ModuleSource::Elf {
+        path: &deleted,
+        build_id: Some(&id),
+    };
+    assert_inline_frames(&mut sym, &recorded, range);
+    // Without a build id to check it against, the file now at the path is not assumed to be the
+    // one that was mapped.
+    let unchecked = ModuleSource::Elf {
+        path: &deleted,
+        build_id: None,
+    };
+    assert!(sym.symbolize(&unchecked, &[range.0])[0].frames.is_empty());
+}
+
+#[test]
+fn symbolizer_can_move_to_another_thread() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Symbolizer>();
+}
+
+#[test]
 fn build_id_mismatch_is_not_trusted() {
     let dir = tempfile::tempdir().unwrap();
     let prog = gcc(dir.path(), "symbols_inline.c", "prog", &[]);
@@ -499,7 +527,9 @@ fn truncated_and_corrupted_files_do_not_panic() {
         function_range(&plain, "main").0,
     ]);
     let mut sym = Symbolizer::with_options(no_debug_options());
-    let mut rng = Lcg(42);
+    // RPROF_FUZZ_ROUNDS=N runs more corrupted copies per file (and RPROF_FUZZ_SEED another seed).
+    let rounds: usize = std::env::var("RPROF_FUZZ_ROUNDS").map_or(150, |v| v.parse().unwrap());
+    let mut rng = Lcg(std::env::var("RPROF_FUZZ_SEED").map_or(42, |v| v.parse().unwrap()));
     let mut n = 0;
     for original in [&plain, &gz] {
         let bytes = std::fs::read(original).unwrap();
@@ -529,7 +559,7 @@ fn truncated_and_corrupted_files_do_not_panic() {
         ] {
             variants.push(bytes[..cut].to_vec());
         }
-        for round in 0..150 {
+        for round in 0..rounds {
             let mut copy = bytes.clone();
             let (off, size) = regions[round % regions.len()];
             for _ in 0..1 + round % 8 {
