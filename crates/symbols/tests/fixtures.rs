@@ -593,49 +593,81 @@ fn has_hash_suffix(name: &str) -> bool {
 
 #[test]
 fn rust_inlined_generic() {
-    let dir = tempfile::tempdir().unwrap();
-    let prog = dir.path().join("symbols_rust");
-    run(Command::new("rustc")
-        .args([
-            "-C",
-            "debuginfo=2",
-            "-C",
-            "opt-level=2",
-            "--edition",
-            "2021",
-            "-o",
-        ])
-        .arg(&prog)
-        .arg(fixture("symbols_rust.rs")));
     let body = marker_line("symbols_rust.rs", "scale-body");
     let call = marker_line("symbols_rust.rs", "scale-call");
-    let range = function_range(&prog, "symbols_rust::rust_hot");
+    // Legacy names (rustc's default) carry no generic arguments; v0 names do.
+    for (mangling, scale) in [
+        (None, "symbols_rust::scale"),
+        (Some("v0"), "symbols_rust::scale::<u32>"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let prog = dir.path().join("symbols_rust");
+        run(Command::new("rustc")
+            .args([
+                "-C",
+                "debuginfo=2",
+                "-C",
+                "opt-level=2",
+                "--edition",
+                "2021",
+            ])
+            .args(mangling.map(|m| format!("-Csymbol-mangling-version={m}")))
+            .arg("-o")
+            .arg(&prog)
+            .arg(fixture("symbols_rust.rs")));
+        let range = function_range(&prog, "symbols_rust::rust_hot");
+        let mut sym = Symbolizer::with_options(no_debug_options());
+        let locs = sym.symbolize(&elf(&prog), &addresses(range));
+        assert!(locs.iter().all(|l| {
+            l.frames.last().and_then(|f| f.function.as_deref()) == Some("symbols_rust::rust_hot")
+        }));
+        let found = locs.iter().any(|l| {
+            l.frames.windows(2).any(|w| {
+                w[0].function.as_deref() == Some(scale)
+                    && w[0].inlined
+                    && w[0].line == Some(body)
+                    && w[1].line == Some(call)
+                    && w[0]
+                        .file
+                        .as_deref()
+                        .is_some_and(|f| f.ends_with("symbols_rust.rs"))
+            })
+        });
+        assert!(found, "{mangling:?}: no inlined {scale} frame: {locs:?}");
+        // No hash suffix or mangled name anywhere.
+        assert!(locs
+            .iter()
+            .flat_map(|l| &l.frames)
+            .filter_map(|f| f.function.as_deref())
+            .all(|f| !has_hash_suffix(f) && !f.starts_with("_ZN") && !f.starts_with("_R")));
+    }
+}
+
+#[test]
+fn cpp_names_are_demangled_from_dwarf_and_symbol_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let prog = dir.path().join("cpp");
+    run(Command::new("g++")
+        .args(["-g", "-O2", "-o"])
+        .arg(&prog)
+        .arg(fixture("symbols_cpp.cpp")));
+    objcopy(&["--strip-debug", "cpp", "cpp-nodebug"], dir.path());
+    let name = "fix::Acc<long>::add(long)";
+    let range = function_range(&prog, name);
+    let line = marker_line("symbols_cpp.cpp", "acc-add");
     let mut sym = Symbolizer::with_options(no_debug_options());
     let locs = sym.symbolize(&elf(&prog), &addresses(range));
-    assert!(locs.iter().all(|l| {
-        l.frames.last().and_then(|f| f.function.as_deref()) == Some("symbols_rust::rust_hot")
-    }));
-    let found = locs.iter().any(|l| {
-        l.frames.windows(2).any(|w| {
-            w[0].function
-                .as_deref()
-                .is_some_and(|f| f.starts_with("symbols_rust::scale"))
-                && w[0].inlined
-                && w[0].line == Some(body)
-                && w[1].line == Some(call)
-                && w[0]
-                    .file
-                    .as_deref()
-                    .is_some_and(|f| f.ends_with("symbols_rust.rs"))
-        })
-    });
-    assert!(found, "no inlined scale frame: {locs:?}");
-    // No hash suffix anywhere.
-    assert!(locs
-        .iter()
-        .flat_map(|l| &l.frames)
-        .filter_map(|f| f.function.as_deref())
-        .all(|f| !has_hash_suffix(f) && !f.starts_with("_ZN") && !f.starts_with("_R")));
+    assert!(
+        locs.iter()
+            .all(|l| function(l, l.frames.len() - 1) == Some(name)),
+        "{locs:?}"
+    );
+    assert!(locs.iter().any(|l| l.frames[0].line == Some(line)));
+    let stripped = dir.path().join("cpp-nodebug");
+    for loc in sym.symbolize(&elf(&stripped), &addresses(range)) {
+        assert_eq!(function(&loc, 0), Some(name));
+        assert_eq!(loc.frames[0].line, None);
+    }
 }
 
 #[test]
