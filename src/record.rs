@@ -1237,6 +1237,12 @@ impl Recorder {
                 stats.throttled
             ));
         }
+        if stats.unwind_failed > 0 {
+            note(format!(
+                "{} samples could not be unwound beyond their instruction pointer",
+                stats.unwind_failed
+            ));
+        }
         if stats.bad_records > 0 || stats.ring_errors > 0 {
             note(format!(
                 "{} malformed perf records and {} ring-buffer inconsistencies were skipped",
