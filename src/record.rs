@@ -107,7 +107,6 @@ pub struct Args {
     #[arg(
         value_name = "COMMAND",
         trailing_var_arg = true,
-        allow_hyphen_values = true,
         num_args = 0..
     )]
     command: Vec<OsString>,

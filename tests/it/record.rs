@@ -809,3 +809,20 @@ fn a_hardware_event_without_a_pmu_fails_cleanly() {
     );
     assert!(!dir.path().join("rprof.data").exists());
 }
+
+/// Regression: `-F999` (a short option glued to its value) was taken as the COMMAND, and the
+/// arguments of a COMMAND given without `--` must still reach it untouched.
+#[test]
+fn glued_short_options_are_options_and_command_arguments_are_not() {
+    let dir = tempdir();
+    let out = record_ok(
+        dir.path(),
+        &["record", "-F999", "-o", "glued.data", "--", "true"],
+    );
+    assert!(dir.path().join("glued.data").exists(), "{}", stderr(&out));
+    let out = run_rprof(
+        dir.path(),
+        &["record", "-o", "args.data", "sh", "-c", "exit 7", "-x"],
+    );
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+}
