@@ -32,11 +32,12 @@ fn rate(n: usize, d: Duration) -> String {
     format!("{:>10.0} addr/s", n as f64 / d.as_secs_f64())
 }
 
-fn bench(path: &str) {
-    let Some(addrs) = text_addresses(path) else {
+fn bench(path: &str, limit: usize) {
+    let Some(mut addrs) = text_addresses(path) else {
         eprintln!("{path}: cannot read .text, skipped");
         return;
     };
+    addrs.truncate(limit);
     let module = ModuleSource::Elf {
         path,
         build_id: None,
@@ -74,15 +75,17 @@ fn bench(path: &str) {
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; `cargo test --benches` runs it too, keep that quick.
-    if std::env::args().any(|a| a == "--test") {
-        return;
-    }
+    // `cargo bench` passes `--bench`; under `cargo test --benches` (no flag) only a short smoke run.
+    let limit = if std::env::args().any(|a| a == "--bench") {
+        usize::MAX
+    } else {
+        2000
+    };
     let me = std::env::current_exe().expect("current executable");
-    bench(&me.to_string_lossy());
+    bench(&me.to_string_lossy(), limit);
     if let Ok(extra) = std::env::var("RPROF_BENCH_FILES") {
         for path in extra.split(':').filter(|p| !p.is_empty()) {
-            bench(path);
+            bench(path, limit);
         }
     }
 }
