@@ -70,6 +70,9 @@ pub const MAX_FRAMES: usize = 4096;
 /// frame in practice is larger.
 pub const TRUNCATION_WINDOW: u64 = 16 << 20;
 
+/// User-space addresses are below this (x86-64 with 5-level paging: 2^56).
+const USER_SPACE_END: u64 = 1 << 56;
+
 /// One frame of an unwound stack.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Frame {
@@ -798,9 +801,12 @@ fn unwind_dwarf(
         }
         short.set(false);
         let sp = fh_regs.sp();
-        if sp < 16 {
-            // framehop computes `new_sp - 8` unchecked; no real stack is that low anyway.
-            return Outcome::Failed(format!("stack pointer {sp:#x} is not a stack address"));
+        if !(16..USER_SPACE_END).contains(&sp) {
+            // framehop computes `cfa - 8` unchecked, and a CFA expression such as the PLT's
+            // (rsp + 8 + ...) wraps around near 2^64; no user stack is there anyway.
+            return Outcome::Failed(format!(
+                "stack pointer {sp:#x} is not a user-space stack address"
+            ));
         }
         // framehop and gimli are careful with malformed CFI, but a few of their arithmetic
         // operations are unchecked (overflow panics in debug builds): a malformed file must

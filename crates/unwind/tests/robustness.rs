@@ -125,6 +125,39 @@ fn corrupt_unwind_sections_and_files_do_not_panic() {
 }
 
 #[test]
+fn plt_with_a_stack_pointer_near_the_top_does_not_overflow() {
+    // Found by the cargo-fuzz target: the PLT's CFA expression (rsp + 8 + ...) wrapped around
+    // 2^64 and framehop subtracted 8 from the result.
+    let dir = pie();
+    let exe = dir.join("snap");
+    let (_, maps) = take(dir, "chain", 65536, 1);
+    let data = std::fs::read(&exe).unwrap();
+    let file = object::File::parse(&*data).unwrap();
+    let plt = file.section_by_name(".plt").unwrap().address();
+    let text = parse_proc_maps(&maps)
+        .into_iter()
+        .find(|m| m.executable && Path::new(&m.path) == exe)
+        .unwrap();
+    let mut u = unwinder_for(&maps);
+    let base = u.resolve(PID, text.start).avma - u.resolve(PID, text.start).address;
+    for sp in [u64::MAX - 8, u64::MAX - 15, 1 << 63, (1 << 56) - 8, 0, 8] {
+        for offset in [0, 6, 0x10, 0x16, 0x1b, 0x1c, 0x2b] {
+            let regs = Regs {
+                ip: base + plt + offset,
+                sp,
+                bp: 0,
+            };
+            let outcome = check(&mut u, PID, regs, &[0xff; 32], Mode::Dwarf);
+            // Failed, and not by the last-resort catch of a panic inside framehop.
+            assert!(
+                matches!(outcome, Outcome::Failed(ref m) if !m.contains("choked")),
+                "{outcome:?}"
+            );
+        }
+    }
+}
+
+#[test]
 fn corrupt_header_still_unwinds_with_eh_frame() {
     // A damaged .eh_frame_hdr (no search table) must not cost us the CFI: the unwinder leaves
     // it out and framehop indexes .eh_frame itself.
