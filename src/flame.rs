@@ -1,12 +1,17 @@
 //! `rprof flame`: a flame graph SVG (drawn by inferno) or folded stacks from a profile.
 
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
+
+use anyhow::Context;
 
 use rprof_report::flame::{FlameError, FlameOptions};
 use rprof_report::folded::FoldedOptions;
+use rprof_report::StackCounts;
 
 use crate::exit::usage;
-use crate::report::{open_profile, selection, write_output};
+use crate::report::{open_profile, selection};
 
 /// Arguments of `rprof flame`.
 #[derive(clap::Args, Debug)]
@@ -57,16 +62,33 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     }
     let profile = open_profile(&args.input)?;
     let (selection, _) = selection(&profile, args.thread.as_deref(), args.pid, args.no_inline)?;
-    let mut bytes = Vec::new();
+    if StackCounts::new(&profile, &selection).samples == 0 {
+        anyhow::bail!("{}", no_samples(&profile));
+    }
+    let output = args
+        .output
+        .unwrap_or_else(|| PathBuf::from(if args.folded { "-" } else { "flamegraph.svg" }));
+    let to_stdout = output.as_os_str() == "-";
+    let mut out: Box<dyn Write> = if to_stdout {
+        Box::new(BufWriter::new(io::stdout().lock()))
+    } else {
+        let file =
+            File::create(&output).with_context(|| format!("cannot write {}", output.display()))?;
+        Box::new(BufWriter::with_capacity(1 << 20, file))
+    };
+    let written = |e: io::Error| -> anyhow::Error {
+        if to_stdout {
+            e.into()
+        } else {
+            anyhow::Error::new(e).context(format!("cannot write {}", output.display()))
+        }
+    };
     let what = if args.folded {
         let options = FoldedOptions {
             selection,
             ..FoldedOptions::default()
         };
-        rprof_report::folded::render(&profile, &options, &mut bytes)?;
-        if bytes.is_empty() {
-            anyhow::bail!("{}", no_samples(&profile));
-        }
+        rprof_report::folded::render(&profile, &options, &mut out).map_err(written)?;
         "folded stacks"
     } else {
         let options = FlameOptions {
@@ -78,18 +100,16 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             inverted: args.inverted,
             ..FlameOptions::default()
         };
-        match rprof_report::flame::render(&profile, &options, &mut bytes) {
+        match rprof_report::flame::render(&profile, &options, &mut out) {
             Ok(()) => {}
             Err(FlameError::NoSamples) => anyhow::bail!("{}", no_samples(&profile)),
+            Err(FlameError::Io(e)) => return Err(written(e)),
             Err(e) => return Err(e.into()),
         }
         "flame graph"
     };
-    let output = args
-        .output
-        .unwrap_or_else(|| PathBuf::from(if args.folded { "-" } else { "flamegraph.svg" }));
-    write_output(&output, &bytes)?;
-    if output.as_os_str() != "-" {
+    out.flush().map_err(written)?;
+    if !to_stdout {
         eprintln!("rprof: wrote the {what} to {}", output.display());
     }
     Ok(0)

@@ -7,7 +7,6 @@
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use rprof_profile::{Profile, ReadError};
 use rprof_report::json::JsonOptions;
 use rprof_report::top::TopOptions;
@@ -206,15 +205,4 @@ fn terminal_size() -> Option<(usize, usize)> {
     // the call then fails and we ignore the struct.
     let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
     (ok && size.ws_col > 0).then_some((usize::from(size.ws_col), usize::from(size.ws_row)))
-}
-
-/// Writes `bytes` to `path` (`-`: stdout), with one clear line on failure.
-pub(crate) fn write_output(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    if path.as_os_str() == "-" {
-        let mut out = io::stdout().lock();
-        out.write_all(bytes)?;
-        out.flush()?;
-        return Ok(());
-    }
-    std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
 }

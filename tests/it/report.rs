@@ -205,7 +205,7 @@ fn a_closed_pipe_is_not_an_error() {
     // Enough output that rprof is still writing when the reader goes away.
     let dir = tempdir();
     let big = dir.path().join("big.rprof");
-    std::fs::write(&big, rprof_report::synth::large(20_000).unwrap()).unwrap();
+    std::fs::write(&big, rprof_report::synth::large(20_000, 0).unwrap()).unwrap();
     let mut child = rprof(
         dir.path(),
         &["report", "-i", big.to_str().unwrap(), "--json"],

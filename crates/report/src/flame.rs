@@ -138,8 +138,11 @@ pub fn render(
         annotate: true,
         thread_root: true,
     };
-    let stacks = folded::stacks(profile, &folded_options);
-    let samples: u64 = stacks.iter().map(|(_, n)| n).sum();
+    let lines = folded::lines(profile, &folded_options);
+    let samples: u64 = lines
+        .iter()
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+        .sum();
     if samples == 0 {
         return Err(FlameError::NoSamples);
     }
@@ -150,7 +153,8 @@ pub fn render(
         .collect();
     let mut palette = PaletteMap::default();
     let mut seen: BTreeSet<&str> = BTreeSet::new();
-    for (stack, _) in &stacks {
+    for line in &lines {
+        let stack = line.rsplit_once(' ').map_or(line.as_str(), |(s, _)| s);
         let mut parts = stack.split(';');
         if let Some(root) = parts.next() {
             if seen.insert(root) {
@@ -163,10 +167,6 @@ pub fn render(
             }
         }
     }
-    let lines: Vec<String> = stacks
-        .iter()
-        .map(|(stack, n)| format!("{stack} {n}"))
-        .collect();
     let subtitle = options.subtitle.clone().unwrap_or_else(|| {
         let counts = StackCounts::new(profile, &options.selection);
         let o = Overview::new(profile, &options.selection, &counts);
@@ -199,6 +199,8 @@ pub fn render(
     inferno_options.pretty_xml = options.pretty_xml;
     inferno_options.count_name = "samples".to_string();
     inferno_options.palette_map = Some(&mut palette);
+    // The lines are sorted already (inferno sorts them again when it reverses stacks).
+    inferno_options.no_sort = true;
     flamegraph::from_lines(&mut inferno_options, lines.iter().map(String::as_str), out)?;
     Ok(())
 }

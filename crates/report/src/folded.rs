@@ -2,7 +2,7 @@
 //! separated by `;`, then a space and the number of samples. The thread's name is the root
 //! frame, as perf's stack collapsing does. Lines are sorted, so the output is deterministic.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::io::{self, Write};
 
 use rprof_profile::{FrameKind, Profile};
@@ -31,9 +31,25 @@ impl Default for FoldedOptions {
     }
 }
 
-/// A frame name made safe for the format: `;` separates frames and a line ends a stack.
+/// A frame name made safe for the format: `;` separates frames, a line ends a stack, and
+/// tools trim the ends of lines; an empty name would vanish.
 fn clean(name: &str) -> String {
-    name.replace(';', ":").replace(['\n', '\r'], " ")
+    let cleaned: String = name
+        .chars()
+        .map(|c| match c {
+            ';' => ':',
+            c if c.is_control() => ' ',
+            c => c,
+        })
+        .collect();
+    let trimmed = cleaned.trim();
+    if trimmed.is_empty() {
+        "[unknown]".to_string()
+    } else if trimmed.len() == cleaned.len() {
+        cleaned
+    } else {
+        trimmed.to_string()
+    }
 }
 
 /// The name a thread has as a root frame.
@@ -44,9 +60,23 @@ pub fn thread_label(profile: &Profile, tid: u32) -> String {
     }
 }
 
-/// The distinct stacks with their sample counts, sorted by stack.
-pub fn stacks(profile: &Profile, options: &FoldedOptions) -> Vec<(String, u64)> {
-    let names: Vec<String> = profile
+/// The folded lines (`stack count`), one per distinct stack, sorted as strings (the order
+/// FlameGraph's and inferno's tools expect).
+pub fn lines(profile: &Profile, options: &FoldedOptions) -> Vec<String> {
+    // Every distinct name (frame or thread) gets an id; stacks are counted as id sequences and
+    // spelled out once each.
+    let mut ids: HashMap<String, u32> = HashMap::new();
+    let mut names: Vec<String> = Vec::new();
+    let mut intern = |name: String| -> u32 {
+        if let Some(&id) = ids.get(&name) {
+            return id;
+        }
+        let id = names.len() as u32;
+        ids.insert(name.clone(), id);
+        names.push(name);
+        id
+    };
+    let frame_names: Vec<u32> = profile
         .frames()
         .iter()
         .map(|f| {
@@ -58,43 +88,76 @@ pub fn stacks(profile: &Profile, options: &FoldedOptions) -> Vec<(String, u64)> 
                     name.push_str("_[i]");
                 }
             }
-            name
+            intern(name)
         })
         .collect();
+    let mut thread_names: HashMap<u32, u32> = HashMap::new();
     let counts = StackCounts::new(profile, &options.selection);
-    let mut folded: BTreeMap<String, u64> = BTreeMap::new();
-    let mut frames = Vec::new();
-    let mut line = String::new();
+    let mut folded: HashMap<Vec<u32>, u64> = HashMap::new();
+    let mut key = Vec::new();
     for &(stack, tid, n) in &counts.entries {
-        frames.clear();
-        frames.extend(options.selection.frames(profile, stack));
-        line.clear();
+        key.clear();
         if options.thread_root {
-            line.push_str(&thread_label(profile, tid));
+            let id = *thread_names
+                .entry(tid)
+                .or_insert_with(|| intern(thread_label(profile, tid)));
+            key.push(id);
         }
-        for frame in frames.iter().rev() {
-            if !line.is_empty() {
-                line.push(';');
-            }
-            line.push_str(&names[frame.0 as usize]);
-        }
-        if line.is_empty() {
+        let start = key.len();
+        key.extend(
+            options
+                .selection
+                .frames(profile, stack)
+                .map(|f| frame_names[f.0 as usize]),
+        );
+        key[start..].reverse();
+        if key.is_empty() {
             continue;
         }
-        match folded.get_mut(line.as_str()) {
+        match folded.get_mut(key.as_slice()) {
             Some(count) => *count += n,
             None => {
-                folded.insert(line.clone(), n);
+                folded.insert(key.clone(), n);
             }
         }
     }
-    folded.into_iter().collect()
+    let mut lines: Vec<String> = folded
+        .into_iter()
+        .map(|(key, n)| {
+            let len: usize = key.iter().map(|&id| names[id as usize].len() + 1).sum();
+            let mut line = String::with_capacity(len + 20);
+            for (i, &id) in key.iter().enumerate() {
+                if i > 0 {
+                    line.push(';');
+                }
+                line.push_str(&names[id as usize]);
+            }
+            line.push(' ');
+            line.push_str(&n.to_string());
+            line
+        })
+        .collect();
+    lines.sort_unstable();
+    lines
+}
+
+/// The distinct stacks with their sample counts, in the order of [`lines`].
+pub fn stacks(profile: &Profile, options: &FoldedOptions) -> Vec<(String, u64)> {
+    lines(profile, options)
+        .into_iter()
+        .filter_map(|mut line| {
+            let space = line.rfind(' ')?;
+            let count = line[space + 1..].parse().ok()?;
+            line.truncate(space);
+            Some((line, count))
+        })
+        .collect()
 }
 
 /// Writes the folded stacks of `profile`.
 pub fn render(profile: &Profile, options: &FoldedOptions, mut out: impl Write) -> io::Result<()> {
-    for (stack, count) in stacks(profile, options) {
-        writeln!(out, "{stack} {count}")?;
+    for line in lines(profile, options) {
+        writeln!(out, "{line}")?;
     }
     Ok(())
 }

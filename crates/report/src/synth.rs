@@ -391,9 +391,11 @@ pub fn empty() -> io::Result<Vec<u8>> {
     s.bytes(true, 0)
 }
 
-/// A large profile for benchmarks: `samples` samples over 4 threads, stacks 8 to 40 frames deep
-/// drawn from a tree of about 2,000 functions with long Rust-like names, some inlined.
-pub fn large(samples: usize) -> io::Result<Vec<u8>> {
+/// A large profile for benchmarks: `samples` samples over 4 threads drawn, with a skewed
+/// distribution, from `stacks` distinct stacks 8 to 40 frames deep; the stacks are paths down a
+/// tree of 2,000 functions with long Rust-like names, a fifth of them with an inlined helper.
+/// `stacks == 0` makes every sample's stack a fresh path (the worst case for folding).
+pub fn large(samples: usize, stacks: usize) -> io::Result<Vec<u8>> {
     let mut s = Synth::new(&["./big-app", "--iterations", "1000000"]);
     s.thread(10, 10, "big-app");
     for tid in 11..14 {
@@ -417,8 +419,7 @@ pub fn large(samples: usize) -> io::Result<Vec<u8>> {
         addresses.push(address);
     }
     let mut rng = Rng::new(7);
-    for _ in 0..samples {
-        let tid = 10 + rng.below(4) as u32;
+    let path = |rng: &mut Rng| -> Vec<Address> {
         let depth = 8 + rng.below(33) as usize;
         // A path down a tree: each level narrows the choice, so stacks share prefixes.
         let mut stack: Vec<Address> = Vec::with_capacity(depth);
@@ -428,7 +429,19 @@ pub fn large(samples: usize) -> io::Result<Vec<u8>> {
             stack.push(addresses[node as usize]);
         }
         stack.reverse();
-        s.sample(10, tid, &stack, &[], false);
+        stack
+    };
+    let pool: Vec<Vec<Address>> = (0..stacks).map(|_| path(&mut rng)).collect();
+    for _ in 0..samples {
+        let tid = 10 + rng.below(4) as u32;
+        if pool.is_empty() {
+            let stack = path(&mut rng);
+            s.sample(10, tid, &stack, &[], false);
+        } else {
+            let n = pool.len() as u64;
+            let pick = (rng.below(n) * rng.below(n)) / n;
+            s.sample(10, tid, &pool[pick as usize], &[], false);
+        }
     }
     s.bytes(true, 0)
 }

@@ -579,7 +579,7 @@ fn flame_graph_options_reach_the_svg() {
 
 #[test]
 fn large_profiles_render() {
-    let bytes = synth::large(5_000).unwrap();
+    let bytes = synth::large(5_000, 500).unwrap();
     let p = Profile::read(&bytes[..], "large").unwrap();
     assert_eq!(p.samples.len(), 5_000);
     let mut out = Vec::new();
