@@ -8,24 +8,18 @@
 //! profile ids on first use. When the target is done, `resolve` names every address that was
 //! used and the names are appended before the summary.
 
-use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::BufWriter;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context};
 use rprof_events::{Event, EventKind};
-use rprof_perf::parse::{x86_64, CallchainContext, FileId};
-use rprof_perf::{
-    parse_record, CallGraph, Rate, Record as PerfRecord, SamplerError, Samplers, SamplingOptions,
-};
-use rprof_profile::{
-    Address, Header, LookupSet, Module, ModuleId, ModuleKind, Record, Sample, Summary, Writer,
-};
-use rprof_unwind::{Frame, Mapping, Mode, ModuleIndex, Outcome, Regs, Unwinder};
+use rprof_perf::{CallGraph, Rate, SamplerError, Samplers, SamplingOptions};
+use rprof_profile::{Header, Record};
+use rprof_record::{Recorder, Stats};
 
 use crate::exit::{usage, with_code, FAILURE, NOT_EXECUTABLE, NOT_FOUND};
 
@@ -34,11 +28,6 @@ const DEFAULT_FREQUENCY: u64 = 999;
 /// Default user-stack copy for `--call-graph dwarf`: the largest the kernel takes. A 300-deep
 /// recursion of ~100-byte frames needs ~30 KB, so this leaves room for bigger frames too.
 const DEFAULT_STACK_COPY: u32 = rprof_perf::MAX_STACK_COPY;
-/// A finished block reaches the file at least this often, so that a killed record leaves a
-/// readable profile of everything but its last moments.
-const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
-/// Longest sleep in `poll` (flushing, --duration and interrupts are checked between polls).
-const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// With --duration and a launched COMMAND: how long COMMAND gets to exit after SIGTERM.
 const TERM_GRACE: Duration = Duration::from_secs(3);
 /// Smallest ring buffer (data pages) tried when the default size is refused.
@@ -672,22 +661,26 @@ fn record_command(plan: &Plan, argv: &[OsString]) -> anyhow::Result<i32> {
     let mut running = pending.start().map_err(launch_error)?;
     // From here on the profile is worth keeping, whatever happens. (Records wait in the ring
     // buffers meanwhile.)
-    let mut recorder = Recorder::new(
+    let mut recorder = start_profile(
         output.begin()?,
         &header(plan, &opened.event, command, None),
         plan.call_graph,
     )?;
-    recorder.push(Record::Comm {
-        time: now_monotonic_ns(),
-        pid,
-        tid: pid,
-        name: comm,
-        exec: true,
-    })?;
+    recorder
+        .push(Record::Comm {
+            time: now_monotonic_ns(),
+            pid,
+            tid: pid,
+            name: comm,
+            exec: true,
+        })
+        .context("cannot write to the profile")?;
     let mut samplers = opened.samplers;
     let mut terminated_at = None;
     loop {
-        let exited = wait_round(&mut samplers, exit_watch.as_ref(), &mut recorder)?;
+        let exited = recorder
+            .wait_round(&mut samplers, exit_watch.as_ref().map(|fd| fd.as_fd()))
+            .context("cannot write to the profile")?;
         if exited || running.try_wait().map_err(launch_error)?.is_some() {
             break;
         }
@@ -708,10 +701,12 @@ fn record_command(plan: &Plan, argv: &[OsString]) -> anyhow::Result<i32> {
             }
         }
     }
-    recorder.drain(&mut samplers)?;
+    recorder
+        .drain(&mut samplers)
+        .context("cannot write to the profile")?;
     drop(samplers);
     let exit = running.wait().map_err(launch_error)?;
-    recorder.finish(started.elapsed(), &plan.output)?;
+    finish(recorder, started.elapsed(), &plan.output)?;
     Ok(exit.shell_code())
 }
 
@@ -725,7 +720,7 @@ fn record_attach(plan: &Plan, pid: u32) -> anyhow::Result<i32> {
     };
     let mut output = Output::open(&plan.output)?;
     let opened = open_samplers(plan, pid, true)?;
-    let mut recorder = Recorder::new(
+    let mut recorder = start_profile(
         output.begin()?,
         &header(plan, &opened.event, Vec::new(), Some(pid)),
         plan.call_graph,
@@ -733,24 +728,28 @@ fn record_attach(plan: &Plan, pid: u32) -> anyhow::Result<i32> {
     rprof_launch::catch_interrupts().context("cannot install the Ctrl-C handler")?;
     let started = Instant::now();
     // What happened before we attached: mappings and thread names from /proc.
-    if let Err(e) = recorder.unwinder.load_proc_maps(pid) {
+    if let Err(e) = recorder.unwinder_mut().load_proc_maps(pid) {
         note(format!("cannot read /proc/{pid}/maps: {e}"));
     }
     let time = now_monotonic_ns();
     for tid in rprof_perf::list_threads(pid).unwrap_or_default() {
         if let Some(name) = rprof_perf::thread_name(pid, tid) {
-            recorder.push(Record::Comm {
-                time,
-                pid,
-                tid,
-                name,
-                exec: false,
-            })?;
+            recorder
+                .push(Record::Comm {
+                    time,
+                    pid,
+                    tid,
+                    name,
+                    exec: false,
+                })
+                .context("cannot write to the profile")?;
         }
     }
     let mut samplers = opened.samplers;
     loop {
-        let exited = wait_round(&mut samplers, exit_watch.as_ref(), &mut recorder)?;
+        let exited = recorder
+            .wait_round(&mut samplers, exit_watch.as_ref().map(|fd| fd.as_fd()))
+            .context("cannot write to the profile")?;
         if exited || rprof_launch::interrupted().is_some() {
             break;
         }
@@ -764,9 +763,11 @@ fn record_attach(plan: &Plan, pid: u32) -> anyhow::Result<i32> {
             break;
         }
     }
-    recorder.drain(&mut samplers)?;
+    recorder
+        .drain(&mut samplers)
+        .context("cannot write to the profile")?;
     drop(samplers);
-    recorder.finish(started.elapsed(), &plan.output)?;
+    finish(recorder, started.elapsed(), &plan.output)?;
     Ok(0)
 }
 
@@ -780,500 +781,68 @@ fn launch_error(e: rprof_launch::LaunchError) -> anyhow::Error {
     }
 }
 
-/// Waits (at most [`POLL_INTERVAL`]) for records or the target's exit, then drains every
-/// buffer. Returns true when the target has exited.
-fn wait_round(
-    samplers: &mut Samplers,
-    exit_watch: Option<&OwnedFd>,
-    recorder: &mut Recorder,
-) -> anyhow::Result<bool> {
-    // Per buffer, the first of its events that has not hung up (its thread ended): polling a
-    // hung-up event would wake us up constantly, and any of them reports waiting records.
-    let mut fds: Vec<libc::pollfd> = (0..samplers.buffers().len())
-        .map(|i| libc::pollfd {
-            fd: samplers
-                .event_fds(i)
-                .map(|fd| fd.as_raw_fd())
-                .find(|fd| !recorder.hung_up.contains(fd))
-                .unwrap_or(-1),
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
-    let watch_index = exit_watch.map(|fd| {
-        fds.push(libc::pollfd {
-            fd: fd.as_fd().as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        });
-        fds.len() - 1
-    });
-    let timeout = POLL_INTERVAL
-        .min(FLUSH_INTERVAL.saturating_sub(recorder.last_flush.elapsed()))
-        .as_millis() as i32;
-    // SAFETY: fds is a valid array of pollfd for the duration of the call.
-    let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
-    if rc < 0 {
-        let err = std::io::Error::last_os_error();
-        if err.kind() != std::io::ErrorKind::Interrupted {
-            return Err(anyhow!(err).context("poll on the perf ring buffers failed"));
-        }
-    }
-    let mut exited = false;
-    if rc > 0 {
-        for (i, pfd) in fds.iter().enumerate() {
-            if Some(i) == watch_index {
-                exited = pfd.revents & (libc::POLLIN | libc::POLLHUP) != 0;
-            } else if pfd.revents & libc::POLLHUP != 0 && pfd.revents & libc::POLLIN == 0 {
-                recorder.hung_up.insert(pfd.fd);
-            }
-        }
-    }
-    recorder.drain(samplers)?;
-    if recorder.last_flush.elapsed() >= FLUSH_INTERVAL {
-        recorder.flush()?;
-    }
-    Ok(exited)
-}
+type ProfileRecorder = Recorder<BufWriter<File>>;
 
-/// Counts for the summary.
-#[derive(Default)]
-struct Stats {
-    samples: u64,
-    lost: u64,
-    throttled: u64,
-    truncated: u64,
-    unwind_failed: u64,
-    bad_records: u64,
-    ring_errors: u64,
-    threads: HashSet<(u32, u32)>,
-    processes: HashSet<u32>,
-}
-
-/// Applies perf records in time order and writes the profile.
-struct Recorder {
-    writer: Writer<BufWriter<File>>,
-    unwinder: Unwinder,
+fn start_profile(
+    file: File,
+    header: &Header,
     call_graph: CallGraph,
-    /// Profile module ids of the unwinder's modules that samples used.
-    module_ids: HashMap<ModuleIndex, ModuleId>,
-    kernel_module: Option<ModuleId>,
-    modules: Vec<Module>,
-    lookups: LookupSet,
-    stats: Stats,
-    /// Processes that exited: forgotten one round later, so that samples still in flight in
-    /// another CPU's buffer can be unwound.
-    exited: Vec<u32>,
-    last_flush: Instant,
-    /// Event descriptors that reported POLLHUP (their task ended): not polled again.
-    hung_up: HashSet<i32>,
-    max_stack: usize,
-    frames: Vec<Frame>,
-    kernel_scratch: Vec<u64>,
-    user_scratch: Vec<u64>,
+) -> anyhow::Result<ProfileRecorder> {
+    Recorder::new(BufWriter::with_capacity(1 << 20, file), header, call_graph)
+        .context("cannot write the profile header")
 }
 
-impl Recorder {
-    fn new(file: File, header: &Header, call_graph: CallGraph) -> anyhow::Result<Recorder> {
-        let writer = Writer::new(BufWriter::with_capacity(1 << 20, file), header)
-            .context("cannot write the profile header")?;
-        Ok(Recorder {
-            writer,
-            unwinder: Unwinder::new(),
-            call_graph,
-            module_ids: HashMap::new(),
-            kernel_module: None,
-            modules: Vec::new(),
-            lookups: LookupSet::new(),
-            stats: Stats::default(),
-            exited: Vec::new(),
-            last_flush: Instant::now(),
-            hung_up: HashSet::new(),
-            max_stack: read_sysctl("perf_event_max_stack").unwrap_or(127) as usize,
-            frames: Vec::new(),
-            kernel_scratch: Vec::new(),
-            user_scratch: Vec::new(),
-        })
-    }
-
-    fn push(&mut self, record: Record) -> anyhow::Result<()> {
-        self.writer
-            .push(record)
-            .context("cannot write to the profile")
-    }
-
-    fn flush(&mut self) -> anyhow::Result<()> {
-        self.last_flush = Instant::now();
-        self.writer.flush().context("cannot write to the profile")
-    }
-
-    /// Reads every buffer once, sorts the round's records by time and applies them.
-    fn drain(&mut self, samplers: &mut Samplers) -> anyhow::Result<()> {
-        for pid in std::mem::take(&mut self.exited) {
-            self.unwinder.exit(pid);
-        }
-        let format = samplers.format();
-        let buffers = samplers.buffers_mut();
-        let batches: Vec<_> = buffers.iter_mut().map(|b| b.ring.read()).collect();
-        let mut records = Vec::new();
-        for batch in &batches {
-            if batch.error().is_some() {
-                self.stats.ring_errors += 1;
-            }
-            let mut last_time = 0;
-            for bytes in batch.iter() {
-                match parse_record(&format, bytes) {
-                    Ok(record) => {
-                        let time = record.time().unwrap_or(last_time);
-                        last_time = time;
-                        records.push((time, records.len(), record));
-                    }
-                    Err(_) => self.stats.bad_records += 1,
-                }
-            }
-        }
-        records.sort_unstable_by_key(|&(time, seq, _)| (time, seq));
-        for (_, _, record) in &records {
-            self.apply(record)?;
-        }
-        Ok(())
-    }
-
-    fn apply(&mut self, record: &PerfRecord<'_>) -> anyhow::Result<()> {
-        match record {
-            PerfRecord::Sample(s) => self.sample(s)?,
-            PerfRecord::Mmap(m) => {
-                let (build_id, inode) = match m.file_id {
-                    Some(FileId::BuildId(id)) => (Some(id.to_vec()), 0),
-                    Some(FileId::Inode { ino, .. }) => (None, ino),
-                    None => (None, 0),
-                };
-                self.unwinder.add_mapping(
-                    m.pid,
-                    Mapping {
-                        start: m.addr,
-                        end: m.addr.saturating_add(m.len),
-                        pgoff: m.pgoff,
-                        path: String::from_utf8_lossy(m.filename).into_owned(),
-                        build_id,
-                        inode,
-                        executable: m.is_executable(),
-                    },
-                );
-            }
-            PerfRecord::Comm(c) => {
-                if c.exec {
-                    self.unwinder.exec(c.pid);
-                }
-                self.note_thread(c.pid, c.tid);
-                self.push(Record::Comm {
-                    time: c.sample_id.time.unwrap_or(0),
-                    pid: c.pid,
-                    tid: c.tid,
-                    name: String::from_utf8_lossy(c.name).into_owned(),
-                    exec: c.exec,
-                })?;
-            }
-            PerfRecord::Fork(t) => {
-                if t.pid != t.ppid {
-                    self.unwinder.fork(t.ppid, t.pid);
-                }
-                self.note_thread(t.pid, t.tid);
-                self.push(Record::Fork {
-                    time: t.time,
-                    pid: t.pid,
-                    ppid: t.ppid,
-                    tid: t.tid,
-                    ptid: t.ptid,
-                })?;
-            }
-            PerfRecord::Exit(t) => {
-                if t.pid == t.tid {
-                    self.exited.push(t.pid);
-                }
-                self.push(Record::Exit {
-                    time: t.time,
-                    pid: t.pid,
-                    ppid: t.ppid,
-                    tid: t.tid,
-                    ptid: t.ptid,
-                })?;
-            }
-            PerfRecord::Lost(l) => {
-                self.stats.lost += l.lost;
-                self.push(Record::Lost {
-                    time: l.sample_id.time.unwrap_or(0),
-                    count: l.lost,
-                })?;
-            }
-            PerfRecord::LostSamples(l) => {
-                self.stats.lost += l.lost;
-                self.push(Record::Lost {
-                    time: l.sample_id.time.unwrap_or(0),
-                    count: l.lost,
-                })?;
-            }
-            PerfRecord::Throttle(t) => {
-                if t.throttled {
-                    self.stats.throttled += 1;
-                }
-                self.push(Record::Throttle {
-                    time: t.time,
-                    throttled: t.throttled,
-                })?;
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-
-    fn note_thread(&mut self, pid: u32, tid: u32) {
-        self.stats.threads.insert((pid, tid));
-        self.stats.processes.insert(pid);
-    }
-
-    /// The profile id of an unwinder module, writing its Module record on first use.
-    fn module_id(&mut self, index: ModuleIndex) -> anyhow::Result<Option<ModuleId>> {
-        if let Some(&id) = self.module_ids.get(&index) {
-            return Ok(Some(id));
-        }
-        let Some(info) = self.unwinder.modules().get(index.0 as usize) else {
-            return Ok(None);
-        };
-        let kind = match info.kind {
-            rprof_unwind::ModuleKind::Elf => ModuleKind::Elf,
-            rprof_unwind::ModuleKind::Vdso => ModuleKind::Vdso,
-            rprof_unwind::ModuleKind::Jit => ModuleKind::Jit,
-            rprof_unwind::ModuleKind::Anonymous => ModuleKind::Anonymous,
-        };
-        let module = Module {
-            id: ModuleId(self.modules.len() as u32),
-            path: info.path.clone(),
-            build_id: info.build_id.clone(),
-            kind,
-            jit_pid: info.pid_for_jit,
-        };
-        let id = module.id;
-        self.module_ids.insert(index, id);
-        self.modules.push(module.clone());
-        self.push(Record::Module(module))?;
-        Ok(Some(id))
-    }
-
-    fn kernel_module(&mut self) -> anyhow::Result<ModuleId> {
-        if let Some(id) = self.kernel_module {
-            return Ok(id);
-        }
-        let module = Module {
-            id: ModuleId(self.modules.len() as u32),
-            path: "[kernel.kallsyms]".to_string(),
-            build_id: kernel_build_id(),
-            kind: ModuleKind::Kernel,
-            jit_pid: None,
-        };
-        let id = module.id;
-        self.kernel_module = Some(id);
-        self.modules.push(module.clone());
-        self.push(Record::Module(module))?;
-        Ok(id)
-    }
-
-    fn address(&mut self, frame: &Frame) -> anyhow::Result<Address> {
-        let module = match frame.module {
-            Some(index) => self.module_id(index)?,
-            None => None,
-        };
-        Ok(match module {
-            Some(module) => Address {
-                module: Some(module),
-                address: frame.address,
-            },
-            None => Address {
-                module: None,
-                address: frame.avma,
-            },
-        })
-    }
-
-    fn sample(&mut self, s: &rprof_perf::parse::Sample<'_>) -> anyhow::Result<()> {
-        let pid = s.pid.unwrap_or(0);
-        let tid = s.tid.unwrap_or(pid);
-        self.note_thread(pid, tid);
-        let mut kernel_avmas = std::mem::take(&mut self.kernel_scratch);
-        let mut user_avmas = std::mem::take(&mut self.user_scratch);
-        kernel_avmas.clear();
-        user_avmas.clear();
-        let mut callchain_entries = 0;
-        if let Some(chain) = s.callchain {
-            for (context, address) in chain.addresses() {
-                callchain_entries += 1;
-                match context {
-                    CallchainContext::Kernel => kernel_avmas.push(address),
-                    CallchainContext::User => user_avmas.push(address),
-                    CallchainContext::Other => {}
-                }
-            }
-        }
-        let mut frames = std::mem::take(&mut self.frames);
-        frames.clear();
-        let mut truncated = false;
-        let mut failed = false;
-        let regs = s.regs_user.and_then(|r| {
-            Some(Regs {
-                ip: r.get(x86_64::IP)?,
-                sp: r.get(x86_64::SP).unwrap_or(0),
-                bp: r.get(x86_64::BP).unwrap_or(0),
-            })
-        });
-        match self.call_graph {
-            CallGraph::Dwarf { .. } => {
-                if let Some(regs) = regs {
-                    let stack = s.stack_user.unwrap_or(&[]);
-                    match self
-                        .unwinder
-                        .unwind(pid, regs, stack, Mode::Dwarf, &mut frames)
-                    {
-                        Outcome::Complete => {}
-                        Outcome::Truncated => truncated = true,
-                        Outcome::Failed(_) => failed = true,
-                    }
-                }
-            }
-            CallGraph::FramePointer => {
-                for &avma in &user_avmas {
-                    frames.push(self.unwinder.resolve(pid, avma));
-                }
-                truncated = !user_avmas.is_empty() && callchain_entries >= self.max_stack;
-            }
-            CallGraph::None => {
-                if let Some(regs) = regs {
-                    frames.push(self.unwinder.resolve(pid, regs.ip));
-                }
-            }
-        }
-        if failed && frames.len() <= 1 {
-            self.stats.unwind_failed += 1;
-        }
-        let mut user = Vec::with_capacity(frames.len());
-        for frame in &frames {
-            user.push(self.address(frame)?);
-        }
-        let mut kernel = Vec::with_capacity(kernel_avmas.len());
-        if !kernel_avmas.is_empty() {
-            let id = self.kernel_module()?;
-            kernel.extend(kernel_avmas.iter().map(|&address| Address {
-                module: Some(id),
-                address,
-            }));
-        }
-        self.frames = frames;
-        self.kernel_scratch = kernel_avmas;
-        self.user_scratch = user_avmas;
-        if truncated {
-            self.stats.truncated += 1;
-        }
-        self.stats.samples += 1;
-        let sample = Sample {
-            time: s.time.unwrap_or(0),
-            pid,
-            tid,
-            cpu: s.cpu.unwrap_or(0),
-            period: s.period.unwrap_or(1),
-            user,
-            kernel,
-            truncated,
-        };
-        self.lookups.add_sample(&sample);
-        self.push(Record::Sample(sample))
-    }
-
-    /// Names every address the samples used (so that the profile is self-contained), writes the
-    /// summary and prints it.
-    fn finish(mut self, elapsed: Duration, path: &Path) -> anyhow::Result<()> {
-        self.flush()?;
-        for record in crate::resolve::symbolize(&self.modules, &self.lookups) {
-            self.push(record)?;
-        }
-        let stats = &self.stats;
-        let summary = Summary {
-            end_unix_ns: unix_ns(),
-            samples: stats.samples,
-            lost: stats.lost,
-            throttled: stats.throttled,
-            truncated: stats.truncated,
-            unwind_failed: stats.unwind_failed,
-        };
-        let mut out = self
-            .writer
-            .finish(summary)
-            .context("cannot write to the profile")?;
-        out.flush().context("cannot write to the profile")?;
-        let size = out
-            .get_ref()
-            .metadata()
-            .map(|m| m.len())
-            .unwrap_or_default();
-        let truncated_share = if stats.samples > 0 {
-            100.0 * stats.truncated as f64 / stats.samples as f64
-        } else {
-            0.0
-        };
-        eprintln!(
-            "rprof: recorded {:.2} s: {} samples, {} threads, {} processes, {} lost samples, {} truncated stacks ({:.1}%); wrote {} to {}",
-            elapsed.as_secs_f64(),
-            stats.samples,
-            stats.threads.len(),
-            stats.processes.len(),
-            stats.lost,
-            stats.truncated,
-            truncated_share,
-            human_size(size),
-            path.display()
-        );
-        if stats.throttled > 0 {
-            note(format!(
-                "the kernel throttled sampling {} times (kernel.perf_cpu_time_max_percent); consider a lower -F",
-                stats.throttled
-            ));
-        }
-        if stats.unwind_failed > 0 {
-            note(format!(
-                "{} samples could not be unwound beyond their instruction pointer",
-                stats.unwind_failed
-            ));
-        }
-        if stats.bad_records > 0 || stats.ring_errors > 0 {
-            note(format!(
-                "{} malformed perf records and {} ring-buffer inconsistencies were skipped",
-                stats.bad_records, stats.ring_errors
-            ));
-        }
-        Ok(())
-    }
+/// Names every address the samples used (so that the profile is self-contained), writes the
+/// summary and prints it.
+fn finish(recorder: ProfileRecorder, elapsed: Duration, path: &Path) -> anyhow::Result<()> {
+    let (out, stats) = recorder
+        .finish(crate::resolve::symbolize)
+        .context("cannot write to the profile")?;
+    let size = out
+        .get_ref()
+        .metadata()
+        .map(|m| m.len())
+        .unwrap_or_default();
+    print_summary(&stats, elapsed, size, path);
+    Ok(())
 }
 
-/// The running kernel's GNU build id, from `/sys/kernel/notes`.
-fn kernel_build_id() -> Option<Vec<u8>> {
-    let notes = std::fs::read("/sys/kernel/notes").ok()?;
-    let mut pos = 0;
-    let word = |at: usize| -> Option<u32> {
-        Some(u32::from_ne_bytes(notes.get(at..at + 4)?.try_into().ok()?))
+fn print_summary(stats: &Stats, elapsed: Duration, size: u64, path: &Path) {
+    let truncated_share = if stats.samples > 0 {
+        100.0 * stats.truncated as f64 / stats.samples as f64
+    } else {
+        0.0
     };
-    while pos + 12 <= notes.len() {
-        let namesz = word(pos)? as usize;
-        let descsz = word(pos + 4)? as usize;
-        let kind = word(pos + 8)?;
-        let name_start = pos + 12;
-        let desc_start = name_start.checked_add(namesz.div_ceil(4) * 4)?;
-        let desc_end = desc_start.checked_add(descsz)?;
-        let name = notes.get(name_start..name_start + namesz)?;
-        // NT_GNU_BUILD_ID = 3, owner "GNU\0".
-        if kind == 3 && name == b"GNU\0" {
-            return Some(notes.get(desc_start..desc_end)?.to_vec());
-        }
-        pos = desc_start.checked_add(descsz.div_ceil(4) * 4)?;
+    eprintln!(
+        "rprof: recorded {:.2} s: {} samples, {} threads, {} processes, {} lost samples, {} truncated stacks ({:.1}%); wrote {} to {}",
+        elapsed.as_secs_f64(),
+        stats.samples,
+        stats.threads.len(),
+        stats.processes.len(),
+        stats.lost,
+        stats.truncated,
+        truncated_share,
+        human_size(size),
+        path.display()
+    );
+    if stats.throttled > 0 {
+        note(format!(
+            "the kernel throttled sampling {} times (kernel.perf_cpu_time_max_percent); consider a lower -F",
+            stats.throttled
+        ));
     }
-    None
+    if stats.unwind_failed > 0 {
+        note(format!(
+            "{} samples could not be unwound beyond their instruction pointer",
+            stats.unwind_failed
+        ));
+    }
+    if stats.bad_records > 0 || stats.ring_errors > 0 {
+        note(format!(
+            "{} malformed perf records and {} ring-buffer inconsistencies were skipped",
+            stats.bad_records, stats.ring_errors
+        ));
+    }
 }
 
 fn human_size(bytes: u64) -> String {
@@ -1351,13 +920,6 @@ mod tests {
         ] {
             let pages = default_pages(cg);
             assert!(pages.is_power_of_two() && pages >= 1, "{pages}");
-        }
-    }
-
-    #[test]
-    fn kernel_build_id_is_a_plausible_size() {
-        if let Some(id) = kernel_build_id() {
-            assert!((8..=64).contains(&id.len()), "{id:?}");
         }
     }
 }

@@ -1,0 +1,537 @@
+//! The core of a recording: perf records in, profile records out.
+//!
+//! A [`Recorder`] waits on the samplers' ring buffers (`rprof-perf`), drains every buffer each
+//! round, sorts the round's records by time and applies them in order: MMAP2, FORK, COMM-exec
+//! and EXIT keep `rprof-unwind`'s per-process address spaces current, and each SAMPLE is unwound
+//! right away, so that only module-relative addresses (never stack copies) reach the profile
+//! (`rprof-profile`). Modules get profile ids on first use. A block is flushed at least every
+//! [`FLUSH_INTERVAL`], so a killed recording leaves a readable profile.
+//!
+//! It leaves to others: opening the samplers and starting or attaching to the target (the
+//! `rprof` binary with `rprof-launch` and `rprof-perf`), and naming addresses (the caller passes
+//! a naming function to [`Recorder::finish`]).
+
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{HashMap, HashSet};
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rprof_perf::parse::{x86_64, CallchainContext, FileId};
+use rprof_perf::{parse_record, CallGraph, Record as PerfRecord, Samplers};
+use rprof_profile::{
+    Address, Header, LookupSet, Module, ModuleId, ModuleKind, Record, Sample, Summary, Writer,
+};
+use rprof_unwind::{Frame, Mapping, Mode, ModuleIndex, Outcome, Regs, Unwinder};
+
+/// A finished block reaches the file at least this often, so that a killed record leaves a
+/// readable profile of everything but its last moments.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
+/// Longest sleep in `poll` (the caller checks --duration and interrupts between rounds).
+pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+fn read_sysctl(name: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/sys/kernel/{name}"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Now, in nanoseconds since the Unix epoch.
+fn unix_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+/// Counts for the summary.
+#[derive(Debug, Default, Clone)]
+pub struct Stats {
+    /// Samples written.
+    pub samples: u64,
+    /// Samples the kernel reported lost.
+    pub lost: u64,
+    /// Times the kernel throttled sampling.
+    pub throttled: u64,
+    /// Samples whose user stack ran past the copied stack.
+    pub truncated: u64,
+    /// Samples that could not be unwound beyond their instruction pointer.
+    pub unwind_failed: u64,
+    /// perf records that did not parse (skipped).
+    pub bad_records: u64,
+    /// Ring-buffer inconsistencies (skipped).
+    pub ring_errors: u64,
+    /// Every (pid, tid) seen.
+    pub threads: HashSet<(u32, u32)>,
+    /// Every pid seen.
+    pub processes: HashSet<u32>,
+}
+
+/// Applies perf records in time order and writes the profile.
+pub struct Recorder<W: Write> {
+    writer: Writer<W>,
+    unwinder: Unwinder,
+    call_graph: CallGraph,
+    /// Profile module ids of the unwinder's modules that samples used.
+    module_ids: HashMap<ModuleIndex, ModuleId>,
+    kernel_module: Option<ModuleId>,
+    modules: Vec<Module>,
+    lookups: LookupSet,
+    stats: Stats,
+    /// Processes that exited: forgotten one round later, so that samples still in flight in
+    /// another CPU's buffer can be unwound.
+    exited: Vec<u32>,
+    last_flush: Instant,
+    /// Event descriptors that reported POLLHUP (their task ended): not polled again.
+    hung_up: HashSet<i32>,
+    max_stack: usize,
+    frames: Vec<Frame>,
+    kernel_scratch: Vec<u64>,
+    user_scratch: Vec<u64>,
+}
+
+impl<W: Write> Recorder<W> {
+    /// Waits (at most [`POLL_INTERVAL`]) for records or the target's exit, then drains every
+    /// buffer. Returns true when the target has exited.
+    pub fn wait_round(
+        &mut self,
+        samplers: &mut Samplers,
+        exit_watch: Option<BorrowedFd<'_>>,
+    ) -> io::Result<bool> {
+        // Per buffer, the first of its events that has not hung up (its thread ended): polling a
+        // hung-up event would wake us up constantly, and any of them reports waiting records.
+        let mut fds: Vec<libc::pollfd> = (0..samplers.buffers().len())
+            .map(|i| libc::pollfd {
+                fd: samplers
+                    .event_fds(i)
+                    .map(|fd| fd.as_raw_fd())
+                    .find(|fd| !self.hung_up.contains(fd))
+                    .unwrap_or(-1),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        let watch_index = exit_watch.map(|fd| {
+            fds.push(libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+            fds.len() - 1
+        });
+        let timeout = POLL_INTERVAL
+            .min(FLUSH_INTERVAL.saturating_sub(self.last_flush.elapsed()))
+            .as_millis() as i32;
+        // SAFETY: fds is a valid array of pollfd for the duration of the call.
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+        if rc < 0 {
+            let err = std::io::Error::last_os_error();
+            if err.kind() != std::io::ErrorKind::Interrupted {
+                return Err(io::Error::new(
+                    err.kind(),
+                    format!("poll on the perf ring buffers failed: {err}"),
+                ));
+            }
+        }
+        let mut exited = false;
+        if rc > 0 {
+            for (i, pfd) in fds.iter().enumerate() {
+                if Some(i) == watch_index {
+                    exited = pfd.revents & (libc::POLLIN | libc::POLLHUP) != 0;
+                } else if pfd.revents & libc::POLLHUP != 0 && pfd.revents & libc::POLLIN == 0 {
+                    self.hung_up.insert(pfd.fd);
+                }
+            }
+        }
+        self.drain(samplers)?;
+        if self.last_flush.elapsed() >= FLUSH_INTERVAL {
+            self.flush()?;
+        }
+        Ok(exited)
+    }
+
+    /// Starts the profile on `out` (the header is written at once).
+    pub fn new(out: W, header: &Header, call_graph: CallGraph) -> io::Result<Recorder<W>> {
+        let writer = Writer::new(out, header)?;
+        Ok(Recorder {
+            writer,
+            unwinder: Unwinder::new(),
+            call_graph,
+            module_ids: HashMap::new(),
+            kernel_module: None,
+            modules: Vec::new(),
+            lookups: LookupSet::new(),
+            stats: Stats::default(),
+            exited: Vec::new(),
+            last_flush: Instant::now(),
+            hung_up: HashSet::new(),
+            max_stack: read_sysctl("perf_event_max_stack").unwrap_or(127) as usize,
+            frames: Vec::new(),
+            kernel_scratch: Vec::new(),
+            user_scratch: Vec::new(),
+        })
+    }
+
+    /// Adds a record of the caller's (e.g. thread names read from /proc when attaching).
+    pub fn push(&mut self, record: Record) -> io::Result<()> {
+        self.writer.push(record)
+    }
+
+    /// The unwinder, e.g. to load the mappings of an attached process from /proc.
+    pub fn unwinder_mut(&mut self) -> &mut Unwinder {
+        &mut self.unwinder
+    }
+
+    /// What the recording has counted so far.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Ends the current block and writes it out.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.last_flush = Instant::now();
+        self.writer.flush()
+    }
+
+    /// Reads every buffer once, sorts the round's records by time and applies them.
+    pub fn drain(&mut self, samplers: &mut Samplers) -> io::Result<()> {
+        for pid in std::mem::take(&mut self.exited) {
+            self.unwinder.exit(pid);
+        }
+        let format = samplers.format();
+        let buffers = samplers.buffers_mut();
+        let batches: Vec<_> = buffers.iter_mut().map(|b| b.ring.read()).collect();
+        let mut records = Vec::new();
+        for batch in &batches {
+            if batch.error().is_some() {
+                self.stats.ring_errors += 1;
+            }
+            let mut last_time = 0;
+            for bytes in batch.iter() {
+                match parse_record(&format, bytes) {
+                    Ok(record) => {
+                        let time = record.time().unwrap_or(last_time);
+                        last_time = time;
+                        records.push((time, records.len(), record));
+                    }
+                    Err(_) => self.stats.bad_records += 1,
+                }
+            }
+        }
+        records.sort_unstable_by_key(|&(time, seq, _)| (time, seq));
+        for (_, _, record) in &records {
+            self.apply(record)?;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, record: &PerfRecord<'_>) -> io::Result<()> {
+        match record {
+            PerfRecord::Sample(s) => self.sample(s)?,
+            PerfRecord::Mmap(m) => {
+                let (build_id, inode) = match m.file_id {
+                    Some(FileId::BuildId(id)) => (Some(id.to_vec()), 0),
+                    Some(FileId::Inode { ino, .. }) => (None, ino),
+                    None => (None, 0),
+                };
+                self.unwinder.add_mapping(
+                    m.pid,
+                    Mapping {
+                        start: m.addr,
+                        end: m.addr.saturating_add(m.len),
+                        pgoff: m.pgoff,
+                        path: String::from_utf8_lossy(m.filename).into_owned(),
+                        build_id,
+                        inode,
+                        executable: m.is_executable(),
+                    },
+                );
+            }
+            PerfRecord::Comm(c) => {
+                if c.exec {
+                    self.unwinder.exec(c.pid);
+                }
+                self.note_thread(c.pid, c.tid);
+                self.push(Record::Comm {
+                    time: c.sample_id.time.unwrap_or(0),
+                    pid: c.pid,
+                    tid: c.tid,
+                    name: String::from_utf8_lossy(c.name).into_owned(),
+                    exec: c.exec,
+                })?;
+            }
+            PerfRecord::Fork(t) => {
+                if t.pid != t.ppid {
+                    self.unwinder.fork(t.ppid, t.pid);
+                }
+                self.note_thread(t.pid, t.tid);
+                self.push(Record::Fork {
+                    time: t.time,
+                    pid: t.pid,
+                    ppid: t.ppid,
+                    tid: t.tid,
+                    ptid: t.ptid,
+                })?;
+            }
+            PerfRecord::Exit(t) => {
+                if t.pid == t.tid {
+                    self.exited.push(t.pid);
+                }
+                self.push(Record::Exit {
+                    time: t.time,
+                    pid: t.pid,
+                    ppid: t.ppid,
+                    tid: t.tid,
+                    ptid: t.ptid,
+                })?;
+            }
+            PerfRecord::Lost(l) => {
+                self.stats.lost += l.lost;
+                self.push(Record::Lost {
+                    time: l.sample_id.time.unwrap_or(0),
+                    count: l.lost,
+                })?;
+            }
+            PerfRecord::LostSamples(l) => {
+                self.stats.lost += l.lost;
+                self.push(Record::Lost {
+                    time: l.sample_id.time.unwrap_or(0),
+                    count: l.lost,
+                })?;
+            }
+            PerfRecord::Throttle(t) => {
+                if t.throttled {
+                    self.stats.throttled += 1;
+                }
+                self.push(Record::Throttle {
+                    time: t.time,
+                    throttled: t.throttled,
+                })?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn note_thread(&mut self, pid: u32, tid: u32) {
+        self.stats.threads.insert((pid, tid));
+        self.stats.processes.insert(pid);
+    }
+
+    /// The profile id of an unwinder module, writing its Module record on first use.
+    fn module_id(&mut self, index: ModuleIndex) -> io::Result<Option<ModuleId>> {
+        if let Some(&id) = self.module_ids.get(&index) {
+            return Ok(Some(id));
+        }
+        let Some(info) = self.unwinder.modules().get(index.0 as usize) else {
+            return Ok(None);
+        };
+        let kind = match info.kind {
+            rprof_unwind::ModuleKind::Elf => ModuleKind::Elf,
+            rprof_unwind::ModuleKind::Vdso => ModuleKind::Vdso,
+            rprof_unwind::ModuleKind::Jit => ModuleKind::Jit,
+            rprof_unwind::ModuleKind::Anonymous => ModuleKind::Anonymous,
+        };
+        let module = Module {
+            id: ModuleId(self.modules.len() as u32),
+            path: info.path.clone(),
+            build_id: info.build_id.clone(),
+            kind,
+            jit_pid: info.pid_for_jit,
+        };
+        let id = module.id;
+        self.module_ids.insert(index, id);
+        self.modules.push(module.clone());
+        self.push(Record::Module(module))?;
+        Ok(Some(id))
+    }
+
+    fn kernel_module(&mut self) -> io::Result<ModuleId> {
+        if let Some(id) = self.kernel_module {
+            return Ok(id);
+        }
+        let module = Module {
+            id: ModuleId(self.modules.len() as u32),
+            path: "[kernel.kallsyms]".to_string(),
+            build_id: kernel_build_id(),
+            kind: ModuleKind::Kernel,
+            jit_pid: None,
+        };
+        let id = module.id;
+        self.kernel_module = Some(id);
+        self.modules.push(module.clone());
+        self.push(Record::Module(module))?;
+        Ok(id)
+    }
+
+    fn address(&mut self, frame: &Frame) -> io::Result<Address> {
+        let module = match frame.module {
+            Some(index) => self.module_id(index)?,
+            None => None,
+        };
+        Ok(match module {
+            Some(module) => Address {
+                module: Some(module),
+                address: frame.address,
+            },
+            None => Address {
+                module: None,
+                address: frame.avma,
+            },
+        })
+    }
+
+    fn sample(&mut self, s: &rprof_perf::parse::Sample<'_>) -> io::Result<()> {
+        let pid = s.pid.unwrap_or(0);
+        let tid = s.tid.unwrap_or(pid);
+        self.note_thread(pid, tid);
+        let mut kernel_avmas = std::mem::take(&mut self.kernel_scratch);
+        let mut user_avmas = std::mem::take(&mut self.user_scratch);
+        kernel_avmas.clear();
+        user_avmas.clear();
+        let mut callchain_entries = 0;
+        if let Some(chain) = s.callchain {
+            for (context, address) in chain.addresses() {
+                callchain_entries += 1;
+                match context {
+                    CallchainContext::Kernel => kernel_avmas.push(address),
+                    CallchainContext::User => user_avmas.push(address),
+                    CallchainContext::Other => {}
+                }
+            }
+        }
+        let mut frames = std::mem::take(&mut self.frames);
+        frames.clear();
+        let mut truncated = false;
+        let mut failed = false;
+        let regs = s.regs_user.and_then(|r| {
+            Some(Regs {
+                ip: r.get(x86_64::IP)?,
+                sp: r.get(x86_64::SP).unwrap_or(0),
+                bp: r.get(x86_64::BP).unwrap_or(0),
+            })
+        });
+        match self.call_graph {
+            CallGraph::Dwarf { .. } => {
+                if let Some(regs) = regs {
+                    let stack = s.stack_user.unwrap_or(&[]);
+                    match self
+                        .unwinder
+                        .unwind(pid, regs, stack, Mode::Dwarf, &mut frames)
+                    {
+                        Outcome::Complete => {}
+                        Outcome::Truncated => truncated = true,
+                        Outcome::Failed(_) => failed = true,
+                    }
+                }
+            }
+            CallGraph::FramePointer => {
+                for &avma in &user_avmas {
+                    frames.push(self.unwinder.resolve(pid, avma));
+                }
+                truncated = !user_avmas.is_empty() && callchain_entries >= self.max_stack;
+            }
+            CallGraph::None => {
+                if let Some(regs) = regs {
+                    frames.push(self.unwinder.resolve(pid, regs.ip));
+                }
+            }
+        }
+        if failed && frames.len() <= 1 {
+            self.stats.unwind_failed += 1;
+        }
+        let mut user = Vec::with_capacity(frames.len());
+        for frame in &frames {
+            user.push(self.address(frame)?);
+        }
+        let mut kernel = Vec::with_capacity(kernel_avmas.len());
+        if !kernel_avmas.is_empty() {
+            let id = self.kernel_module()?;
+            kernel.extend(kernel_avmas.iter().map(|&address| Address {
+                module: Some(id),
+                address,
+            }));
+        }
+        self.frames = frames;
+        self.kernel_scratch = kernel_avmas;
+        self.user_scratch = user_avmas;
+        if truncated {
+            self.stats.truncated += 1;
+        }
+        self.stats.samples += 1;
+        let sample = Sample {
+            time: s.time.unwrap_or(0),
+            pid,
+            tid,
+            cpu: s.cpu.unwrap_or(0),
+            period: s.period.unwrap_or(1),
+            user,
+            kernel,
+            truncated,
+        };
+        self.lookups.add_sample(&sample);
+        self.push(Record::Sample(sample))
+    }
+
+    /// Appends names for every address the samples used (from `name`, so that the profile is
+    /// self-contained) and the summary, and returns the output with the final counts.
+    pub fn finish(
+        mut self,
+        name: impl FnOnce(&[Module], &LookupSet) -> Vec<Record>,
+    ) -> io::Result<(W, Stats)> {
+        self.flush()?;
+        for record in name(&self.modules, &self.lookups) {
+            self.push(record)?;
+        }
+        let stats = self.stats;
+        let summary = Summary {
+            end_unix_ns: unix_ns(),
+            samples: stats.samples,
+            lost: stats.lost,
+            throttled: stats.throttled,
+            truncated: stats.truncated,
+            unwind_failed: stats.unwind_failed,
+        };
+        let mut out = self.writer.finish(summary)?;
+        out.flush()?;
+        Ok((out, stats))
+    }
+}
+
+/// The running kernel's GNU build id, from `/sys/kernel/notes`.
+pub fn kernel_build_id() -> Option<Vec<u8>> {
+    let notes = std::fs::read("/sys/kernel/notes").ok()?;
+    let mut pos = 0;
+    let word = |at: usize| -> Option<u32> {
+        Some(u32::from_ne_bytes(notes.get(at..at + 4)?.try_into().ok()?))
+    };
+    while pos + 12 <= notes.len() {
+        let namesz = word(pos)? as usize;
+        let descsz = word(pos + 4)? as usize;
+        let kind = word(pos + 8)?;
+        let name_start = pos + 12;
+        let desc_start = name_start.checked_add(namesz.div_ceil(4) * 4)?;
+        let desc_end = desc_start.checked_add(descsz)?;
+        let name = notes.get(name_start..name_start + namesz)?;
+        // NT_GNU_BUILD_ID = 3, owner "GNU\0".
+        if kind == 3 && name == b"GNU\0" {
+            return Some(notes.get(desc_start..desc_end)?.to_vec());
+        }
+        pos = desc_start.checked_add(descsz.div_ceil(4) * 4)?;
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_build_id_is_a_plausible_size() {
+        if let Some(id) = kernel_build_id() {
+            assert!((8..=64).contains(&id.len()), "{id:?}");
+        }
+    }
+}
