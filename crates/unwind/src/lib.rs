@@ -389,8 +389,8 @@ impl Process {
         }
         let mut keep = Vec::new();
         for m in self.maps.drain(lo..hi) {
-            for &start in &m.framehop_starts {
-                self.framehop.remove_module(start);
+            for &module_start in &m.framehop_starts {
+                self.framehop.remove_module(module_start);
                 removed += 1;
             }
             let piece = ProcMap {
@@ -731,7 +731,8 @@ impl Unwinder {
         slot.loaded.as_ref()?.as_ref().err()
     }
 
-    /// Unwind-rule cache statistics: (hits, misses) since the unwinder was created.
+    /// Unwind-rule cache statistics: (hits, misses) since the cache was created (it is
+    /// recreated after many module changes, see the crate source).
     pub fn cache_stats(&self) -> (u64, u64) {
         let stats = self.cache.stats();
         (stats.hits(), stats.misses())
