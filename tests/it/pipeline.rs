@@ -268,7 +268,7 @@ fn inline_and_kernel_frames_are_marked_and_named() {
 }
 
 #[test]
-fn a_stripped_library_is_unwound_and_named_from_dynsym() {
+fn a_stripped_library_is_unwound_and_named_from_dynsym_and_eh_frame() {
     let build = c_build();
     let dir = tempdir();
     let exe = build.exe.to_str().unwrap();
@@ -282,21 +282,30 @@ fn a_stripped_library_is_unwound_and_named_from_dynsym() {
     let reach = share_reaching(&stacks, "main");
     assert!(reach >= 0.95, "only {reach:.3} of the samples reach main");
     let paths = paths_after(&stacks, "main");
-    // lib_work is exported (named from .dynsym); the hidden lib_inner has no name left, so it
-    // shows as the module plus an offset, never as [unknown] or as its neighbour's name.
-    let lib: u64 = paths
-        .iter()
-        .filter(|(p, _)| p.starts_with("lib_work;libpipeline_lib.so+0x"))
-        .map(|(_, n)| n)
-        .sum();
-    assert!(
-        lib > 0,
-        "no main;lib_work;libpipeline_lib.so+0x… path: {paths:#?}"
-    );
+    // lib_work is exported (named from .dynsym). The hidden lib_inner has no symbol left, so it
+    // is named after the start of its .eh_frame range, `fun_<start>`: never [unknown], never
+    // its neighbour's name.
+    let start = nm_address(&build.debug_lib_dir.join("libpipeline_lib.so"), "lib_inner");
+    let expected = format!("lib_work;fun_{start:x}");
+    let lib = starting_with(&paths, &expected);
+    assert!(lib > 0, "no main;{expected} path: {paths:#?}");
     assert!(
         !paths.keys().any(|p| p.contains("lib_inner")),
         "lib_inner named without its symbol: {paths:#?}"
     );
+}
+
+/// The address of `symbol` in `file`, from `nm`.
+fn nm_address(file: &Path, symbol: &str) -> u64 {
+    let out = Command::new("nm").arg(file).output().expect("nm runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|line| {
+            let mut fields = line.split_whitespace();
+            let address = fields.next()?;
+            (fields.nth(1)? == symbol).then(|| u64::from_str_radix(address, 16).ok())?
+        })
+        .unwrap_or_else(|| panic!("{symbol} not in nm {}", file.display()))
 }
 
 #[test]

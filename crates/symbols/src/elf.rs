@@ -15,6 +15,7 @@ use object::{
 use crate::demangle::demangle;
 use addr2line::LookupContinuation as _;
 
+use crate::fde::FunctionRanges;
 use crate::split::SplitDwarf;
 use crate::status::{hex, DebugInfo, ModuleProblem, ModuleStatus};
 use crate::symtab::{Rank, RawSymbol, SymbolTable};
@@ -94,6 +95,8 @@ const MAX_INLINE_DEPTH: usize = 256;
 /// One loaded ELF module.
 pub(crate) struct ElfModule {
     symbols: SymbolTable,
+    /// Function ranges from `.eh_frame`, naming code that no symbol covers.
+    functions: FunctionRanges,
     dwarf: Option<addr2line::Context<Reader>>,
     status: ModuleStatus,
     /// Where split DWARF units are loaded from.
@@ -117,6 +120,7 @@ impl std::fmt::Debug for ElfModule {
 #[derive(Default)]
 struct Loading {
     raw_symbols: Vec<RawSymbol>,
+    functions: FunctionRanges,
     dwarf: Option<addr2line::Context<Reader>>,
     debug_info: DebugInfo,
     problem: Option<ModuleProblem>,
@@ -182,6 +186,7 @@ impl ElfModule {
                 problem: st.problem,
             },
             symbols,
+            functions: st.functions,
             dwarf: st.dwarf,
             split,
             names: HashMap::new(),
@@ -201,9 +206,10 @@ impl ElfModule {
         };
         let needs_symbol = frames.last().is_none_or(|f| f.function.is_none());
         let symbol = if needs_symbol {
-            self.symbols
-                .lookup(addr)
-                .map(|raw| demangled(&mut self.names, raw))
+            match self.symbols.lookup(addr) {
+                Some(raw) => Some(demangled(&mut self.names, raw)),
+                None => self.functions.start_of(addr).map(FunctionRanges::name),
+            }
         } else {
             None
         };
@@ -367,6 +373,7 @@ fn read_main(
     }
     collect_symbols(&file, &mut st.raw_symbols);
     plt_symbols(&file, &mut st.raw_symbols);
+    st.functions = FunctionRanges::from_eh_frame(&file, base);
     if has_dwarf(&file) {
         match load_dwarf(&file, base, Path::new(path), roots) {
             Ok(ctx) => {

@@ -31,6 +31,7 @@
 
 mod demangle;
 mod elf;
+mod fde;
 mod jit;
 mod kernel;
 mod split;
