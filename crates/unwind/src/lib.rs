@@ -1115,6 +1115,12 @@ mod tests {
     }
 
     #[test]
+    fn unwinder_can_move_to_another_thread() {
+        fn send<T: Send>() {}
+        send::<Unwinder>();
+    }
+
+    #[test]
     fn unknown_process_resolves_to_no_module() {
         let mut u = Unwinder::new();
         let f = u.resolve(12345, 0x40_1000);
