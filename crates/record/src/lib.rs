@@ -482,12 +482,14 @@ impl<W: Write> Recorder<W> {
         name: impl FnOnce(&[Module], &LookupSet) -> Vec<Record>,
     ) -> io::Result<(W, Stats)> {
         self.flush()?;
+        // Recording ends here; naming the addresses is not part of its duration.
+        let end_unix_ns = unix_ns();
         for record in name(&self.modules, &self.lookups) {
             self.push(record)?;
         }
         let stats = self.stats;
         let summary = Summary {
-            end_unix_ns: unix_ns(),
+            end_unix_ns,
             samples: stats.samples,
             lost: stats.lost,
             throttled: stats.throttled,
