@@ -107,7 +107,7 @@ pub enum Mode {
     FramePointer,
 }
 
-/// How unwinding ended.
+/// How unwinding ended. An empty stack copy never gives `Truncated`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// The outermost frame was reached (undefined or zero return address, zero frame pointer).
@@ -543,9 +543,12 @@ impl<'a> StackCopy<'a> {
         Some(u64::from_le_bytes(word.try_into().ok()?))
     }
 
-    /// Whether a failed read at `addr` failed because the copy ends too early.
+    /// Whether a failed read at `addr` failed because the copy ends too early. An empty copy
+    /// never does: the kernel copies nothing only when it cannot read the stack at all (e.g.
+    /// a sample taken in the middle of an execve), which no larger copy would fix.
     fn needs_more(&self, addr: u64) -> bool {
-        addr >= self.sp
+        !self.bytes.is_empty()
+            && addr >= self.sp
             && addr.saturating_add(8) > self.end
             && addr < self.end.saturating_add(TRUNCATION_WINDOW)
     }

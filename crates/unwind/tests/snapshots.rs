@@ -140,7 +140,14 @@ fn short_copy_is_truncated_with_the_frames_found() {
     let s = &snaps[0];
     let mut u = unwinder_for(&maps);
     let mut names = Names::default();
-    for cut in [0usize, 8, 100, 1000, 4096, 8192, 20000] {
+    let mut frames = Vec::new();
+    let outcome = u.unwind(PID, s.regs, &[], Mode::Dwarf, &mut frames);
+    assert!(
+        matches!(outcome, Outcome::Failed(_)),
+        "no stack at all is not a short copy: {outcome:?}"
+    );
+    assert_eq!(frames.len(), 1);
+    for cut in [8usize, 100, 1000, 4096, 8192, 20000] {
         let mut frames = Vec::new();
         let outcome = u.unwind(PID, s.regs, &s.stack[..cut], Mode::Dwarf, &mut frames);
         assert_eq!(outcome, Outcome::Truncated, "cut at {cut}");
