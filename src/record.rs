@@ -833,7 +833,7 @@ fn print_summary(stats: &Stats, elapsed: Duration, size: u64, path: &Path) {
     }
     if stats.unwind_failed > 0 {
         note(format!(
-            "{} samples could not be unwound beyond their instruction pointer",
+            "{} of the truncated stacks stopped because unwinding failed (no unwind information or an unexpected stack), not because the stack copy ran out",
             stats.unwind_failed
         ));
     }

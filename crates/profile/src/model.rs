@@ -97,7 +97,8 @@ pub struct Sample {
     pub user: Vec<Address>,
     /// Kernel frames, leaf first, with the same convention.
     pub kernel: Vec<Address>,
-    /// The user stack ran past what was copied: the root of this stack is missing.
+    /// The root of this stack is missing: the user stack ran past what was copied, or unwinding
+    /// stopped part way.
     pub truncated: bool,
 }
 
@@ -137,9 +138,9 @@ pub struct Summary {
     pub lost: u64,
     /// Times the kernel throttled sampling.
     pub throttled: u64,
-    /// Samples whose stack was truncated.
+    /// Samples whose stack is incomplete at the root (marked truncated).
     pub truncated: u64,
-    /// Samples whose stack could not be unwound beyond the instruction pointer.
+    /// Of those, the samples whose unwinding failed rather than running out of copied stack.
     pub unwind_failed: u64,
 }
 

@@ -55,9 +55,10 @@ pub struct Stats {
     pub lost: u64,
     /// Times the kernel throttled sampling.
     pub throttled: u64,
-    /// Samples whose user stack ran past the copied stack.
+    /// Samples whose stack is incomplete at the root (marked `[truncated]`): the user stack ran
+    /// past the copy, or unwinding failed part way.
     pub truncated: u64,
-    /// Samples that could not be unwound beyond their instruction pointer.
+    /// Of those, the samples whose unwinding failed (rather than running out of copied stack).
     pub unwind_failed: u64,
     /// perf records that did not parse (skipped).
     pub bad_records: u64,
@@ -439,8 +440,11 @@ impl<W: Write> Recorder<W> {
                 }
             }
         }
-        if failed && frames.len() <= 1 {
+        if failed {
+            // The root of this stack is missing just as when the copy ran out: say so rather
+            // than present the frames found as a complete stack.
             self.stats.unwind_failed += 1;
+            truncated = true;
         }
         let mut user = Vec::with_capacity(frames.len());
         for frame in &frames {
