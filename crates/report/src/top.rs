@@ -261,11 +261,10 @@ fn render_table(table: &Table, options: &TopOptions, out: &mut impl Write) -> io
         .unwrap_or(0)
         .max("Samples".len());
     let module_of = |r: &Row| -> String {
-        let m = r.module.clone().unwrap_or_else(|| "[unknown]".to_string());
-        if r.kind == FrameKind::Kernel && r.module.is_none() {
-            "[kernel]".to_string()
-        } else {
-            m
+        match (&r.module, r.kind) {
+            (_, FrameKind::Kernel) => "[kernel]".to_string(),
+            (Some(m), _) => m.clone(),
+            (None, _) => "[unknown]".to_string(),
         }
     };
     let sources: Vec<String> = rows.iter().map(source).collect();
@@ -296,11 +295,17 @@ fn render_table(table: &Table, options: &TopOptions, out: &mut impl Write) -> io
         let room = |module_w: usize, source_w: usize| {
             width.saturating_sub(fixed + 2 + module_w + 2 + source_w + 2)
         };
-        // Narrow terminals: give the function name room first, cutting source and module.
-        while room(module_w, source_w) < MIN_NAME && source_w > 12 {
+        // Narrow terminals: when names need the room, cut source and module columns first.
+        let longest = rows
+            .iter()
+            .map(|r| r.name.chars().count())
+            .max()
+            .unwrap_or(0);
+        let wanted = longest.clamp(name_title.len(), MIN_NAME);
+        while room(module_w, source_w) < wanted && source_w > 12 {
             source_w -= 1;
         }
-        while room(module_w, source_w) < MIN_NAME && module_w > 8 {
+        while room(module_w, source_w) < wanted && module_w > 8 {
             module_w -= 1;
         }
         name_w = room(module_w, source_w).max(8);
@@ -320,8 +325,8 @@ fn render_table(table: &Table, options: &TopOptions, out: &mut impl Write) -> io
             SortBy::Total => (row.total_samples, row.self_samples),
         };
         let name = shorten(&row.name, name_w);
-        let module = cut_start(module, module_w);
-        let src = cut_start(src, source_w);
+        let module = cut_end(module, module_w);
+        let src = cut_file(src, source_w);
         let pct = |n: u64| {
             let p = percent(n, total);
             let text = format!("{p:>7.2}%");
@@ -366,13 +371,31 @@ fn render_table(table: &Table, options: &TopOptions, out: &mut impl Write) -> io
     Ok(())
 }
 
-/// Keeps the end of `s` within `max` characters, marking a cut with `…`.
-fn cut_start(s: &str, max: usize) -> String {
+/// Keeps the start of `s` within `max` characters, marking a cut with `…`.
+fn cut_end(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// Fits `file:line` within `max` characters, keeping the line and the start of the file name.
+fn cut_file(s: &str, max: usize) -> String {
     let len = s.chars().count();
     if len <= max {
         return s.to_string();
     }
-    let keep = max.saturating_sub(1);
-    let tail: String = s.chars().skip(len - keep).collect();
-    format!("…{tail}")
+    match s.rfind(':') {
+        Some(colon) if s.len() - colon < max => {
+            let line = &s[colon..];
+            let keep = max - line.chars().count() - 1;
+            let mut out: String = s[..colon].chars().take(keep).collect();
+            out.push('…');
+            out.push_str(line);
+            out
+        }
+        _ => cut_end(s, max),
+    }
 }
