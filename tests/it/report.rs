@@ -372,3 +372,53 @@ fn saved_recordings_are_self_contained_and_match_the_design() {
         &report("threads.rprof", &["--threads", "--top", "8"]),
     );
 }
+
+#[test]
+fn a_killed_recording_is_reported_with_names_from_the_binaries() {
+    let bin = report_fixture("report_shares");
+    let dir = tempdir();
+    // About 1.6 s of work; rprof is killed halfway, the fixture then finishes on its own.
+    let mut child = rprof(dir.path(), &["record", "--", bin.to_str().unwrap(), "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let data = dir.path().join("rprof.data");
+    let start = std::time::Instant::now();
+    loop {
+        let samples = rprof_profile::Profile::open(&data).map_or(0, |p| p.samples.len());
+        if samples >= 200 {
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "no samples written while recording"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = run_rprof(dir.path(), &["report", "--json", "--no-inline"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("warning:"),
+        "the unfinished recording is mentioned: {err}"
+    );
+    assert!(
+        err.contains("naming"),
+        "addresses named from the binaries: {err}"
+    );
+    let doc: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(doc["complete"], false);
+    let names: Vec<&str> = doc["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"spin_a") && names.contains(&"main"),
+        "{names:?}"
+    );
+}
