@@ -242,6 +242,7 @@ bench_run() {
         note_cmd "perf report -i perf.data --stdio --no-children -g none --sort symbol -q --percent-limit 0"
         $ANALYZE top10 "$d/rprof.json" "$d/perf.top" >"$d/top10"
         put "$wl" top10.common "$run" "$(head -1 "$d/top10" | cut -d' ' -f1)"
+        put "$wl" top10.compared "$run" "$(head -1 "$d/top10" | cut -d' ' -f2)"
         { echo "**$wl**, top-10 self functions:"; echo; sed -n '2,3p' "$d/top10" | sed 's/^/    /'; echo; } >>"$W/top10.md"
     fi
     rm -f "$d/perf64k.data"
@@ -348,7 +349,7 @@ report() {
         "Linux $(uname -r), container: $(systemd-detect-virt --container 2>/dev/null || echo none), VM: $(systemd-detect-virt --vm 2>/dev/null || echo unknown)," \
         "PMU: $(ls /sys/bus/event_source/devices/ | grep -qx cpu && echo yes || echo 'none (software cpu-clock events only)')," \
         "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
-    echo "Tools: $("$RPROF" --version) ($(git -C "$REPO" rev-parse --short HEAD)), $(perf version), $(cargo install --list | grep -E '^(samply|inferno) ' | tr -d : | paste -sd, | sed 's/,/, /g'), ripgrep $("$RG" --version 2>/dev/null | head -1 | cut -d' ' -f2)," \
+    echo "Tools: $("$RPROF" --version) (built from the work tree at $(git -C "$REPO" describe --always --dirty)), $(perf version), $(cargo install --list | grep -E '^(samply|inferno) ' | tr -d : | paste -sd, | sed 's/,/, /g'), ripgrep $("$RG" --version 2>/dev/null | head -1 | cut -d' ' -f2)," \
         "gcc $(gcc -dumpfullversion), $(rustc --version | cut -d' ' -f1-2)."
     echo "Priority: the benchmark ran at nice $(nice) (BENCH_NICE) so that other work on the machine disturbs it less."
     echo "N=$N runs per figure, $FREQ Hz (figures 1-3, 5), $HIGH_FREQ Hz (figures 4, 6); took $((END - START)) s."

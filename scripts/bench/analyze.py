@@ -131,7 +131,8 @@ def top10(rprof_path, perf_path):
             if len(p) == 10:
                 break
     common = len(set(r) & set(p))
-    print(f"{common} {len(r)} {len(p)}")
+    # Short profiles can have fewer than 10 functions with samples: compare what there is.
+    print(f"{common} {min(len(r), len(p))} {len(r)} {len(p)}")
     print("rprof: " + " | ".join(r))
     print("perf:  " + " | ".join(p))
 
@@ -244,14 +245,14 @@ def table(path):
         w("")
 
     w("### 5. Stack quality (median share of samples)\n")
-    w("| workload | rprof: reaches `main` | perf dwarf,64000: reaches `main` | rprof: reaches `main` or a thread entry | perf: reaches `main` or a thread entry | **rprof − perf (root)** | top-10 self functions in common with `perf report` |")
+    w("| workload | rprof: reaches `main` | perf dwarf,64000: reaches `main` | rprof: reaches `main` or a thread entry | perf: reaches `main` or a thread entry | **rprof − perf (root)** | top-10 self functions in common with `perf report` (of those both have) |")
     w("|---|---|---|---|---|---|---|")
     for wl in wls:
         rm_, pm = med(data, wl, "rprof.main_share"), med(data, wl, "perf64k.main_share")
         rr, pr = med(data, wl, "rprof.root_share"), med(data, wl, "perf64k.root_share")
         diff = "n/a" if rr is None or pr is None else f"{100 * (rr - pr):+.1f} pt"
-        t = med(data, wl, "top10.common")
-        w(f"| {wl} | {pct(rm_)} | {pct(pm)} | {pct(rr)} | {pct(pr)} | {diff} | {fmt(t, 0)} / 10 |")
+        t, n = med(data, wl, "top10.common"), med(data, wl, "top10.compared")
+        w(f"| {wl} | {pct(rm_)} | {pct(pm)} | {pct(rr)} | {pct(pr)} | {diff} | {fmt(t, 0)} / {fmt(n, 0)} |")
     w("")
 
     if any(k[0] == "large" for k in data):
