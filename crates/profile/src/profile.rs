@@ -1,6 +1,8 @@
 //! A profile read into memory, with every sample's stack resolved to named frames.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet};
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
@@ -137,7 +139,7 @@ impl Profile {
             lost: 0,
             throttled: 0,
             warnings: Vec::new(),
-            names: HashMap::new(),
+            names: HashMap::default(),
             frames: Vec::new(),
             stacks: Vec::new(),
             sample_stacks: Vec::new(),
@@ -259,22 +261,23 @@ impl Profile {
     /// symbolizer should be asked for (all of them for an interrupted recording).
     pub fn missing_lookups(&self) -> LookupSet {
         let mut wanted = LookupSet::new();
+        let mut seen: FxHashSet<(ModuleId, u64)> = FxHashSet::default();
         for sample in &self.samples {
             for stack in [&sample.user, &sample.kernel] {
                 for (index, address) in stack.iter().enumerate() {
                     let Some(module) = address.module else {
                         continue;
                     };
+                    let key = (module, lookup_address(index, address.address));
+                    if !seen.insert(key) || self.names.contains_key(&key) {
+                        continue;
+                    }
                     if self
                         .modules
                         .get(&module)
-                        .is_none_or(|m| m.kind == ModuleKind::Anonymous)
+                        .is_some_and(|m| m.kind != ModuleKind::Anonymous)
                     {
-                        continue;
-                    }
-                    let lookup = lookup_address(index, address.address);
-                    if !self.names.contains_key(&(module, lookup)) {
-                        wanted.add(module, lookup);
+                        wanted.add(key.0, key.1);
                     }
                 }
             }
@@ -345,11 +348,14 @@ impl Profile {
     }
 
     fn resolve(&mut self) {
-        let mut frame_ids: HashMap<FrameInfo, FrameId> = HashMap::new();
+        let mut frame_ids: HashMap<FrameInfo, FrameId> = HashMap::default();
         let mut frames: Vec<FrameInfo> = Vec::new();
         let mut by_address: HashMap<(Option<ModuleId>, u64, FrameKind), Vec<FrameId>> =
-            HashMap::new();
-        let mut stack_ids: HashMap<Vec<FrameId>, StackId> = HashMap::new();
+            HashMap::default();
+        let mut stack_ids: HashMap<Vec<FrameId>, StackId> = HashMap::default();
+        // Samples with the very same addresses share a stack: most samples repeat one, and
+        // this skips naming their frames again.
+        let mut raw_ids: HashMap<(&[Address], &[Address], bool), StackId> = HashMap::default();
         let mut stacks: Vec<Vec<FrameId>> = Vec::new();
         let mut sample_stacks = Vec::with_capacity(self.samples.len());
         let mut intern = |info: FrameInfo| -> FrameId {
@@ -372,6 +378,11 @@ impl Profile {
         });
         let mut stack = Vec::new();
         for sample in &self.samples {
+            let raw = (&sample.kernel[..], &sample.user[..], sample.truncated);
+            if let Some(&id) = raw_ids.get(&raw) {
+                sample_stacks.push(id);
+                continue;
+            }
             stack.clear();
             for (kind, addresses) in [
                 (FrameKind::Kernel, &sample.kernel),
@@ -401,6 +412,7 @@ impl Profile {
                     id
                 }
             };
+            raw_ids.insert(raw, id);
             sample_stacks.push(id);
         }
         self.frames = frames;
