@@ -87,8 +87,12 @@ pub fn assert_golden(name: &str, actual: &str) {
         std::fs::write(&path, actual).expect("write golden file");
         return;
     }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (run with RPROF_BLESS=1 to create it)", path.display()));
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run with RPROF_BLESS=1 to create it)",
+            path.display()
+        )
+    });
     if expected != actual {
         let mut msg = format!("{} differs from the actual output\n", path.display());
         for diff in line_diff(&expected, actual).into_iter().take(40) {
