@@ -5,7 +5,8 @@
 #
 # Figures (issue 6):
 #   1. recording overhead: wall and CPU of the workload alone, under rprof record, perf record
-#      --call-graph dwarf (and dwarf,64000), and samply record, all at the same frequency;
+#      --call-graph dwarf (and dwarf,64000), and samply record, all at the same frequency (and
+#      rprof at samply's settings: --no-kernel --call-graph dwarf,32000);
 #   2. time to a flame graph: rprof record + rprof flame vs perf record --call-graph dwarf,64000
 #      + perf script + inferno-collapse-perf + inferno-flamegraph (what cargo-flamegraph runs);
 #   3. profile bytes per sample: rprof.data vs perf.data vs samply's profile;
@@ -253,6 +254,14 @@ bench_run() {
     set_paranoid "$PARANOID_ORIG"
     samples=$($ANALYZE samply-samples "$d/samply.json.gz")
     put "$wl" samply.bytes_per_sample "$run" "$(calc "$(bytes "$d/samply.json.gz") / $samples")"
+
+    # rprof at samply's settings (user space only, 32000-byte stack copies), to tell the cost
+    # of the settings from the cost of the tool.
+    measure "$wl" rprofS.record "$run" "$RPROF" record -F "$FREQ" --no-kernel --call-graph dwarf,32000 -o "$d/rprofS.data" -- "${cmd[@]}"
+    "$RPROF" report -i "$d/rprofS.data" --json >"$d/rprofS.json"
+    read -r samples lost throttled truncated < <($ANALYZE rprof-json "$d/rprofS.json")
+    put "$wl" rprofS.bytes_per_sample "$run" "$(calc "$(bytes "$d/rprofS.data") / $samples")"
+    put "$wl" rprofS.truncated_share "$run" "$(calc "$truncated / $samples")"
 
     rm -rf "$d"
 }

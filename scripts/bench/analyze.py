@@ -202,6 +202,26 @@ def table(path):
             w(f"| {wl} ({kind}) | {runs[wl]} | {fmt(a)} s | " + " | ".join(cells) + " | "
               + " | ".join(ratio(r, med(data, wl, f"{p}.record.{kind}")) for p in ("perf8k", "perf64k", "samply")) + " |")
     w("")
+    w("CPU seconds over the runs, min–max (the spread behind the medians above):\n")
+    w("| workload | alone | rprof record | perf dwarf (8 KiB) | perf dwarf,64000 | samply | rprof at samply's settings |")
+    w("|---|---|---|---|---|---|---|")
+    for wl in wls:
+        cells = []
+        for key in ("alone", "rprof.record", "perf8k.record", "perf64k.record", "samply.record", "rprofS.record"):
+            v = data.get((wl, f"{key}.cpu"))
+            cells.append(f"{min(v):.2f}–{max(v):.2f}" if v else "n/a")
+        w(f"| {wl} | " + " | ".join(cells) + " |")
+    w("")
+    w("rprof at samply's settings (`--no-kernel --call-graph dwarf,32000`: user stacks only, 32000-byte copies, as samply 0.13 samples) against samply:\n")
+    w("| workload | rprof default (CPU) | rprof at samply's settings (CPU) | samply (CPU) | **rprof at samply's settings ÷ samply** (CPU / wall) | truncated stacks at 32000 bytes |")
+    w("|---|---|---|---|---|---|")
+    for wl in wls:
+        a = med(data, wl, "alone.cpu")
+        r, rs, sm = (med(data, wl, f"{t}.record.cpu") for t in ("rprof", "rprofS", "samply"))
+        rsw, smw = med(data, wl, "rprofS.record.wall"), med(data, wl, "samply.record.wall")
+        tr = med(data, wl, "rprofS.truncated_share")
+        w(f"| {wl} | {fmt(r)} s ({ratio(r, a)}) | {fmt(rs)} s ({ratio(rs, a)}) | {fmt(sm)} s ({ratio(sm, a)}) | {ratio(rs, sm)} / {ratio(rsw, smw)} | {pct(tr)} |")
+    w("")
 
     w("### 2. Time to a flame graph (median wall seconds)\n")
     w("| workload | rprof record | rprof flame | **rprof total** | perf record dwarf,64000 | perf script + collapse + flamegraph | **perf total** | **rprof ÷ perf** | post-processing only: rprof ÷ perf |")
@@ -215,12 +235,12 @@ def table(path):
     w("")
 
     w("### 3. Profile size (median bytes per sample)\n")
-    w("| workload | rprof | perf dwarf (8 KiB) | perf dwarf,64000 | samply | **perf dwarf ÷ rprof** | **perf dwarf,64000 ÷ rprof** | **samply ÷ rprof** |")
-    w("|---|---|---|---|---|---|---|---|")
+    w("| workload | rprof | rprof at samply's settings | perf dwarf (8 KiB) | perf dwarf,64000 | samply (gzip, no symbols) | **perf dwarf ÷ rprof** | **perf dwarf,64000 ÷ rprof** | **samply ÷ rprof** |")
+    w("|---|---|---|---|---|---|---|---|---|")
     for wl in wls:
-        vals = {t: med(data, wl, f"{t}.bytes_per_sample") for t in ("rprof", "perf8k", "perf64k", "samply")}
+        vals = {t: med(data, wl, f"{t}.bytes_per_sample") for t in ("rprof", "rprofS", "perf8k", "perf64k", "samply")}
         r = vals["rprof"]
-        w(f"| {wl} | {fmt(vals['rprof'], 0)} | {fmt(vals['perf8k'], 0)} | {fmt(vals['perf64k'], 0)} | {fmt(vals['samply'], 0)} | "
+        w(f"| {wl} | {fmt(vals['rprof'], 0)} | {fmt(vals['rprofS'], 0)} | {fmt(vals['perf8k'], 0)} | {fmt(vals['perf64k'], 0)} | {fmt(vals['samply'], 0)} | "
           f"{ratio(vals['perf8k'], r, 0)} | {ratio(vals['perf64k'], r, 0)} | {ratio(vals['samply'], r, 1)} |")
     w("")
 
