@@ -288,20 +288,8 @@ impl<W: Write> Recorder<W> {
                     ptid: t.ptid,
                 })?;
             }
-            PerfRecord::Lost(l) => {
-                self.stats.lost += l.lost;
-                self.push(Record::Lost {
-                    time: l.sample_id.time.unwrap_or(0),
-                    count: l.lost,
-                })?;
-            }
-            PerfRecord::LostSamples(l) => {
-                self.stats.lost += l.lost;
-                self.push(Record::Lost {
-                    time: l.sample_id.time.unwrap_or(0),
-                    count: l.lost,
-                })?;
-            }
+            PerfRecord::Lost(l) => self.lost(l.sample_id.time, l.lost)?,
+            PerfRecord::LostSamples(l) => self.lost(l.sample_id.time, l.lost)?,
             PerfRecord::Throttle(t) => {
                 if t.throttled {
                     self.stats.throttled += 1;
@@ -314,6 +302,15 @@ impl<W: Write> Recorder<W> {
             _ => {}
         }
         Ok(())
+    }
+
+    /// The kernel dropped `count` records (a full ring buffer) or samples.
+    fn lost(&mut self, time: Option<u64>, count: u64) -> io::Result<()> {
+        self.stats.lost += count;
+        self.push(Record::Lost {
+            time: time.unwrap_or(0),
+            count,
+        })
     }
 
     fn note_thread(&mut self, pid: u32, tid: u32) {

@@ -303,17 +303,8 @@ fn dwarf_frames(
 /// Opens and maps a file read-only.
 pub(crate) fn open(path: &Path) -> Result<Base, ModuleProblem> {
     let display = || path.display().to_string();
-    let unreadable = |e: std::io::Error| ModuleProblem::Unreadable {
-        path: display(),
-        message: e.to_string(),
-    };
-    let file = File::open(path).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            ModuleProblem::NotFound { path: display() }
-        } else {
-            unreadable(e)
-        }
-    })?;
+    let unreadable = |e: std::io::Error| ModuleProblem::from_io(path, &e);
+    let file = File::open(path).map_err(unreadable)?;
     let meta = file.metadata().map_err(unreadable)?;
     if !meta.is_file() {
         return Err(ModuleProblem::Unreadable {

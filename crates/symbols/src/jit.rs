@@ -28,24 +28,13 @@ impl JitMap {
     pub(crate) fn load(path: &Path) -> JitMap {
         match std::fs::read(path) {
             Ok(bytes) => Self::parse(&String::from_utf8_lossy(&bytes)),
-            Err(e) => {
-                let path = path.display().to_string();
-                let problem = if e.kind() == std::io::ErrorKind::NotFound {
-                    ModuleProblem::NotFound { path }
-                } else {
-                    ModuleProblem::Unreadable {
-                        path,
-                        message: e.to_string(),
-                    }
-                };
-                JitMap {
-                    entries: Vec::new(),
-                    status: ModuleStatus {
-                        problem: Some(problem),
-                        ..ModuleStatus::default()
-                    },
-                }
-            }
+            Err(e) => JitMap {
+                entries: Vec::new(),
+                status: ModuleStatus {
+                    problem: Some(ModuleProblem::from_io(path, &e)),
+                    ..ModuleStatus::default()
+                },
+            },
         }
     }
 

@@ -90,6 +90,21 @@ pub enum ModuleProblem {
     },
 }
 
+impl ModuleProblem {
+    /// The problem of a file that could not be read: missing, or unreadable for `error`.
+    pub(crate) fn from_io(path: &std::path::Path, error: &std::io::Error) -> ModuleProblem {
+        let path = path.display().to_string();
+        if error.kind() == std::io::ErrorKind::NotFound {
+            ModuleProblem::NotFound { path }
+        } else {
+            ModuleProblem::Unreadable {
+                path,
+                message: error.to_string(),
+            }
+        }
+    }
+}
+
 /// Lower-case hex of a build id.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
