@@ -210,8 +210,8 @@ bench_run() {
     local samples lost throttled truncated
     read -r samples lost throttled truncated < <($ANALYZE rprof-json "$d/rprof.json")
     put "$wl" rprof.samples "$run" "$samples"
-    # What record spent after the target exited (naming every address, finishing the file):
-    # its wall time minus the recording's own duration.
+    # What record spent outside the recorded run (starting the target with its samplers, then
+    # naming every address and finishing the file): its wall time minus the recorded duration.
     put "$wl" rprof.after_exit.wall "$run" "$(calc "$(last "$wl" rprof.record.wall "$run") - $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["duration_ns"] / 1e9)' "$d/rprof.json")")"
     put "$wl" rprof.bytes_per_sample "$run" "$(calc "$(bytes "$d/rprof.data") / $samples")"
     "$RPROF" flame -i "$d/rprof.data" --folded -o - >"$d/rprof.folded"

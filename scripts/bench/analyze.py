@@ -224,7 +224,7 @@ def table(path):
     w("")
 
     w("### 2. Time to a flame graph (median wall seconds)\n")
-    w("| workload | rprof record | of which after the target exited | rprof flame | **rprof total** | perf record dwarf,64000 | perf script + collapse + flamegraph | **perf total** | **rprof ÷ perf** | post-processing only: rprof ÷ perf |")
+    w("| workload | rprof record | of which outside the recorded run (setup, naming at exit) | rprof flame | **rprof total** | perf record dwarf,64000 | perf script + collapse + flamegraph | **perf total** | **rprof ÷ perf** | post-processing only: rprof ÷ perf |")
     w("|---|---|---|---|---|---|---|---|---|---|")
     for wl in wls:
         rr, rf = med(data, wl, "rprof.record.wall"), med(data, wl, "rprof.flame.wall")
