@@ -212,6 +212,16 @@ def table(path):
             cells.append(f"{min(v):.2f}–{max(v):.2f}" if v else "n/a")
         w(f"| {wl} | " + " | ".join(cells) + " |")
     w("")
+    w("Peak RSS of the recorder (median, MiB; the largest process of the tree: the profiler or the workload):\n")
+    w("| workload | alone | rprof record | perf dwarf (8 KiB) | perf dwarf,64000 | samply | rprof at samply's settings |")
+    w("|---|---|---|---|---|---|---|")
+    for wl in wls:
+        cells = []
+        for key in ("alone", "rprof.record", "perf8k.record", "perf64k.record", "samply.record", "rprofS.record"):
+            v = med(data, wl, f"{key}.maxrss_kb")
+            cells.append(fmt(None if v is None else v / 1024, 1))
+        w(f"| {wl} | " + " | ".join(cells) + " |")
+    w("")
     w("rprof at samply's settings (`--no-kernel --call-graph dwarf,32000`: user stacks only, 32000-byte copies, as samply 0.13 samples) against samply:\n")
     w("| workload | rprof default (CPU) | rprof at samply's settings (CPU) | samply (CPU) | **rprof at samply's settings ÷ samply** (CPU / wall) | truncated stacks at 32000 bytes |")
     w("|---|---|---|---|---|---|")
