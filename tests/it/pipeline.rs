@@ -381,3 +381,36 @@ fn rust_release_build_with_inlined_generics() {
         "a mangled or hashed Rust name reached the profile"
     );
 }
+
+/// Regression (found by scripts/bench.sh): samples taken inside `execve` have the user registers
+/// of the image being replaced and no user stack; they were stored as `[truncated]` stacks
+/// (5 % of a short program's samples). They are kernel-only stacks, and the dynamic loader's
+/// entry code (`_start`/`_dl_start_user`, no CFI) ends a stack instead of breaking it.
+#[test]
+fn exec_and_loader_start_up_stacks_are_not_truncated() {
+    let dir = tempdir();
+    let out = crate::util::rprof(
+        dir.path(),
+        &["record", "-F", "20000", "-o", "exec.data", "--", "sh", "-c"],
+    )
+    .arg("i=0; while [ $i -lt 300 ]; do /bin/true; i=$((i+1)); done")
+    .output()
+    .expect("rprof runs");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let profile = Profile::open(dir.path().join("exec.data")).unwrap();
+    let total = profile.samples.len();
+    let truncated = profile.samples.iter().filter(|s| s.truncated).count();
+    let in_exec = (0..total)
+        .filter(|&i| {
+            profile
+                .stack(profile.sample_stack(i))
+                .iter()
+                .any(|&f| profile.frame(f).function == "load_elf_binary")
+        })
+        .count();
+    assert!(in_exec > 0, "no sample inside execve among {total}");
+    assert!(
+        truncated * 50 < total,
+        "{truncated} of {total} stacks truncated ({in_exec} samples inside execve)"
+    );
+}

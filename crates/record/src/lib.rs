@@ -437,6 +437,15 @@ impl<W: Write> Recorder<W> {
                 }
             }
         }
+        let no_user_stack = s.stack_user.is_none_or(<[u8]>::is_empty);
+        if failed && !kernel_avmas.is_empty() && (no_user_stack || !self.unwinder.knows(pid)) {
+            // A sample inside `exec`: the kernel is loading the new program, and the user
+            // registers belong to the image being replaced, whose memory is gone (no stack
+            // bytes could be copied) or was never known (a launched command before its exec).
+            // The kernel stack is the whole truth; there is no user stack to show.
+            frames.clear();
+            failed = false;
+        }
         if failed {
             // The root of this stack is missing just as when the copy ran out: say so rather
             // than present the frames found as a complete stack.

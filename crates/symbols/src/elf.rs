@@ -605,8 +605,14 @@ fn collect_symbols(file: &object::File<'_>, out: &mut Vec<RawSymbol>) {
         let section = section_end(symbol.section_index());
         let code = match symbol.kind() {
             SymbolKind::Text => true,
-            // Untyped global labels in executable sections (hand-written assembly).
-            SymbolKind::Unknown => symbol.is_global() && section.is_some_and(|(_, exec)| exec),
+            // Untyped labels in executable sections: hand-written assembly, such as `_start`
+            // and the dynamic loader's `_dl_start_user` (local). Assembler-internal labels are
+            // not names; labels inside a sized function are dropped by the table.
+            SymbolKind::Unknown => {
+                section.is_some_and(|(_, exec)| exec)
+                    && !name.starts_with(b".L")
+                    && !name.starts_with(b"$")
+            }
             _ => false,
         };
         if !code {

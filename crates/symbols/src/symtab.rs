@@ -59,6 +59,17 @@ impl SymbolTable {
         raw.retain(|s| s.addr != 0 && !s.name.is_empty());
         raw.sort_by(|a, b| (a.addr, a.rank, &a.name).cmp(&(b.addr, b.rank, &b.name)));
         raw.dedup_by(|later, first| later.addr == first.addr);
+        // A symbol without a size inside a sized one is a label within that function (assembly
+        // labels, local or not): it must not take the function's name over.
+        let mut covered_until = 0u64;
+        raw.retain(|s| {
+            if s.size > 0 {
+                covered_until = covered_until.max(s.addr.saturating_add(s.size));
+                true
+            } else {
+                s.addr >= covered_until
+            }
+        });
         let mut symbols: Vec<Symbol> = Vec::with_capacity(raw.len());
         for (i, s) in raw.iter().enumerate() {
             let end = if s.size > 0 {
@@ -96,6 +107,23 @@ impl SymbolTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unsized_labels_inside_sized_functions_are_dropped() {
+        let t = SymbolTable::new(vec![
+            sym(0x100, 0x40, u64::MAX, "func", 0),
+            sym(0x120, 0, u64::MAX, "inner_label", 2),
+            sym(0x140, 0, u64::MAX, "_start", 2),
+            sym(0x148, 0, u64::MAX, "_dl_start_user", 2),
+            sym(0x180, 0x10, u64::MAX, "next", 0),
+        ]);
+        assert_eq!(t.lookup(0x120), Some("func"));
+        assert_eq!(t.lookup(0x13f), Some("func"));
+        assert_eq!(t.lookup(0x140), Some("_start"));
+        assert_eq!(t.lookup(0x14f), Some("_dl_start_user"));
+        assert_eq!(t.lookup(0x17f), Some("_dl_start_user"));
+        assert_eq!(t.lookup(0x180), Some("next"));
+    }
 
     fn sym(addr: u64, size: u64, limit: u64, name: &str, binding: u8) -> RawSymbol {
         RawSymbol {

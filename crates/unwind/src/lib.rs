@@ -695,7 +695,8 @@ impl Unwinder {
             self.cache_reset_at = self.modules.framehop_changes + CACHE_RESET;
         }
         let stack = StackCopy::new(regs.sp, stack);
-        match mode {
+        let first = out.len();
+        let outcome = match mode {
             Mode::Dwarf => unwind_dwarf(
                 process,
                 known,
@@ -708,7 +709,33 @@ impl Unwinder {
             Mode::FramePointer => {
                 unwind_frame_pointers(process, known, &mut self.modules, regs, &stack, out)
             }
+        };
+        // The code at a program's or the dynamic loader's entry point is where a process
+        // starts: nothing called it, and it often has no CFI to say so. Unwinding that fails
+        // right after a frame there has found the whole stack.
+        match (&outcome, out[first..].last()) {
+            (
+                Outcome::Failed(_),
+                Some(&Frame {
+                    module: Some(m),
+                    address,
+                    ..
+                }),
+            ) if self
+                .modules
+                .loaded(m)
+                .is_some_and(|data| data.is_entry_code(address)) =>
+            {
+                Outcome::Complete
+            }
+            _ => outcome,
         }
+    }
+
+    /// Whether `pid` has an address space here (it was mapped, forked or loaded from /proc).
+    /// A launched command has none until its `exec` maps the new program.
+    pub fn knows(&self, pid: u32) -> bool {
+        self.processes.contains_key(&pid)
     }
 
     /// The frame for one process address (e.g. from a kernel frame-pointer call chain).

@@ -113,6 +113,9 @@ pub(crate) struct ElfData {
     pub eh_frame_islands: Vec<Range<u64>>,
     /// SVMA ranges of signal trampolines (sorted, merged).
     pub signal_trampolines: Vec<Range<u64>>,
+    /// The ELF entry point (`e_entry`, an SVMA): the first code a process runs, when the file
+    /// is an executable or the dynamic loader. 0 means none.
+    pub entry: u64,
 }
 
 /// Most `.eh_frame` islands kept next to `.debug_frame` (each costs a framehop module).
@@ -121,7 +124,18 @@ const MAX_ISLANDS: usize = 64;
 /// The section data type handed to framehop.
 pub(crate) type Bytes = Arc<[u8]>;
 
+/// How far past the entry point a frame still counts as the process's first code: glibc's
+/// `_start` (about 40 bytes) and the dynamic loader's `_start` + `_dl_start_user` (about 80),
+/// hand-written assembly that may carry no CFI.
+const ENTRY_CODE: u64 = 0x80;
+
 impl ElfData {
+    /// Whether `svma` is in the code that starts the process (see [`ElfData::entry`]): a frame
+    /// there is the outermost one.
+    pub fn is_entry_code(&self, svma: u64) -> bool {
+        self.entry != 0 && (self.entry..self.entry.saturating_add(ENTRY_CODE)).contains(&svma)
+    }
+
     /// Whether `svma` is in a signal trampoline.
     pub fn is_signal_trampoline(&self, svma: u64) -> bool {
         let i = self.signal_trampolines.partition_point(|r| r.start <= svma);
@@ -235,6 +249,7 @@ pub(crate) fn parse_elf<'data, R: ReadRef<'data>>(data: R) -> Result<ElfData, St
             })
             .collect(),
         build_id: file.build_id().ok().flatten().map(<[u8]>::to_vec),
+        entry: object::Object::entry(&file),
         ..Default::default()
     };
     if elf.segments.is_empty() {
