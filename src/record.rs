@@ -814,13 +814,13 @@ fn print_summary(stats: &Stats, elapsed: Duration, size: u64, path: &Path) {
         0.0
     };
     eprintln!(
-        "rprof: recorded {:.2} s: {} samples, {} threads, {} processes, {} lost samples, {} truncated stacks ({:.1}%); wrote {} to {}",
+        "rprof: recorded {:.2} s: {}, {}, {}, {}, {} ({:.1}%); wrote {} to {}",
         elapsed.as_secs_f64(),
-        stats.samples,
-        stats.threads.len(),
-        stats.processes.len(),
-        stats.lost,
-        stats.truncated,
+        count(stats.samples, "sample"),
+        count(stats.threads.len() as u64, "thread"),
+        count(stats.processes.len() as u64, "process"),
+        count(stats.lost, "lost sample"),
+        count(stats.truncated, "truncated stack"),
         truncated_share,
         human_size(size),
         path.display()
@@ -845,6 +845,15 @@ fn print_summary(stats: &Stats, elapsed: Duration, size: u64, path: &Path) {
     }
 }
 
+/// `n` and `noun`, plural when `n` is not 1 ("1 thread", "2 processes").
+fn count(n: u64, noun: &str) -> String {
+    match (n, noun.ends_with('s')) {
+        (1, _) => format!("1 {noun}"),
+        (_, true) => format!("{n} {noun}es"),
+        (_, false) => format!("{n} {noun}s"),
+    }
+}
+
 fn human_size(bytes: u64) -> String {
     if bytes >= 1 << 20 {
         format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
@@ -858,6 +867,15 @@ fn human_size(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_are_plural_unless_one() {
+        assert_eq!(count(1, "thread"), "1 thread");
+        assert_eq!(count(0, "thread"), "0 threads");
+        assert_eq!(count(1, "process"), "1 process");
+        assert_eq!(count(3, "process"), "3 processes");
+        assert_eq!(count(2, "lost sample"), "2 lost samples");
+    }
 
     #[test]
     fn call_graph_specs() {
