@@ -69,35 +69,22 @@ impl Reading {
     /// counter is enabled while the task runs anywhere, running only on its own CPU), so the
     /// larger one is kept. Scaling then only corrects for real multiplexing.
     pub fn merge_cpu(&self, other: &Reading) -> Reading {
-        match (*self, *other) {
-            (
-                Reading::Counted {
-                    value,
-                    enabled,
-                    running,
-                },
-                Reading::Counted {
-                    value: v2,
-                    enabled: e2,
-                    running: r2,
-                },
-            ) => Reading::Counted {
-                value: value.saturating_add(v2),
-                enabled: enabled.max(e2),
-                running: running.saturating_add(r2),
-            },
-            (Reading::NotSupported, b) => b,
-            (a, Reading::NotSupported) => a,
-        }
+        self.combine(other, u64::max)
     }
 
     /// `self + other` for counted readings (saturating).
     pub fn plus(&self, other: &Reading) -> Reading {
+        self.combine(other, u64::saturating_add)
+    }
+
+    /// Adds counts and running times; `enabled` combines the enabled times. A reading that is
+    /// not supported leaves the other as it is.
+    fn combine(&self, other: &Reading, enabled: fn(u64, u64) -> u64) -> Reading {
         match (*self, *other) {
             (
                 Reading::Counted {
                     value,
-                    enabled,
+                    enabled: e1,
                     running,
                 },
                 Reading::Counted {
@@ -107,7 +94,7 @@ impl Reading {
                 },
             ) => Reading::Counted {
                 value: value.saturating_add(v2),
-                enabled: enabled.saturating_add(e2),
+                enabled: enabled(e1, e2),
                 running: running.saturating_add(r2),
             },
             (Reading::NotSupported, b) => b,
