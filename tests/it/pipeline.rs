@@ -170,6 +170,22 @@ fn record(dir: &Path, output: &str, lib_dir: Option<&Path>, argv: &[&str]) {
     assert!(out.status.success(), "record failed: {}", stderr(&out));
 }
 
+/// Records `argv` into `output`, returns its folded stacks, and insists that at least 95 % of
+/// them reach `root` (the bar for complete stacks).
+fn record_reaching(
+    dir: &Path,
+    output: &str,
+    lib_dir: Option<&Path>,
+    argv: &[&str],
+    root: &str,
+) -> Vec<(Vec<String>, u64)> {
+    record(dir, output, lib_dir, argv);
+    let stacks = folded(dir, output);
+    let reach = share_reaching(&stacks, root);
+    assert!(reach >= 0.95, "only {reach:.3} of the samples reach {root}");
+    stacks
+}
+
 fn assert_share(what: &str, got: u64, of: u64, designed: f64) {
     let share = got as f64 / of as f64;
     assert!(
@@ -183,15 +199,13 @@ fn c_stacks_follow_the_designed_call_tree_from_main() {
     let build = c_build();
     let dir = tempdir();
     let exe = build.exe.to_str().unwrap();
-    record(
+    let stacks = record_reaching(
         dir.path(),
         "c.data",
         Some(&build.debug_lib_dir),
         &[exe, "60"],
+        "main",
     );
-    let stacks = folded(dir.path(), "c.data");
-    let reach = share_reaching(&stacks, "main");
-    assert!(reach >= 0.95, "only {reach:.3} of the samples reach main");
 
     let paths = paths_after(&stacks, "main");
     let hot_a = starting_with(&paths, "hot_a;mix");
@@ -272,15 +286,13 @@ fn a_stripped_library_is_unwound_and_named_from_dynsym_and_eh_frame() {
     let build = c_build();
     let dir = tempdir();
     let exe = build.exe.to_str().unwrap();
-    record(
+    let stacks = record_reaching(
         dir.path(),
         "s.data",
         Some(&build.stripped_lib_dir),
         &[exe, "30"],
+        "main",
     );
-    let stacks = folded(dir.path(), "s.data");
-    let reach = share_reaching(&stacks, "main");
-    assert!(reach >= 0.95, "only {reach:.3} of the samples reach main");
     let paths = paths_after(&stacks, "main");
     // lib_work is exported (named from .dynsym). The hidden lib_inner has no symbol left, so it
     // is named after the start of its .eh_frame range, `fun_<start>`: never [unknown], never
@@ -351,10 +363,13 @@ fn a_finished_profile_reports_after_the_binaries_are_gone() {
 fn rust_release_build_with_inlined_generics() {
     let exe = rust_build();
     let dir = tempdir();
-    record(dir.path(), "r.data", None, &[exe.to_str().unwrap(), "150"]);
-    let stacks = folded(dir.path(), "r.data");
-    let reach = share_reaching(&stacks, "main");
-    assert!(reach >= 0.95, "only {reach:.3} of the samples reach main");
+    let stacks = record_reaching(
+        dir.path(),
+        "r.data",
+        None,
+        &[exe.to_str().unwrap(), "150"],
+        "main",
+    );
     let paths = paths_after(&stacks, "pipeline_rust::main");
     let u32_path = starting_with(&paths, "pipeline_rust::work_u32;pipeline_rust::sum_squares");
     let f32_path = starting_with(&paths, "pipeline_rust::work_f32;pipeline_rust::sum_squares");
