@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use rustc_hash::{FxHashMap as HashMap, FxHashSet};
+use rustc_hash::FxHashMap as HashMap;
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
@@ -103,6 +103,8 @@ pub struct Profile {
     frames: Vec<FrameInfo>,
     stacks: Vec<Vec<FrameId>>,
     sample_stacks: Vec<StackId>,
+    /// Lookup addresses without names, found while resolving (see `missing_lookups`).
+    missing: LookupSet,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,6 +145,7 @@ impl Profile {
             frames: Vec::new(),
             stacks: Vec::new(),
             sample_stacks: Vec::new(),
+            missing: LookupSet::new(),
         };
         let mut symbols = Vec::new();
         loop {
@@ -260,29 +263,7 @@ impl Profile {
     /// Lookup addresses that have no name yet, in modules that could have one: what a
     /// symbolizer should be asked for (all of them for an interrupted recording).
     pub fn missing_lookups(&self) -> LookupSet {
-        let mut wanted = LookupSet::new();
-        let mut seen: FxHashSet<(ModuleId, u64)> = FxHashSet::default();
-        for sample in &self.samples {
-            for stack in [&sample.user, &sample.kernel] {
-                for (index, address) in stack.iter().enumerate() {
-                    let Some(module) = address.module else {
-                        continue;
-                    };
-                    let key = (module, lookup_address(index, address.address));
-                    if !seen.insert(key) || self.names.contains_key(&key) {
-                        continue;
-                    }
-                    if self
-                        .modules
-                        .get(&module)
-                        .is_some_and(|m| m.kind != ModuleKind::Anonymous)
-                    {
-                        wanted.add(key.0, key.1);
-                    }
-                }
-            }
-        }
-        wanted
+        self.missing.clone()
     }
 
     /// Adds names for addresses and resolves every sample's stack again.
@@ -376,6 +357,7 @@ impl Profile {
             kind: FrameKind::Truncated,
             symbolized: false,
         });
+        let mut missing = LookupSet::new();
         let mut stack = Vec::new();
         for sample in &self.samples {
             let raw = (&sample.kernel[..], &sample.user[..], sample.truncated);
@@ -392,6 +374,15 @@ impl Profile {
                     let lookup = lookup_address(index, address.address);
                     let key = (address.module, lookup, kind);
                     let ids = by_address.entry(key).or_insert_with(|| {
+                        if let Some(module) = address.module {
+                            let nameable = self
+                                .modules
+                                .get(&module)
+                                .is_some_and(|m| m.kind != ModuleKind::Anonymous);
+                            if nameable && !self.names.contains_key(&(module, lookup)) {
+                                missing.add(module, lookup);
+                            }
+                        }
                         self.name_address(*address, lookup, kind)
                             .into_iter()
                             .map(&mut intern)
@@ -418,6 +409,7 @@ impl Profile {
         self.frames = frames;
         self.stacks = stacks;
         self.sample_stacks = sample_stacks;
+        self.missing = missing;
     }
 
     /// The frames for one address, innermost first.
