@@ -9,7 +9,7 @@ if ! command -v gcc >/dev/null; then
 fi
 cargo build --release --locked
 out=$(mktemp -d)
-gcc -O2 -g -fomit-frame-pointer -o "$out/example" fixtures/example.c -lpthread
+gcc -O2 -g -fomit-frame-pointer -o "$out/example" fixtures/example.c -lpthread -lm
 ./target/release/rprof record -o "$out/rprof.data" -- "$out/example"
 ./target/release/rprof report -i "$out/rprof.data" --top 15
 ./target/release/rprof flame -i "$out/rprof.data" -o "$out/flame.svg"

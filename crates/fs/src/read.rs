@@ -1,0 +1,1 @@
+//! Inputs: regular files only, opened without blocking, read with a size cap.

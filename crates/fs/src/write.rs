@@ -1,0 +1,1 @@
+//! Outputs: a new file next to the destination, renamed into place.
