@@ -12,7 +12,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use rprof_profile::{ModuleKind, Profile};
 
-use crate::util::{build_c, rprof, run_rprof, stderr, tempdir};
+use crate::util::{build_c, rprof, run_rprof, skip, stderr, tempdir};
 
 /// How long a test waits for rprof before calling it hung. Generous: the tests share two CPUs
 /// with each other, and symbolizing at the end of a debug-build recording takes seconds.
@@ -552,6 +552,7 @@ fn a_frequency_above_the_kernel_maximum_is_clamped() {
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok())
     else {
+        skip("kernel.perf_event_max_sample_rate is unreadable");
         return;
     };
     let dir = tempdir();
@@ -704,6 +705,7 @@ fn refused_kernel_sampling_falls_back_to_user_space() {
         .and_then(|s| s.trim().parse::<i32>().ok());
     // Only meaningful where an unprivileged user may not sample the kernel.
     if paranoid.is_none_or(|p| p < 2) {
+        skip("kernel.perf_event_paranoid is below 2: unprivileged kernel sampling is allowed here");
         return;
     }
     let dir = shared_tempdir();
@@ -734,6 +736,7 @@ fn refused_kernel_sampling_falls_back_to_user_space() {
 fn under_sudo_the_profile_belongs_to_the_invoking_user() {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
+        skip("needs root (CI runs as root)");
         return;
     }
     let dir = tempdir();
@@ -773,7 +776,7 @@ fn a_refused_ring_buffer_says_how_to_fix_it() {
     // 64 MiB per CPU: over any unprivileged default limit.
     let out = run_as_nobody(dir.path(), &["record", "-m", "64M", "--", "true"]);
     if out.status.success() {
-        // This machine lets unprivileged users lock that much (RLIMIT_MEMLOCK unlimited).
+        skip("this machine lets unprivileged users lock 64 MiB (RLIMIT_MEMLOCK unlimited)");
         return;
     }
     assert_eq!(out.status.code(), Some(1));

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{build_c, rprof, run_rprof, stderr, tempdir};
+use crate::util::{build_c, rprof, run_rprof, skip, stderr, tempdir};
 
 fn pages_fixture() -> PathBuf {
     build_c("stat_pages.c", "stat_pages", &["-O1"])
@@ -99,7 +99,10 @@ fn context_switches_and_sched_switch_follow_the_sleeps() {
     if code == 2 && stderr(&out).contains("tracefs") {
         // Without access to tracefs (not root), tracepoints cannot be named; the software
         // event alone must still work.
-        eprintln!("skipping sched:sched_switch: {}", stderr(&out));
+        skip(&format!(
+            "sched:sched_switch needs tracefs, which only root reads: {}",
+            stderr(&out)
+        ));
         let (code, values, out) = stat_csv(dir.path(), &["-e", "cs", "--", path_str(&exe), "150"]);
         assert_eq!(code, 0);
         let cs = count(&values, "context-switches", &out);
