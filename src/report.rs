@@ -3,6 +3,7 @@
 //! Turns the command line into `rprof_report` options (terminal width and color decided here),
 //! reads the profile, and renders it to stdout. Also home of what `rprof flame` shares with it:
 //! opening a profile with helpful errors and turning `--thread`/`--pid` into a selection.
+//! Names of the profile quoted in a message or warning are shown through `rprof_report::visible`.
 
 use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -10,7 +11,7 @@ use std::path::{Path, PathBuf};
 use rprof_profile::{Profile, ReadError};
 use rprof_report::json::JsonOptions;
 use rprof_report::top::TopOptions;
-use rprof_report::{Selection, SortBy, TableKind};
+use rprof_report::{visible, Selection, SortBy, TableKind};
 
 use crate::exit::usage;
 
@@ -142,7 +143,8 @@ pub(crate) fn open_profile(path: &Path) -> anyhow::Result<Profile> {
         Err(e) => return Err(e.into()),
     };
     for warning in &profile.warnings {
-        eprintln!("rprof: warning: {warning}");
+        // A warning may quote the profile (a module path, a name).
+        eprintln!("rprof: warning: {}", visible(warning));
     }
     let mut profile = profile;
     crate::resolve::fill_missing(&mut profile)?;
@@ -171,7 +173,7 @@ pub(crate) fn selection(
             let known: Vec<String> = profile
                 .processes
                 .values()
-                .map(|p| format!("{} ({})", p.name, p.pid))
+                .map(|p| format!("{} ({})", visible(&p.name), p.pid))
                 .collect();
             return Err(usage(format!(
                 "no process {pid} in the profile (processes: {})",

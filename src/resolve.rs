@@ -47,7 +47,11 @@ pub fn symbolize(modules: &[Module], wanted: &LookupSet) -> Vec<Record> {
 /// DWARF is normal (names then come from its symbol table) and is not mentioned.
 fn warn_about(status: &ModuleStatus) {
     if let Some(problem) = &status.problem {
-        eprintln!("rprof: warning: {problem}");
+        // The problem quotes a module path, which the target's mappings named.
+        eprintln!(
+            "rprof: warning: {}",
+            rprof_report::visible(&problem.to_string())
+        );
     }
 }
 

@@ -3,6 +3,11 @@
 //! Colors are a function of the frame's name, so the same profile always gives the same SVG:
 //! user code in warm colors, inlined functions in aqua, kernel code in orange, the
 //! `[truncated]` marker grey, thread roots in light purple.
+//!
+//! Every string drawn (title, subtitle, thread and frame names, and so the tooltips made of
+//! them) goes through [`visible`] before inferno sees it: a control character, which XML 1.0
+//! forbids, would make the SVG unreadable. inferno's XML writer escapes the markup characters
+//! (`&`, `<`, `>`, `'`, `"`) itself, so they are left to it and not escaped twice.
 
 use std::collections::BTreeSet;
 use std::io::{self, Write};
@@ -15,6 +20,7 @@ use crate::folded::{self, thread_label, FoldedOptions};
 use crate::format::{command_line, duration, thousands};
 use crate::overview::Overview;
 use crate::select::{Selection, StackCounts};
+use crate::visible::visible;
 
 /// Why no flame graph was written.
 #[derive(Debug, thiserror::Error)]
@@ -34,9 +40,10 @@ pub struct FlameOptions {
     /// Which samples count. Default: all; inline frames kept as frames of their own, colored
     /// apart (`merge_inline` merges them into their callers).
     pub selection: Selection,
-    /// Title. Default `None`: `rprof: COMMAND (N samples)`.
+    /// Title. Default `None`: `rprof: COMMAND (N samples)`. Shown through [`visible`].
     pub title: Option<String>,
-    /// Line under the title. Default `None`: the event, frequency and duration.
+    /// Line under the title. Default `None`: the event, frequency and duration. Shown through
+    /// [`visible`].
     pub subtitle: Option<String>,
     /// Width of the image in pixels. Default `None`: fluid, fills the browser window.
     pub width: Option<usize>,
@@ -116,7 +123,7 @@ fn color_for(name: &str, thread_root: bool) -> Color {
     }
 }
 
-/// The default title: `rprof: COMMAND (N samples)`.
+/// The default title: `rprof: COMMAND (N samples)`, the command as it was recorded (unescaped).
 pub fn default_title(profile: &Profile, samples: u64) -> String {
     let h = &profile.header;
     let what = match (h.command.is_empty(), h.target_pid) {
@@ -182,11 +189,12 @@ pub fn render(
         s
     });
     let mut inferno_options = flamegraph::Options::default();
-    inferno_options.title = options
+    let title = options
         .title
         .clone()
         .unwrap_or_else(|| default_title(profile, samples));
-    inferno_options.subtitle = Some(subtitle);
+    inferno_options.title = visible(&title).into_owned();
+    inferno_options.subtitle = Some(visible(&subtitle).into_owned());
     inferno_options.image_width = options.width;
     inferno_options.min_width = options.min_width;
     inferno_options.reverse_stack_order = options.reverse;

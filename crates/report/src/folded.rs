@@ -1,6 +1,10 @@
 //! Folded stacks (Brendan Gregg's format): one line per distinct stack, root first, frames
 //! separated by `;`, then a space and the number of samples. The thread's name is the root
 //! frame, as perf's stack collapsing does. Lines are sorted, so the output is deterministic.
+//!
+//! Names are cleaned for the format: `;` in a name becomes `:`, control and bidi characters are
+//! escaped by [`visible`] (so a newline cannot end a stack early), surrounding whitespace is
+//! trimmed and an empty name becomes `[unknown]`.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -8,6 +12,7 @@ use std::io::{self, Write};
 use rprof_profile::{FrameKind, Profile};
 
 use crate::select::{Selection, StackCounts};
+use crate::visible::visible;
 
 /// How folded stacks are made.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,17 +36,12 @@ impl Default for FoldedOptions {
     }
 }
 
-/// A frame name made safe for the format: `;` separates frames, a line ends a stack, and
-/// tools trim the ends of lines; an empty name would vanish.
+/// A frame name made safe for the format: `;` separates frames (it becomes `:`), a line ends a
+/// stack, and tools trim the ends of lines; an empty name would vanish. Control characters
+/// (newlines included) and the others [`visible`] escapes are shown as its escapes, as in every
+/// text output: the folded stacks are read by people and drawn by flame graph tools.
 fn clean(name: &str) -> String {
-    let cleaned: String = name
-        .chars()
-        .map(|c| match c {
-            ';' => ':',
-            c if c.is_control() => ' ',
-            c => c,
-        })
-        .collect();
+    let cleaned = visible(&name.replace(';', ":")).into_owned();
     let trimmed = cleaned.trim();
     if trimmed.is_empty() {
         "[unknown]".to_string()

@@ -1,14 +1,21 @@
 //! `rprof report --json`: the report's numbers with stable field names (see `docs/report.md`).
+//!
+//! Strings are exact: a name decodes to the very characters the profile holds. serde_json
+//! escapes C0 controls, `"` and `\`; the other characters [`visible`](crate::visible) escapes in
+//! text outputs (DEL, C1 and bidi controls, ...) are written as `\uXXXX` escapes too, so that the
+//! JSON printed on a terminal cannot drive it either.
 
 use std::io::{self, Write};
 
 use rprof_profile::{FrameKind, Profile};
 use serde::Serialize;
+use serde_json::ser::{Formatter, PrettyFormatter};
 
 use crate::aggregate::{Table, TableKind};
 use crate::format::percent2;
 use crate::overview::Overview;
 use crate::select::{Selection, StackCounts};
+use crate::visible::needs_escape;
 use crate::SortBy;
 
 /// What the JSON report holds.
@@ -203,6 +210,67 @@ pub fn report(profile: &Profile, options: &JsonOptions) -> Report {
 /// Writes the JSON document for `profile`, pretty-printed, with a final newline.
 pub fn render(profile: &Profile, options: &JsonOptions, mut out: impl Write) -> io::Result<()> {
     let doc = report(profile, options);
-    serde_json::to_writer_pretty(&mut out, &doc).map_err(io::Error::from)?;
+    let mut serializer =
+        serde_json::Serializer::with_formatter(&mut out, SafeFormatter(PrettyFormatter::new()));
+    doc.serialize(&mut serializer).map_err(io::Error::from)?;
     writeln!(out)
+}
+
+/// serde_json's pretty printer, except that inside strings the characters of [`needs_escape`]
+/// are written as `\uXXXX` escapes (all of them are in the Basic Multilingual Plane).
+struct SafeFormatter<'a>(PrettyFormatter<'a>);
+
+impl Formatter for SafeFormatter<'_> {
+    fn write_string_fragment<W: ?Sized + Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
+        let mut start = 0;
+        for (i, c) in fragment.char_indices() {
+            if needs_escape(c) {
+                writer.write_all(&fragment.as_bytes()[start..i])?;
+                write!(writer, "\\u{:04x}", u32::from(c))?;
+                start = i + c.len_utf8();
+            }
+        }
+        writer.write_all(&fragment.as_bytes()[start..])
+    }
+
+    // The layout is PrettyFormatter's.
+    fn begin_array<W: ?Sized + Write>(&mut self, writer: &mut W) -> io::Result<()> {
+        self.0.begin_array(writer)
+    }
+    fn end_array<W: ?Sized + Write>(&mut self, writer: &mut W) -> io::Result<()> {
+        self.0.end_array(writer)
+    }
+    fn begin_array_value<W: ?Sized + Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
+        self.0.begin_array_value(writer, first)
+    }
+    fn end_array_value<W: ?Sized + Write>(&mut self, writer: &mut W) -> io::Result<()> {
+        self.0.end_array_value(writer)
+    }
+    fn begin_object<W: ?Sized + Write>(&mut self, writer: &mut W) -> io::Result<()> {
+        self.0.begin_object(writer)
+    }
+    fn end_object<W: ?Sized + Write>(&mut self, writer: &mut W) -> io::Result<()> {
+        self.0.end_object(writer)
+    }
+    fn begin_object_key<W: ?Sized + Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
+        self.0.begin_object_key(writer, first)
+    }
+    fn begin_object_value<W: ?Sized + Write>(&mut self, writer: &mut W) -> io::Result<()> {
+        self.0.begin_object_value(writer)
+    }
+    fn end_object_value<W: ?Sized + Write>(&mut self, writer: &mut W) -> io::Result<()> {
+        self.0.end_object_value(writer)
+    }
 }

@@ -10,6 +10,8 @@
 //! any [`std::io::Write`]; errors of the writer are passed up untouched, so that the binary can
 //! treat a closed pipe as the normal end it is. Which samples are counted is decided by a
 //! [`Selection`] (threads, process, inline frames merged or kept), shared by all renderers.
+//! Every string that came from the target or the profile goes through [`visible`] before a text
+//! output shows it (control and bidi characters escaped); JSON keeps the exact strings.
 //!
 //! This crate does not read files, symbolize, decide about terminals (the binary tells it the
 //! width and whether to use color), or print warnings: it only renders.
@@ -27,11 +29,13 @@ mod shorten;
 #[doc(hidden)]
 pub mod synth;
 pub mod top;
+mod visible;
 
 pub use aggregate::{Row, Table, TableKind};
 pub use overview::Overview;
 pub use select::{resolve_thread, SelectError, Selection, StackCounts};
 pub use shorten::shorten;
+pub use visible::{needs_escape, visible};
 
 use rprof_profile::Profile;
 

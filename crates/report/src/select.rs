@@ -5,12 +5,18 @@ use std::collections::{BTreeSet, HashMap};
 
 use rprof_profile::{FrameId, Profile, StackId};
 
+use crate::visible::visible;
+
 /// Why a thread or process filter cannot be applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SelectError {
-    /// No thread has that name or id.
-    #[error("no thread named or numbered '{spec}' in the profile (threads: {known})")]
+    /// No thread has that name or id. The message shows both fields through [`visible`].
+    #[error(
+        "no thread named or numbered '{}' in the profile (threads: {})",
+        visible(.spec),
+        visible(.known)
+    )]
     UnknownThread {
         /// What the user asked for.
         spec: String,

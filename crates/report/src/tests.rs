@@ -274,10 +274,180 @@ fn awkward_names_cannot_break_the_folded_format() {
     let p = Profile::read(&bytes[..], "x").unwrap();
     let mut out = Vec::new();
     folded::render(&p, &FoldedOptions::default(), &mut out).unwrap();
+    // The newline is shown as its escape (issue 9.5), so it cannot end the stack.
     assert_eq!(
         String::from_utf8(out).unwrap(),
-        "my thread:1;operator:weird name 1\n"
+        "my thread:1;operator:weird\\x0aname 1\n"
     );
+}
+
+// ---- Issue 9.5 and 9.6: names from the target -------------------------------------------
+
+/// A function name as a hostile binary's symbol table can hold it: OSC (window title), BEL,
+/// SGR (red), a C1 CSI, a right-to-left override, DEL, and markup characters.
+const HOSTILE_FUNCTION: &str = "evil\x1b]0;PWN\x07\x1b[31m\u{9b}2J\u{202e}niam\x7f<&>";
+/// What the text outputs show of it.
+const HOSTILE_FUNCTION_SHOWN: &str = "evil\\x1b]0;PWN\\x07\\x1b[31m\\u{9b}2J\\u{202e}niam\\x7f<&>";
+/// The thread name of the issue's reproducer.
+const HOSTILE_THREAD: &str = "\x1b]0;PWN\x07\x1b[31mX";
+
+/// A finished profile whose every string is hostile: command line, host, thread, module, source
+/// file and function names.
+fn hostile() -> Profile {
+    let mut s = Synth::new(&["./app\x1b[2J", "\x01", "\u{202e}"]);
+    s.header_mut().hostname = "host\x1b]0;x\x07".into();
+    s.header_mut().kernel_release = "6.18\u{85}".into();
+    s.thread(7, 7, HOSTILE_THREAD);
+    let m = s.module("/tmp/\x1b[1m/lib\u{202e}os.so\x07", ModuleKind::Elf);
+    let main = s.code(m, &[("main", "/src/a\x1b[1m.c", 3)]);
+    let evil = s.code(m, &[(HOSTILE_FUNCTION, "/src/evil\x07.c", 9)]);
+    for _ in 0..10 {
+        s.sample(7, 7, &[evil, main], &[], false);
+    }
+    let bytes = s.bytes(true, 0).unwrap();
+    let p = Profile::read(&bytes[..], "hostile").unwrap();
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    p
+}
+
+/// Panics when `text` holds a character a terminal acts on or XML forbids, other than the
+/// newlines that end the output's own lines.
+fn assert_no_controls(what: &str, text: &str) {
+    if let Some(c) = text.chars().find(|&c| c != '\n' && needs_escape(c)) {
+        panic!("{what} holds {c:?}:\n{text:?}");
+    }
+}
+
+#[test]
+fn hostile_names_reach_the_text_report_escaped() {
+    let p = hostile();
+    let options = TopOptions {
+        threads: true,
+        ..TopOptions::default()
+    };
+    let mut out = Vec::new();
+    top::render(&p, &options, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert_no_controls("the report", &text);
+    // The hostile function is the top row: all 10 samples are in it.
+    let top_row = text
+        .lines()
+        .find(|l| l.ends_with(HOSTILE_FUNCTION_SHOWN))
+        .unwrap_or_else(|| panic!("no escaped function row in {text}"));
+    assert!(top_row.starts_with(" 100.00%      10"), "{text}");
+    assert!(top_row.contains("lib\\u{202e}os.so\\x07"), "{text}");
+    assert!(top_row.contains("evil\\x07.c:9"), "{text}");
+    assert!(text.contains("  \\x1b]0;PWN\\x07\\x1b[31mX\n"), "{text}");
+    assert!(
+        text.contains("# rprof report of './app\\x1b[2J' '\\x01' '\\u{202e}'\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("on host\\x1b]0;x\\x07 (Linux 6.18\\u{85})"),
+        "{text}"
+    );
+    // Shortened to a narrow terminal, colored, or by source line: still escaped.
+    let narrow = TopOptions {
+        width: Some(60),
+        color: true,
+        kind: TableKind::Lines,
+        ..TopOptions::default()
+    };
+    let mut out = Vec::new();
+    top::render(&p, &narrow, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    // The only escapes left are the report's own colors.
+    let uncolored = ["\x1b[31m", "\x1b[32m", "\x1b[1m", "\x1b[2m", "\x1b[0m"]
+        .iter()
+        .fold(text.clone(), |t, code| t.replace(code, ""));
+    assert_no_controls("the colored report", &uncolored);
+    assert!(text.contains("iam\\x7f"), "{text}");
+}
+
+#[test]
+fn hostile_names_in_errors_are_escaped() {
+    let p = hostile();
+    let err = resolve_thread(&p, "no\x1b[2Jsuch").unwrap_err().to_string();
+    assert_no_controls("the --thread error", &err);
+    assert!(err.contains("'no\\x1b[2Jsuch'"), "{err}");
+    assert!(err.contains("\\x1b]0;PWN\\x07\\x1b[31mX (7)"), "{err}");
+    // The exact name still selects the thread.
+    assert_eq!(
+        resolve_thread(&p, HOSTILE_THREAD).unwrap(),
+        BTreeSet::from([7])
+    );
+}
+
+#[test]
+fn hostile_names_keep_the_folded_format_and_are_escaped() {
+    let p = hostile();
+    let mut out = Vec::new();
+    folded::render(&p, &FoldedOptions::default(), &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert_no_controls("the folded stacks", &text);
+    // `;` becomes `:` (it separates frames), controls are escaped.
+    assert_eq!(
+        text,
+        format!(
+            "\\x1b]0:PWN\\x07\\x1b[31mX;main;{} 10\n",
+            HOSTILE_FUNCTION_SHOWN.replace(';', ":")
+        )
+    );
+}
+
+#[test]
+fn hostile_names_make_valid_xml() {
+    let p = hostile();
+    let xml_char = |c: char| {
+        matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}')
+            || c >= '\u{10000}'
+    };
+    for title in [None, Some("T\x01\u{fffe}".to_string())] {
+        let options = FlameOptions {
+            title: title.clone(),
+            ..FlameOptions::default()
+        };
+        let mut out = Vec::new();
+        flame::render(&p, &options, &mut out).unwrap();
+        let svg = String::from_utf8(out).unwrap();
+        if let Some(bad) = svg.chars().find(|&c| !xml_char(c)) {
+            panic!("the SVG holds {bad:?}, which XML 1.0 forbids");
+        }
+        assert_no_controls("the SVG", &svg);
+        match title {
+            Some(_) => assert!(svg.contains(">T\\x01\\u{fffe}</text>"), "{svg}"),
+            None => assert!(
+                svg.contains(">rprof: &apos;./app\\x1b[2J&apos; &apos;\\x01&apos;"),
+                "{svg}"
+            ),
+        }
+        // Markup characters are escaped once, by inferno's XML writer; `;` separates frames in
+        // the folded stacks inferno draws, so it is shown as `:`.
+        let titles = svg_titles(&svg);
+        let shown = HOSTILE_FUNCTION_SHOWN.replace(';', ":");
+        assert!(
+            titles
+                .iter()
+                .any(|t| t.starts_with(&format!("{shown} (10 samples"))),
+            "{titles:?}"
+        );
+        assert!(!svg.contains("&amp;amp;"));
+    }
+}
+
+#[test]
+fn json_keeps_hostile_names_exact_without_raw_controls() {
+    let p = hostile();
+    let mut out = Vec::new();
+    json::render(&p, &JsonOptions::default(), &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert_no_controls("the JSON", &text);
+    assert!(text.contains("\\u001b]0;PWN\\u0007"), "{text}");
+    assert!(text.contains("\\u009b2J\\u202eniam\\u007f<&>"), "{text}");
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(doc["functions"][0]["name"], HOSTILE_FUNCTION);
+    assert_eq!(doc["threads"][0]["name"], HOSTILE_THREAD);
+    assert_eq!(doc["command"][2], "\u{202e}");
 }
 
 #[test]

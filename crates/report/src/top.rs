@@ -1,6 +1,10 @@
 //! The `rprof report` text: a header describing the recording, optionally a per-thread
 //! breakdown, then the hottest functions (or source lines) with self and total shares.
+//!
+//! Every string of the profile (command, host, event, thread, function, module and file names)
+//! is shown through [`visible`], so that a name cannot drive the terminal.
 
+use std::borrow::Cow;
 use std::io::{self, Write};
 
 use rprof_profile::{FrameKind, Profile};
@@ -10,6 +14,7 @@ use crate::format::{command_line, duration, percent, thousands, utc};
 use crate::overview::{period_is_time, Overview};
 use crate::select::{Selection, StackCounts};
 use crate::shorten::shorten;
+use crate::visible::visible;
 use crate::SortBy;
 
 /// How the text report looks.
@@ -159,7 +164,9 @@ fn render_header(
         lines.push("inlined functions merged into their callers".to_string());
     }
     for line in lines {
-        writeln!(out, "{}", paint(options.color, DIM, &format!("# {line}")))?;
+        // Every line quotes the profile (command, host, event) or the selection's label.
+        let line = format!("# {line}");
+        writeln!(out, "{}", paint(options.color, DIM, &visible(&line)))?;
     }
     writeln!(out)
 }
@@ -228,7 +235,7 @@ fn render_threads(
         } else {
             &t.name
         };
-        line.push_str(name);
+        line.push_str(&visible(name));
         writeln!(out, "{line}")?;
     }
     writeln!(out)
@@ -238,10 +245,10 @@ fn render_threads(
 fn source(row: &Row) -> String {
     match (&row.file, row.line) {
         (Some(file), line) => {
-            let base = file.rsplit('/').next().unwrap_or(file);
+            let base = visible(file.rsplit('/').next().unwrap_or(file));
             match line {
                 Some(l) => format!("{base}:{l}"),
-                None => base.to_string(),
+                None => base.into_owned(),
             }
         }
         (None, _) => String::new(),
@@ -263,12 +270,13 @@ fn render_table(table: &Table, options: &TopOptions, out: &mut impl Write) -> io
     let module_of = |r: &Row| -> String {
         match (&r.module, r.kind) {
             (_, FrameKind::Kernel) => "[kernel]".to_string(),
-            (Some(m), _) => m.clone(),
+            (Some(m), _) => visible(m).into_owned(),
             (None, _) => "[unknown]".to_string(),
         }
     };
     let sources: Vec<String> = rows.iter().map(source).collect();
     let modules: Vec<String> = rows.iter().map(module_of).collect();
+    let names: Vec<Cow<'_, str>> = rows.iter().map(|r| visible(&r.name)).collect();
     let mut module_w = modules
         .iter()
         .map(|m| m.chars().count())
@@ -296,11 +304,7 @@ fn render_table(table: &Table, options: &TopOptions, out: &mut impl Write) -> io
             width.saturating_sub(fixed + 2 + module_w + 2 + source_w + 2)
         };
         // Narrow terminals: when names need the room, cut source and module columns first.
-        let longest = rows
-            .iter()
-            .map(|r| r.name.chars().count())
-            .max()
-            .unwrap_or(0);
+        let longest = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
         let wanted = longest.clamp(name_title.len(), MIN_NAME);
         while room(module_w, source_w) < wanted && source_w > 12 {
             source_w -= 1;
@@ -319,12 +323,12 @@ fn render_table(table: &Table, options: &TopOptions, out: &mut impl Write) -> io
         "Samples", "Samples", "Module", "Source",
     );
     writeln!(out, "{}", paint(options.color, BOLD, &heading))?;
-    for ((row, module), src) in rows.iter().zip(&modules).zip(&sources) {
+    for (((row, module), src), name) in rows.iter().zip(&modules).zip(&sources).zip(&names) {
         let (a, b) = match options.sort {
             SortBy::SelfSamples => (row.self_samples, row.total_samples),
             SortBy::Total => (row.total_samples, row.self_samples),
         };
-        let name = shorten(&row.name, name_w);
+        let name = shorten(name, name_w);
         let module = cut_end(module, module_w);
         let src = cut_file(src, source_w);
         let pct = |n: u64| {
