@@ -246,7 +246,7 @@ fn devices_and_directories_are_refused() {
         let out = run_rprof(dir.path(), args);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
         let line = one_line(&out);
-        assert!(line.starts_with("rprof: cannot write '"), "{line}");
+        assert!(line.starts_with("rprof: cannot write "), "{line}");
         assert!(line.contains(what), "{line}");
         assert!(!marker.exists(), "{args:?}: COMMAND must not run");
     }

@@ -102,19 +102,19 @@ impl fmt::Display for WriteError {
         match &self.kind {
             WriteErrorKind::NotAFile(what) => write!(
                 f,
-                "cannot write '{path}': it is {what}; rprof writes a new file and replaces only a regular file or a link: give a file name"
+                "cannot write {path}: it is {what}; rprof writes a new file and replaces only a regular file or a link: give a file name"
             ),
             WriteErrorKind::Directory(_) => {
-                write!(f, "cannot write '{path}': cannot open its directory")
+                write!(f, "cannot write {path}: cannot open its directory")
             }
-            WriteErrorKind::Inspect(_) => write!(f, "cannot write '{path}': cannot look at it"),
+            WriteErrorKind::Inspect(_) => write!(f, "cannot write {path}: cannot look at it"),
             WriteErrorKind::Create(_) => write!(
                 f,
-                "cannot write '{path}': cannot create a new file in its directory"
+                "cannot write {path}: cannot create a new file in its directory"
             ),
             WriteErrorKind::Place(_) => write!(
                 f,
-                "cannot write '{path}': cannot rename the new file over it"
+                "cannot write {path}: cannot rename the new file over it"
             ),
         }
     }
