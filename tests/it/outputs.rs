@@ -333,13 +333,19 @@ impl Drop for SmallDisk {
 #[test]
 fn a_disk_that_fills_mid_run_does_not_orphan_the_command() {
     let spin = spin();
-    let disk = SmallDisk::mount("4k");
+    // Room for the header and the first blocks (a block holds at most 250 ms of samples, about
+    // 11 KB for one busy thread), not for the whole run.
+    let disk = SmallDisk::mount("64k");
     let scratch = tempdir();
     let marker = scratch.path().join("finished");
+    // COMMAND works until the disk is full however slowly this machine runs it (at most a
+    // minute: then it exits 99 and the exit-code check below fails), then works on a little.
     let script = format!(
-        "{} 3 && echo done > {} && exit 3",
-        spin.display(),
-        marker.display()
+        "i=0; while [ \"$(stat -f -c %a {disk})\" != 0 ]; do {spin} 0.2; i=$((i+1)); \
+         [ $i -gt 300 ] && exit 99; done; {spin} 0.3 && echo done > {marker} && exit 3",
+        disk = disk.path().display(),
+        spin = spin.display(),
+        marker = marker.display()
     );
     let profile = disk.path().join("p.data");
     let out = run_rprof(
