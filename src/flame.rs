@@ -1,10 +1,9 @@
 //! `rprof flame`: a flame graph SVG (drawn by inferno) or folded stacks from a profile.
 
-use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 
-use anyhow::Context;
+use rprof_fs::{Access, NewFile};
 
 use rprof_report::flame::{FlameError, FlameOptions};
 use rprof_report::folded::FoldedOptions;
@@ -69,16 +68,20 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         .output
         .unwrap_or_else(|| PathBuf::from(if args.folded { "-" } else { "flamegraph.svg" }));
     let to_stdout = output.as_os_str() == "-";
-    let mut out: Box<dyn Write> = if to_stdout {
-        Box::new(BufWriter::new(io::stdout().lock()))
+    // A file is written beside the destination and moved there once complete (`rprof-fs`):
+    // a link there is replaced, not followed, and under sudo the file goes to the invoking user.
+    let mut out = if to_stdout {
+        Out::Stdout(BufWriter::new(io::stdout().lock()))
     } else {
-        let file =
-            File::create(&output).with_context(|| format!("cannot write {}", output.display()))?;
-        Box::new(BufWriter::with_capacity(1 << 20, file))
+        let new = NewFile::create(&output, Access::Shared)?;
+        if let Some(problem) = new.handover_problem() {
+            eprintln!("rprof: note: {problem}");
+        }
+        Out::File(BufWriter::with_capacity(1 << 20, new))
     };
     let written = |e: io::Error| -> anyhow::Error {
         if to_stdout {
-            e.into()
+            crate::report::stdout_error(e)
         } else {
             anyhow::Error::new(e).context(format!("cannot write {}", output.display()))
         }
@@ -108,11 +111,39 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         }
         "flame graph"
     };
-    out.flush().map_err(written)?;
+    match out {
+        Out::Stdout(mut out) => out.flush().map_err(written)?,
+        Out::File(out) => {
+            let new = out.into_inner().map_err(|e| written(e.into_error()))?;
+            new.commit()?;
+        }
+    }
     if !to_stdout {
         eprintln!("rprof: wrote the {what} to {}", output.display());
     }
     Ok(0)
+}
+
+/// Where the output goes: standard output, or a new file moved into place when complete.
+enum Out<'a> {
+    Stdout(BufWriter<io::StdoutLock<'a>>),
+    File(BufWriter<NewFile>),
+}
+
+impl Write for Out<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Out::Stdout(out) => out.write(buf),
+            Out::File(out) => out.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Out::Stdout(out) => out.flush(),
+            Out::File(out) => out.flush(),
+        }
+    }
 }
 
 /// Why there is nothing to draw.

@@ -37,11 +37,15 @@ fn main() {
     exit::reset_sigpipe();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(err) => {
-            let code = if err.use_stderr() { exit::USAGE } else { 0 };
-            // Printing clap's own message can only fail on a closed stream; nothing to add then.
+        // --help and --version: clap's own text on stdout, exit 0.
+        Err(err) if !err.use_stderr() => {
+            // Printing can only fail on a closed stream; nothing to add then.
             let _ = err.print();
-            std::process::exit(code);
+            std::process::exit(0);
+        }
+        Err(err) => {
+            eprintln!("rprof: {}", usage_line(&err));
+            std::process::exit(exit::USAGE);
         }
     };
     let result = match cli.command {
@@ -51,4 +55,46 @@ fn main() {
         Command::Stat(args) => stat::run(args),
     };
     std::process::exit(exit::finish(result));
+}
+
+/// A usage error of clap as one line, like every other failure: clap's first line without its
+/// `error: ` prefix, the possible values or a similar name if clap has them, then where to
+/// look, e.g. `unexpected argument '--bogus' (see rprof record --help)`.
+fn usage_line(err: &clap::Error) -> String {
+    use clap::error::ErrorKind;
+    use clap::CommandFactory;
+    let cli = Cli::command();
+    // The subcommand is the first argument (rprof itself has no options but --help/--version).
+    let sub = std::env::args_os().nth(1).and_then(|arg| {
+        cli.get_subcommands()
+            .find(|c| arg == c.get_name())
+            .map(|c| c.get_name().to_string())
+    });
+    let help = match sub {
+        Some(sub) => format!("see rprof {sub} --help"),
+        None => "see rprof --help".to_string(),
+    };
+    if matches!(
+        err.kind(),
+        ErrorKind::MissingSubcommand | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let names: Vec<&str> = cli.get_subcommands().map(|c| c.get_name()).collect();
+        return format!("no command given: use one of {} ({help})", names.join(", "));
+    }
+    let rendered = err.render().to_string();
+    let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("invalid command line");
+    let what = first.strip_prefix("error:").unwrap_or(first).trim();
+    let what = what.strip_suffix(" found").unwrap_or(what);
+    let mut hints: Vec<&str> = lines
+        .filter_map(|l| {
+            if l.starts_with("[possible values:") {
+                Some(l.trim_start_matches('[').trim_end_matches(']'))
+            } else {
+                l.strip_prefix("tip: ").filter(|t| t.contains("similar"))
+            }
+        })
+        .collect();
+    hints.push(&help);
+    format!("{what} ({})", hints.join("; "))
 }

@@ -8,20 +8,24 @@
 //! profile ids on first use. When the target is done, `resolve` names every address that was
 //! used and the names are appended before the summary.
 
+use std::cell::OnceCell;
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::BufWriter;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::io::{self, BufWriter, Write};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, Context};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use rprof_events::{Event, EventKind};
+use rprof_fs::{Access, NewFile};
 use rprof_perf::{CallGraph, Rate, SamplerError, Samplers, SamplingOptions};
 use rprof_profile::{Header, Record};
 use rprof_record::{Recorder, Stats};
 
-use crate::exit::{usage, with_code, FAILURE, NOT_EXECUTABLE, NOT_FOUND};
+use crate::exit::{event_error, usage, with_code, FAILURE, NOT_EXECUTABLE, NOT_FOUND};
 
 /// Default sampling frequency (Hz): near 1 kHz, but not a multiple of common timer ticks.
 const DEFAULT_FREQUENCY: u64 = 999;
@@ -136,6 +140,25 @@ impl Pages {
 
 fn note(message: impl std::fmt::Display) {
     eprintln!("rprof: note: {message}");
+}
+
+/// The longest `--duration` (seconds): about 31 years, far beyond any recording, and small
+/// enough for every clock rprof uses.
+pub const MAX_DURATION_SECS: f64 = 1e9;
+
+/// Checks `--duration SECS`: a positive number of seconds, at most [`MAX_DURATION_SECS`].
+pub fn parse_duration(secs: f64) -> anyhow::Result<Duration> {
+    if secs.is_nan() || secs <= 0.0 {
+        return Err(usage(format!(
+            "--duration must be a positive number of seconds, not {secs}"
+        )));
+    }
+    if secs >= MAX_DURATION_SECS {
+        return Err(usage(format!(
+            "--duration {secs} is too large: at most {MAX_DURATION_SECS:.0} seconds (about 31 years); leave it out to record until the target exits or Ctrl-C"
+        )));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 /// Parses `--call-graph`.
@@ -258,13 +281,18 @@ fn read_sysctl(name: &str) -> Option<u64> {
 fn default_pages(call_graph: CallGraph) -> usize {
     let page = rprof_perf::ring::page_size();
     let wanted = match call_graph {
-        CallGraph::Dwarf { .. } => (16 << 20) / page,
+        CallGraph::Dwarf { .. } => default_dwarf_pages(),
         _ => (1 << 20) / page,
     };
     if privileged() {
         return wanted;
     }
     affordable_pages().map_or(wanted, |pages| pages.min(wanted))
+}
+
+/// The default ring-buffer size per CPU for dwarf stacks (data pages): 16 MiB.
+fn default_dwarf_pages() -> usize {
+    (16 << 20) / rprof_perf::ring::page_size()
 }
 
 /// The largest power-of-two buffer (data pages per CPU) the locked-memory limits grant an
@@ -294,7 +322,7 @@ fn affordable_pages() -> Option<usize> {
 }
 
 fn validate(args: Args) -> anyhow::Result<Plan> {
-    let event = rprof_events::parse(&args.event).map_err(usage)?;
+    let event = rprof_events::parse(&args.event).map_err(event_error)?;
     let rate = match (args.freq, args.period) {
         (Some(0), _) => return Err(usage("the sampling frequency (-F) must be at least 1 Hz")),
         (_, Some(0)) => return Err(usage("the sampling period (-c) must be at least 1")),
@@ -316,17 +344,7 @@ fn validate(args: Args) -> anyhow::Result<Plan> {
         other => other,
     };
     let call_graph = parse_call_graph(&args.call_graph)?;
-    let duration = match args.duration {
-        None => None,
-        Some(secs) if secs.is_finite() && secs > 0.0 && secs < 1e9 => {
-            Some(Duration::from_secs_f64(secs))
-        }
-        Some(secs) => {
-            return Err(usage(format!(
-                "--duration must be a positive number of seconds, not {secs}"
-            )))
-        }
-    };
+    let duration = args.duration.map(parse_duration).transpose()?;
     let target = match (args.pid, args.command.is_empty()) {
         (Some(_), false) => return Err(usage("give either -p PID or a COMMAND to run, not both")),
         (None, true) => {
@@ -382,70 +400,112 @@ fn raise_fd_limit() {
     }
 }
 
-/// The output file, opened for writing before COMMAND starts so that an unwritable path fails
-/// early, but truncated only when recording really begins: a recording that fails to start
-/// leaves an existing profile alone, and leaves no file behind if there was none.
-struct Output {
-    path: PathBuf,
-    file: Option<File>,
-    /// The file did not exist before: remove it unless recording began.
-    created: bool,
+/// Creates the profile's file beside the destination (`rprof-fs`): private (0600), handed to
+/// the invoking user under sudo, and moved into place only when recording begins, so that a
+/// recording that fails to start leaves an existing profile alone and no file behind.
+fn create_output(path: &Path) -> anyhow::Result<NewFile> {
+    let file = NewFile::create(path, Access::Private).map_err(|e| with_code(FAILURE, e))?;
+    if let Some(problem) = file.handover_problem() {
+        note(problem);
+    }
+    Ok(file)
 }
 
-impl Output {
-    fn open(path: &Path) -> anyhow::Result<Output> {
-        let created = std::fs::symlink_metadata(path).is_err();
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            // Emptied by `begin`, once recording really starts.
-            .truncate(false)
-            .open(path)
-            .with_context(|| format!("cannot write the profile to '{}'", path.display()))
-            .map_err(|e| with_code(FAILURE, e))?;
-        Ok(Output {
-            path: path.to_path_buf(),
-            file: Some(file),
-            created,
+/// Where the recorder's bytes go. The first write that fails (a full disk, a quota) is kept
+/// and every later write is dropped, so the recorder keeps following the target and draining
+/// the ring buffers; the file keeps what was written before, which `rprof report` reads up to
+/// the last complete block.
+struct Sink {
+    file: File,
+    failure: Rc<OnceCell<io::Error>>,
+}
+
+impl Sink {
+    /// A sink writing to `file`, and the cell where its first failure will be.
+    fn new(file: File) -> (Sink, Rc<OnceCell<io::Error>>) {
+        let failure = Rc::new(OnceCell::new());
+        (
+            Sink {
+                file,
+                failure: Rc::clone(&failure),
+            },
+            failure,
+        )
+    }
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.failure.get().is_some() {
+            return Ok(buf.len());
+        }
+        match self.file.write(buf) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(e),
+            Err(e) => {
+                let _ = self.failure.set(e);
+                Ok(buf.len())
+            }
+            written => written,
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A recorder that writes a profile; `failure` says whether (and why) its writes stopped.
+struct Recording {
+    recorder: ProfileRecorder,
+    failure: Rc<OnceCell<io::Error>>,
+    /// When (after the start) the failure was noticed and told to the user.
+    failed_after: Option<Duration>,
+    /// The file is at its destination.
+    placed: bool,
+}
+
+impl Recording {
+    /// Starts the profile in `file` with `header`; the header reaches the file now, or this
+    /// fails (and the caller does not start the target).
+    fn start(file: &NewFile, header: &Header, call_graph: CallGraph) -> anyhow::Result<Recording> {
+        let cannot = || format!("cannot write the profile to '{}'", file.path().display());
+        let (sink, failure) = Sink::new(file.file().try_clone().with_context(cannot)?);
+        let recorder = Recorder::new(BufWriter::with_capacity(1 << 20, sink), header, call_graph)
+            .with_context(cannot)?;
+        if let Some(e) = failure.get() {
+            return Err(anyhow!("{}: {e}", cannot()));
+        }
+        Ok(Recording {
+            recorder,
+            failure,
+            failed_after: None,
+            placed: false,
         })
     }
 
-    /// Recording has begun: the file is emptied and handed over (under sudo, to the invoking
-    /// user), and kept whatever happens next.
-    fn begin(&mut self) -> anyhow::Result<File> {
-        let file = self
-            .file
-            .take()
-            .ok_or_else(|| anyhow!("the profile file was already taken"))?;
-        file.set_len(0)
-            .with_context(|| format!("cannot write the profile to '{}'", self.path.display()))?;
-        chown_to_sudo_user(&file);
-        self.created = false;
-        Ok(file)
-    }
-}
-
-impl Drop for Output {
-    fn drop(&mut self) {
-        if self.created {
-            let _ = std::fs::remove_file(&self.path);
+    /// Recording has begun: moves the file to its destination. If that fails, the recording
+    /// goes on without writing, like after a full disk.
+    fn place(&mut self, file: NewFile) {
+        match file.commit() {
+            Ok(_) => self.placed = true,
+            Err(e) => {
+                let _ = self
+                    .failure
+                    .set(io::Error::other(format!("{:#}", anyhow::Error::new(e))));
+            }
         }
     }
-}
 
-fn chown_to_sudo_user(file: &File) {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return;
-    }
-    let id = |name| std::env::var(name).ok().and_then(|v| v.parse::<u32>().ok());
-    if let (Some(uid), Some(gid)) = (id("SUDO_UID"), id("SUDO_GID")) {
-        // SAFETY: fchown on a descriptor we own.
-        let rc = unsafe { libc::fchown(file.as_raw_fd(), uid, gid) };
-        if rc != 0 {
+    /// Says once, when it happens, that the profile can no longer be written.
+    fn tell_failure(&mut self, path: &Path, following: &str, started: Instant) {
+        if self.failed_after.is_some() {
+            return;
+        }
+        if let Some(e) = self.failure.get() {
+            self.failed_after = Some(started.elapsed());
             note(format!(
-                "cannot give the profile to uid {uid}: {}",
-                std::io::Error::last_os_error()
+                "cannot write to '{}': {e}; {following} to its end without recording",
+                path.display()
             ));
         }
     }
@@ -586,12 +646,13 @@ fn open_samplers(plan: &Plan, pid: u32, attach: bool) -> anyhow::Result<Opened> 
                 return Err(anyhow!(attach_permission_message(pid, &e)));
             }
             Err(SamplerError::Open(e)) if e.is_no_such_process() && attach => {
-                return Err(anyhow!("no process with id {pid} (it has exited?)"));
+                return Err(process_gone(pid));
             }
+            Err(SamplerError::Gone { .. }) if attach => return Err(process_gone(pid)),
             Err(SamplerError::Threads { source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound =>
             {
-                return Err(anyhow!("no process with id {pid}"));
+                return Err(process_gone(pid));
             }
             Err(e) => return Err(e.into()),
         }
@@ -599,6 +660,16 @@ fn open_samplers(plan: &Plan, pid: u32, attach: bool) -> anyhow::Result<Opened> 
 }
 
 fn mlock_message(pages: usize, source: &rprof_perf::MapError) -> String {
+    if privileged() {
+        // Root (or CAP_IPC_LOCK) is not held to the locked-memory limits: the kernel could not
+        // provide that much memory. Advising to run as root would be advising what is done.
+        let page = rprof_perf::ring::page_size();
+        return format!(
+            "{source}: the kernel cannot provide ring buffers this large ({} MiB per CPU); use a smaller buffer (-m {}M, the default for dwarf stacks, is enough for most programs)",
+            (pages as u64 * page as u64) >> 20,
+            (default_dwarf_pages() * page) >> 20
+        );
+    }
     let mlock = read_sysctl("perf_event_mlock_kb")
         .map_or("unreadable".to_string(), |kb| format!("{kb} KiB"));
     format!(
@@ -632,7 +703,7 @@ fn record_command(plan: &Plan, argv: &[OsString]) -> anyhow::Result<i32> {
     };
     // Resolve before anything is created or forked: a missing command leaves no profile.
     let path = rprof_launch::resolve(argv0).map_err(launch_error)?;
-    let mut output = Output::open(&plan.output)?;
+    let output = create_output(&plan.output)?;
     let pending = rprof_launch::spawn_pending(argv).map_err(launch_error)?;
     let pid = pending.pid() as u32;
     let opened = match open_samplers(plan, pid, false) {
@@ -646,6 +717,7 @@ fn record_command(plan: &Plan, argv: &[OsString]) -> anyhow::Result<i32> {
         .iter()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
+    let shown = argv0.to_string_lossy().into_owned();
     // The name the kernel gives the process at exec (it may not report that COMM itself,
     // because the events are enabled only by the exec).
     let comm: String = path
@@ -655,18 +727,29 @@ fn record_command(plan: &Plan, argv: &[OsString]) -> anyhow::Result<i32> {
         .chars()
         .take(15)
         .collect();
+    // The header reaches the file while COMMAND is still held: if it cannot be written (a full
+    // disk), COMMAND never runs.
+    let header = header(plan, &opened.event, command, None);
+    let mut recording = match Recording::start(&output, &header, plan.call_graph) {
+        Ok(recording) => recording,
+        Err(e) => {
+            pending.abort();
+            return Err(with_code(
+                FAILURE,
+                anyhow!("{e:#}; {shown} was not started"),
+            ));
+        }
+    };
     let exit_watch = pidfd_open(pid).ok();
     rprof_launch::forward_signals_to(pid as i32).context("cannot install the Ctrl-C handler")?;
     let started = Instant::now();
     let mut running = pending.start().map_err(launch_error)?;
-    // From here on the profile is worth keeping, whatever happens. (Records wait in the ring
-    // buffers meanwhile.)
-    let mut recorder = start_profile(
-        output.begin()?,
-        &header(plan, &opened.event, command, None),
-        plan.call_graph,
-    )?;
-    recorder
+    // Recording has begun: the profile replaces the destination now and is kept whatever
+    // happens next (a `kill -9` of rprof included). Records wait in the ring buffers meanwhile.
+    recording.place(output);
+    let following = format!("following {shown}");
+    recording
+        .recorder
         .push(Record::Comm {
             time: now_monotonic_ns(),
             pid,
@@ -678,9 +761,11 @@ fn record_command(plan: &Plan, argv: &[OsString]) -> anyhow::Result<i32> {
     let mut samplers = opened.samplers;
     let mut terminated_at = None;
     loop {
-        let exited = recorder
+        let exited = recording
+            .recorder
             .wait_round(&mut samplers, exit_watch.as_ref().map(|fd| fd.as_fd()))
             .context("cannot write to the profile")?;
+        recording.tell_failure(&plan.output, &following, started);
         if exited || running.try_wait().map_err(launch_error)?.is_some() {
             break;
         }
@@ -701,40 +786,81 @@ fn record_command(plan: &Plan, argv: &[OsString]) -> anyhow::Result<i32> {
             }
         }
     }
-    recorder
+    recording
+        .recorder
         .drain(&mut samplers)
         .context("cannot write to the profile")?;
     drop(samplers);
     let exit = running.wait().map_err(launch_error)?;
-    finish(recorder, started.elapsed(), &plan.output)?;
+    finish(
+        recording,
+        started.elapsed(),
+        &plan.output,
+        &format!("{shown} ran to its end ({exit})"),
+    )?;
     Ok(exit.shell_code())
+}
+
+/// The one outcome of attaching to a process that is gone (it exited, perhaps a moment ago, or
+/// never existed): exit code 1, this message, and no profile.
+fn process_gone(pid: u32) -> anyhow::Error {
+    anyhow!("no process with id {pid} (it exited before rprof could attach)")
+}
+
+/// True when the process has exited (it may still be a zombie waiting for its parent).
+fn has_exited(pid: u32, exit_watch: Option<&OwnedFd>) -> bool {
+    if let Some(fd) = exit_watch {
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        // A pidfd is readable once its process has exited.
+        if let Ok(n) = poll(&mut fds, PollTimeout::ZERO) {
+            return n > 0;
+        }
+    }
+    // Without a pidfd: the state in /proc/PID/stat, after the command name in parentheses.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state == "Z" || state == "X"),
+        Err(_) => true,
+    }
 }
 
 fn record_attach(plan: &Plan, pid: u32) -> anyhow::Result<i32> {
     let exit_watch = match pidfd_open(pid) {
         Ok(fd) => Some(fd),
-        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
-            return Err(anyhow!("no process with id {pid}"));
-        }
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Err(process_gone(pid)),
         Err(_) => None,
     };
-    let mut output = Output::open(&plan.output)?;
-    let opened = open_samplers(plan, pid, true)?;
-    let mut recorder = start_profile(
-        output.begin()?,
-        &header(plan, &opened.event, Vec::new(), Some(pid)),
-        plan.call_graph,
-    )?;
+    if has_exited(pid, exit_watch.as_ref()) {
+        return Err(process_gone(pid));
+    }
+    let output = create_output(&plan.output)?;
+    let opened = match open_samplers(plan, pid, true) {
+        Ok(opened) => opened,
+        Err(_) if has_exited(pid, exit_watch.as_ref()) => return Err(process_gone(pid)),
+        Err(e) => return Err(e),
+    };
+    // Attached, unless it exited meanwhile: a process that was gone before the samplers were
+    // on it gets no (empty) profile.
+    if has_exited(pid, exit_watch.as_ref()) {
+        return Err(process_gone(pid));
+    }
+    let header = header(plan, &opened.event, Vec::new(), Some(pid));
+    let mut recording = Recording::start(&output, &header, plan.call_graph)?;
+    recording.place(output);
     rprof_launch::catch_interrupts().context("cannot install the Ctrl-C handler")?;
     let started = Instant::now();
+    let following = format!("following process {pid}");
     // What happened before we attached: mappings and thread names from /proc.
-    if let Err(e) = recorder.unwinder_mut().load_proc_maps(pid) {
+    if let Err(e) = recording.recorder.unwinder_mut().load_proc_maps(pid) {
         note(format!("cannot read /proc/{pid}/maps: {e}"));
     }
     let time = now_monotonic_ns();
     for tid in rprof_perf::list_threads(pid).unwrap_or_default() {
         if let Some(name) = rprof_perf::thread_name(pid, tid) {
-            recorder
+            recording
+                .recorder
                 .push(Record::Comm {
                     time,
                     pid,
@@ -747,9 +873,11 @@ fn record_attach(plan: &Plan, pid: u32) -> anyhow::Result<i32> {
     }
     let mut samplers = opened.samplers;
     loop {
-        let exited = recorder
+        let exited = recording
+            .recorder
             .wait_round(&mut samplers, exit_watch.as_ref().map(|fd| fd.as_fd()))
             .context("cannot write to the profile")?;
+        recording.tell_failure(&plan.output, &following, started);
         if exited || rprof_launch::interrupted().is_some() {
             break;
         }
@@ -763,11 +891,17 @@ fn record_attach(plan: &Plan, pid: u32) -> anyhow::Result<i32> {
             break;
         }
     }
-    recorder
+    recording
+        .recorder
         .drain(&mut samplers)
         .context("cannot write to the profile")?;
     drop(samplers);
-    finish(recorder, started.elapsed(), &plan.output)?;
+    finish(
+        recording,
+        started.elapsed(),
+        &plan.output,
+        &format!("process {pid} was followed to the end of the recording"),
+    )?;
     Ok(0)
 }
 
@@ -781,30 +915,62 @@ fn launch_error(e: rprof_launch::LaunchError) -> anyhow::Error {
     }
 }
 
-type ProfileRecorder = Recorder<BufWriter<File>>;
-
-fn start_profile(
-    file: File,
-    header: &Header,
-    call_graph: CallGraph,
-) -> anyhow::Result<ProfileRecorder> {
-    Recorder::new(BufWriter::with_capacity(1 << 20, file), header, call_graph)
-        .context("cannot write the profile header")
-}
+type ProfileRecorder = Recorder<BufWriter<Sink>>;
 
 /// Names every address the samples used (so that the profile is self-contained), writes the
-/// summary and prints it.
-fn finish(recorder: ProfileRecorder, elapsed: Duration, path: &Path) -> anyhow::Result<()> {
-    let (out, stats) = recorder
-        .finish(crate::resolve::symbolize)
-        .context("cannot write to the profile")?;
-    let size = out
-        .get_ref()
-        .metadata()
-        .map(|m| m.len())
-        .unwrap_or_default();
-    print_summary(&stats, elapsed, size, path);
-    Ok(())
+/// summary and prints it. If the profile could not be written to its end, that is the error,
+/// with `outcome` (how the target ended).
+fn finish(
+    recording: Recording,
+    elapsed: Duration,
+    path: &Path,
+    outcome: &str,
+) -> anyhow::Result<()> {
+    let Recording {
+        recorder,
+        failure,
+        mut failed_after,
+        placed,
+    } = recording;
+    if failure.get().is_some() && failed_after.is_none() {
+        // It failed in the last round, after the target had ended.
+        failed_after = Some(elapsed);
+    }
+    if failure.get().is_none() {
+        let (out, stats) = recorder
+            .finish(crate::resolve::symbolize)
+            .context("cannot write to the profile")?;
+        if failure.get().is_none() {
+            let size = out
+                .get_ref()
+                .file
+                .metadata()
+                .map(|m| m.len())
+                .unwrap_or_default();
+            print_summary(&stats, elapsed, size, path);
+            return Ok(());
+        }
+    }
+    let held = match (placed, failed_after) {
+        (false, _) => "no profile was written".to_string(),
+        (true, Some(at)) => format!(
+            "writing stopped after {:.1} s and rprof report reads what was written",
+            at.as_secs_f64()
+        ),
+        (true, None) => {
+            "it holds every sample but not all their names, and rprof report reads it".to_string()
+        }
+    };
+    let why = failure
+        .get()
+        .map_or_else(|| "write failed".to_string(), ToString::to_string);
+    Err(with_code(
+        FAILURE,
+        anyhow!(
+            "cannot write the profile to '{}': {why}; {held}; {outcome}",
+            path.display()
+        ),
+    ))
 }
 
 fn print_summary(stats: &Stats, elapsed: Duration, size: u64, path: &Path) {

@@ -99,7 +99,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             sort,
             limit: args.top.filter(|&n| n > 0),
         };
-        rprof_report::json::render(&profile, &options, &mut out)?;
+        rprof_report::json::render(&profile, &options, &mut out).map_err(stdout_error)?;
     } else {
         let size = if tty { terminal_size() } else { None };
         let limit = match args.top {
@@ -122,10 +122,16 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             threads: args.threads,
             selection_label: label,
         };
-        rprof_report::top::render(&profile, &options, &mut out)?;
+        rprof_report::top::render(&profile, &options, &mut out).map_err(stdout_error)?;
     }
-    out.flush()?;
+    out.flush().map_err(stdout_error)?;
     Ok(0)
+}
+
+/// A failed write to stdout, saying it was stdout (`rprof report > /dev/full`). A broken pipe
+/// stays recognizable underneath, so that `rprof report | head` is not an error.
+pub fn stdout_error(e: io::Error) -> anyhow::Error {
+    anyhow::Error::new(e).context("cannot write to standard output")
 }
 
 /// Reads the profile at `path`, printing its warnings (a cut-short file, an unfinished

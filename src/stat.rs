@@ -7,12 +7,12 @@
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use anyhow::Context;
+use rprof_fs::{Access, NewFile};
 use rprof_stat::{Options, StatError, Style, What};
 
-use crate::exit::{usage, with_code, FAILURE};
+use crate::exit::{event_error, usage, with_code, FAILURE};
 
 /// Arguments of `rprof stat`.
 #[derive(clap::Args, Debug)]
@@ -79,7 +79,7 @@ fn plan(args: Args) -> anyhow::Result<Plan> {
     } else {
         let mut events = Vec::new();
         for spec in &args.events {
-            events.extend(rprof_events::parse_list(spec).map_err(usage)?);
+            events.extend(rprof_events::parse_list(spec).map_err(event_error)?);
         }
         events
     };
@@ -107,13 +107,10 @@ fn plan(args: Args) -> anyhow::Result<Plan> {
             if args.repeat > 1 {
                 return Err(usage("-r/--repeat needs a COMMAND, not -p"));
             }
-            let duration = match args.duration {
-                None => None,
-                Some(s) if s.is_finite() && s > 0.0 && s < 1e9 => Some(Duration::from_secs_f64(s)),
-                Some(s) => {
-                    return Err(usage(format!("invalid --duration '{s}': give seconds > 0")))
-                }
-            };
+            let duration = args
+                .duration
+                .map(crate::record::parse_duration)
+                .transpose()?;
             What::Pid { pid, duration }
         }
         (None, false) => What::Command {
@@ -151,12 +148,17 @@ fn stat_error(e: StatError) -> anyhow::Error {
 /// Runs `rprof stat`; returns COMMAND's exit code (128+N if it was killed by signal N).
 pub fn run(args: Args) -> anyhow::Result<i32> {
     let plan = plan(args)?;
-    // Check the output file before COMMAND runs: a typo must not cost a long measurement.
-    let mut file = match &plan.output {
-        Some(path) => Some(
-            std::fs::File::create(path)
-                .with_context(|| format!("cannot write {}", path.display()))?,
-        ),
+    // Create the output file before COMMAND runs: a typo must not cost a long measurement. It
+    // is written beside the destination and moved there with the counts (`rprof-fs`), so a
+    // failed run leaves an existing file alone and a planted link is replaced, not followed.
+    let file = match &plan.output {
+        Some(path) => {
+            let file = NewFile::create(path, Access::Shared)?;
+            if let Some(problem) = file.handover_problem() {
+                eprintln!("rprof: note: {problem}");
+            }
+            Some(file)
+        }
         None => None,
     };
     let outcome = rprof_stat::run(&plan.options).map_err(stat_error)?;
@@ -164,16 +166,19 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         eprintln!("rprof: note: {note}");
     }
     let text = rprof_stat::render(&outcome.summary, &plan.style);
-    match file.as_mut() {
-        Some(f) => f
-            .write_all(text.as_bytes())
-            .and_then(|()| f.flush())
-            .context("cannot write the counts")?,
+    match file {
+        Some(mut f) => {
+            let path = f.path().display().to_string();
+            f.write_all(text.as_bytes())
+                .and_then(|()| f.flush())
+                .with_context(|| format!("cannot write the counts to '{path}'"))?;
+            f.commit()?;
+        }
         None => {
             let mut err = std::io::stderr().lock();
             err.write_all(text.as_bytes())
                 .and_then(|()| err.flush())
-                .context("cannot write the counts")?;
+                .context("cannot write the counts to standard error")?;
         }
     }
     Ok(outcome.exit_code)

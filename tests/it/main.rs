@@ -4,6 +4,7 @@
 
 mod flame;
 mod hostile_names;
+mod outputs;
 mod pipeline;
 mod record;
 mod report;

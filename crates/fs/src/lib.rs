@@ -15,3 +15,5 @@
 
 pub mod read;
 pub mod write;
+
+pub use write::{Access, NewFile, WriteError, WriteErrorKind};
