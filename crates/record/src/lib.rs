@@ -31,14 +31,6 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
 /// Longest sleep in `poll` (the caller checks --duration and interrupts between rounds).
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
-fn read_sysctl(name: &str) -> Option<u64> {
-    std::fs::read_to_string(format!("/proc/sys/kernel/{name}"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-}
-
 /// Now, in nanoseconds since the Unix epoch.
 fn unix_ns() -> u64 {
     SystemTime::now()
@@ -168,7 +160,7 @@ impl<W: Write> Recorder<W> {
             exited: Vec::new(),
             last_flush: Instant::now(),
             hung_up: HashSet::new(),
-            max_stack: read_sysctl("perf_event_max_stack").unwrap_or(127) as usize,
+            max_stack: rprof_events::max_stack().unwrap_or(127) as usize,
             frames: Vec::new(),
             kernel_scratch: Vec::new(),
             user_scratch: Vec::new(),
