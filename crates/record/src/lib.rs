@@ -18,6 +18,12 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+// Samples are unwound from x86-64 registers (rprof_perf::parse::x86_64 IP, SP, BP).
+#[cfg(not(target_arch = "x86_64"))]
+compile_error!(
+    "rprof-record supports x86-64 only: it unwinds samples from x86-64 registers (IP, SP, BP)"
+);
+
 pub mod capture;
 pub mod source;
 
