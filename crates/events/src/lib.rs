@@ -26,7 +26,7 @@ use perf_event_open_sys::bindings::perf_event_attr;
 
 pub use names::{known_names, suggest};
 pub use open::{perf_event_open, OpenError};
-pub use sys::{max_sample_rate, online_cpus, paranoid};
+pub use sys::{max_sample_rate, max_stack, mlock_kb, online_cpus, paranoid};
 pub use tracefs::{tracefs_events_dir, tracepoint_id};
 
 /// What kind of event an [`Event`] is; decides `perf_event_attr.type`.

@@ -1,4 +1,5 @@
-//! Kernel settings that decide what perf_event_open may do, and the online CPUs.
+//! Kernel settings that decide what perf_event_open may do, and the online CPUs: the one place
+//! rprof reads `kernel.perf_event_*` sysctls.
 
 use std::io;
 
@@ -11,6 +12,16 @@ pub fn paranoid() -> Option<i32> {
 /// if readable.
 pub fn max_sample_rate() -> Option<u64> {
     read_number("/proc/sys/kernel/perf_event_max_sample_rate")
+}
+
+/// `kernel.perf_event_max_stack`: the most entries a sampled callchain holds, if readable.
+pub fn max_stack() -> Option<u64> {
+    read_number("/proc/sys/kernel/perf_event_max_stack")
+}
+
+/// `kernel.perf_event_mlock_kb`: KiB of ring buffer an unprivileged user may lock, if readable.
+pub fn mlock_kb() -> Option<u64> {
+    read_number("/proc/sys/kernel/perf_event_mlock_kb")
 }
 
 /// The online CPUs, from `/sys/devices/system/cpu/online` (a list such as `0-3,6`).
@@ -78,5 +89,7 @@ mod tests {
         assert!(!cpus.is_empty());
         assert!(paranoid().is_some());
         assert!(max_sample_rate().is_some_and(|r| r > 0));
+        assert!(max_stack().is_some_and(|n| n > 0));
+        assert!(mlock_kb().is_some());
     }
 }

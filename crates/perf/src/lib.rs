@@ -13,6 +13,14 @@
 //! (`rprof-events`), unwinding the sampled stacks (`rprof-unwind`), and what to do with the
 //! records (the `rprof record` command).
 
+// The sampled user registers (`sample_regs_user`) use x86-64's perf register numbers
+// (`parse::x86_64`); on another architecture rprof would silently record the wrong registers.
+#[cfg(not(target_arch = "x86_64"))]
+compile_error!(
+    "rprof-perf supports x86-64 only: its sampled user registers (IP, SP, BP) are x86-64 perf \
+     register numbers; another architecture needs its own register layout in parse.rs and attr.rs"
+);
+
 pub mod attr;
 pub mod open;
 pub mod parse;

@@ -1,4 +1,6 @@
 //! Parsing of the records the kernel writes into a perf ring buffer: bytes in, typed records out.
+//! Also the counter values of `perf_event_attr.read_format` ([`parse_read_values`]), which the
+//! kernel uses both for `read(2)` on a counter and inside READ records.
 //!
 //! Every read is bounds-checked; a record that is shorter than its fields say, or whose sample
 //! layout we cannot decode, is an [`Err`], never a panic. Records borrow from the input bytes
@@ -38,6 +40,13 @@ pub const SUPPORTED_SAMPLE_TYPE: u64 = (sys::PERF_SAMPLE_IDENTIFIER
     | sys::PERF_SAMPLE_REGS_USER
     | sys::PERF_SAMPLE_STACK_USER) as u64;
 
+/// `read_format` bits [`parse_read_values`] can decode (all the kernel defines today).
+pub const SUPPORTED_READ_FORMAT: u64 = (sys::PERF_FORMAT_TOTAL_TIME_ENABLED
+    | sys::PERF_FORMAT_TOTAL_TIME_RUNNING
+    | sys::PERF_FORMAT_ID
+    | sys::PERF_FORMAT_GROUP
+    | sys::PERF_FORMAT_LOST) as u64;
+
 /// What was wrong with a record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -67,6 +76,11 @@ pub enum ParseErrorKind {
     },
     /// The sample layout uses sample-type bits this parser does not decode.
     UnsupportedSampleType {
+        /// The unsupported bits.
+        bits: u64,
+    },
+    /// The counter values use read-format bits this parser does not decode.
+    UnsupportedReadFormat {
         /// The unsupported bits.
         bits: u64,
     },
@@ -101,20 +115,26 @@ impl fmt::Display for ParseError {
             ParseErrorKind::UnsupportedSampleType { bits } => {
                 write!(f, "sample_type bits {bits:#x} are not supported")
             }
+            ParseErrorKind::UnsupportedReadFormat { bits } => {
+                write!(f, "read_format bits {bits:#x} are not supported")
+            }
         }
     }
 }
 
 impl std::error::Error for ParseError {}
 
-/// How the samples and the `sample_id` trailers of one event's records are laid out: the
-/// `sample_type`, `sample_regs_user` and `sample_id_all` settings of its `perf_event_attr`.
+/// How the samples, READ records and `sample_id` trailers of one event's records are laid
+/// out: the `sample_type`, `sample_regs_user`, `read_format` and `sample_id_all` settings of its
+/// `perf_event_attr`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SampleFormat {
     /// `perf_event_attr.sample_type`.
     pub sample_type: u64,
     /// `perf_event_attr.sample_regs_user`: which registers a REGS_USER block holds.
     pub regs_user_mask: u64,
+    /// `perf_event_attr.read_format`: the layout of the values in a READ record.
+    pub read_format: u64,
     /// `perf_event_attr.sample_id_all`: non-sample records end with a `sample_id` trailer.
     pub sample_id_all: bool,
 }
@@ -125,6 +145,7 @@ impl SampleFormat {
         SampleFormat {
             sample_type: attr.sample_type,
             regs_user_mask: attr.sample_regs_user,
+            read_format: attr.read_format,
             sample_id_all: attr.sample_id_all() != 0,
         }
     }
@@ -455,6 +476,181 @@ pub struct LostSamples {
     pub sample_id: SampleId,
 }
 
+/// The values of one counter in a [`ReadValues`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CounterValue {
+    /// The count.
+    pub value: u64,
+    /// The counter's kernel id (`PERF_FORMAT_ID`).
+    pub id: Option<u64>,
+    /// Samples the counter lost (`PERF_FORMAT_LOST`).
+    pub lost: Option<u64>,
+}
+
+/// Counter values laid out as `perf_event_attr.read_format` says: what `read(2)` on a counter
+/// returns, and the body of a READ record. With `PERF_FORMAT_GROUP` one value per group member
+/// (leader first), else the one counter's.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ReadValues<'a> {
+    /// `time_enabled` (`PERF_FORMAT_TOTAL_TIME_ENABLED`), in ns.
+    pub enabled: Option<u64>,
+    /// `time_running` (`PERF_FORMAT_TOTAL_TIME_RUNNING`), in ns.
+    pub running: Option<u64>,
+    values: Values<'a>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Values<'a> {
+    /// Group members: `stride`-byte entries of value, then id and lost when present.
+    Group { data: &'a [u8], read_format: u64 },
+    /// A single counter (its value, id and lost are not contiguous in the layout).
+    Single(CounterValue),
+}
+
+impl<'a> ReadValues<'a> {
+    /// Number of counters.
+    pub fn len(&self) -> usize {
+        match self.values {
+            Values::Group { data, read_format } => data.len() / group_stride(read_format),
+            Values::Single(_) => 1,
+        }
+    }
+
+    /// True when there is no counter (a group of none).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The counters' values, leader first.
+    pub fn iter(&self) -> impl Iterator<Item = CounterValue> + 'a {
+        let values = self.values;
+        let n = self.len();
+        (0..n).filter_map(move |i| match values {
+            Values::Single(v) => Some(v),
+            Values::Group { data, read_format } => {
+                let stride = group_stride(read_format);
+                let mut r = Reader::new(data.get(i * stride..(i + 1) * stride)?, 0);
+                Some(CounterValue {
+                    value: r.u64("value").ok()?,
+                    id: if read_format & u64::from(sys::PERF_FORMAT_ID) != 0 {
+                        Some(r.u64("id").ok()?)
+                    } else {
+                        None
+                    },
+                    lost: if read_format & u64::from(sys::PERF_FORMAT_LOST) != 0 {
+                        Some(r.u64("lost").ok()?)
+                    } else {
+                        None
+                    },
+                })
+            }
+        })
+    }
+}
+
+impl fmt::Debug for ReadValues<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadValues")
+            .field("enabled", &self.enabled)
+            .field("running", &self.running)
+            .field("values", &self.iter().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Bytes per member in a group read.
+fn group_stride(read_format: u64) -> usize {
+    let mut words = 1;
+    for bit in [sys::PERF_FORMAT_ID, sys::PERF_FORMAT_LOST] {
+        if read_format & u64::from(bit) != 0 {
+            words += 1;
+        }
+    }
+    words * 8
+}
+
+/// Parses counter values laid out as `read_format` says (the bytes `read(2)` returned, or the
+/// values of a READ record). Returns them and the number of bytes they took; bytes after them
+/// are left alone.
+pub fn parse_read_values(
+    read_format: u64,
+    bytes: &[u8],
+) -> Result<(ReadValues<'_>, usize), ParseError> {
+    let unsupported = read_format & !SUPPORTED_READ_FORMAT;
+    if unsupported != 0 {
+        return Err(ParseError {
+            record_type: 0,
+            offset: 0,
+            kind: ParseErrorKind::UnsupportedReadFormat { bits: unsupported },
+        });
+    }
+    read_values(read_format, &mut Reader::new(bytes, 0))
+}
+
+fn read_values<'a>(
+    read_format: u64,
+    r: &mut Reader<'a>,
+) -> Result<(ReadValues<'a>, usize), ParseError> {
+    let start = r.pos;
+    let has = |bit: u32| read_format & u64::from(bit) != 0;
+    let group = has(sys::PERF_FORMAT_GROUP);
+    let nr = if group { r.u64("read.nr")? } else { 0 };
+    let single_value = if group { 0 } else { r.u64("read.value")? };
+    let enabled = if has(sys::PERF_FORMAT_TOTAL_TIME_ENABLED) {
+        Some(r.u64("read.time_enabled")?)
+    } else {
+        None
+    };
+    let running = if has(sys::PERF_FORMAT_TOTAL_TIME_RUNNING) {
+        Some(r.u64("read.time_running")?)
+    } else {
+        None
+    };
+    let values = if group {
+        let len = r.count_bytes("read.nr", nr, group_stride(read_format) as u64)?;
+        Values::Group {
+            data: r.bytes("read.values", len)?,
+            read_format,
+        }
+    } else {
+        Values::Single(CounterValue {
+            value: single_value,
+            id: if has(sys::PERF_FORMAT_ID) {
+                Some(r.u64("read.id")?)
+            } else {
+                None
+            },
+            lost: if has(sys::PERF_FORMAT_LOST) {
+                Some(r.u64("read.lost")?)
+            } else {
+                None
+            },
+        })
+    };
+    Ok((
+        ReadValues {
+            enabled,
+            running,
+            values,
+        },
+        r.pos - start,
+    ))
+}
+
+/// A PERF_RECORD_READ: a counter's values for one thread, written when an inherited thread
+/// exits (with `inherit_stat`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Read<'a> {
+    /// Process id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// The values, laid out as the event's `read_format` says.
+    pub values: ReadValues<'a>,
+    /// The sample_id trailer (its identifier names the counter that wrote the record).
+    pub sample_id: SampleId,
+}
+
 /// One record of a perf ring buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -475,6 +671,8 @@ pub enum Record<'a> {
     Throttle(Throttle),
     /// PERF_RECORD_LOST_SAMPLES.
     LostSamples(LostSamples),
+    /// PERF_RECORD_READ.
+    Read(Read<'a>),
     /// A record type rprof does not use (its header, kept so that callers can count them).
     Other {
         /// The record type.
@@ -495,6 +693,7 @@ impl Record<'_> {
             Record::Lost(l) => l.sample_id.time,
             Record::Throttle(t) => Some(t.time),
             Record::LostSamples(l) => l.sample_id.time,
+            Record::Read(r) => r.sample_id.time,
             Record::Other { .. } => None,
         }
     }
@@ -548,6 +747,7 @@ pub fn parse_record<'a>(format: &SampleFormat, bytes: &'a [u8]) -> Result<Record
         | sys::PERF_RECORD_THROTTLE
         | sys::PERF_RECORD_UNTHROTTLE
         | sys::PERF_RECORD_LOST_SAMPLES => parse_fixed(format, record_type, body).map_err(err_type),
+        sys::PERF_RECORD_READ => parse_read(format, body).map(Record::Read).map_err(err_type),
         _ => Ok(Record::Other { record_type, misc }),
     }
 }
@@ -639,6 +839,28 @@ fn split_sample_id<'a>(
         id.identifier = Some(r.u64("sample_id.identifier")?);
     }
     Ok((fields, id))
+}
+
+fn parse_read<'a>(format: &SampleFormat, body: &'a [u8]) -> Result<Read<'a>, ParseError> {
+    let unsupported = format.read_format & !SUPPORTED_READ_FORMAT;
+    if unsupported != 0 {
+        return Err(ParseError {
+            record_type: sys::PERF_RECORD_READ,
+            offset: HEADER_SIZE,
+            kind: ParseErrorKind::UnsupportedReadFormat { bits: unsupported },
+        });
+    }
+    let (fields, sample_id) = split_sample_id(format, body)?;
+    let mut r = Reader::new(fields, HEADER_SIZE);
+    let pid = r.u32("pid")?;
+    let tid = r.u32("tid")?;
+    let (values, _) = read_values(format.read_format, &mut r)?;
+    Ok(Read {
+        pid,
+        tid,
+        values,
+        sample_id,
+    })
 }
 
 fn parse_comm(misc: u16, body: &[u8], sample_id: SampleId) -> Result<Comm<'_>, ParseError> {
@@ -962,6 +1184,7 @@ mod tests {
         SampleFormat {
             sample_type: crate::attr::sample_type(crate::attr::CallGraph::Dwarf { stack_size: 0 }),
             regs_user_mask: crate::attr::REGS_USER_MASK,
+            read_format: 0,
             sample_id_all: true,
         }
     }
@@ -1050,6 +1273,7 @@ mod tests {
         let format = SampleFormat {
             sample_type: crate::attr::sample_type(crate::attr::CallGraph::FramePointer),
             regs_user_mask: 0,
+            read_format: 0,
             sample_id_all: true,
         };
         let mut b = Builder::new(sys::PERF_RECORD_SAMPLE, MISC_KERNEL);
@@ -1158,6 +1382,7 @@ mod tests {
         let format = SampleFormat {
             sample_type: u64::from(sys::PERF_SAMPLE_IP | sys::PERF_SAMPLE_READ),
             regs_user_mask: 0,
+            read_format: 0,
             sample_id_all: false,
         };
         let mut b = Builder::new(sys::PERF_RECORD_SAMPLE, 0);
@@ -1176,6 +1401,7 @@ mod tests {
                 sys::PERF_SAMPLE_IP | sys::PERF_SAMPLE_RAW | sys::PERF_SAMPLE_REGS_USER,
             ),
             regs_user_mask: 1 << x86_64::IP,
+            read_format: 0,
             sample_id_all: false,
         };
         let mut b = Builder::new(sys::PERF_RECORD_SAMPLE, 0);
@@ -1255,6 +1481,7 @@ mod tests {
         let format = SampleFormat {
             sample_type: u64::from(sys::PERF_SAMPLE_IP),
             regs_user_mask: 0,
+            read_format: 0,
             sample_id_all: false,
         };
         let mut b = Builder::new(sys::PERF_RECORD_MMAP, 0);
@@ -1385,6 +1612,112 @@ mod tests {
         let mut b = Builder::new(sys::PERF_RECORD_FORK, 0);
         b.u32(20).u32(10).sample_id(20, 21, 1234, 0);
         assert!(parse_record(&format(), &b.finish()).is_err());
+    }
+
+    /// The read format of `rprof stat`'s counting groups.
+    const GROUP_FORMAT: u64 = (sys::PERF_FORMAT_GROUP
+        | sys::PERF_FORMAT_TOTAL_TIME_ENABLED
+        | sys::PERF_FORMAT_TOTAL_TIME_RUNNING
+        | sys::PERF_FORMAT_ID) as u64;
+
+    fn words(w: &[u64]) -> Vec<u8> {
+        w.iter().flat_map(|x| x.to_ne_bytes()).collect()
+    }
+
+    #[test]
+    fn group_read_values() {
+        let bytes = words(&[2, 1000, 500, 77, 11, 88, 12]);
+        let (v, used) = parse_read_values(GROUP_FORMAT, &bytes).unwrap();
+        assert_eq!(used, bytes.len());
+        assert_eq!((v.enabled, v.running), (Some(1000), Some(500)));
+        assert_eq!(v.len(), 2);
+        let values: Vec<(u64, Option<u64>)> = v.iter().map(|c| (c.value, c.id)).collect();
+        assert_eq!(values, [(77, Some(11)), (88, Some(12))]);
+        // Trailing bytes are left alone.
+        let mut more = bytes.clone();
+        more.extend_from_slice(&[0; 5]);
+        assert_eq!(
+            parse_read_values(GROUP_FORMAT, &more).unwrap().1,
+            bytes.len()
+        );
+        // Every truncation and an absurd member count are errors.
+        for len in 0..bytes.len() {
+            assert!(
+                parse_read_values(GROUP_FORMAT, &bytes[..len]).is_err(),
+                "len {len}"
+            );
+        }
+        assert!(parse_read_values(GROUP_FORMAT, &words(&[u64::MAX, 1, 1])).is_err());
+        // With PERF_FORMAT_LOST each member has three words.
+        let lost = GROUP_FORMAT | u64::from(sys::PERF_FORMAT_LOST);
+        let one = words(&[1, 5, 4, 9, 3, 2]);
+        let (v, _) = parse_read_values(lost, &one).unwrap();
+        assert_eq!(
+            v.iter().collect::<Vec<_>>(),
+            [CounterValue {
+                value: 9,
+                id: Some(3),
+                lost: Some(2)
+            }]
+        );
+        // Bits from the future are refused rather than misread.
+        assert!(matches!(
+            parse_read_values(1 << 40, &bytes).unwrap_err().kind,
+            ParseErrorKind::UnsupportedReadFormat { .. }
+        ));
+    }
+
+    #[test]
+    fn single_counter_read_values() {
+        let format = (sys::PERF_FORMAT_TOTAL_TIME_ENABLED | sys::PERF_FORMAT_ID) as u64;
+        let single = words(&[42, 100, 7]);
+        let (v, used) = parse_read_values(format, &single).unwrap();
+        assert_eq!(used, 24);
+        assert_eq!((v.enabled, v.running), (Some(100), None));
+        assert_eq!(
+            v.iter().collect::<Vec<_>>(),
+            [CounterValue {
+                value: 42,
+                id: Some(7),
+                lost: None
+            }]
+        );
+        assert!(parse_read_values(format, &words(&[42, 100])).is_err());
+    }
+
+    #[test]
+    fn read_record_with_identifier_trailer() {
+        // rprof stat --per-thread: sample_id_all with only PERF_SAMPLE_IDENTIFIER.
+        let format = SampleFormat {
+            sample_type: u64::from(sys::PERF_SAMPLE_IDENTIFIER),
+            regs_user_mask: 0,
+            read_format: GROUP_FORMAT,
+            sample_id_all: true,
+        };
+        let mut b = Builder::new(sys::PERF_RECORD_READ, 0);
+        b.u32(10).u32(11);
+        for w in [1, 500, 400, 42, 7] {
+            b.u64(w);
+        }
+        b.u64(7); // identifier
+        let bytes = b.finish();
+        let record = parse_record(&format, &bytes).unwrap();
+        let Record::Read(r) = record else {
+            panic!("not a read: {record:?}");
+        };
+        assert_eq!((r.pid, r.tid), (10, 11));
+        assert_eq!(r.sample_id.identifier, Some(7));
+        assert_eq!((r.values.enabled, r.values.running), (Some(500), Some(400)));
+        assert_eq!(
+            r.values.iter().map(|c| (c.id, c.value)).collect::<Vec<_>>(),
+            [(Some(7), 42)]
+        );
+        // Every shorter record (header size adjusted) is an error, never a panic.
+        for len in 8..bytes.len() {
+            let mut cut = bytes[..len].to_vec();
+            cut[6..8].copy_from_slice(&(len as u16).to_ne_bytes());
+            assert!(parse_record(&format, &cut).is_err(), "len {len}");
+        }
     }
 
     #[test]

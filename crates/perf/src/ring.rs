@@ -1,11 +1,16 @@
 //! The mmap'ed perf ring buffer: one metadata page followed by a power-of-two data area that
-//! the kernel fills and we drain.
+//! the kernel fills and we drain. The one ring-buffer reader of rprof (`rprof record` and
+//! `rprof stat --per-thread` both use it).
 //!
-//! Protocol (`include/uapi/linux/perf_event.h`): the kernel advances `data_head` after writing
-//! records; we load it with acquire ordering, read the records between our `data_tail` and that
-//! head, and then store the new `data_tail` with release ordering so that the kernel may reuse the
-//! space. Records are handed out in place; the one record that may wrap around the end of the
-//! data area is copied into a scratch buffer.
+//! Protocol (`include/uapi/linux/perf_event.h`, and the barrier pairing spelled out in
+//! `kernel/events/ring_buffer.c` and `tools/include/linux/ring_buffer.h`): the kernel writes
+//! records, then advances `data_head`; we load `data_head` with acquire ordering
+//! (`ring_buffer_read_head`: `smp_load_acquire`), so that the record bytes before it are
+//! visible, read the records between our `data_tail` and that head, and then store the new
+//! `data_tail` with release ordering (`ring_buffer_write_tail`: `smp_store_release`), so that
+//! our reads of the records happen before the kernel may reuse their space. Records are handed
+//! out in place; the one record that may wrap around the end of the data area is copied into a
+//! scratch buffer.
 
 use std::fmt;
 use std::os::fd::{AsRawFd, BorrowedFd};

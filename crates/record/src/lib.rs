@@ -7,19 +7,37 @@
 //! (`rprof-profile`). Modules get profile ids on first use. A block is flushed at least every
 //! [`FLUSH_INTERVAL`], so a killed recording leaves a readable profile.
 //!
+//! Records come from a [`RecordSource`] ([`source`]): the live ring buffers of the samplers, or
+//! a captured stream ([`capture`]; `RPROF_CAPTURE=PATH` makes a recording write one), so the
+//! recorder's rules are tested on real kernel output without a kernel.
+//!
 //! It leaves to others: opening the samplers and starting or attaching to the target (the
 //! `rprof` binary with `rprof-launch` and `rprof-perf`), and naming addresses (the caller passes
 //! a naming function to [`Recorder::finish`]).
 
 #![deny(clippy::unwrap_used, clippy::expect_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+// Samples are unwound from x86-64 registers (rprof_perf::parse::x86_64 IP, SP, BP).
+#[cfg(not(target_arch = "x86_64"))]
+compile_error!(
+    "rprof-record supports x86-64 only: it unwinds samples from x86-64 registers (IP, SP, BP)"
+);
+
+pub mod capture;
+pub mod source;
+
+pub use capture::{Capture, CaptureError, CaptureWriter, Replay, CAPTURE_ENV};
+pub use source::{BufferRecords, RecordSource};
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, BorrowedFd};
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rprof_perf::parse::{x86_64, CallchainContext, FileId};
-use rprof_perf::{parse_record, CallGraph, Record as PerfRecord, Samplers};
+use rprof_perf::{parse_record, CallGraph, Record as PerfRecord, SampleFormat, Samplers};
 use rprof_profile::{
     Address, Header, LookupSet, Module, ModuleId, ModuleKind, Record, Sample, Summary, Writer,
 };
@@ -30,14 +48,6 @@ use rprof_unwind::{Frame, Mapping, Mode, ModuleIndex, Outcome, Regs, Unwinder};
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
 /// Longest sleep in `poll` (the caller checks --duration and interrupts between rounds).
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
-
-fn read_sysctl(name: &str) -> Option<u64> {
-    std::fs::read_to_string(format!("/proc/sys/kernel/{name}"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-}
 
 /// Now, in nanoseconds since the Unix epoch.
 fn unix_ns() -> u64 {
@@ -70,6 +80,30 @@ pub struct Stats {
     pub processes: HashSet<u32>,
 }
 
+/// What a recording takes from the machine it runs on (a replay takes it from the capture).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// `kernel.perf_event_max_stack`: a frame-pointer callchain this long may be cut short.
+    pub max_stack: usize,
+    /// The running kernel's build id, for the kernel's module record.
+    pub kernel_build_id: Option<Vec<u8>>,
+    /// Where to capture the raw record stream, if anywhere (see [`capture`]).
+    pub capture: Option<PathBuf>,
+}
+
+impl Settings {
+    /// This machine's settings; the capture path from [`CAPTURE_ENV`] when it is set.
+    pub fn from_machine() -> Settings {
+        Settings {
+            max_stack: rprof_events::max_stack().unwrap_or(127) as usize,
+            kernel_build_id: kernel_build_id(),
+            capture: std::env::var_os(CAPTURE_ENV)
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from),
+        }
+    }
+}
+
 /// Applies perf records in time order and writes the profile.
 pub struct Recorder<W: Write> {
     writer: Writer<W>,
@@ -88,6 +122,8 @@ pub struct Recorder<W: Write> {
     /// Event descriptors that reported POLLHUP (their task ended): not polled again.
     hung_up: HashSet<i32>,
     max_stack: usize,
+    kernel_build_id: Option<Vec<u8>>,
+    capture: Option<CaptureWriter>,
     frames: Vec<Frame>,
     kernel_scratch: Vec<u64>,
     user_scratch: Vec<u64>,
@@ -153,8 +189,23 @@ impl<W: Write> Recorder<W> {
         Ok(exited)
     }
 
-    /// Starts the profile on `out` (the header is written at once).
+    /// Starts the profile on `out` (the header is written at once), with this machine's
+    /// [`Settings`].
     pub fn new(out: W, header: &Header, call_graph: CallGraph) -> io::Result<Recorder<W>> {
+        Recorder::with_settings(out, header, call_graph, Settings::from_machine())
+    }
+
+    /// Starts the profile on `out` with the given settings (a capture file is created now).
+    pub fn with_settings(
+        out: W,
+        header: &Header,
+        call_graph: CallGraph,
+        settings: Settings,
+    ) -> io::Result<Recorder<W>> {
+        let capture = match &settings.capture {
+            Some(path) => Some(CaptureWriter::create(path, &settings, call_graph)?),
+            None => None,
+        };
         let writer = Writer::new(out, header)?;
         Ok(Recorder {
             writer,
@@ -168,7 +219,9 @@ impl<W: Write> Recorder<W> {
             exited: Vec::new(),
             last_flush: Instant::now(),
             hung_up: HashSet::new(),
-            max_stack: read_sysctl("perf_event_max_stack").unwrap_or(127) as usize,
+            max_stack: settings.max_stack,
+            kernel_build_id: settings.kernel_build_id,
+            capture,
             frames: Vec::new(),
             kernel_scratch: Vec::new(),
             user_scratch: Vec::new(),
@@ -190,28 +243,41 @@ impl<W: Write> Recorder<W> {
         &self.stats
     }
 
-    /// Ends the current block and writes it out.
+    /// Ends the current block and writes it out (and what the capture holds, if any).
     pub fn flush(&mut self) -> io::Result<()> {
         self.last_flush = Instant::now();
+        if let Some(capture) = &mut self.capture {
+            capture.flush()?;
+        }
         self.writer.flush()
     }
 
-    /// Reads every buffer once, sorts the round's records by time and applies them.
-    pub fn drain(&mut self, samplers: &mut Samplers) -> io::Result<()> {
+    /// Reads one round from `source` (every buffer once), sorts the round's records by time
+    /// and applies them.
+    pub fn drain<S: RecordSource + ?Sized>(&mut self, source: &mut S) -> io::Result<()> {
         for pid in std::mem::take(&mut self.exited) {
             self.unwinder.exit(pid);
         }
-        let format = samplers.format();
-        let buffers = samplers.buffers_mut();
-        let batches: Vec<_> = buffers.iter_mut().map(|b| b.ring.read()).collect();
+        let format = source.format();
+        source.read_round(&mut |buffers| self.apply_round(&format, buffers))
+    }
+
+    fn apply_round(
+        &mut self,
+        format: &SampleFormat,
+        buffers: &[BufferRecords<'_>],
+    ) -> io::Result<()> {
+        if let Some(capture) = &mut self.capture {
+            capture.round(format, buffers)?;
+        }
         let mut records = Vec::new();
-        for batch in &batches {
-            if batch.error().is_some() {
+        for buffer in buffers {
+            if buffer.ring_error {
                 self.stats.ring_errors += 1;
             }
             let mut last_time = 0;
-            for bytes in batch.iter() {
-                match parse_record(&format, bytes) {
+            for &bytes in &buffer.records {
+                match parse_record(format, bytes) {
                     Ok(record) => {
                         let time = record.time().unwrap_or(last_time);
                         last_time = time;
@@ -353,7 +419,7 @@ impl<W: Write> Recorder<W> {
         let module = Module {
             id: ModuleId(self.modules.len() as u32),
             path: "[kernel.kallsyms]".to_string(),
-            build_id: kernel_build_id(),
+            build_id: self.kernel_build_id.clone(),
             kind: ModuleKind::Kernel,
             jit_pid: None,
         };
@@ -492,6 +558,10 @@ impl<W: Write> Recorder<W> {
         name: impl FnOnce(&[Module], &LookupSet) -> Vec<Record>,
     ) -> io::Result<(W, Stats)> {
         self.flush()?;
+        // The capture is complete here (closing it also reports a late write error).
+        if let Some(mut capture) = self.capture.take() {
+            capture.flush()?;
+        }
         // Recording ends here; naming the addresses is not part of its duration.
         let end_unix_ns = unix_ns();
         for record in name(&self.modules, &self.lookups) {
@@ -512,21 +582,37 @@ impl<W: Write> Recorder<W> {
     }
 }
 
+/// Bytes of `/sys/kernel/notes` read at most (it holds a few small ELF notes).
+const MAX_NOTES_BYTES: u64 = 64 << 10;
+
 /// The running kernel's GNU build id, from `/sys/kernel/notes`.
 pub fn kernel_build_id() -> Option<Vec<u8>> {
-    let notes = std::fs::read("/sys/kernel/notes").ok()?;
-    let mut pos = 0;
+    use std::io::Read;
+    let mut notes = Vec::new();
+    std::fs::File::open("/sys/kernel/notes")
+        .ok()?
+        .take(MAX_NOTES_BYTES)
+        .read_to_end(&mut notes)
+        .ok()?;
+    gnu_build_id(&notes)
+}
+
+/// The GNU build id (`NT_GNU_BUILD_ID` note of owner "GNU") in a sequence of ELF notes.
+pub fn gnu_build_id(notes: &[u8]) -> Option<Vec<u8>> {
+    let mut pos = 0usize;
     let word = |at: usize| -> Option<u32> {
-        Some(u32::from_ne_bytes(notes.get(at..at + 4)?.try_into().ok()?))
+        Some(u32::from_ne_bytes(
+            notes.get(at..at.checked_add(4)?)?.try_into().ok()?,
+        ))
     };
-    while pos + 12 <= notes.len() {
+    while pos.checked_add(12)? <= notes.len() {
         let namesz = word(pos)? as usize;
         let descsz = word(pos + 4)? as usize;
         let kind = word(pos + 8)?;
         let name_start = pos + 12;
         let desc_start = name_start.checked_add(namesz.div_ceil(4) * 4)?;
         let desc_end = desc_start.checked_add(descsz)?;
-        let name = notes.get(name_start..name_start + namesz)?;
+        let name = notes.get(name_start..name_start.checked_add(namesz)?)?;
         // NT_GNU_BUILD_ID = 3, owner "GNU\0".
         if kind == 3 && name == b"GNU\0" {
             return Some(notes.get(desc_start..desc_end)?.to_vec());
@@ -537,13 +623,4 @@ pub fn kernel_build_id() -> Option<Vec<u8>> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn kernel_build_id_is_a_plausible_size() {
-        if let Some(id) = kernel_build_id() {
-            assert!((8..=64).contains(&id.len()), "{id:?}");
-        }
-    }
-}
+mod tests;

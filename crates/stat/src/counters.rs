@@ -2,19 +2,27 @@
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
-use perf_event_open_sys::bindings::{
-    perf_event_attr, PERF_FORMAT_GROUP, PERF_FORMAT_ID, PERF_FORMAT_TOTAL_TIME_ENABLED,
-    PERF_FORMAT_TOTAL_TIME_RUNNING,
-};
+use perf_event_open_sys::bindings::{perf_event_attr, PERF_SAMPLE_IDENTIFIER};
 use rprof_events::{Event, OpenError};
+use rprof_perf::SampleFormat;
 
+pub use crate::read::READ_FORMAT;
 use crate::read::{parse_group_read, Reading};
 
-/// The read format of every counter: grouped values with ids and both times, for scaling.
-pub const READ_FORMAT: u64 = (PERF_FORMAT_GROUP
-    | PERF_FORMAT_TOTAL_TIME_ENABLED
-    | PERF_FORMAT_TOTAL_TIME_RUNNING
-    | PERF_FORMAT_ID) as u64;
+/// How the records of the `--per-thread` ring buffer are laid out (see [`OpenMode`]): READ
+/// records in [`READ_FORMAT`], and every record ends with the id of the counter that wrote it.
+pub fn per_thread_record_format() -> SampleFormat {
+    SampleFormat {
+        sample_type: u64::from(PER_THREAD_SAMPLE_TYPE),
+        regs_user_mask: 0,
+        read_format: READ_FORMAT,
+        sample_id_all: true,
+    }
+}
+
+/// `sample_type` of the `--per-thread` counters: only the emitter's id, in every record's
+/// `sample_id` trailer.
+const PER_THREAD_SAMPLE_TYPE: u32 = PERF_SAMPLE_IDENTIFIER;
 
 /// How counters are opened on a task.
 #[derive(Clone, Copy, Debug, Default)]
@@ -104,7 +112,7 @@ fn attr_for(event: &Event, leader: bool, mode: OpenMode, tracking: bool) -> perf
         // context instead of the thread. Each event's READ record names its emitter.
         attr.set_inherit_stat(1);
         attr.set_sample_id_all(1);
-        attr.sample_type = u64::from(perf_event_open_sys::bindings::PERF_SAMPLE_IDENTIFIER);
+        attr.sample_type = u64::from(PER_THREAD_SAMPLE_TYPE);
     }
     if leader {
         attr.set_disabled(u64::from(mode.enable_on_exec));

@@ -10,9 +10,11 @@
 //!
 //! Layers: [`plan`] (grouping), [`read`] (read format), [`summary`] (statistics),
 //! [`metrics`] (derived metrics) and [`format`] (table, `-x`, JSON) are pure and unit-tested on
-//! recorded counter values; [`counters`], [`ring`] and [`runner`] make the syscalls.
+//! recorded counter values; [`counters`] and [`runner`] make the syscalls. The `--per-thread`
+//! ring buffer, its records and the thread list come from `rprof-perf`.
 //!
-//! What it leaves to others: event names (`rprof-events`), starting COMMAND and signals
+//! What it leaves to others: event names (`rprof-events`), perf ring buffers, record and
+//! read-format parsing (`rprof-perf`), starting COMMAND and signals
 //! (`rprof-launch`), the command line and exit codes (the `rprof` binary).
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -22,7 +24,6 @@ pub mod format;
 pub mod metrics;
 pub mod plan;
 pub mod read;
-pub mod ring;
 pub mod runner;
 pub mod summary;
 

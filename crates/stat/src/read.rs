@@ -1,6 +1,19 @@
 //! Counter values as the kernel returns them, and the group read format
-//! (`PERF_FORMAT_GROUP | TOTAL_TIME_ENABLED | TOTAL_TIME_RUNNING | ID`), parsed without trusting
-//! the bytes.
+//! (`PERF_FORMAT_GROUP | TOTAL_TIME_ENABLED | TOTAL_TIME_RUNNING | ID`). The bytes are parsed by
+//! `rprof-perf` (the one parser of perf layouts), which trusts nothing; this module turns them
+//! into readings.
+
+use perf_event_open_sys::bindings::{
+    PERF_FORMAT_GROUP, PERF_FORMAT_ID, PERF_FORMAT_TOTAL_TIME_ENABLED,
+    PERF_FORMAT_TOTAL_TIME_RUNNING,
+};
+use rprof_perf::parse::{parse_read_values, ReadValues};
+
+/// The read format of every counter: grouped values with ids and both times, for scaling.
+pub const READ_FORMAT: u64 = (PERF_FORMAT_GROUP
+    | PERF_FORMAT_TOTAL_TIME_ENABLED
+    | PERF_FORMAT_TOTAL_TIME_RUNNING
+    | PERF_FORMAT_ID) as u64;
 
 /// What one counter gave for one run (or one thread).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,41 +146,27 @@ impl GroupRead {
 #[error("malformed group read: {0}")]
 pub struct ReadFormatError(pub String);
 
-fn u64_at(bytes: &[u8], index: usize) -> Option<u64> {
-    let start = index.checked_mul(8)?;
-    let chunk = bytes.get(start..start.checked_add(8)?)?;
-    Some(u64::from_ne_bytes(chunk.try_into().ok()?))
+impl GroupRead {
+    /// The group's values as `rprof-perf` parsed them (members without an id are dropped:
+    /// [`READ_FORMAT`] always asks for ids).
+    pub fn from_values(values: &ReadValues<'_>) -> GroupRead {
+        GroupRead {
+            enabled: values.enabled.unwrap_or(0),
+            running: values.running.unwrap_or(0),
+            values: values
+                .iter()
+                .filter_map(|c| Some((c.id?, c.value)))
+                .collect(),
+        }
+    }
 }
 
-/// Parses `{ nr, time_enabled, time_running, { value, id } * nr }`. Returns the read and the
-/// number of bytes it used.
+/// Parses `{ nr, time_enabled, time_running, { value, id } * nr }` ([`READ_FORMAT`], with
+/// `rprof-perf`'s parser). Returns the read and the number of bytes it used.
 pub fn parse_group_read(bytes: &[u8]) -> Result<(GroupRead, usize), ReadFormatError> {
-    let short =
-        |what: &str| ReadFormatError(format!("{} bytes end before the {what}", bytes.len()));
-    let nr = u64_at(bytes, 0).ok_or_else(|| short("member count"))?;
-    let enabled = u64_at(bytes, 1).ok_or_else(|| short("enabled time"))?;
-    let running = u64_at(bytes, 2).ok_or_else(|| short("running time"))?;
-    // A group never has more members than fit in the buffer; refuse absurd counts up front.
-    let nr = usize::try_from(nr)
-        .ok()
-        .filter(|&n| n <= bytes.len() / 16)
-        .ok_or_else(|| {
-            ReadFormatError(format!("{nr} members do not fit in {} bytes", bytes.len()))
-        })?;
-    let mut values = Vec::with_capacity(nr);
-    for i in 0..nr {
-        let value = u64_at(bytes, 3 + 2 * i).ok_or_else(|| short("member values"))?;
-        let id = u64_at(bytes, 4 + 2 * i).ok_or_else(|| short("member ids"))?;
-        values.push((id, value));
-    }
-    Ok((
-        GroupRead {
-            enabled,
-            running,
-            values,
-        },
-        (3 + 2 * nr) * 8,
-    ))
+    let (values, used) =
+        parse_read_values(READ_FORMAT, bytes).map_err(|e| ReadFormatError(e.to_string()))?;
+    Ok((GroupRead::from_values(&values), used))
 }
 
 #[cfg(test)]

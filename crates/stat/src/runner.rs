@@ -7,10 +7,10 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
 use rprof_launch::{spawn_pending, Exit};
+use rprof_perf::{parse_record, Record, RingBuffer, SampleFormat};
 
-use crate::counters::{EventSet, OpenFailure, OpenMode, TaskCounters};
-use crate::read::Reading;
-use crate::ring::{parse_record, Record, Ring};
+use crate::counters::{per_thread_record_format, EventSet, OpenFailure, OpenMode, TaskCounters};
+use crate::read::{GroupRead, Reading};
 use crate::summary::{RunResult, ThreadResult};
 use crate::StatError;
 
@@ -36,12 +36,6 @@ fn children_cpu_ns() -> (u64, u64) {
         tv.tv_sec.max(0) as u64 * 1_000_000_000 + tv.tv_usec.max(0) as u64 * 1000
     };
     (ns(ru.ru_utime), ns(ru.ru_stime))
-}
-
-fn read_comm(path: &str) -> Option<String> {
-    std::fs::read_to_string(path)
-        .ok()
-        .map(|s| s.trim_end_matches('\n').to_string())
 }
 
 /// Runs `argv` once with the counters of `set` attached. Returns the run and how COMMAND ended.
@@ -121,9 +115,9 @@ pub fn run_command(
     let (user0, sys0) = children_cpu_ns();
     let start = Instant::now();
     let mut running = pending.start()?;
-    let mut threads = ThreadTracker::default();
+    let mut threads = ThreadTracker::new(per_thread_record_format());
     if per_thread {
-        if let Some(comm) = read_comm(&format!("/proc/{pid}/comm")) {
+        if let Some(comm) = rprof_perf::thread_name(pid as u32, pid as u32) {
             threads.comms.insert(pid as u32, comm);
         }
     }
@@ -133,7 +127,7 @@ pub fn run_command(
         loop {
             if let Some(exit) = running.try_wait()? {
                 for (ring, i) in rings.iter_mut() {
-                    threads.consume(ring.drain(), &per_cpu[*i]);
+                    threads.consume(ring, &per_cpu[*i]);
                 }
                 break exit;
             }
@@ -153,7 +147,7 @@ pub fn run_command(
                 std::thread::sleep(Duration::from_millis(2));
             }
             for (ring, i) in rings.iter_mut() {
-                threads.consume(ring.drain(), &per_cpu[*i]);
+                threads.consume(ring, &per_cpu[*i]);
             }
         }
     };
@@ -199,15 +193,15 @@ pub fn run_command(
 
 /// Maps a ring on the first leader and sends every other counter's records into it (each
 /// counter writes its own READ record when an inherited thread exits).
-fn attach_ring(counters: &TaskCounters) -> Result<Option<Ring>, StatError> {
+fn attach_ring(counters: &TaskCounters) -> Result<Option<RingBuffer>, StatError> {
     let mut leaders = counters.all_fds();
     let Some(first) = leaders.next() else {
         return Ok(None);
     };
-    let ring = Ring::map(first, RING_PAGES).map_err(|source| StatError::Io {
+    let ring = RingBuffer::map(first, RING_PAGES).map_err(|e| StatError::Io {
         what: "map the per-thread ring buffer (raise `ulimit -l` or kernel.perf_event_mlock_kb)"
             .into(),
-        error: source,
+        error: std::io::Error::from_raw_os_error(e.errno),
     })?;
     for other in leaders {
         // SAFETY: SET_OUTPUT between two perf fds we own, on the same task and CPU.
@@ -240,8 +234,9 @@ fn unscale(readings: &mut [Reading], flags: &[bool]) {
 }
 
 /// Threads seen through COMM/FORK/READ records.
-#[derive(Default)]
 struct ThreadTracker {
+    /// How the records are laid out.
+    format: SampleFormat,
     comms: HashMap<u32, String>,
     /// Threads created (from FORK records).
     seen: std::collections::HashSet<u32>,
@@ -253,50 +248,75 @@ struct ThreadTracker {
 }
 
 impl ThreadTracker {
-    fn consume(&mut self, records: Vec<Vec<u8>>, counters: &TaskCounters) {
-        for bytes in records {
+    fn new(format: SampleFormat) -> ThreadTracker {
+        ThreadTracker {
+            format,
+            comms: HashMap::new(),
+            seen: std::collections::HashSet::new(),
+            exited: Vec::new(),
+            exited_index: HashMap::new(),
+            lost: 0,
+        }
+    }
+
+    /// Applies every record waiting in `ring` (then hands their space back to the kernel).
+    fn consume(&mut self, ring: &mut RingBuffer, counters: &TaskCounters) {
+        let batch = ring.read();
+        for bytes in batch.iter() {
             // A record we cannot parse is skipped: it can only cost one thread's split.
-            let Ok(Some(record)) = parse_record(&bytes) else {
+            let Ok(record) = parse_record(&self.format, bytes) else {
                 continue;
             };
             match record {
-                Record::Comm { tid, comm } => {
-                    self.comms.insert(tid, comm);
+                Record::Comm(c) => {
+                    self.comms
+                        .insert(c.tid, String::from_utf8_lossy(c.name).into_owned());
                 }
-                Record::Fork { tid, ptid } => {
-                    if let Some(name) = self.comms.get(&ptid).cloned() {
-                        self.comms.entry(tid).or_insert(name);
+                Record::Fork(t) => {
+                    if let Some(name) = self.comms.get(&t.ptid).cloned() {
+                        self.comms.entry(t.tid).or_insert(name);
                     }
-                    self.seen.insert(tid);
+                    self.seen.insert(t.tid);
                 }
-                Record::Lost { count } => self.lost += count,
-                Record::Read {
-                    tid,
-                    values,
-                    emitter,
-                    ..
-                } => {
-                    let n = counters.n_events();
-                    let i = *self.exited_index.entry(tid).or_insert_with(|| {
-                        self.exited.push((tid, vec![Reading::NotSupported; n]));
-                        self.exited.len() - 1
-                    });
-                    let entry = &mut self.exited[i].1;
-                    // Only the emitting counter's own value: a kernel that keeps the group
-                    // together at exit would otherwise count members twice.
-                    for &(id, _) in values
-                        .values
-                        .iter()
-                        .filter(|(id, _)| emitter.is_none_or(|e| e == *id))
-                    {
-                        if let (Some(idx), Some(r)) = (counters.index_of_id(id), values.reading(id))
-                        {
-                            if let Some(slot) = entry.get_mut(idx) {
-                                // One record per CPU the counters were opened on.
-                                *slot = slot.merge_cpu(&r);
-                            }
-                        }
-                    }
+                Record::Lost(l) => self.lost += l.lost,
+                Record::Read(r) => {
+                    self.exited_thread(
+                        r.tid,
+                        &GroupRead::from_values(&r.values),
+                        r.sample_id.identifier,
+                        counters,
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Thread `tid` exited and counter `emitter` (if known) wrote its values.
+    fn exited_thread(
+        &mut self,
+        tid: u32,
+        values: &GroupRead,
+        emitter: Option<u64>,
+        counters: &TaskCounters,
+    ) {
+        let n = counters.n_events();
+        let i = *self.exited_index.entry(tid).or_insert_with(|| {
+            self.exited.push((tid, vec![Reading::NotSupported; n]));
+            self.exited.len() - 1
+        });
+        let entry = &mut self.exited[i].1;
+        // Only the emitting counter's own value: a kernel that keeps the group together at
+        // exit would otherwise count members twice.
+        for &(id, _) in values
+            .values
+            .iter()
+            .filter(|(id, _)| emitter.is_none_or(|e| e == *id))
+        {
+            if let (Some(idx), Some(r)) = (counters.index_of_id(id), values.reading(id)) {
+                if let Some(slot) = entry.get_mut(idx) {
+                    // One record per CPU the counters were opened on.
+                    *slot = slot.merge_cpu(&r);
                 }
             }
         }
@@ -400,16 +420,6 @@ fn process_alive(pid: i32) -> bool {
     }
 }
 
-/// The thread ids of process `pid`.
-pub fn threads_of(pid: i32) -> std::io::Result<Vec<i32>> {
-    let mut tids: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/task"))?
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
-        .collect();
-    tids.sort_unstable();
-    Ok(tids)
-}
-
 /// Counts every existing thread of `pid` (and what they create later, folded into their
 /// creator) until the process exits, an interrupt arrives, or `duration` passes.
 pub fn attach(
@@ -425,17 +435,17 @@ pub fn attach(
         what: "install signal handlers".into(),
         error: source,
     })?;
-    let tids = threads_of(pid).map_err(|_| StatError::NoSuchProcess(pid))?;
+    let tids = rprof_perf::list_threads(pid as u32).map_err(|_| StatError::NoSuchProcess(pid))?;
     let mode = OpenMode {
         inherit: true,
         enable_on_exec: false,
         per_thread_records: false,
     };
     let mut tasks = Vec::new();
-    for tid in tids {
+    for tid in tids.into_iter().filter_map(|t| i32::try_from(t).ok()) {
         match TaskCounters::open(set, tid, -1, mode) {
             Ok(c) => {
-                let comm = read_comm(&format!("/proc/{pid}/task/{tid}/comm")).unwrap_or_default();
+                let comm = rprof_perf::thread_name(pid as u32, tid as u32).unwrap_or_default();
                 tasks.push((tid, comm, c));
             }
             // A thread that exited while we attached is simply not counted.

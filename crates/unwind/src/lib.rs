@@ -45,6 +45,13 @@
 
 #![warn(missing_docs)]
 
+// framehop's x86-64 unwinder and the kernel's x86-64 signal frame layout are hardcoded here.
+#[cfg(not(target_arch = "x86_64"))]
+compile_error!(
+    "rprof-unwind supports x86-64 only: it unwinds with framehop's x86-64 unwinder and reads \
+     x86-64 signal frames"
+);
+
 mod maps;
 mod module;
 
