@@ -18,10 +18,10 @@ mod lookup;
 mod model;
 mod profile;
 
-pub use format::{ReadError, Writer, FORMAT_VERSION};
+pub use format::{ReadError, ReadNotes, Writer, FORMAT_VERSION};
 pub use lookup::LookupSet;
 pub use model::{
     lookup_address, Address, Header, Module, ModuleId, ModuleKind, Record, Sample, StoredFrame,
     Summary, Symbols,
 };
-pub use profile::{FrameId, FrameInfo, FrameKind, Process, Profile, StackId, Thread};
+pub use profile::{FrameId, FrameInfo, FrameKind, Process, Profile, StackId, Thread, ThreadName};
