@@ -4,6 +4,7 @@
 
 mod flame;
 mod pipeline;
+mod profile_input;
 mod record;
 mod report;
 mod stat;
