@@ -30,7 +30,7 @@ fn sample(time: u64, tid: u32) -> Record {
             address: 0x1000 + time % 4,
         }],
         kernel: vec![],
-        truncated: time % 5 == 0,
+        truncated: time.is_multiple_of(5),
     })
 }
 
@@ -61,7 +61,7 @@ fn profile(command: &str, first: u64) -> Vec<u8> {
     for block in 0..4u64 {
         for i in 0..10u64 {
             let time = first + block * 10 + i;
-            truncated += u64::from(time % 5 == 0);
+            truncated += u64::from(time.is_multiple_of(5));
             w.push(sample(time, 100)).unwrap();
         }
         w.flush().unwrap();
