@@ -130,7 +130,9 @@ pub struct Profile {
     pub lost: u64,
     /// Throttle events seen.
     pub throttled: u64,
-    /// Problems met while reading, for the user to see (cut-short or damaged files).
+    /// Problems met while reading, for the user to see: a cut-short or damaged file, blocks
+    /// repeated, out of order or missing, a summary that contradicts the records, records of
+    /// kinds from a newer rprof.
     pub warnings: Vec<String>,
     names: HashMap<(ModuleId, u64), Vec<Named>>,
     frames: Vec<FrameInfo>,
