@@ -6,6 +6,7 @@ mod flame;
 mod hostile_names;
 mod outputs;
 mod pipeline;
+mod profile_input;
 mod record;
 mod report;
 mod stat;

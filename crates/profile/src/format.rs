@@ -1,14 +1,26 @@
 //! The file format: a magic string, a version, then checksummed blocks.
 //!
 //! ```text
-//! file   := magic[8] version:u32le flags:u32le block*
-//! block  := len:u32le crc32:u32le kind:u8 payload[len - 1]
+//! file    := magic[8] version:u32le flags:u32le block*
+//! block   := len:u32le crc32:u32le kind:u8 payload[len - 1]
+//! records := seq:varint record*                      (version 2; version 1: postcard Vec<Record>)
+//! record  := size:varint bytes[size]                  bytes = postcard(Record): tag varint, fields
 //! ```
-//! `crc32` covers `kind` and `payload`. Kind 1 is the [`Header`] (always the first block), kind 2 a
-//! postcard-encoded `Vec<Record>`. A recording appends blocks as it goes, so a profile cut short
-//! (rprof killed, disk full) still reads up to its last complete block; a finished profile ends
-//! with a block whose last record is a [`Record::Summary`].
+//! `crc32` covers `kind` and `payload`. Kind 1 is the [`Header`] (always the first block), kind 2
+//! a block of records. A recording appends blocks as it goes, so a profile cut short (rprof
+//! killed, disk full) still reads up to its last complete block; a finished profile ends with a
+//! block whose last record is a [`Record::Summary`].
+//!
+//! Version 2 numbers the records blocks (1, 2, 3, …) so that a block read twice (a file joined to
+//! a copy of itself) or out of place is noticed, and frames every record with its size so that a
+//! record of a kind this reader does not know (written by a newer rprof) is skipped and counted
+//! instead of ending the read. Version 1 files (no numbers, no sizes) are still read; there a
+//! block that repeats an earlier one byte for byte is taken as a repeat.
+//!
+//! This module only frames, checks and decodes blocks; what the records mean, and the warnings a
+//! reader shows, are `profile.rs`'s.
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 
 use crate::model::{Header, Record, Summary};
@@ -16,7 +28,11 @@ use crate::model::{Header, Record, Summary};
 /// First bytes of every rprof profile. The CR LF catches text-mode mangling, as PNG's does.
 pub const MAGIC: [u8; 8] = *b"RPROF\0\r\n";
 /// The format version this crate writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 1;
+///
+/// Version 2 (rprof 0.1, issue 9/10): records blocks carry a sequence number and every record
+/// its size. A version-1 reader would take the new records blocks for damage, so the version
+/// was bumped; version 1 files are still read.
+pub const FORMAT_VERSION: u32 = 2;
 /// Largest block a reader accepts; anything larger is taken as corruption.
 pub const MAX_BLOCK: u32 = 256 << 20;
 
@@ -24,7 +40,8 @@ const KIND_HEADER: u8 = 1;
 const KIND_RECORDS: u8 = 2;
 /// A writer ends a block once it holds this many encoded bytes.
 const BLOCK_TARGET: usize = 1 << 20;
-
+/// Variant index of the last [`Record`] variant this reader knows (`Summary`).
+const LAST_KNOWN_TAG: u64 = 8;
 /// Why a profile could not be read.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -68,13 +85,16 @@ pub enum ReadError {
 
 /// Writes a profile as a stream of blocks.
 ///
-/// Records are buffered and written as one block by [`flush`](Writer::flush) (and automatically
-/// once a block reaches about 1 MiB). Call `flush` regularly while recording: whatever was
-/// flushed survives a crash of the writer.
+/// Records are encoded as they are pushed and written as one block by [`flush`](Writer::flush)
+/// (and automatically once a block reaches about 1 MiB). Call `flush` regularly while
+/// recording: whatever was flushed survives a crash of the writer.
 pub struct Writer<W: Write> {
     out: W,
-    pending: Vec<Record>,
-    pending_estimate: usize,
+    /// The encoded records of the current block, after its sequence number.
+    pending: Vec<u8>,
+    pending_records: usize,
+    /// Sequence number of the next records block (the first is 1).
+    next_seq: u64,
     scratch: Vec<u8>,
     bytes_written: u64,
 }
@@ -90,7 +110,8 @@ impl<W: Write> Writer<W> {
         let mut writer = Writer {
             out,
             pending: Vec::new(),
-            pending_estimate: 0,
+            pending_records: 0,
+            next_seq: 1,
             scratch: Vec::new(),
             bytes_written: start.len() as u64,
         };
@@ -102,12 +123,35 @@ impl<W: Write> Writer<W> {
 
     /// Adds a record to the current block.
     pub fn push(&mut self, record: Record) -> io::Result<()> {
-        self.pending_estimate += estimate(&record);
-        self.pending.push(record);
-        if self.pending_estimate >= BLOCK_TARGET {
+        let encoded = postcard::to_extend(&record, std::mem::take(&mut self.scratch))
+            .map_err(io::Error::other)?;
+        self.push_encoded(&encoded);
+        self.scratch = encoded;
+        self.scratch.clear();
+        if self.pending.len() >= BLOCK_TARGET {
             self.write_pending()?;
         }
         Ok(())
+    }
+
+    /// Adds an already encoded record (its tag varint and fields) to the current block. Tests
+    /// use it to write records of kinds a later rprof may add.
+    #[doc(hidden)]
+    pub fn push_encoded(&mut self, encoded: &[u8]) {
+        if self.pending.is_empty() {
+            put_varint(&mut self.pending, self.next_seq);
+        }
+        put_varint(&mut self.pending, encoded.len() as u64);
+        self.pending.extend_from_slice(encoded);
+        self.pending_records += 1;
+    }
+
+    /// Ends the current block and writes a block of `kind` with `payload` as it is. Tests use
+    /// it to write block kinds a later rprof may add.
+    #[doc(hidden)]
+    pub fn push_block(&mut self, kind: u8, payload: &[u8]) -> io::Result<()> {
+        self.write_pending()?;
+        self.write_block(kind, payload)
     }
 
     /// Ends the current block and flushes it to the underlying writer.
@@ -123,24 +167,21 @@ impl<W: Write> Writer<W> {
 
     /// Appends the summary, flushes, and returns the underlying writer.
     pub fn finish(mut self, summary: Summary) -> io::Result<W> {
-        self.pending.push(Record::Summary(summary));
+        self.push(Record::Summary(summary))?;
         self.flush()?;
         Ok(self.out)
     }
 
     fn write_pending(&mut self) -> io::Result<()> {
-        if self.pending.is_empty() {
+        if self.pending_records == 0 {
             return Ok(());
         }
-        self.scratch.clear();
-        let records = std::mem::take(&mut self.pending);
-        let payload = postcard::to_extend(&records, std::mem::take(&mut self.scratch))
-            .map_err(io::Error::other)?;
+        let payload = std::mem::take(&mut self.pending);
         self.write_block(KIND_RECORDS, &payload)?;
-        self.scratch = payload;
-        self.pending = records;
+        self.pending = payload;
         self.pending.clear();
-        self.pending_estimate = 0;
+        self.pending_records = 0;
+        self.next_seq += 1;
         Ok(())
     }
 
@@ -163,17 +204,30 @@ impl<W: Write> Writer<W> {
     }
 }
 
-/// A rough size of a record once encoded, to decide when a block is full.
-fn estimate(record: &Record) -> usize {
-    match record {
-        Record::Sample(s) => 24 + 6 * (s.user.len() + s.kernel.len()),
-        Record::Symbols(s) => {
-            s.strings.iter().map(|x| x.len() + 2).sum::<usize>() + 16 * s.entries.len()
-        }
-        Record::Module(m) => 32 + m.path.len(),
-        Record::Comm { name, .. } => 24 + name.len(),
-        _ => 24,
+/// Appends `value` as a LEB128 varint (postcard's encoding of integers).
+fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
     }
+    out.push(value as u8);
+}
+
+/// Reads a LEB128 varint from the front of `bytes`: the value and the rest, or `None` when it
+/// runs off the end or past 64 bits.
+fn take_varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let mut value = 0u64;
+    for (i, &b) in bytes.iter().enumerate().take(10) {
+        let bits = u64::from(b & 0x7f);
+        if i == 9 && b > 1 {
+            return None;
+        }
+        value |= bits << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((value, &bytes[i + 1..]));
+        }
+    }
+    None
 }
 
 /// How a stream of blocks ended.
@@ -193,6 +247,32 @@ pub enum End {
         /// What is wrong with it.
         reason: String,
     },
+    /// A second header block starts at this offset: another profile was appended to this one.
+    /// Nothing after it was read.
+    SecondHeader {
+        /// Offset of the second header block.
+        offset: u64,
+    },
+}
+
+/// What a reader met besides records: repeated, misplaced or missing blocks and kinds it does
+/// not know. All zero for a sound file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadNotes {
+    /// Blocks skipped because they repeat a block read before: the same sequence number and
+    /// checksum (version 2), or the same length and checksum (version 1).
+    pub repeated_blocks: u64,
+    /// Blocks skipped because they reuse the sequence number of a block read before with other
+    /// contents (the first one read is kept).
+    pub conflicting_blocks: u64,
+    /// Blocks read after a block with a higher sequence number.
+    pub out_of_order_blocks: u64,
+    /// Records blocks that were never seen although a higher number was (version 2).
+    pub missing_blocks: u64,
+    /// Records of kinds this reader does not know (written by a newer rprof), skipped.
+    pub unknown_records: u64,
+    /// Blocks of kinds this reader does not know, skipped.
+    pub unknown_blocks: u64,
 }
 
 /// Reads the blocks of a profile one at a time.
@@ -201,6 +281,14 @@ pub struct BlockReader<R: Read> {
     offset: u64,
     end: Option<End>,
     path: String,
+    version: u32,
+    /// Version 2: checksum of every records block read, by sequence number.
+    seen_seq: HashMap<u64, u32>,
+    /// Highest sequence number read.
+    max_seq: u64,
+    /// Version 1: (length, checksum) of every records block read.
+    seen_blocks: HashMap<(u32, u32), ()>,
+    notes: ReadNotes,
 }
 
 impl<R: Read> BlockReader<R> {
@@ -242,15 +330,20 @@ impl<R: Read> BlockReader<R> {
             offset: start.len() as u64,
             end: None,
             path: path.to_owned(),
+            version,
+            seen_seq: HashMap::new(),
+            max_seq: 0,
+            seen_blocks: HashMap::new(),
+            notes: ReadNotes::default(),
         };
         let bad = |reason: String| ReadError::BadHeader {
             path: path.to_owned(),
             reason,
         };
         let header = match reader.next_block() {
-            Ok(Some((KIND_HEADER, payload))) => postcard::from_bytes::<Header>(&payload)
+            Ok(Some((KIND_HEADER, _, payload))) => postcard::from_bytes::<Header>(&payload)
                 .map_err(|e| bad(format!("header does not decode: {e}")))?,
-            Ok(Some((kind, _))) => return Err(bad(format!("first block has kind {kind}"))),
+            Ok(Some((kind, _, _))) => return Err(bad(format!("first block has kind {kind}"))),
             Ok(None) => {
                 let reason = match &reader.end {
                     Some(End::Corrupt { reason, .. }) => reason.clone(),
@@ -268,31 +361,113 @@ impl<R: Read> BlockReader<R> {
         Ok((header, reader))
     }
 
+    /// The format version of the file.
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
     /// The next block of records, or `None` at the end of the readable part (see [`end`]).
+    /// Repeated blocks and records or blocks of unknown kinds are skipped and counted in
+    /// [`notes`](Self::notes).
     ///
     /// [`end`]: BlockReader::end
     pub fn next_records(&mut self) -> io::Result<Option<Vec<Record>>> {
         loop {
             let start = self.offset;
-            match self.next_block()? {
+            let (kind, crc, payload) = match self.next_block()? {
                 None => return Ok(None),
-                Some((KIND_RECORDS, payload)) => {
-                    match postcard::from_bytes::<Vec<Record>>(&payload) {
-                        Ok(records) => return Ok(Some(records)),
-                        Err(e) => {
-                            self.end = Some(End::Corrupt {
-                                offset: start,
-                                reason: format!("records do not decode: {e}"),
-                            });
-                            return Ok(None);
-                        }
-                    }
+                Some(block) => block,
+            };
+            let decoded = match kind {
+                KIND_RECORDS if self.version == 1 => self.records_v1(crc, &payload),
+                KIND_RECORDS => self.records_v2(crc, &payload),
+                KIND_HEADER => {
+                    self.end = Some(End::SecondHeader { offset: start });
+                    return Ok(None);
                 }
-                // Unknown block kinds of this version are skipped: room for additions that
-                // older readers may ignore.
-                Some(_) => continue,
+                // Unknown block kinds are skipped: room for additions that older readers may
+                // ignore.
+                _ => {
+                    self.notes.unknown_blocks += 1;
+                    continue;
+                }
+            };
+            match decoded {
+                Ok(Some(records)) => return Ok(Some(records)),
+                Ok(None) => continue,
+                Err(reason) => {
+                    self.end = Some(End::Corrupt {
+                        offset: start,
+                        reason,
+                    });
+                    return Ok(None);
+                }
             }
         }
+    }
+
+    /// Version 1: the payload is a postcard `Vec<Record>`; a block equal to one read before
+    /// (same length and checksum) is a repeat.
+    fn records_v1(&mut self, crc: u32, payload: &[u8]) -> Result<Option<Vec<Record>>, String> {
+        let key = (payload.len() as u32, crc);
+        if self.seen_blocks.insert(key, ()).is_some() {
+            self.notes.repeated_blocks += 1;
+            return Ok(None);
+        }
+        postcard::from_bytes::<Vec<Record>>(payload)
+            .map(Some)
+            .map_err(|e| format!("records do not decode: {e}"))
+    }
+
+    /// Version 2: a sequence number, then records each framed by its size.
+    fn records_v2(&mut self, crc: u32, payload: &[u8]) -> Result<Option<Vec<Record>>, String> {
+        let (seq, mut rest) =
+            take_varint(payload).ok_or("the block's sequence number does not decode")?;
+        match self.seen_seq.get(&seq) {
+            Some(&seen) if seen == crc => {
+                self.notes.repeated_blocks += 1;
+                return Ok(None);
+            }
+            Some(_) => {
+                self.notes.conflicting_blocks += 1;
+                return Ok(None);
+            }
+            None => {}
+        }
+        let mut records = Vec::new();
+        let mut unknown = 0u64;
+        while !rest.is_empty() {
+            let (size, after) = take_varint(rest).ok_or("a record's size does not decode")?;
+            let size = usize::try_from(size)
+                .ok()
+                .filter(|&size| size <= after.len())
+                .ok_or("a record runs past the end of its block")?;
+            let (bytes, after) = after.split_at(size);
+            rest = after;
+            let (tag, _) = take_varint(bytes).ok_or("a record has no kind")?;
+            if tag > LAST_KNOWN_TAG {
+                unknown += 1;
+                continue;
+            }
+            // Bytes after the fields this reader knows are ignored: a newer rprof may append
+            // fields to a record.
+            let (record, _) = postcard::take_from_bytes::<Record>(bytes)
+                .map_err(|e| format!("a record of kind {tag} does not decode: {e}"))?;
+            records.push(record);
+        }
+        if seq < self.max_seq {
+            self.notes.out_of_order_blocks += 1;
+        }
+        self.max_seq = self.max_seq.max(seq);
+        self.seen_seq.insert(seq, crc);
+        self.notes.missing_blocks = self.max_seq.saturating_sub(self.seen_seq.len() as u64);
+        self.notes.unknown_records = self.notes.unknown_records.saturating_add(unknown);
+        Ok(Some(records))
+    }
+
+    /// What was skipped or out of place so far.
+    pub fn notes(&self) -> &ReadNotes {
+        &self.notes
     }
 
     /// How the stream ended; `None` until [`next_records`](Self::next_records) returned `None`.
@@ -305,7 +480,8 @@ impl<R: Read> BlockReader<R> {
         &self.path
     }
 
-    fn next_block(&mut self) -> io::Result<Option<(u8, Vec<u8>)>> {
+    /// The next block's kind, checksum and payload, after checking its length and checksum.
+    fn next_block(&mut self) -> io::Result<Option<(u8, u32, Vec<u8>)>> {
         if self.end.is_some() {
             return Ok(None);
         }
@@ -350,7 +526,7 @@ impl<R: Read> BlockReader<R> {
             return Ok(None);
         }
         self.offset = start + head.len() as u64 + body_len as u64;
-        Ok(Some((kind, payload)))
+        Ok(Some((kind, crc, payload)))
     }
 }
 

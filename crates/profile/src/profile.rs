@@ -7,7 +7,7 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
 
-use crate::format::{BlockReader, End, ReadError};
+use crate::format::{BlockReader, End, ReadError, ReadNotes};
 use crate::lookup::LookupSet;
 use crate::model::{
     lookup_address, Address, Header, Module, ModuleId, ModuleKind, Record, Sample, Summary, Symbols,
@@ -65,6 +65,39 @@ pub struct Thread {
     pub samples: u64,
     /// Sum of those samples' periods (nanoseconds of CPU time for cpu-clock).
     pub period: u64,
+    /// Every name the thread had, in time order, each with the samples taken while it had
+    /// that name (a thread that runs `exec` changes its name; its earlier samples keep the old
+    /// one).
+    pub names: Vec<ThreadName>,
+}
+
+/// One name of a thread, from the time it got it until its next name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThreadName {
+    /// When the thread got this name (perf clock, nanoseconds; 0 when unknown).
+    pub since: u64,
+    /// The name.
+    pub name: String,
+    /// Samples taken while the thread had this name.
+    pub samples: u64,
+    /// Sum of those samples' periods.
+    pub period: u64,
+}
+
+impl Thread {
+    /// Notes that the thread got `name` at `time` (a repeat of its current name is not a new
+    /// name).
+    fn add_name(&mut self, time: u64, name: &str) {
+        if self.names.last().is_some_and(|last| last.name == name) {
+            return;
+        }
+        self.names.push(ThreadName {
+            since: time,
+            name: name.to_owned(),
+            samples: 0,
+            period: 0,
+        });
+    }
 }
 
 /// A process seen in the recording.
@@ -97,7 +130,9 @@ pub struct Profile {
     pub lost: u64,
     /// Throttle events seen.
     pub throttled: u64,
-    /// Problems met while reading, for the user to see (cut-short or damaged files).
+    /// Problems met while reading, for the user to see: a cut-short or damaged file, blocks
+    /// repeated, out of order or missing, a summary that contradicts the records, records of
+    /// kinds from a newer rprof.
     pub warnings: Vec<String>,
     names: HashMap<(ModuleId, u64), Vec<Named>>,
     frames: Vec<FrameInfo>,
@@ -172,9 +207,17 @@ impl Profile {
             Some(End::Corrupt { offset, reason }) => profile.warnings.push(format!(
                 "{label} is damaged at byte {offset} ({reason}); showing what comes before"
             )),
+            Some(End::SecondHeader { offset }) => profile.warnings.push(format!(
+                "{label} holds a second profile from byte {offset} on (files joined together); \
+                 showing only the first"
+            )),
             _ => {}
         }
-        if profile.summary.is_none() && profile.warnings.is_empty() {
+        let damaged = !profile.warnings.is_empty();
+        profile.warn_about_blocks(label, reader.notes());
+        profile.check_summary(label);
+        profile.name_samples();
+        if profile.summary.is_none() && !damaged {
             profile.warnings.push(format!(
                 "{label}: the recording did not finish (rprof record was stopped before it could \
                  write its summary); showing what was written"
@@ -190,24 +233,26 @@ impl Profile {
                 self.modules.insert(module.id, module);
             }
             Record::Comm {
+                time,
                 pid,
                 tid,
                 name,
                 exec,
-                ..
             } => {
                 if tid == pid || exec {
                     let process = self.process(pid);
                     process.name.clone_from(&name);
                 }
-                self.thread(pid, tid).name = name;
+                let thread = self.thread(pid, tid);
+                thread.add_name(time, &name);
+                thread.name = name;
             }
             Record::Fork {
+                time,
                 pid,
                 ppid,
                 tid,
                 ptid,
-                ..
             } => {
                 let parent_name = self.threads.get(&ptid).map(|t| t.name.clone());
                 if pid != ppid {
@@ -221,12 +266,16 @@ impl Profile {
                 let thread = self.thread(pid, tid);
                 if thread.name.is_empty() {
                     thread.name = parent_name.unwrap_or_default();
+                    if thread.names.is_empty() && !thread.name.is_empty() {
+                        let name = thread.name.clone();
+                        thread.add_name(time, &name);
+                    }
                 }
             }
             Record::Exit { .. } => {}
             Record::Sample(sample) => {
                 let thread = self.thread(sample.pid, sample.tid);
-                thread.samples += 1;
+                thread.samples = thread.samples.saturating_add(1);
                 thread.period = thread.period.saturating_add(sample.period);
                 self.process(sample.pid);
                 self.samples.push(sample);
@@ -234,7 +283,7 @@ impl Profile {
             Record::Lost { count, .. } => self.lost = self.lost.saturating_add(count),
             Record::Throttle { throttled, .. } => {
                 if throttled {
-                    self.throttled += 1;
+                    self.throttled = self.throttled.saturating_add(1);
                 }
             }
             Record::Symbols(block) => symbols.push(block),
@@ -249,7 +298,121 @@ impl Profile {
             name: String::new(),
             samples: 0,
             period: 0,
+            names: Vec::new(),
         })
+    }
+
+    /// Warnings for blocks that were repeated, out of place, missing or of unknown kinds.
+    fn warn_about_blocks(&mut self, label: &str, notes: &ReadNotes) {
+        let blocks = |n: u64| {
+            if n == 1 {
+                "1 block".to_string()
+            } else {
+                format!("{n} blocks")
+            }
+        };
+        if notes.repeated_blocks > 0 {
+            self.warnings.push(format!(
+                "{label}: skipped {} repeating earlier ones (a file joined to a copy of itself, \
+                 or an upload retried); every sample is counted once",
+                blocks(notes.repeated_blocks)
+            ));
+        }
+        if notes.conflicting_blocks > 0 {
+            self.warnings.push(format!(
+                "{label}: skipped {} reusing the sequence number of an earlier block with other \
+                 contents (parts of two profiles joined?); the first of each was read",
+                blocks(notes.conflicting_blocks)
+            ));
+        }
+        if notes.out_of_order_blocks > 0 {
+            self.warnings.push(format!(
+                "{label}: {} out of order (the file was cut and put together again?); read \
+                 where they are",
+                blocks(notes.out_of_order_blocks)
+            ));
+        }
+        if notes.missing_blocks > 0 {
+            self.warnings.push(format!(
+                "{label}: {} missing (sequence numbers skipped); their samples are not in the \
+                 report",
+                blocks(notes.missing_blocks)
+            ));
+        }
+        if notes.unknown_records > 0 {
+            let n = notes.unknown_records;
+            self.warnings.push(format!(
+                "{label}: {n} {} of unknown kinds skipped (written by a newer rprof)",
+                if n == 1 { "record" } else { "records" }
+            ));
+        }
+        if notes.unknown_blocks > 0 {
+            self.warnings.push(format!(
+                "{label}: {} of unknown kinds skipped (written by a newer rprof)",
+                blocks(notes.unknown_blocks)
+            ));
+        }
+    }
+
+    /// Compares the summary with what the records say. The records are trusted: they are
+    /// checksummed block by block and repeats are skipped, while a summary is one record that
+    /// a joined or edited file can leave stale.
+    fn check_summary(&mut self, label: &str) {
+        let Some(summary) = &self.summary else {
+            return;
+        };
+        let truncated = self.samples.iter().filter(|s| s.truncated).count() as u64;
+        let read = [
+            ("samples", summary.samples, self.samples.len() as u64),
+            ("lost", summary.lost, self.lost),
+            ("throttled", summary.throttled, self.throttled),
+            ("truncated", summary.truncated, truncated),
+        ];
+        let differ: Vec<_> = read.iter().filter(|(_, s, r)| s != r).collect();
+        if differ.is_empty() {
+            return;
+        }
+        let says = |pick: fn(&(&str, u64, u64)) -> u64| {
+            differ
+                .iter()
+                .map(|f| format!("{} {}", pick(f), f.0))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        self.warnings.push(format!(
+            "{label}: its summary says {} but its records hold {}; the counts from the records \
+             are used",
+            says(|f| f.1),
+            says(|f| f.2)
+        ));
+    }
+
+    /// Counts every sample under the name its thread had when the sample was taken.
+    fn name_samples(&mut self) {
+        for thread in self.threads.values_mut() {
+            // Records are in time order within a round; sort in case rounds overlapped.
+            thread.names.sort_by_key(|n| n.since);
+            if thread.names.is_empty() {
+                // Never named (its start was not recorded): one unnamed span.
+                let name = thread.name.clone();
+                thread.add_name(0, &name);
+            }
+        }
+        for sample in &self.samples {
+            let Some(thread) = self.threads.get_mut(&sample.tid) else {
+                continue;
+            };
+            // The last name given at or before the sample's time; the first name for samples
+            // before any (its time was unknown).
+            let at = thread
+                .names
+                .partition_point(|n| n.since <= sample.time)
+                .saturating_sub(1);
+            if let Some(name) = thread.names.get_mut(at) {
+                name.samples = name.samples.saturating_add(1);
+                name.period = name.period.saturating_add(sample.period);
+            }
+        }
     }
 
     fn process(&mut self, pid: u32) -> &mut Process {

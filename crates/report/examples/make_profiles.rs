@@ -23,7 +23,14 @@ fn main() -> std::io::Result<()> {
     )?;
     // A finished recording without samples.
     std::fs::write(dir.join("empty.rprof"), synth::empty()?)?;
-    for name in ["basic.rprof", "interrupted.rprof", "empty.rprof"] {
+    // A process that runs `exec` part way (issue 9.11).
+    std::fs::write(dir.join("exec.rprof"), synth::exec_rename()?)?;
+    for name in [
+        "basic.rprof",
+        "interrupted.rprof",
+        "empty.rprof",
+        "exec.rprof",
+    ] {
         println!("wrote {}", dir.join(name).display());
     }
     Ok(())

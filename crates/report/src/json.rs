@@ -159,17 +159,20 @@ pub fn report(profile: &Profile, options: &JsonOptions) -> Report {
             total_percent: percent2(r.total_samples, counts.samples),
         })
         .collect();
+    // One entry per name a thread had (issue 9.11), as in the text table.
     let mut threads: Vec<ThreadEntry> = profile
         .threads
         .values()
-        .filter(|t| t.samples > 0 && options.selection.accepts(t.pid, t.tid))
-        .map(|t| ThreadEntry {
+        .filter(|t| options.selection.accepts(t.pid, t.tid))
+        .flat_map(|t| t.names.iter().map(move |n| (t, n)))
+        .filter(|(_, n)| n.samples > 0)
+        .map(|(t, n)| ThreadEntry {
             tid: t.tid,
             pid: t.pid,
-            name: t.name.clone(),
-            samples: t.samples,
-            percent: percent2(t.samples, counts.samples),
-            period: t.period,
+            name: n.name.clone(),
+            samples: n.samples,
+            percent: percent2(n.samples, counts.samples),
+            period: n.period,
         })
         .collect();
     threads.sort_by(|a, b| b.samples.cmp(&a.samples).then(a.tid.cmp(&b.tid)));
@@ -192,7 +195,7 @@ pub fn report(profile: &Profile, options: &JsonOptions) -> Report {
         samples: o.selected,
         total_samples: o.samples,
         lost: o.lost,
-        lost_percent: percent2(o.lost, o.samples + o.lost),
+        lost_percent: percent2(o.lost, o.samples.saturating_add(o.lost)),
         truncated: o.truncated,
         truncated_percent: percent2(o.truncated, o.selected),
         throttled: o.throttled,

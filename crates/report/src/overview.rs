@@ -54,13 +54,11 @@ impl Overview {
         Overview {
             samples: profile.samples.len() as u64,
             selected: counts.samples,
-            lost: profile
-                .lost
-                .max(profile.summary.as_ref().map_or(0, |s| s.lost)),
+            // Counted from the records: rprof-profile checks the summary against them and
+            // warns when they differ (issue 9.4).
+            lost: profile.lost,
             truncated,
-            throttled: profile
-                .throttled
-                .max(profile.summary.as_ref().map_or(0, |s| s.throttled)),
+            throttled: profile.throttled,
             duration_ns,
             complete: profile.summary.is_some(),
             threads: threads.len(),

@@ -136,6 +136,19 @@ impl Synth {
         });
     }
 
+    /// Process `pid` runs `exec`: its main thread is called `name` from now on.
+    pub fn exec(&mut self, pid: u32, name: &str) {
+        // Just after the last sample: that sample was taken under the old name.
+        self.time += 1;
+        self.records.push(Record::Comm {
+            time: self.time,
+            pid,
+            tid: pid,
+            name: name.into(),
+            exec: true,
+        });
+    }
+
     /// A sample on `tid` with `user` and `kernel` frames given leaf first as code addresses
     /// (what [`code`](Self::code) returned); callers are stored as return addresses.
     pub fn sample(
@@ -444,4 +457,23 @@ pub fn large(samples: usize, stacks: usize) -> io::Result<Vec<u8>> {
         }
     }
     s.bytes(true, 0)
+}
+
+/// Issue 9.11: process 300 starts as `launcher` (30 samples in `launcher_main`), then runs
+/// `exec` and becomes `busy` (70 samples in `busy_main`).
+pub fn exec_rename() -> io::Result<Vec<u8>> {
+    let mut s = Synth::new(&["./launcher"]);
+    s.thread(300, 300, "launcher");
+    let launcher = s.module("/nonexistent/rprof-fixture/launcher", ModuleKind::Elf);
+    let launcher_main = s.code(launcher, &[("launcher_main", "/src/launcher.c", 9)]);
+    for _ in 0..30 {
+        s.sample(300, 300, &[launcher_main], &[], false);
+    }
+    s.exec(300, "busy");
+    let busy = s.module("/nonexistent/rprof-fixture/busy", ModuleKind::Elf);
+    let busy_main = s.code(busy, &[("busy_main", "/src/busy.c", 4)]);
+    for _ in 0..70 {
+        s.sample(300, 300, &[busy_main], &[], false);
+    }
+    s.bytes(true, 20)
 }

@@ -758,3 +758,64 @@ fn large_profiles_render() {
     flame::render(&p, &FlameOptions::default(), &mut svg).unwrap();
     assert!(svg.len() > 10_000);
 }
+
+/// Issue 9.4: a lost count of `u64::MAX` overflowed `samples + lost` into a share of
+/// 4841665111209856000.00%; shares of counts from the file saturate.
+#[test]
+fn huge_lost_counts_give_shares_of_at_most_100_percent() {
+    let mut s = Synth::new(&["./app"]);
+    s.thread(1, 1, "app");
+    let m = s.module("/bin/app", ModuleKind::Elf);
+    let f = s.code(m, &[("f", "", 0)]);
+    s.sample(1, 1, &[f], &[], false);
+    s.lost(u64::MAX);
+    let p = Profile::read(&s.bytes(true, 0).unwrap()[..], "huge").unwrap();
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    let mut out = Vec::new();
+    top::render(&p, &TopOptions::default(), &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains("lost 18,446,744,073,709,551,615 samples (100.00%)"),
+        "{text}"
+    );
+    let doc = serde_json::to_value(json::report(&p, &JsonOptions::default())).unwrap();
+    assert_eq!(doc["lost_percent"], 100.0);
+}
+
+/// Issue 9.11: the thread table shows samples taken before an `exec` under the name the thread
+/// had then.
+#[test]
+fn thread_table_keeps_the_name_before_exec() {
+    let p = Profile::read(&synth::exec_rename().unwrap()[..], "exec").unwrap();
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    let options = TopOptions {
+        threads: true,
+        ..TopOptions::default()
+    };
+    let mut out = Vec::new();
+    top::render(&p, &options, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("Tid"))
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ["300", "300", "70", "70.00%", "70.0", "ms", "busy"],
+            ["300", "300", "30", "30.00%", "30.0", "ms", "launcher"],
+        ],
+        "{text}"
+    );
+    let doc = serde_json::to_value(json::report(&p, &JsonOptions::default())).unwrap();
+    let names: Vec<(&str, u64)> = doc["threads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["name"].as_str().unwrap(), t["samples"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(names, [("busy", 70), ("launcher", 30)]);
+}

@@ -141,7 +141,7 @@ fn render_header(
         o.processes,
         plural(o.processes, "process", "processes"),
     ));
-    let attempted = o.samples + o.lost;
+    let attempted = o.samples.saturating_add(o.lost);
     lines.push(format!(
         "lost {} samples ({:.2}%), {} truncated stacks ({:.2}%), throttled {} {}",
         thousands(o.lost),
@@ -179,16 +179,36 @@ fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
     }
 }
 
+/// A row of the thread table: one name of one thread.
+struct ThreadRow<'p> {
+    tid: u32,
+    pid: u32,
+    name: &'p str,
+    samples: u64,
+    period: u64,
+}
+
 fn render_threads(
     profile: &Profile,
     o: &Overview,
     options: &TopOptions,
     out: &mut impl Write,
 ) -> io::Result<()> {
+    // One row per name a thread had: samples taken before an `exec` keep the old program's
+    // name (issue 9.11).
     let mut threads: Vec<_> = profile
         .threads
         .values()
-        .filter(|t| t.samples > 0 && options.selection.accepts(t.pid, t.tid))
+        .filter(|t| options.selection.accepts(t.pid, t.tid))
+        .flat_map(|t| t.names.iter().map(move |n| (t, n)))
+        .filter(|(_, n)| n.samples > 0)
+        .map(|(t, n)| ThreadRow {
+            tid: t.tid,
+            pid: t.pid,
+            name: &n.name,
+            samples: n.samples,
+            period: n.period,
+        })
         .collect();
     threads.sort_by(|a, b| b.samples.cmp(&a.samples).then(a.tid.cmp(&b.tid)));
     let time = period_is_time(&profile.header.event);
@@ -233,7 +253,7 @@ fn render_threads(
         let name = if t.name.is_empty() {
             "[unnamed]"
         } else {
-            &t.name
+            t.name
         };
         line.push_str(&visible(name));
         writeln!(out, "{line}")?;
