@@ -410,9 +410,10 @@ fn deleted_executable_of_a_live_process_is_read_through_map_files() {
     std::fs::copy("/bin/sleep", &exe).unwrap();
     let mut child = std::process::Command::new(&exe).arg("30").spawn().unwrap();
     let pid = child.id();
-    // Wait until the copy is mapped (exec done).
+    // Wait until the copy is mapped (exec done): up to 30 s, as an exec on a loaded machine can
+    // take longer than the 2 s this waited before (issue 10).
     let path = exe.to_str().unwrap().to_string();
-    for _ in 0..200 {
+    for _ in 0..3000 {
         let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
         if maps.contains(&path) {
             break;
