@@ -22,6 +22,23 @@ use std::io::{self, Read};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+/// The largest ELF file (module, separate debug file, `.dwo`/`.dwp`, dwz file) rprof maps. ELF
+/// files are mapped, not read, so this only keeps nonsense out; real debug files stay far below.
+pub const ELF_LIMIT: u64 = 8 << 30;
+/// The largest perf map (`/tmp/perf-PID.map`) read: text read whole and parsed into memory.
+/// A JIT that writes a line per compiled function stays well below this.
+pub const PERF_MAP_LIMIT: u64 = 256 << 20;
+/// The largest kernel symbol list (`/proc/kallsyms`, about 20 MiB with many modules loaded).
+pub const KALLSYMS_LIMIT: u64 = 256 << 20;
+/// The largest `/proc/PID/maps` read.
+pub const PROC_MAPS_LIMIT: u64 = 64 << 20;
+
+/// The effective user id of this process: the owner perf maps are trusted from besides root
+/// and the profiled process's owner.
+pub fn effective_uid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
 /// How a file may be opened. Build with [`Options::new`], then narrow with
 /// [`Options::no_follow`] and [`Options::owned_by`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -207,7 +224,8 @@ impl ReadError {
     pub fn reason(&self) -> String {
         let full = self.to_string();
         let prefix = format!("{}: ", self.path().display());
-        full.strip_prefix(&prefix).map_or(full.clone(), str::to_owned)
+        full.strip_prefix(&prefix)
+            .map_or(full.clone(), str::to_owned)
     }
 }
 
@@ -224,9 +242,8 @@ pub fn open_regular(path: &Path, options: &Options<'_>) -> Result<(File, Metadat
         .custom_flags(flags)
         .open(path)
         .map_err(|source| {
-            let is_link = || {
-                std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
-            };
+            let is_link =
+                || std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
             if !options.follow_links && source.raw_os_error() == Some(libc::ELOOP) && is_link() {
                 ReadError::Symlink {
                     path: path.to_path_buf(),
@@ -476,7 +493,10 @@ mod tests {
         let other = [me.wrapping_add(1), 0].map(|u| if u == me { u + 2 } else { u });
         let err = read_bounded(&path, &opts(10).owned_by(&other)).unwrap_err();
         assert!(matches!(err, ReadError::Owner { .. }), "{err}");
-        assert!(err.to_string().contains("not trusted as a test file"), "{err}");
+        assert!(
+            err.to_string().contains("not trusted as a test file"),
+            "{err}"
+        );
     }
 
     #[test]
