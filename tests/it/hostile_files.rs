@@ -274,6 +274,10 @@ fn text_range(path: &Path) -> (u64, u64) {
 }
 
 /// Peak resident memory, in bytes, of `rprof report -i PROFILE` (killed after 5 minutes).
+#[expect(
+    clippy::zombie_processes,
+    reason = "the child is reaped by wait4, which also gives its resource usage"
+)]
 fn report_peak_rss(dir: &Path, profile: &Path) -> u64 {
     let child = Command::new(rprof_bin())
         .arg("report")

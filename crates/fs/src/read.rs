@@ -327,7 +327,8 @@ impl fmt::Display for Size {
         let n = self.0;
         for (unit, scale) in UNITS {
             if n >= scale {
-                return if n % scale == 0 {
+                let remainder = n % scale;
+                return if remainder == 0 {
                     write!(f, "{} {unit}", n / scale)
                 } else {
                     write!(f, "{:.1} {unit}", n as f64 / scale as f64)
