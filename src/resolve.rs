@@ -35,13 +35,21 @@ pub fn symbolize(modules: &[Module], wanted: &LookupSet) -> Vec<Record> {
             },
             ModuleKind::Anonymous => continue,
         };
+        // Named a batch at a time: the symbolizer's answers hold every frame's strings, the
+        // packed record holds each distinct string once; only one batch is held both ways.
         let addresses: Vec<u64> = lookups.iter().copied().collect();
-        let locations = symbolizer.symbolize(&source, &addresses);
+        let mut packer = Packer::new(id, addresses.len());
+        for batch in addresses.chunks(BATCH) {
+            packer.add(batch, &symbolizer.symbolize(&source, batch));
+        }
         warn_about(&symbolizer.module_status(&source));
-        records.push(Record::Symbols(pack(id, &addresses, &locations)));
+        records.push(Record::Symbols(packer.finish()));
     }
     records
 }
+
+/// Addresses named per call to the symbolizer.
+const BATCH: usize = 4096;
 
 /// Says on stderr, once per module, why its names are missing or not trusted. A module without
 /// DWARF is normal (names then come from its symbol table) and is not mentioned.
@@ -55,48 +63,61 @@ fn warn_about(status: &ModuleStatus) {
     }
 }
 
-/// Packs symbolizer answers for one module, interning the strings.
-fn pack(module: ModuleId, addresses: &[u64], locations: &[Location]) -> Symbols {
-    let mut strings: Vec<String> = Vec::new();
-    let mut index: HashMap<String, u32> = HashMap::new();
-    let mut intern = |s: &Option<String>| -> u32 {
+/// Packs symbolizer answers for one module into a `Symbols` record, interning the strings.
+struct Packer {
+    symbols: Symbols,
+    index: HashMap<String, u32>,
+}
+
+impl Packer {
+    fn new(module: ModuleId, addresses: usize) -> Packer {
+        Packer {
+            symbols: Symbols {
+                module: Some(module),
+                strings: Vec::new(),
+                entries: Vec::with_capacity(addresses),
+            },
+            index: HashMap::new(),
+        }
+    }
+
+    fn intern(&mut self, s: &Option<String>) -> u32 {
         let Some(s) = s else { return u32::MAX };
-        if let Some(&i) = index.get(s) {
+        if let Some(&i) = self.index.get(s) {
             return i;
         }
-        let i = strings.len() as u32;
-        strings.push(s.clone());
-        index.insert(s.clone(), i);
+        let i = self.symbols.strings.len() as u32;
+        self.symbols.strings.push(s.clone());
+        self.index.insert(s.clone(), i);
         i
-    };
-    let entries = addresses
-        .iter()
-        .zip(locations)
-        .map(|(&address, location)| {
+    }
+
+    /// Adds the answers `locations` for `addresses`.
+    fn add(&mut self, addresses: &[u64], locations: &[Location]) {
+        for (&address, location) in addresses.iter().zip(locations) {
             let frames = location
                 .frames
                 .iter()
                 .map(|f| StoredFrame {
-                    function: intern(&f.function),
-                    file: intern(&f.file),
+                    function: self.intern(&f.function),
+                    file: self.intern(&f.file),
                     line: f.line.unwrap_or(0),
                     inlined: f.inlined,
                 })
                 .collect();
-            (address, frames)
-        })
-        .collect();
-    Symbols {
-        module: Some(module),
-        strings,
-        entries,
+            self.symbols.entries.push((address, frames));
+        }
+    }
+
+    fn finish(self) -> Symbols {
+        self.symbols
     }
 }
 
 /// Names the addresses of `profile` that have none yet (an interrupted recording), from the
 /// binaries on this machine, and says so on stderr.
 pub fn fill_missing(profile: &mut Profile) -> anyhow::Result<()> {
-    let wanted = profile.missing_lookups();
+    let wanted = profile.take_missing_lookups();
     if wanted.is_empty() {
         return Ok(());
     }

@@ -134,7 +134,12 @@ pub struct Profile {
     /// repeated, out of order or missing, a summary that contradicts the records, records of
     /// kinds from a newer rprof.
     pub warnings: Vec<String>,
-    names: HashMap<(ModuleId, u64), Vec<Named>>,
+    /// Names by (module, lookup address): a range of `named`.
+    names: HashMap<(ModuleId, u64), (u32, u32)>,
+    /// The function levels of every named address, back to back.
+    named: Vec<Named>,
+    /// Every distinct function and file name of the symbols, stored once.
+    strings: Strings,
     frames: Vec<FrameInfo>,
     stacks: Vec<Vec<FrameId>>,
     sample_stacks: Vec<StackId>,
@@ -142,12 +147,65 @@ pub struct Profile {
     missing: LookupSet,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One function level of a named address: indexes into [`Strings`] (`NONE`: absent), so that
+/// a million addresses of a thousand functions hold a thousand names, not a million.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Named {
-    function: Option<String>,
-    file: Option<String>,
-    line: Option<u32>,
+    function: u32,
+    file: u32,
+    /// 0: no line.
+    line: u32,
     inlined: bool,
+}
+
+/// No string: a function or file that is not known.
+const NONE: u32 = u32::MAX;
+
+/// Interned strings of the symbols.
+#[derive(Debug, Clone, Default)]
+struct Strings {
+    list: Vec<Box<str>>,
+    index: HashMap<Box<str>, u32>,
+}
+
+impl Strings {
+    fn intern(&mut self, s: &str) -> u32 {
+        if let Some(&i) = self.index.get(s) {
+            return i;
+        }
+        let i = self.list.len() as u32;
+        self.list.push(s.into());
+        self.index.insert(s.into(), i);
+        i
+    }
+
+    fn get(&self, i: u32) -> Option<&str> {
+        self.list.get(i as usize).map(|s| &**s)
+    }
+}
+
+/// What makes two frames the same, in integers: a frame's strings are only built the first time
+/// its key is seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct FrameKey {
+    module: Option<ModuleId>,
+    function: FunctionKey,
+    /// Into [`Strings`]; `NONE` when absent.
+    file: u32,
+    /// 0: no line.
+    line: u32,
+    inlined: bool,
+    kind: FrameKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum FunctionKey {
+    /// A name from the symbols, into [`Strings`].
+    Named(u32),
+    /// No name: shown as `module+0xLOOKUP`.
+    Unnamed(u64),
+    /// Not even the module is known.
+    Unknown,
 }
 
 impl Profile {
@@ -177,6 +235,8 @@ impl Profile {
             throttled: 0,
             warnings: Vec::new(),
             names: HashMap::default(),
+            named: Vec::new(),
+            strings: Strings::default(),
             frames: Vec::new(),
             stacks: Vec::new(),
             sample_stacks: Vec::new(),
@@ -429,25 +489,34 @@ impl Profile {
         self.missing.clone()
     }
 
+    /// [`missing_lookups`](Self::missing_lookups) without the copy, for a caller about to name
+    /// them and call [`add_symbols`](Self::add_symbols) (which finds what is still missing).
+    pub fn take_missing_lookups(&mut self) -> LookupSet {
+        std::mem::take(&mut self.missing)
+    }
+
     /// Adds names for addresses and resolves every sample's stack again.
     pub fn add_symbols(&mut self, blocks: Vec<Symbols>) {
         for block in blocks {
             let Some(module) = block.module else {
                 continue;
             };
-            let string =
-                |index: u32| -> Option<String> { block.strings.get(index as usize).cloned() };
+            let ids: Vec<u32> = block
+                .strings
+                .iter()
+                .map(|s| self.strings.intern(s))
+                .collect();
+            let string = |index: u32| -> u32 { ids.get(index as usize).copied().unwrap_or(NONE) };
             for (lookup, frames) in &block.entries {
-                let named = frames
-                    .iter()
-                    .map(|f| Named {
-                        function: string(f.function),
-                        file: string(f.file),
-                        line: (f.line != 0).then_some(f.line),
-                        inlined: f.inlined,
-                    })
-                    .collect();
-                self.names.insert((module, *lookup), named);
+                let start = self.named.len() as u32;
+                self.named.extend(frames.iter().map(|f| Named {
+                    function: string(f.function),
+                    file: string(f.file),
+                    line: f.line,
+                    inlined: f.inlined,
+                }));
+                let len = self.named.len() as u32 - start;
+                self.names.insert((module, *lookup), (start, len));
             }
         }
         self.resolve();
@@ -492,26 +561,13 @@ impl Profile {
     }
 
     fn resolve(&mut self) {
-        let mut frame_ids: HashMap<FrameInfo, FrameId> = HashMap::default();
-        let mut frames: Vec<FrameInfo> = Vec::new();
-        let mut by_address: HashMap<(Option<ModuleId>, u64, FrameKind), Vec<FrameId>> =
-            HashMap::default();
-        let mut stack_ids: HashMap<Vec<FrameId>, StackId> = HashMap::default();
-        // Samples with the very same addresses share a stack: most samples repeat one, and
-        // this skips naming their frames again.
-        let mut raw_ids: HashMap<(&[Address], &[Address], bool), StackId> = HashMap::default();
-        let mut stacks: Vec<Vec<FrameId>> = Vec::new();
-        let mut sample_stacks = Vec::with_capacity(self.samples.len());
-        let mut intern = |info: FrameInfo| -> FrameId {
-            if let Some(&id) = frame_ids.get(&info) {
-                return id;
-            }
-            let id = FrameId(frames.len() as u32);
-            frames.push(info.clone());
-            frame_ids.insert(info, id);
-            id
-        };
-        let truncated = intern(FrameInfo {
+        // The previous resolution is replaced: free it first rather than hold both at once.
+        self.frames = Vec::new();
+        self.stacks = Vec::new();
+        self.sample_stacks = Vec::new();
+        let mut frame_ids: HashMap<FrameKey, FrameId> = HashMap::default();
+        let truncated = FrameId(0);
+        let mut frames: Vec<FrameInfo> = vec![FrameInfo {
             function: "[truncated]".into(),
             module: None,
             file: None,
@@ -519,7 +575,24 @@ impl Profile {
             inlined: false,
             kind: FrameKind::Truncated,
             symbolized: false,
-        });
+        }];
+        // The frames of each distinct address, as a range of `address_frames`.
+        let mut by_address: HashMap<(Option<ModuleId>, u64, FrameKind), (u32, u32)> =
+            HashMap::default();
+        let mut address_frames: Vec<FrameId> = Vec::new();
+        let mut stack_ids: HashMap<Vec<FrameId>, StackId> = HashMap::default();
+        // Samples with the very same addresses share a stack: most samples repeat one, and
+        // this skips naming their frames again.
+        let mut raw_ids: HashMap<(&[Address], &[Address], bool), StackId> = HashMap::default();
+        let mut stacks: Vec<Vec<FrameId>> = Vec::new();
+        let mut sample_stacks = Vec::with_capacity(self.samples.len());
+        let mut intern = |key: FrameKey| -> FrameId {
+            *frame_ids.entry(key).or_insert_with(|| {
+                let id = FrameId(frames.len() as u32);
+                frames.push(self.frame_info(&key));
+                id
+            })
+        };
         let mut missing = LookupSet::new();
         let mut stack = Vec::new();
         for sample in &self.samples {
@@ -536,7 +609,7 @@ impl Profile {
                 for (index, address) in addresses.iter().enumerate() {
                     let lookup = lookup_address(index, address.address);
                     let key = (address.module, lookup, kind);
-                    let ids = by_address.entry(key).or_insert_with(|| {
+                    let (start, len) = *by_address.entry(key).or_insert_with(|| {
                         if let Some(module) = address.module {
                             let nameable = self
                                 .modules
@@ -546,12 +619,14 @@ impl Profile {
                                 missing.add(module, lookup);
                             }
                         }
-                        self.name_address(*address, lookup, kind)
-                            .into_iter()
-                            .map(&mut intern)
-                            .collect()
+                        let start = address_frames.len() as u32;
+                        for frame in self.frame_keys(address.module, lookup, kind) {
+                            address_frames.push(intern(frame));
+                        }
+                        (start, address_frames.len() as u32 - start)
                     });
-                    stack.extend_from_slice(ids);
+                    let range = start as usize..(start + len) as usize;
+                    stack.extend_from_slice(address_frames.get(range).unwrap_or_default());
                 }
             }
             if sample.truncated {
@@ -575,43 +650,64 @@ impl Profile {
         self.missing = missing;
     }
 
-    /// The frames for one address, innermost first.
-    fn name_address(&self, address: Address, lookup: u64, kind: FrameKind) -> Vec<FrameInfo> {
-        let Some(module) = address.module else {
-            return vec![FrameInfo {
-                function: "[unknown]".into(),
-                module: None,
-                file: None,
-                line: None,
-                inlined: false,
-                kind,
-                symbolized: false,
-            }];
+    /// The frames for one address, innermost first, as keys.
+    fn frame_keys(
+        &self,
+        module: Option<ModuleId>,
+        lookup: u64,
+        kind: FrameKind,
+    ) -> impl Iterator<Item = FrameKey> + '_ {
+        let unnamed = FrameKey {
+            module,
+            function: match module {
+                Some(_) => FunctionKey::Unnamed(lookup),
+                None => FunctionKey::Unknown,
+            },
+            file: NONE,
+            line: 0,
+            inlined: false,
+            kind,
         };
-        let named = self.names.get(&(module, lookup));
-        let fallback = || format!("{}+{:#x}", self.module_name(module), lookup);
-        match named {
-            Some(list) if !list.is_empty() => list
-                .iter()
-                .map(|n| FrameInfo {
-                    symbolized: n.function.is_some(),
-                    function: n.function.clone().unwrap_or_else(fallback),
-                    module: Some(module),
-                    file: n.file.clone(),
-                    line: n.line,
-                    inlined: n.inlined,
-                    kind,
-                })
-                .collect(),
-            _ => vec![FrameInfo {
-                function: fallback(),
-                module: Some(module),
-                file: None,
-                line: None,
-                inlined: false,
-                kind,
-                symbolized: false,
-            }],
+        let named = module
+            .and_then(|m| self.names.get(&(m, lookup)))
+            .and_then(|&(start, len)| self.named.get(start as usize..(start + len) as usize))
+            .filter(|list| !list.is_empty())
+            .unwrap_or_default();
+        let fallback = named.is_empty().then_some(unnamed);
+        named
+            .iter()
+            .map(move |n| FrameKey {
+                function: if n.function == NONE {
+                    FunctionKey::Unnamed(lookup)
+                } else {
+                    FunctionKey::Named(n.function)
+                },
+                file: n.file,
+                line: n.line,
+                inlined: n.inlined,
+                ..unnamed
+            })
+            .chain(fallback)
+    }
+
+    /// The frame a key stands for, with its strings.
+    fn frame_info(&self, key: &FrameKey) -> FrameInfo {
+        let (function, symbolized) = match key.function {
+            FunctionKey::Named(i) => (self.strings.get(i).unwrap_or_default().to_owned(), true),
+            FunctionKey::Unnamed(lookup) => {
+                let module = key.module.map_or("[unknown]", |m| self.module_name(m));
+                (format!("{module}+{lookup:#x}"), false)
+            }
+            FunctionKey::Unknown => ("[unknown]".to_owned(), false),
+        };
+        FrameInfo {
+            function,
+            module: key.module,
+            file: self.strings.get(key.file).map(str::to_owned),
+            line: (key.line != 0).then_some(key.line),
+            inlined: key.inlined,
+            kind: key.kind,
+            symbolized,
         }
     }
 }

@@ -2,7 +2,6 @@
 //! (embedded or from a separate debug file), parsed once and queried many times.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,6 +10,7 @@ use memmap2::Mmap;
 use object::{
     Object, ObjectSection, ObjectSymbol, ObjectSymbolTable, SectionFlags, SectionIndex, SymbolKind,
 };
+use rprof_fs::read::{open_regular, Options, ELF_LIMIT};
 
 use crate::demangle::demangle;
 use addr2line::LookupContinuation as _;
@@ -300,18 +300,13 @@ fn dwarf_frames(
     Ok(frames)
 }
 
-/// Opens and maps a file read-only.
+/// Opens and maps a file read-only: only a regular file (a FIFO is refused without blocking) of at
+/// most [`ELF_LIMIT`] bytes, checked on the open descriptor before mapping.
 pub(crate) fn open(path: &Path) -> Result<Base, ModuleProblem> {
     let display = || path.display().to_string();
     let unreadable = |e: std::io::Error| ModuleProblem::from_io(path, &e);
-    let file = File::open(path).map_err(unreadable)?;
-    let meta = file.metadata().map_err(unreadable)?;
-    if !meta.is_file() {
-        return Err(ModuleProblem::Unreadable {
-            path: display(),
-            message: "not a regular file".into(),
-        });
-    }
+    let (file, meta) = open_regular(path, &Options::new("an ELF file", ELF_LIMIT))
+        .map_err(|e| ModuleProblem::from_read(&e))?;
     if meta.len() == 0 {
         return Err(ModuleProblem::Malformed {
             path: display(),

@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use rprof_fs::read::{read_bounded, Options, PERF_MAP_LIMIT};
+
 use crate::demangle::demangle;
 use crate::status::{ModuleProblem, ModuleStatus};
 use crate::{Location, SymFrame};
@@ -25,13 +27,20 @@ pub(crate) struct JitMap {
 const OVERLAP_LOOKBACK: usize = 8;
 
 impl JitMap {
-    pub(crate) fn load(path: &Path) -> JitMap {
-        match std::fs::read(path) {
+    /// Reads and parses the perf map at `path`. Any local user can create a file in `/tmp`, so
+    /// the map is read only when it is a regular file (not a FIFO, a device or a symbolic link)
+    /// of at most [`PERF_MAP_LIMIT`] bytes owned by one of `owners`; otherwise the map is empty
+    /// and its status says why.
+    pub(crate) fn load(path: &Path, owners: &[u32]) -> JitMap {
+        let options = Options::new("a perf map", PERF_MAP_LIMIT)
+            .no_follow()
+            .owned_by(owners);
+        match read_bounded(path, &options) {
             Ok(bytes) => Self::parse(&String::from_utf8_lossy(&bytes)),
             Err(e) => JitMap {
                 entries: Vec::new(),
                 status: ModuleStatus {
-                    problem: Some(ModuleProblem::from_io(path, &e)),
+                    problem: Some(ModuleProblem::from_read(&e)),
                     ..ModuleStatus::default()
                 },
             },
@@ -104,6 +113,20 @@ impl JitMap {
     }
 }
 
+/// Who may own `/tmp/perf-PID.map` for it to be read: root and the user rprof runs as (perf's
+/// rule), and the owner of process `pid` while it runs (a JIT writes its own map; under
+/// `sudo rprof record -p PID` that is another user). A map of anyone else may have been planted.
+pub(crate) fn trusted_owners(pid: u32) -> Vec<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let mut owners = vec![0, rprof_fs::read::effective_uid()];
+    if let Ok(meta) = std::fs::metadata(format!("/proc/{pid}")) {
+        owners.push(meta.uid());
+    }
+    owners.sort_unstable();
+    owners.dedup();
+    owners
+}
+
 fn parse_hex(s: &str) -> Option<u64> {
     let digits = s
         .strip_prefix("0x")
@@ -149,7 +172,7 @@ mod tests {
 
     #[test]
     fn missing_map() {
-        let m = JitMap::load(Path::new("/nonexistent/perf-1.map"));
+        let m = JitMap::load(Path::new("/nonexistent/perf-1.map"), &[0]);
         assert!(matches!(
             m.status().problem,
             Some(ModuleProblem::NotFound { .. })

@@ -2,6 +2,8 @@
 
 use std::path::Path;
 
+use rprof_fs::read::{read_bounded, Options, KALLSYMS_LIMIT};
+
 use crate::status::{ModuleProblem, ModuleStatus};
 use crate::symtab::{Rank, RawSymbol, SymbolTable};
 use crate::{Location, SymFrame};
@@ -18,14 +20,16 @@ pub(crate) struct KernelSymbols {
 }
 
 impl KernelSymbols {
-    /// Reads and parses a kallsyms file; a missing or unreadable file gives an empty table.
+    /// Reads and parses a kallsyms file (a regular file of at most [`KALLSYMS_LIMIT`] bytes); a
+    /// missing, unreadable or refused file gives an empty table.
     pub(crate) fn load(path: &Path) -> KernelSymbols {
-        match std::fs::read(path) {
+        let options = Options::new("a kernel symbol list", KALLSYMS_LIMIT);
+        match read_bounded(path, &options) {
             Ok(bytes) => Self::parse(&String::from_utf8_lossy(&bytes)),
             Err(e) => KernelSymbols {
                 table: SymbolTable::default(),
                 status: ModuleStatus {
-                    problem: Some(ModuleProblem::from_io(path, &e)),
+                    problem: Some(ModuleProblem::from_read(&e)),
                     ..ModuleStatus::default()
                 },
             },

@@ -15,7 +15,12 @@
 //!   differs from the recorded one is not used (see [`ModuleProblem::BuildIdMismatch`]).
 //! - vDSO: the image mapped into this very process (same kernel as the recording).
 //! - Kernel: `/proc/kallsyms`, nearest preceding text symbol, module name kept in brackets.
-//! - JIT: `/tmp/perf-PID.map`.
+//! - JIT: `/tmp/perf-PID.map`, only when it is a regular file (not a link) owned by root, by the
+//!   user rprof runs as, or by the running process PID.
+//!
+//! Every file is opened through `rprof-fs`: only regular files, without blocking (a FIFO never
+//! hangs), each kind under a size cap; a refused file leaves its addresses unnamed and its
+//! status says why.
 //!
 //! Names are demangled ([`demangle`]: Rust legacy and v0 without hash, C++). Every module is
 //! parsed once (files are memory-mapped) and kept for later batches; [`Symbolizer::module_status`]
@@ -253,7 +258,8 @@ impl Symbolizer {
             ),
             ModuleSource::JitMap { pid } => {
                 let m = self.jit.entry(pid).or_insert_with(|| {
-                    JitMap::load(&options.perf_map_dir.join(format!("perf-{pid}.map")))
+                    let path = options.perf_map_dir.join(format!("perf-{pid}.map"));
+                    JitMap::load(&path, &jit::trusted_owners(pid))
                 });
                 Loaded::Jit(m)
             }

@@ -105,6 +105,23 @@ impl ModuleProblem {
     }
 }
 
+impl ModuleProblem {
+    /// The problem of a file that [`rprof_fs::read`] refused or could not read: missing, or
+    /// unreadable with its reason (not a regular file, over its size limit, a planted link, the
+    /// wrong owner, an I/O error).
+    pub(crate) fn from_read(error: &rprof_fs::read::ReadError) -> ModuleProblem {
+        let path = error.path().display().to_string();
+        if error.is_not_found() {
+            ModuleProblem::NotFound { path }
+        } else {
+            ModuleProblem::Unreadable {
+                path,
+                message: error.reason(),
+            }
+        }
+    }
+}
+
 /// Lower-case hex of a build id.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);

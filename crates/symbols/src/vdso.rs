@@ -6,13 +6,23 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use rprof_fs::read::{read_bounded, Options, PROC_MAPS_LIMIT};
+
+/// The largest vDSO image read (real ones are a few pages).
+const MAX_VDSO: usize = 16 << 20;
 
 /// Reads the bytes of this process's `[vdso]` mapping.
 pub(crate) fn read_own_vdso() -> Result<Vec<u8>, String> {
-    let maps =
-        std::fs::read_to_string("/proc/self/maps").map_err(|e| format!("/proc/self/maps: {e}"))?;
+    let options = Options::new("a memory map", PROC_MAPS_LIMIT);
+    let maps = read_bounded(Path::new("/proc/self/maps"), &options).map_err(|e| e.to_string())?;
+    let maps = String::from_utf8_lossy(&maps);
     let (start, end) = find_vdso(&maps).ok_or("no [vdso] mapping in /proc/self/maps")?;
-    let len = usize::try_from(end - start).map_err(|e| e.to_string())?;
+    let len = usize::try_from(end - start)
+        .ok()
+        .filter(|&len| len <= MAX_VDSO)
+        .ok_or_else(|| format!("implausible [vdso] size {}", end - start))?;
     let mem = File::open("/proc/self/mem").map_err(|e| format!("/proc/self/mem: {e}"))?;
     let mut bytes = vec![0u8; len];
     mem.read_exact_at(&mut bytes, start)

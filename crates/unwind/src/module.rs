@@ -425,14 +425,15 @@ pub(crate) fn load_file(
         path: path.to_path_buf(),
         source,
     };
-    let file = File::open(path).map_err(io)?;
-    let meta = file.metadata().map_err(io)?;
-    if !meta.is_file() {
-        return Err(LoadError::Malformed {
+    // Only a regular file (a FIFO is refused without blocking in open()) of a sane size.
+    let options = rprof_fs::read::Options::new("an ELF file", rprof_fs::read::ELF_LIMIT);
+    let (file, meta) = rprof_fs::read::open_regular(path, &options).map_err(|e| match e {
+        rprof_fs::read::ReadError::Open { source, .. } => io(source),
+        refused => LoadError::Malformed {
             path: path.to_path_buf(),
-            reason: "not a regular file".to_string(),
-        });
-    }
+            reason: refused.reason(),
+        },
+    })?;
     if expected_build_id.is_none() && expected_inode != 0 && meta.ino() != expected_inode {
         return Err(LoadError::Replaced {
             path: path.to_path_buf(),
