@@ -360,3 +360,29 @@ fn naming_memory_per_address_is_small() {
          addresses, {big_rss} for {big_n})"
     );
 }
+
+/// Issue 9.2: `rprof report -i FIFO` blocked in open() until a writer came; a profile path that
+/// is not a regular file is refused at once, with exit code 1 and one line.
+#[test]
+fn fifo_profile_is_refused() {
+    let dir = tempdir();
+    let fifo = dir.path().join("profile.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    let fifo = fifo.display().to_string();
+    for command in [&["report"][..], &["flame", "--folded"]] {
+        let out = Command::new("timeout")
+            .args(["--kill-after=5", "60"])
+            .arg(rprof_bin())
+            .args(command)
+            .args(["-i", &fifo])
+            .current_dir(dir.path())
+            .output()
+            .expect("timeout runs rprof");
+        assert_eq!(out.status.code(), Some(1), "{command:?}: {}", stderr(&out));
+        assert_eq!(
+            stderr(&out),
+            format!("rprof: cannot read {fifo}: not a regular file (a FIFO)\n"),
+            "{command:?}"
+        );
+    }
+}

@@ -54,6 +54,15 @@ pub enum ReadError {
         /// The underlying error.
         source: io::Error,
     },
+    /// The path is not something to read a profile from: a FIFO, a device, a directory (opening
+    /// a FIFO would block until a writer comes, so it is refused without waiting).
+    #[error("cannot read {path}: {reason}")]
+    Refused {
+        /// The profile's path.
+        path: String,
+        /// Why, e.g. "not a regular file (a FIFO)".
+        reason: String,
+    },
     /// The file does not start with rprof's magic bytes.
     #[error("{path} is not an rprof profile (it does not start with rprof's magic bytes)")]
     NotAProfile {

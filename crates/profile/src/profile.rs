@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 
 use rustc_hash::FxHashMap as HashMap;
-use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
 
@@ -111,6 +110,10 @@ pub struct Process {
     pub name: String,
 }
 
+/// The largest profile file read. The reader streams and bounds each block; this only keeps a
+/// file that claims an absurd size (a sparse file, a link to a huge one) from being read at all.
+const MAX_PROFILE_SIZE: u64 = 1 << 40;
+
 /// A profile in memory: what was recorded plus every sample's stack as named frames.
 #[derive(Debug, Clone)]
 pub struct Profile {
@@ -214,9 +217,18 @@ impl Profile {
     pub fn open(path: impl AsRef<Path>) -> Result<Profile, ReadError> {
         let path = path.as_ref();
         let label = path.display().to_string();
-        let file = File::open(path).map_err(|source| ReadError::Io {
-            path: label.clone(),
-            source,
+        // Regular files only, opened without blocking: `-i` naming a FIFO must not hang.
+        let options = rprof_fs::read::Options::new("a profile", MAX_PROFILE_SIZE);
+        let (file, _) = rprof_fs::read::open_regular(path, &options).map_err(|e| match e {
+            rprof_fs::read::ReadError::Open { source, .. }
+            | rprof_fs::read::ReadError::Read { source, .. } => ReadError::Io {
+                path: label.clone(),
+                source,
+            },
+            other => ReadError::Refused {
+                path: label.clone(),
+                reason: other.reason(),
+            },
         })?;
         Self::read(BufReader::with_capacity(1 << 20, file), &label)
     }
