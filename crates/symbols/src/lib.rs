@@ -42,7 +42,6 @@ mod kernel;
 mod split;
 mod status;
 mod symtab;
-mod vdso;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -236,7 +235,7 @@ impl Symbolizer {
             ModuleSource::Vdso => {
                 let vdso = self
                     .vdso
-                    .get_or_insert_with(|| match vdso::read_own_vdso() {
+                    .get_or_insert_with(|| match rprof_fs::vdso::read_own_vdso() {
                         Ok(bytes) => Ok(ElfModule::from_memory(
                             bytes,
                             "[vdso]",

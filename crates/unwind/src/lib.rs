@@ -207,8 +207,10 @@ impl Unwinder {
 
     /// Adds every mapping listed in `/proc/PID/maps` (for a process that is already running).
     pub fn load_proc_maps(&mut self, pid: u32) -> std::io::Result<()> {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/maps"))?;
-        for m in parse_proc_maps(&text) {
+        let path = std::path::PathBuf::from(format!("/proc/{pid}/maps"));
+        let options = rprof_fs::read::Options::new("a memory map", rprof_fs::read::PROC_MAPS_LIMIT);
+        let text = rprof_fs::read::read_bounded(&path, &options).map_err(std::io::Error::other)?;
+        for m in parse_proc_maps(&String::from_utf8_lossy(&text)) {
             self.add_mapping(pid, m);
         }
         Ok(())

@@ -1,9 +1,8 @@
 //! Modules (ELF files, the vDSO, anonymous/JIT memory): what the rest of rprof sees of them, and
 //! what the unwinder reads from them once (load segments, build id, unwind sections).
 
-use std::fs::File;
 use std::ops::Range;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -459,22 +458,8 @@ pub(crate) fn load_file(
 /// Reads the running kernel's vDSO image out of this process (every process on the machine maps
 /// the same image) and parses it.
 pub(crate) fn load_vdso() -> Result<ElfData, LoadError> {
-    let fail = |what: String| LoadError::NoVdso(what);
-    let maps = std::fs::read_to_string("/proc/self/maps")
-        .map_err(|e| fail(format!("/proc/self/maps: {e}")))?;
-    let vdso = crate::maps::parse_proc_maps(&maps)
-        .into_iter()
-        .find(|m| m.path == "[vdso]")
-        .ok_or_else(|| fail("no [vdso] mapping in this process".to_string()))?;
-    let len = usize::try_from(vdso.end - vdso.start)
-        .ok()
-        .filter(|&l| l <= 1 << 24)
-        .ok_or_else(|| fail("implausible [vdso] size".to_string()))?;
-    let mem = File::open("/proc/self/mem").map_err(|e| fail(format!("/proc/self/mem: {e}")))?;
-    let mut image = vec![0u8; len];
-    mem.read_exact_at(&mut image, vdso.start)
-        .map_err(|e| fail(format!("reading [vdso]: {e}")))?;
-    parse_elf(&*image).map_err(|e| fail(format!("[vdso] image: {e}")))
+    let image = rprof_fs::vdso::read_own_vdso().map_err(LoadError::NoVdso)?;
+    parse_elf(&*image).map_err(|e| LoadError::NoVdso(format!("[vdso] image: {e}")))
 }
 
 #[cfg(test)]

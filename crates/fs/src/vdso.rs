@@ -2,19 +2,20 @@
 //!
 //! The kernel maps the same vDSO image into every process, so reading our own copy gives the
 //! symbols of the recorded process's vDSO as long as symbolization runs on the kernel that
-//! recorded (which is the case when rprof symbolizes right after recording).
+//! recorded (which is the case when rprof symbolizes right after recording). The unwinder and the
+//! symbolizer both read it through here, with the same size cap.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use rprof_fs::read::{read_bounded, Options, PROC_MAPS_LIMIT};
+use crate::read::{read_bounded, Options, PROC_MAPS_LIMIT};
 
 /// The largest vDSO image read (real ones are a few pages).
 const MAX_VDSO: usize = 16 << 20;
 
 /// Reads the bytes of this process's `[vdso]` mapping.
-pub(crate) fn read_own_vdso() -> Result<Vec<u8>, String> {
+pub fn read_own_vdso() -> Result<Vec<u8>, String> {
     let options = Options::new("a memory map", PROC_MAPS_LIMIT);
     let maps = read_bounded(Path::new("/proc/self/maps"), &options).map_err(|e| e.to_string())?;
     let maps = String::from_utf8_lossy(&maps);
