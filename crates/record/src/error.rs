@@ -84,3 +84,34 @@ pub(crate) fn with_causes(error: &dyn std::error::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 10: an error keeps its causes in the one line (`what: why`), as anyhow's `{:#}`
+    /// printed them when this was the binary's code.
+    #[test]
+    fn causes_follow_the_error() {
+        let e = RecordError::io(
+            "cannot write the profile to 'p.data'",
+            std::io::Error::from_raw_os_error(libc::ENOSPC),
+        );
+        assert_eq!(
+            with_causes(&e),
+            "cannot write the profile to 'p.data': No space left on device (os error 28)"
+        );
+        let not_started = RecordError::NotStarted {
+            error: with_causes(&e),
+            command: "./prog".to_string(),
+        };
+        assert_eq!(
+            not_started.to_string(),
+            "cannot write the profile to 'p.data': No space left on device (os error 28); ./prog was not started"
+        );
+        assert_eq!(
+            RecordError::Gone(9).to_string(),
+            "no process with id 9 (it exited before rprof could attach)"
+        );
+    }
+}

@@ -77,3 +77,40 @@ impl fmt::Display for Note {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 10: the notes moved out of the binary read as they did there (the integration
+    /// tests match parts of them).
+    #[test]
+    fn notes_read_as_before() {
+        assert_eq!(
+            Note::UserOnly { paranoid: Some(2) }.to_string(),
+            "the kernel refuses kernel-space sampling (kernel.perf_event_paranoid is 2); recording user space only"
+        );
+        assert_eq!(
+            Note::UserOnly { paranoid: None }.to_string(),
+            "the kernel refuses kernel-space sampling (kernel.perf_event_paranoid is unreadable); recording user space only"
+        );
+        assert_eq!(
+            Note::SmallerBuffers { asked: 4096, pages: 512 }.to_string(),
+            "the kernel refused ring buffers of 4096 pages per CPU (locked-memory limit); using 512 pages, samples may be lost (see docs/permissions.md)"
+        );
+        assert_eq!(
+            Note::WriteStopped {
+                path: PathBuf::from("p.data"),
+                error: "No space left on device (os error 28)".to_string(),
+                target: "process 42".to_string(),
+            }
+            .to_string(),
+            "cannot write to 'p.data': No space left on device (os error 28); following process 42 to its end without recording"
+        );
+        let error = std::io::Error::from_raw_os_error(libc::EACCES);
+        assert_eq!(
+            Note::NoMaps { pid: 7, error }.to_string(),
+            "cannot read /proc/7/maps: Permission denied (os error 13)"
+        );
+    }
+}

@@ -196,3 +196,32 @@ impl Recording {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 10: the sink moved out of the binary keeps the first write error (a full disk)
+    /// and drops every later write, so the recording goes on following the target.
+    #[test]
+    fn a_full_disk_is_kept_and_later_writes_are_dropped() {
+        let full = File::options()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full is part of every Linux system rprof runs on");
+        let failure = Rc::new(OnceCell::new());
+        let mut sink = Sink {
+            file: full,
+            failure: Rc::clone(&failure),
+        };
+        assert_eq!(sink.write(b"header").unwrap(), 6);
+        let first = failure.get().map(io::Error::raw_os_error);
+        assert_eq!(first, Some(Some(libc::ENOSPC)));
+        assert_eq!(sink.write(b"more").unwrap(), 4);
+        sink.flush().unwrap();
+        assert_eq!(
+            failure.get().map(io::Error::raw_os_error),
+            Some(Some(libc::ENOSPC))
+        );
+    }
+}
