@@ -1,4 +1,4 @@
-//! The values of `rprof record`'s flags, checked and turned into [`rprof_record::Options`]:
+//! The values of `rprof record`'s flags, checked and turned into [`rprof_record::session::Options`]:
 //! the event and its rate (clamped to the kernel's maximum), `--call-graph`, `--duration`,
 //! `-p`/COMMAND and `-m`. A value that cannot be used is a usage error (exit code 2); one that
 //! is adjusted says so in a note.

@@ -13,7 +13,7 @@
 //!
 //! Around the recorder, the session of `rprof record` ([`session::record`]): opening the
 //! samplers with their fallbacks and sizing their ring buffers ([`open`]), the profile's file
-//! and what happens when it cannot be written ([`output`]), the followed process ([`process`]),
+//! and what happens when it cannot be written (`output`), the followed process (`process`),
 //! and one loop for a launched COMMAND and an attached process. It hands the caller
 //! [`Note`]s as they arise and a [`session::Summary`] at the end, or a [`RecordError`].
 //!

@@ -3,7 +3,7 @@
 //! command line into [`Options`], calls [`record`], prints the [`Note`]s as they come and the
 //! [`Summary`] at the end.
 //!
-//! Both targets share one loop; what differs is data ([`Followed`]): a launched COMMAND is held
+//! Both targets share one loop; what differs is data (`Followed`): a launched COMMAND is held
 //! before `exec` while the samplers open and the header is written (so that a recording that
 //! cannot start never runs it), ends when it exits and gets SIGTERM, then SIGKILL, at
 //! `--duration`; an attached process must still be there once the samplers are on it (else
@@ -60,7 +60,7 @@ pub struct Options {
 /// What a recording follows.
 #[derive(Debug, Clone)]
 pub enum Target {
-    /// Run this command line (argv[0] is looked up in PATH).
+    /// Run this command line (`argv[0]` is looked up in PATH).
     Command(Vec<OsString>),
     /// Attach to this running process, all its threads.
     Attach(u32),
