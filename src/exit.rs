@@ -108,15 +108,6 @@ pub fn finish(result: anyhow::Result<i32>) -> i32 {
     }
 }
 
-/// Restores the default SIGPIPE action so that writing into a closed pipe ends rprof quietly
-/// instead of turning every `println!` into a panic.
-pub fn reset_sigpipe() {
-    // SAFETY: setting a signal's disposition to its default is always sound.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

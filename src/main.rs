@@ -34,7 +34,9 @@ enum Command {
 }
 
 fn main() {
-    exit::reset_sigpipe();
+    // Writing into a closed pipe ends rprof quietly instead of turning every `println!` into
+    // a panic.
+    rprof_launch::default_sigpipe();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         // --help and --version: clap's own text on stdout, exit 0.

@@ -203,14 +203,7 @@ pub(crate) fn selection(
 
 /// Columns and rows of the terminal on stdout, if it is one.
 fn terminal_size() -> Option<(usize, usize)> {
-    let mut size = libc::winsize {
-        ws_row: 0,
-        ws_col: 0,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCGWINSZ writes one `winsize` into the struct we pass; fd 1 may be anything,
-    // the call then fails and we ignore the struct.
-    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
-    (ok && size.ws_col > 0).then_some((usize::from(size.ws_col), usize::from(size.ws_row)))
+    let (terminal_size::Width(cols), terminal_size::Height(rows)) =
+        terminal_size::terminal_size_of(std::io::stdout())?;
+    (cols > 0).then_some((usize::from(cols), usize::from(rows)))
 }

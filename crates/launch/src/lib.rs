@@ -11,7 +11,8 @@
 //! child only makes async-signal-safe calls until `execve`.
 //!
 //! What it leaves to others: perf events, output, and deciding what to do on an interrupt.
-//! [`forward_signals_to`] and [`catch_interrupts`] install process-wide signal handlers.
+//! [`forward_signals_to`] and [`catch_interrupts`] install process-wide signal handlers;
+//! [`default_sigpipe`] gives SIGPIPE its default action back.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
@@ -30,7 +31,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{AccessFlags, Pid};
 
-pub use signals::{catch_interrupts, forward_signals_to, interrupted};
+pub use signals::{catch_interrupts, default_sigpipe, forward_signals_to, interrupted};
 
 /// Why COMMAND could not be started or waited for.
 #[derive(Debug, thiserror::Error)]

@@ -77,6 +77,16 @@ pub fn interrupted() -> Option<i32> {
     }
 }
 
+/// Restores the default action of SIGPIPE (the Rust runtime starts a program with it ignored),
+/// so that writing into a closed pipe (`rprof report | head`) ends the process quietly instead
+/// of turning every `println!` into a panic.
+pub fn default_sigpipe() {
+    // SAFETY: the default disposition installs no handler; setting it is always sound.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,9 +11,16 @@
 //! a captured stream ([`capture`]; `RPROF_CAPTURE=PATH` makes a recording write one), so the
 //! recorder's rules are tested on real kernel output without a kernel.
 //!
-//! It leaves to others: opening the samplers and starting or attaching to the target (the
-//! `rprof` binary with `rprof-launch` and `rprof-perf`), and naming addresses (the caller passes
-//! a naming function to [`Recorder::finish`]).
+//! Around the recorder, the session of `rprof record` ([`session::record`]): opening the
+//! samplers with their fallbacks and sizing their ring buffers ([`open`]), the profile's file
+//! and what happens when it cannot be written (`output`), the followed process (`process`),
+//! and one loop for a launched COMMAND and an attached process. It hands the caller
+//! [`Note`]s as they arise and a [`session::Summary`] at the end, or a [`RecordError`].
+//!
+//! It leaves to others: the command line, printing and exit codes (the `rprof` binary),
+//! starting COMMAND and signals (`rprof-launch`), the samplers themselves (`rprof-perf`), and
+//! naming addresses (the caller passes a naming function to [`session::record`] and
+//! [`Recorder::finish`]).
 
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
@@ -25,9 +32,18 @@ compile_error!(
 );
 
 pub mod capture;
+pub mod error;
+pub mod note;
+pub mod open;
+mod output;
+mod process;
+pub mod session;
 pub mod source;
 
 pub use capture::{Capture, CaptureError, CaptureWriter, Replay, CAPTURE_ENV};
+pub use error::RecordError;
+pub use note::Note;
+pub use session::record;
 pub use source::{BufferRecords, RecordSource};
 
 use std::collections::{HashMap, HashSet};

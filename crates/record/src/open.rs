@@ -1,0 +1,235 @@
+//! Opening the samplers of a recording, with the fallbacks that keep it going, and the size of
+//! their ring buffers.
+//!
+//! Fallbacks, tried in turn until the samplers open: a kernel before 5.12 refuses
+//! `attr.build_id` (MMAP2 records then carry the inode); a kernel that refuses kernel-space
+//! sampling gets user-only samplers (said in a [`Note::UserOnly`]); a ring buffer of the
+//! default size over the locked-memory limit is halved down to [`MIN_PAGES`] (said in a
+//! [`Note::SmallerBuffers`]). A size asked for with `-m` is never reduced.
+//!
+//! It leaves to others the samplers themselves (`rprof-perf`) and what is recorded from them
+//! ([`crate::session`]).
+
+use rprof_events::{Event, OpenError};
+use rprof_perf::{CallGraph, MapError, Rate, SamplerError, Samplers, SamplingOptions};
+
+use crate::error::RecordError;
+use crate::note::Note;
+
+/// Smallest ring buffer (data pages) tried when the default size is refused.
+pub const MIN_PAGES: usize = 8;
+
+/// What the samplers sample, as the session asks for it.
+pub(crate) struct Request<'a> {
+    pub event: &'a Event,
+    pub rate: Rate,
+    pub call_graph: CallGraph,
+    /// Sample user space only (`--no-kernel`).
+    pub no_kernel: bool,
+    /// Data pages per CPU, and whether the user asked for them (then never reduced).
+    pub pages: usize,
+    pub explicit_pages: bool,
+}
+
+/// The samplers as opened, with the event as it ended up (user-only after a fallback).
+pub(crate) struct Opened {
+    pub samplers: Samplers,
+    pub event: Event,
+}
+
+/// True when the kernel lets us lock as much memory as we like for ring buffers.
+pub fn privileged() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    // CAP_IPC_LOCK (bit 14) in the effective set.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("CapEff:"))?;
+            u64::from_str_radix(line.trim_start_matches("CapEff:").trim(), 16).ok()
+        })
+        .is_some_and(|caps| caps & (1 << 14) != 0)
+}
+
+/// The default ring-buffer size per CPU (data pages): room for ~250 ms of dwarf samples at the
+/// default rate on a busy CPU; without privileges, at most [`affordable_pages`]. If the kernel
+/// refuses it anyway, the samplers are opened with half of it, and so on.
+pub fn default_pages(call_graph: CallGraph) -> usize {
+    let page = rprof_perf::ring::page_size();
+    let wanted = match call_graph {
+        CallGraph::Dwarf { .. } => default_dwarf_pages(),
+        _ => (1 << 20) / page,
+    };
+    if privileged() {
+        return wanted;
+    }
+    affordable_pages().map_or(wanted, |pages| pages.min(wanted))
+}
+
+/// The default ring-buffer size per CPU for dwarf stacks (data pages): 16 MiB.
+pub fn default_dwarf_pages() -> usize {
+    (16 << 20) / rprof_perf::ring::page_size()
+}
+
+/// The largest power-of-two buffer (data pages per CPU) the locked-memory limits grant an
+/// unprivileged user: `perf_event_mlock_kb` per CPU plus `RLIMIT_MEMLOCK` shared by all CPUs
+/// (None: unlimited).
+pub fn affordable_pages() -> Option<usize> {
+    use nix::sys::resource::{getrlimit, Resource, RLIM_INFINITY};
+    let page_kb = (rprof_perf::ring::page_size() as u64 / 1024).max(1);
+    let mlock_kb = rprof_events::mlock_kb().unwrap_or(516);
+    let cpus = rprof_events::online_cpus().map_or(1, |c| c.len().max(1)) as u64;
+    let memlock_kb = match getrlimit(Resource::RLIMIT_MEMLOCK) {
+        Ok((soft, _)) if soft == RLIM_INFINITY => return None,
+        Ok((soft, _)) => soft / 1024,
+        Err(_) => 0,
+    };
+    let budget_kb = mlock_kb + memlock_kb / cpus;
+    // The metadata page counts too.
+    let pages = (budget_kb / page_kb).saturating_sub(1).max(1);
+    Some(1usize << (63 - pages.leading_zeros()))
+}
+
+/// Opens the samplers for `pid` (`attach`: every existing thread of a running process; else a
+/// held child, enabled at its exec), with the fallbacks of this module. Notes go to `tell`
+/// once the samplers are open.
+pub(crate) fn open_samplers(
+    request: &Request<'_>,
+    pid: u32,
+    attach: bool,
+    tell: &mut dyn FnMut(Note),
+) -> Result<Opened, RecordError> {
+    let cpus = rprof_events::online_cpus().map_err(|error| RecordError::Io {
+        what: "cannot list the online CPUs".to_string(),
+        error,
+    })?;
+    let mut event = if request.no_kernel {
+        request.event.user_only()
+    } else {
+        request.event.clone()
+    };
+    let asked = request.pages;
+    let mut pages = asked;
+    let mut kernel_refused = None;
+    let mut options = SamplingOptions {
+        rate: request.rate,
+        call_graph: request.call_graph,
+        enable_on_exec: !attach,
+        inherit: true,
+        wakeup_bytes: 0,
+        mmap_build_id: true,
+    };
+    loop {
+        // Wake up when a quarter of the buffer is used.
+        let bytes = pages.saturating_mul(rprof_perf::ring::page_size()) / 4;
+        options.wakeup_bytes = bytes.clamp(1, u32::MAX as usize) as u32;
+        let mut attr = rprof_perf::sampling_attr(&event.attr(), &options);
+        if event.exclude_kernel {
+            attr.set_exclude_callchain_kernel(1);
+        }
+        let result = if attach {
+            Samplers::attach(&event.name, &attr, pid, &cpus, pages)
+        } else {
+            Samplers::open_process(&event.name, &attr, pid, &cpus, pages)
+        };
+        match result {
+            Ok(samplers) => {
+                if let Some(note) = kernel_refused.take() {
+                    tell(note);
+                }
+                if pages != asked {
+                    tell(Note::SmallerBuffers { asked, pages });
+                }
+                return Ok(Opened { samplers, event });
+            }
+            // Kernels before 5.12 do not know attr.build_id: MMAP2 records then carry the inode.
+            Err(SamplerError::Open(e)) if e.errno == libc::EINVAL && options.mmap_build_id => {
+                options.mmap_build_id = false;
+            }
+            Err(SamplerError::Open(e))
+                if e.is_permission() && e.counts_kernel && !event.exclude_kernel =>
+            {
+                // Said only once the user-only events open: attaching may still be refused.
+                kernel_refused = Some(Note::UserOnly {
+                    paranoid: e.paranoid,
+                });
+                event = event.user_only();
+            }
+            Err(SamplerError::Map { source, .. })
+                if source.is_mlock_limit() && !request.explicit_pages && pages / 2 >= MIN_PAGES =>
+            {
+                pages /= 2;
+            }
+            Err(SamplerError::Map { source, .. }) if source.is_mlock_limit() => {
+                return Err(RecordError::Refused(mlock_message(pages, &source)));
+            }
+            Err(SamplerError::Open(e)) if e.is_permission() && attach => {
+                return Err(RecordError::Refused(attach_permission_message(pid, &e)));
+            }
+            Err(SamplerError::Open(e)) if e.is_no_such_process() && attach => {
+                return Err(RecordError::Gone(pid));
+            }
+            Err(SamplerError::Gone { .. }) if attach => return Err(RecordError::Gone(pid)),
+            Err(SamplerError::Threads { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                return Err(RecordError::Gone(pid));
+            }
+            Err(e) => return Err(RecordError::Sampler(e)),
+        }
+    }
+}
+
+fn mlock_message(pages: usize, source: &MapError) -> String {
+    if privileged() {
+        // Root (or CAP_IPC_LOCK) is not held to the locked-memory limits: the kernel could not
+        // provide that much memory. Advising to run as root would be advising what is done.
+        let page = rprof_perf::ring::page_size();
+        return format!(
+            "{source}: the kernel cannot provide ring buffers this large ({} MiB per CPU); use a smaller buffer (-m {}M, the default for dwarf stacks, is enough for most programs)",
+            (pages as u64 * page as u64) >> 20,
+            (default_dwarf_pages() * page) >> 20
+        );
+    }
+    let mlock = rprof_events::mlock_kb().map_or("unreadable".to_string(), |kb| format!("{kb} KiB"));
+    format!(
+        "{source}: over the locked-memory limit for perf buffers (kernel.perf_event_mlock_kb = {mlock} per CPU, plus `ulimit -l`); use a smaller buffer (-m {}), raise the limit with `sudo sysctl -w kernel.perf_event_mlock_kb={}`, or run as root",
+        affordable_pages().map_or(pages / 4, |p| p.min(pages / 2)).max(1),
+        (pages * rprof_perf::ring::page_size() / 1024 + 4).max(516)
+    )
+}
+
+fn process_owner(pid: u32) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}"))
+        .ok()
+        .map(|m| m.uid())
+}
+
+fn attach_permission_message(pid: u32, e: &OpenError) -> String {
+    let me = nix::unistd::geteuid().as_raw();
+    match process_owner(pid) {
+        Some(owner) if owner != me => format!(
+            "cannot attach to process {pid}: it belongs to uid {owner} and rprof runs as uid {me}; only root (or CAP_PERFMON with ptrace access) may profile other users' processes: run `sudo rprof record -p {pid}`"
+        ),
+        _ => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_buffers_are_powers_of_two() {
+        for cg in [
+            CallGraph::Dwarf { stack_size: 8 },
+            CallGraph::FramePointer,
+            CallGraph::None,
+        ] {
+            let pages = default_pages(cg);
+            assert!(pages.is_power_of_two() && pages >= 1, "{pages}");
+        }
+    }
+}
