@@ -743,6 +743,9 @@ fn record_command(plan: &Plan, argv: &[OsString]) -> anyhow::Result<i32> {
     let exit_watch = pidfd_open(pid).ok();
     rprof_launch::forward_signals_to(pid as i32).context("cannot install the Ctrl-C handler")?;
     let started = Instant::now();
+    // Timed before COMMAND is released, so that the kernel's COMM of every `exec` it runs is
+    // later and wins: its samples must not go back to this name (issue 9.11).
+    let released_at = now_monotonic_ns();
     let mut running = pending.start().map_err(launch_error)?;
     // Recording has begun: the profile replaces the destination now and is kept whatever
     // happens next (a `kill -9` of rprof included). Records wait in the ring buffers meanwhile.
@@ -751,7 +754,7 @@ fn record_command(plan: &Plan, argv: &[OsString]) -> anyhow::Result<i32> {
     recording
         .recorder
         .push(Record::Comm {
-            time: now_monotonic_ns(),
+            time: released_at,
             pid,
             tid: pid,
             name: comm,
