@@ -115,7 +115,9 @@ fn flame_graph_has_a_root_for_the_name_before_exec() {
 /// `spin_before_exec` and then `exec`s `after`, which burns 0.5 s in `spin_after_exec`. One
 /// thread, three names (`sh`, `exec_n_before`, `exec_n_after`); the folded stacks must show
 /// each spin function under the name the thread had while it ran, and `--thread` must select
-/// by that name.
+/// by that name. Also guards the recorder: the name it gives the command (`sh`) used to be
+/// timed after the command's release, later than the kernel's COMM of an immediate `exec`, and
+/// then took over the samples of `exec_n_before` (3 runs in 9).
 #[test]
 fn live_exec_keeps_each_sample_under_its_name() {
     let flags = ["-O1", "-g", "-fno-omit-frame-pointer"];
