@@ -24,7 +24,7 @@ pub struct Args {
     /// Write folded stacks (`thread;main;f;g 42` lines) instead of an SVG.
     #[arg(long)]
     pub folded: bool,
-    /// Only samples of this thread (a thread id, or every thread with this name).
+    /// Only samples of this thread (a thread id; or a name: the samples taken under it).
     #[arg(long, value_name = "NAME|TID")]
     pub thread: Option<String>,
     /// Only samples of this process.

@@ -31,7 +31,7 @@ pub struct Args {
     /// Show the samples and CPU time of each thread before the table.
     #[arg(long)]
     pub threads: bool,
-    /// Only samples of this thread (a thread id, or every thread with this name).
+    /// Only samples of this thread (a thread id; or a name: the samples taken under it).
     #[arg(long, value_name = "NAME|TID")]
     pub thread: Option<String>,
     /// Only samples of this process.
@@ -166,11 +166,11 @@ pub(crate) fn selection(
     merge_inline: bool,
 ) -> anyhow::Result<(Selection, Option<String>)> {
     let mut labels = Vec::new();
-    let tids = match thread {
+    let threads = match thread {
         Some(spec) => {
-            let tids = rprof_report::resolve_thread(profile, spec).map_err(usage)?;
+            let threads = rprof_report::resolve_thread(profile, spec).map_err(usage)?;
             labels.push(format!("thread {spec}"));
-            Some(tids)
+            Some(threads)
         }
         None => None,
     };
@@ -193,7 +193,7 @@ pub(crate) fn selection(
         labels.push(format!("process {pid}"));
     }
     let selection = Selection {
-        tids,
+        threads,
         pid,
         merge_inline,
     };

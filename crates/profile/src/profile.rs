@@ -84,6 +84,15 @@ pub struct ThreadName {
 }
 
 impl Thread {
+    /// Which of [`names`](Self::names) the thread had at `time`: the last name given at or
+    /// before it, or the first name for a sample taken before any (its time was unknown). Every
+    /// per-name count of the profile and of the reports uses this rule.
+    pub fn name_at(&self, time: u64) -> usize {
+        self.names
+            .partition_point(|n| n.since <= time)
+            .saturating_sub(1)
+    }
+
     /// Notes that the thread got `name` at `time` (a repeat of its current name is not a new
     /// name).
     fn add_name(&mut self, time: u64, name: &str) {
@@ -474,12 +483,7 @@ impl Profile {
             let Some(thread) = self.threads.get_mut(&sample.tid) else {
                 continue;
             };
-            // The last name given at or before the sample's time; the first name for samples
-            // before any (its time was unknown).
-            let at = thread
-                .names
-                .partition_point(|n| n.since <= sample.time)
-                .saturating_sub(1);
+            let at = thread.name_at(sample.time);
             if let Some(name) = thread.names.get_mut(at) {
                 name.samples = name.samples.saturating_add(1);
                 name.period = name.period.saturating_add(sample.period);

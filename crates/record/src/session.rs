@@ -187,6 +187,9 @@ fn start_command(
     rprof_launch::forward_signals_to(pid as i32)
         .map_err(|e| RecordError::io("cannot install the Ctrl-C handler", e))?;
     let started = Instant::now();
+    // Timed before COMMAND is released, so that the kernel's COMM of every `exec` it runs is
+    // later and wins: its samples must not go back to this name (issue 9.11).
+    let released_at = now_monotonic_ns();
     let running = pending.start()?;
     // Recording has begun: the profile replaces the destination now and is kept whatever
     // happens next (a `kill -9` of rprof included). Records wait in the ring buffers meanwhile.
@@ -194,7 +197,7 @@ fn start_command(
     recording
         .recorder
         .push(Record::Comm {
-            time: now_monotonic_ns(),
+            time: released_at,
             pid,
             tid: pid,
             name: comm,

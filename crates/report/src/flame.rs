@@ -19,7 +19,7 @@ use rprof_profile::Profile;
 use crate::folded::{self, thread_label, FoldedOptions};
 use crate::format::{command_line, duration, thousands};
 use crate::overview::Overview;
-use crate::select::{Selection, StackCounts};
+use crate::select::{Selection, StackCounts, ThreadSpan};
 use crate::visible::visible;
 
 /// Why no flame graph was written.
@@ -153,10 +153,13 @@ pub fn render(
     if samples == 0 {
         return Err(FlameError::NoSamples);
     }
+    // Every name a thread had is a root (the one it had when each sample was taken).
     let roots: BTreeSet<String> = profile
         .threads
-        .keys()
-        .map(|&tid| thread_label(profile, tid))
+        .values()
+        .flat_map(|t| {
+            (0..t.names.len().max(1)).map(|i| thread_label(profile, ThreadSpan::named(t, i)))
+        })
         .collect();
     let mut palette = PaletteMap::default();
     let mut seen: BTreeSet<&str> = BTreeSet::new();

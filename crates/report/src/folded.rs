@@ -1,6 +1,8 @@
 //! Folded stacks (Brendan Gregg's format): one line per distinct stack, root first, frames
 //! separated by `;`, then a space and the number of samples. The thread's name is the root
-//! frame, as perf's stack collapsing does. Lines are sorted, so the output is deterministic.
+//! frame, as perf's stack collapsing does: the name the thread had when the sample was taken
+//! (samples before an `exec` keep the old program's name). Lines are sorted, so the output is
+//! deterministic.
 //!
 //! Names are cleaned for the format: `;` in a name becomes `:`, control and bidi characters are
 //! escaped by [`visible`] (so a newline cannot end a stack early), surrounding whitespace is
@@ -11,7 +13,7 @@ use std::io::{self, Write};
 
 use rprof_profile::{FrameKind, Profile};
 
-use crate::select::{Selection, StackCounts};
+use crate::select::{Selection, StackCounts, ThreadSpan};
 use crate::visible::visible;
 
 /// How folded stacks are made.
@@ -52,11 +54,12 @@ fn clean(name: &str) -> String {
     }
 }
 
-/// The name a thread has as a root frame.
-pub fn thread_label(profile: &Profile, tid: u32) -> String {
-    match profile.threads.get(&tid) {
-        Some(t) if !t.name.is_empty() => clean(&t.name),
-        _ => format!("[tid {tid}]"),
+/// The root frame of the samples `who` took: the name the thread had then, or `[tid N]` when
+/// it had none.
+pub fn thread_label(profile: &Profile, who: ThreadSpan) -> String {
+    match who.name(profile) {
+        "" => format!("[tid {}]", who.tid),
+        name => clean(name),
     }
 }
 
@@ -91,16 +94,16 @@ pub fn lines(profile: &Profile, options: &FoldedOptions) -> Vec<String> {
             intern(name)
         })
         .collect();
-    let mut thread_names: HashMap<u32, u32> = HashMap::new();
+    let mut thread_names: HashMap<(u32, usize), u32> = HashMap::new();
     let counts = StackCounts::new(profile, &options.selection);
     let mut folded: HashMap<Vec<u32>, u64> = HashMap::new();
     let mut key = Vec::new();
-    for &(stack, tid, n) in &counts.entries {
+    for &(stack, who, n) in &counts.entries {
         key.clear();
         if options.thread_root {
             let id = *thread_names
-                .entry(tid)
-                .or_insert_with(|| intern(thread_label(profile, tid)));
+                .entry((who.tid, who.name_index))
+                .or_insert_with(|| intern(thread_label(profile, who)));
             key.push(id);
         }
         let start = key.len();

@@ -14,7 +14,7 @@ use serde_json::ser::{Formatter, PrettyFormatter};
 use crate::aggregate::{Table, TableKind};
 use crate::format::percent2;
 use crate::overview::Overview;
-use crate::select::{Selection, StackCounts};
+use crate::select::{selected_names, Selection, StackCounts};
 use crate::visible::needs_escape;
 use crate::SortBy;
 
@@ -160,12 +160,8 @@ pub fn report(profile: &Profile, options: &JsonOptions) -> Report {
         })
         .collect();
     // One entry per name a thread had (issue 9.11), as in the text table.
-    let mut threads: Vec<ThreadEntry> = profile
-        .threads
-        .values()
-        .filter(|t| options.selection.accepts(t.pid, t.tid))
-        .flat_map(|t| t.names.iter().map(move |n| (t, n)))
-        .filter(|(_, n)| n.samples > 0)
+    let threads: Vec<ThreadEntry> = selected_names(profile, &options.selection)
+        .into_iter()
         .map(|(t, n)| ThreadEntry {
             tid: t.tid,
             pid: t.pid,
@@ -175,7 +171,6 @@ pub fn report(profile: &Profile, options: &JsonOptions) -> Report {
             period: n.period,
         })
         .collect();
-    threads.sort_by(|a, b| b.samples.cmp(&a.samples).then(a.tid.cmp(&b.tid)));
     let h = &profile.header;
     let (functions, lines) = match options.kind {
         TableKind::Functions => (Some(entries), None),

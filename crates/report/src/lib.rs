@@ -9,7 +9,8 @@
 //! Every renderer takes an `Options` struct (each field documents its default) and writes into
 //! any [`std::io::Write`]; errors of the writer are passed up untouched, so that the binary can
 //! treat a closed pipe as the normal end it is. Which samples are counted is decided by a
-//! [`Selection`] (threads, process, inline frames merged or kept), shared by all renderers.
+//! [`Selection`] (threads, process, inline frames merged or kept), shared by all renderers; each
+//! sample is shown under the name its thread had when it was taken ([`ThreadSpan`]).
 //! Every string that came from the target or the profile goes through [`visible`] before a text
 //! output shows it (control and bidi characters escaped); JSON keeps the exact strings.
 //!
@@ -33,7 +34,7 @@ mod visible;
 
 pub use aggregate::{Row, Table, TableKind};
 pub use overview::Overview;
-pub use select::{resolve_thread, SelectError, Selection, StackCounts};
+pub use select::{resolve_thread, SelectError, Selection, StackCounts, ThreadFilter, ThreadSpan};
 pub use shorten::shorten;
 pub use visible::{needs_escape, visible};
 
@@ -54,7 +55,7 @@ pub fn truncated_samples(profile: &Profile, selection: &Selection) -> u64 {
     profile
         .samples
         .iter()
-        .filter(|s| s.truncated && selection.accepts(s.pid, s.tid))
+        .filter(|s| s.truncated && selection.accepts_sample(profile, s))
         .count() as u64
 }
 

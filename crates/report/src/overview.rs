@@ -43,12 +43,10 @@ impl Overview {
                 max - min
             }
         };
-        let threads: Vec<_> = profile
-            .threads
-            .values()
-            .filter(|t| t.samples > 0 && selection.accepts(t.pid, t.tid))
-            .collect();
-        let mut pids: Vec<u32> = threads.iter().map(|t| t.pid).collect();
+        let mut tids: Vec<u32> = counts.entries.iter().map(|(_, who, _)| who.tid).collect();
+        tids.sort_unstable();
+        tids.dedup();
+        let mut pids: Vec<u32> = counts.entries.iter().map(|(_, who, _)| who.pid).collect();
         pids.sort_unstable();
         pids.dedup();
         Overview {
@@ -61,7 +59,7 @@ impl Overview {
             throttled: profile.throttled,
             duration_ns,
             complete: profile.summary.is_some(),
-            threads: threads.len(),
+            threads: tids.len(),
             processes: pids.len(),
         }
     }

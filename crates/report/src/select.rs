@@ -1,9 +1,10 @@
 //! Which samples count, and how their stacks are seen: thread and process filters, inline frames
-//! kept or merged into their callers.
+//! kept or merged into their callers, and which of its thread's names each sample is shown under
+//! ([`ThreadSpan`]).
 
 use std::collections::{BTreeSet, HashMap};
 
-use rprof_profile::{FrameId, Profile, StackId};
+use rprof_profile::{FrameId, Profile, Sample, StackId, Thread, ThreadName};
 
 use crate::visible::visible;
 
@@ -25,11 +26,77 @@ pub enum SelectError {
     },
 }
 
+/// Who took a sample, as every output shows it: a thread while it had one of its names.
+///
+/// A thread that runs `exec` (or renames itself) has several names; a sample belongs to the
+/// name the thread had when the sample was taken, so that the folded stacks, the flame graph,
+/// `--thread NAME` and the thread table all show samples taken before an `exec` under the old
+/// program's name (issue 9.11). [`ThreadSpan::of`] is the one place that decides it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ThreadSpan {
+    /// Process id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Index of the name in the thread's [`Thread::names`].
+    pub name_index: usize,
+}
+
+impl ThreadSpan {
+    /// Who took `sample`: its thread, under the name the thread had at the sample's time
+    /// ([`Thread::name_at`]).
+    pub fn of(profile: &Profile, sample: &Sample) -> ThreadSpan {
+        ThreadSpan {
+            pid: sample.pid,
+            tid: sample.tid,
+            name_index: profile
+                .threads
+                .get(&sample.tid)
+                .map_or(0, |t| t.name_at(sample.time)),
+        }
+    }
+
+    /// `thread` while it had its name number `name_index`.
+    pub fn named(thread: &Thread, name_index: usize) -> ThreadSpan {
+        ThreadSpan {
+            pid: thread.pid,
+            tid: thread.tid,
+            name_index,
+        }
+    }
+
+    /// The name the thread had (empty when it had none).
+    pub fn name<'p>(&self, profile: &'p Profile) -> &'p str {
+        profile
+            .threads
+            .get(&self.tid)
+            .and_then(|t| t.names.get(self.name_index))
+            .map_or("", |n| n.name.as_str())
+    }
+}
+
+/// The threads a `--thread` filter names: whole threads, or threads while they had a name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ThreadFilter {
+    /// Thread ids whose every sample counts.
+    pub tids: BTreeSet<u32>,
+    /// `(thread id, index in its Thread::names)`: the samples a thread took while it had that
+    /// name count.
+    pub names: BTreeSet<(u32, usize)>,
+}
+
+impl ThreadFilter {
+    /// True when the samples of `span` count.
+    pub fn accepts(&self, span: ThreadSpan) -> bool {
+        self.tids.contains(&span.tid) || self.names.contains(&(span.tid, span.name_index))
+    }
+}
+
 /// Which samples a renderer counts and how it sees their stacks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Selection {
-    /// Only samples of these thread ids. Default `None`: every thread.
-    pub tids: Option<BTreeSet<u32>>,
+    /// Only samples of these threads (see [`resolve_thread`]). Default `None`: every thread.
+    pub threads: Option<ThreadFilter>,
     /// Only samples of this process. Default `None`: every process.
     pub pid: Option<u32>,
     /// Merge inlined frames into the function they were inlined into. Default `false`: an inlined
@@ -38,9 +105,15 @@ pub struct Selection {
 }
 
 impl Selection {
-    /// True when a sample of `pid`/`tid` is counted.
-    pub fn accepts(&self, pid: u32, tid: u32) -> bool {
-        self.pid.is_none_or(|p| p == pid) && self.tids.as_ref().is_none_or(|t| t.contains(&tid))
+    /// True when the samples of `span` are counted.
+    pub fn accepts(&self, span: ThreadSpan) -> bool {
+        self.pid.is_none_or(|p| p == span.pid)
+            && self.threads.as_ref().is_none_or(|t| t.accepts(span))
+    }
+
+    /// True when `sample` is counted.
+    pub fn accepts_sample(&self, profile: &Profile, sample: &Sample) -> bool {
+        self.accepts(ThreadSpan::of(profile, sample))
     }
 
     /// The frames of `stack` as this selection sees them, leaf first.
@@ -58,44 +131,83 @@ impl Selection {
     }
 }
 
-/// The thread ids `spec` names: a thread id seen in the profile, or else every thread with that
-/// name.
-pub fn resolve_thread(profile: &Profile, spec: &str) -> Result<BTreeSet<u32>, SelectError> {
+/// What `--thread SPEC` selects: a thread id seen in the profile selects all of that thread's
+/// samples; otherwise a name selects, in every thread that had it, the samples taken while the
+/// thread had it (so a name a process had before an `exec` selects its samples from before).
+pub fn resolve_thread(profile: &Profile, spec: &str) -> Result<ThreadFilter, SelectError> {
     if let Ok(tid) = spec.parse::<u32>() {
         if profile.threads.contains_key(&tid) {
-            return Ok(BTreeSet::from([tid]));
+            return Ok(ThreadFilter {
+                tids: BTreeSet::from([tid]),
+                names: BTreeSet::new(),
+            });
         }
     }
-    let named: BTreeSet<u32> = profile
+    let names: BTreeSet<(u32, usize)> = profile
         .threads
         .values()
-        .filter(|t| t.name == spec)
-        .map(|t| t.tid)
+        .flat_map(|t| {
+            t.names
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| n.name == spec)
+                .map(|(i, _)| (t.tid, i))
+        })
         .collect();
-    if named.is_empty() {
-        let known = profile
-            .threads
-            .values()
-            .map(|t| format!("{} ({})", t.name, t.tid))
-            .collect::<Vec<_>>()
-            .join(", ");
+    if names.is_empty() {
+        let mut known: Vec<String> = Vec::new();
+        for t in profile.threads.values() {
+            let mut seen: Vec<&str> = Vec::new();
+            let all = t.names.iter().map(|n| n.name.as_str());
+            for name in all.chain(t.names.is_empty().then_some(t.name.as_str())) {
+                if !seen.contains(&name) {
+                    seen.push(name);
+                    known.push(format!("{name} ({})", t.tid));
+                }
+            }
+        }
         return Err(SelectError::UnknownThread {
             spec: spec.to_string(),
             known: if known.is_empty() {
                 "none".into()
             } else {
-                known
+                known.join(", ")
             },
         });
     }
-    Ok(named)
+    Ok(ThreadFilter {
+        tids: BTreeSet::new(),
+        names,
+    })
 }
 
-/// How many selected samples each (stack, thread) pair has: the input of every renderer.
+/// The names of threads that `selection` keeps samples of, each with the thread: one entry per
+/// name a thread had and took samples under, most samples first (then by thread id, then in
+/// time order). The rows of the thread tables.
+pub(crate) fn selected_names<'p>(
+    profile: &'p Profile,
+    selection: &Selection,
+) -> Vec<(&'p Thread, &'p ThreadName)> {
+    let mut rows: Vec<(&Thread, &ThreadName)> = profile
+        .threads
+        .values()
+        .flat_map(|t| {
+            t.names
+                .iter()
+                .enumerate()
+                .filter(|&(i, n)| n.samples > 0 && selection.accepts(ThreadSpan::named(t, i)))
+                .map(move |(_, n)| (t, n))
+        })
+        .collect();
+    rows.sort_by(|a, b| b.1.samples.cmp(&a.1.samples).then(a.0.tid.cmp(&b.0.tid)));
+    rows
+}
+
+/// How many selected samples each (stack, thread name) pair has: the input of every renderer.
 #[derive(Debug, Clone, Default)]
 pub struct StackCounts {
-    /// `(stack, tid, samples)`, sorted by stack then thread.
-    pub entries: Vec<(StackId, u32, u64)>,
+    /// `(stack, who took them, samples)`, sorted by stack then thread.
+    pub entries: Vec<(StackId, ThreadSpan, u64)>,
     /// Selected samples in all.
     pub samples: u64,
 }
@@ -103,20 +215,21 @@ pub struct StackCounts {
 impl StackCounts {
     /// Counts the samples of `profile` that `selection` accepts.
     pub fn new(profile: &Profile, selection: &Selection) -> StackCounts {
-        let mut counts: HashMap<(StackId, u32), u64> = HashMap::new();
+        let mut counts: HashMap<(StackId, ThreadSpan), u64> = HashMap::new();
         let mut samples = 0;
         for (index, sample) in profile.samples.iter().enumerate() {
-            if !selection.accepts(sample.pid, sample.tid) {
+            let who = ThreadSpan::of(profile, sample);
+            if !selection.accepts(who) {
                 continue;
             }
             samples += 1;
             *counts
-                .entry((profile.sample_stack(index), sample.tid))
+                .entry((profile.sample_stack(index), who))
                 .or_insert(0) += 1;
         }
-        let mut entries: Vec<(StackId, u32, u64)> = counts
+        let mut entries: Vec<(StackId, ThreadSpan, u64)> = counts
             .into_iter()
-            .map(|((stack, tid), n)| (stack, tid, n))
+            .map(|((stack, who), n)| (stack, who, n))
             .collect();
         entries.sort_unstable();
         StackCounts { entries, samples }

@@ -161,12 +161,25 @@ fn lines_rank_source_lines() {
 fn thread_and_pid_filters() {
     let p = basic();
     let workers = resolve_thread(&p, "worker").unwrap();
-    assert_eq!(workers, BTreeSet::from([101, 102]));
-    assert_eq!(resolve_thread(&p, "101").unwrap(), BTreeSet::from([101]));
+    // Name 1 of each: a new thread first has its creator's name (`app`).
+    assert_eq!(
+        workers,
+        ThreadFilter {
+            tids: BTreeSet::new(),
+            names: BTreeSet::from([(101, 1), (102, 1)]),
+        }
+    );
+    assert_eq!(
+        resolve_thread(&p, "101").unwrap(),
+        ThreadFilter {
+            tids: BTreeSet::from([101]),
+            names: BTreeSet::new(),
+        }
+    );
     let err = resolve_thread(&p, "nosuch").unwrap_err();
     assert!(err.to_string().contains("worker (101)"), "{err}");
     let selection = Selection {
-        tids: Some(workers),
+        threads: Some(workers),
         ..Selection::default()
     };
     let t = table(&p, &selection, TableKind::Functions, SortBy::SelfSamples);
@@ -373,8 +386,8 @@ fn hostile_names_in_errors_are_escaped() {
     assert!(err.contains("\\x1b]0;PWN\\x07\\x1b[31mX (7)"), "{err}");
     // The exact name still selects the thread.
     assert_eq!(
-        resolve_thread(&p, HOSTILE_THREAD).unwrap(),
-        BTreeSet::from([7])
+        resolve_thread(&p, HOSTILE_THREAD).unwrap().names,
+        BTreeSet::from([(7, 0)])
     );
 }
 
@@ -818,4 +831,167 @@ fn thread_table_keeps_the_name_before_exec() {
         .map(|t| (t["name"].as_str().unwrap(), t["samples"].as_u64().unwrap()))
         .collect();
     assert_eq!(names, [("busy", 70), ("launcher", 30)]);
+}
+
+fn exec_profile() -> Profile {
+    let p = Profile::read(&synth::exec_rename().unwrap()[..], "exec").unwrap();
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    p
+}
+
+/// Issue 9.11: folded stacks start with the name the thread had when each sample was taken,
+/// not with its last name.
+#[test]
+fn folded_stacks_keep_the_name_before_exec() {
+    let p = exec_profile();
+    assert_eq!(
+        folded::stacks(&p, &FoldedOptions::default()),
+        [
+            ("busy;busy_main".to_string(), 70),
+            ("launcher;launcher_main".to_string(), 30)
+        ]
+    );
+    // Still one thread in one process.
+    let counts = StackCounts::new(&p, &Selection::default());
+    let o = Overview::new(&p, &Selection::default(), &counts);
+    assert_eq!((o.threads, o.processes, o.selected), (1, 1, 100));
+}
+
+/// Issue 9.11: `--thread OLDNAME` selects exactly the samples taken before the `exec`, the new
+/// name those after it, and the thread id all of them; everywhere (table, folded, threads).
+#[test]
+fn a_thread_name_selects_the_samples_taken_under_it() {
+    let p = exec_profile();
+    let select = |spec: &str| Selection {
+        threads: Some(resolve_thread(&p, spec).unwrap()),
+        ..Selection::default()
+    };
+    let old = select("launcher");
+    let t = table(&p, &old, TableKind::Functions, SortBy::SelfSamples);
+    assert_eq!(t.samples, 30);
+    let rows: Vec<(&str, u64)> = t
+        .rows
+        .iter()
+        .map(|r| (r.name.as_str(), r.self_samples))
+        .collect();
+    assert_eq!(rows, [("launcher_main", 30)]);
+    let folded_of = |selection: &Selection| {
+        folded::stacks(
+            &p,
+            &FoldedOptions {
+                selection: selection.clone(),
+                ..FoldedOptions::default()
+            },
+        )
+    };
+    assert_eq!(
+        folded_of(&old),
+        [("launcher;launcher_main".to_string(), 30)]
+    );
+    assert_eq!(
+        folded_of(&select("busy")),
+        [("busy;busy_main".to_string(), 70)]
+    );
+    let whole = select("300");
+    assert_eq!(folded_of(&whole).len(), 2);
+    assert_eq!(StackCounts::new(&p, &whole).samples, 100);
+    // The thread table of a name filter has that name's row only.
+    let mut out = Vec::new();
+    let options = TopOptions {
+        threads: true,
+        selection: old.clone(),
+        ..TopOptions::default()
+    };
+    top::render(&p, &options, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let rows: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("Tid"))
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .collect();
+    assert_eq!(rows.len(), 1, "{text}");
+    assert!(rows[0].ends_with("  launcher"), "{text}");
+    assert!(
+        text.contains("# showing selection: 30 of 100 samples"),
+        "{text}"
+    );
+    let doc = serde_json::to_value(json::report(
+        &p,
+        &JsonOptions {
+            selection: old,
+            ..JsonOptions::default()
+        },
+    ))
+    .unwrap();
+    assert_eq!(doc["samples"], 30);
+    assert_eq!(doc["threads"].as_array().unwrap().len(), 1);
+    assert_eq!(doc["threads"][0]["name"], "launcher");
+    // An unknown name lists every name a thread had.
+    let err = resolve_thread(&p, "nosuch").unwrap_err().to_string();
+    assert!(
+        err.contains("(threads: launcher (300), busy (300))"),
+        "{err}"
+    );
+}
+
+/// Issue 9.11: a thread that comes back to an earlier name (`a`, `b`, then `a` again) has both
+/// spans of `a` under `a`, and `--thread a` selects both.
+#[test]
+fn a_name_a_thread_had_twice_gathers_both_spans() {
+    let mut s = Synth::new(&["./a"]);
+    s.thread(5, 5, "a");
+    let m = s.module("/bin/a", ModuleKind::Elf);
+    let f = s.code(m, &[("f", "", 0)]);
+    let g = s.code(m, &[("g", "", 0)]);
+    for _ in 0..3 {
+        s.sample(5, 5, &[f], &[], false);
+    }
+    s.exec(5, "b");
+    for _ in 0..4 {
+        s.sample(5, 5, &[g], &[], false);
+    }
+    s.exec(5, "a");
+    for _ in 0..5 {
+        s.sample(5, 5, &[f], &[], false);
+    }
+    let p = Profile::read(&s.bytes(true, 0).unwrap()[..], "twice").unwrap();
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    assert_eq!(
+        folded::stacks(&p, &FoldedOptions::default()),
+        [("a;f".to_string(), 8), ("b;g".to_string(), 4)]
+    );
+    let a = Selection {
+        threads: Some(resolve_thread(&p, "a").unwrap()),
+        ..Selection::default()
+    };
+    assert_eq!(StackCounts::new(&p, &a).samples, 8);
+}
+
+/// Issue 9.11: in the flame graph, the name before the `exec` is a thread root of its own (with
+/// the thread roots' color), holding the samples taken under it.
+#[test]
+fn flame_graph_roots_keep_the_name_before_exec() {
+    let p = exec_profile();
+    let mut out = Vec::new();
+    flame::render(&p, &FlameOptions::default(), &mut out).unwrap();
+    let svg = String::from_utf8(out).unwrap();
+    let titles = svg_titles(&svg);
+    let has = |prefix: &str| titles.iter().any(|t| t.starts_with(prefix));
+    assert!(has("launcher (30 samples, 30.00%)"), "{titles:#?}");
+    assert!(has("busy (70 samples, 70.00%)"), "{titles:#?}");
+    // Both roots are light purple (blue above red and green), as thread roots are.
+    for root in ["launcher (30", "busy (70"] {
+        let at = svg.find(&format!("<title>{root}")).unwrap();
+        let rest = &svg[at..];
+        let fill = &rest[rest.find("fill=\"rgb(").unwrap() + 10..];
+        let rgb: Vec<u8> = fill[..fill.find(')').unwrap()]
+            .split(',')
+            .map(|x| x.trim().parse().unwrap())
+            .collect();
+        assert!(
+            rgb[0] >= 190 && rgb[2] >= 230 && rgb[2] > rgb[0],
+            "{root}: {rgb:?}"
+        );
+    }
 }

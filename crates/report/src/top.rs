@@ -12,7 +12,7 @@ use rprof_profile::{FrameKind, Profile};
 use crate::aggregate::{Row, Table, TableKind};
 use crate::format::{command_line, duration, percent, thousands, utc};
 use crate::overview::{period_is_time, Overview};
-use crate::select::{Selection, StackCounts};
+use crate::select::{selected_names, Selection, StackCounts};
 use crate::shorten::shorten;
 use crate::visible::visible;
 use crate::SortBy;
@@ -196,12 +196,8 @@ fn render_threads(
 ) -> io::Result<()> {
     // One row per name a thread had: samples taken before an `exec` keep the old program's
     // name (issue 9.11).
-    let mut threads: Vec<_> = profile
-        .threads
-        .values()
-        .filter(|t| options.selection.accepts(t.pid, t.tid))
-        .flat_map(|t| t.names.iter().map(move |n| (t, n)))
-        .filter(|(_, n)| n.samples > 0)
+    let threads: Vec<_> = selected_names(profile, &options.selection)
+        .into_iter()
         .map(|(t, n)| ThreadRow {
             tid: t.tid,
             pid: t.pid,
@@ -210,7 +206,6 @@ fn render_threads(
             period: n.period,
         })
         .collect();
-    threads.sort_by(|a, b| b.samples.cmp(&a.samples).then(a.tid.cmp(&b.tid)));
     let time = period_is_time(&profile.header.event);
     let cost_title = if time { "CPU time" } else { "Events" };
     let cost = |period: u64| {
