@@ -23,25 +23,7 @@ pub fn run_rprof(dir: &Path, args: &[&str]) -> Output {
     rprof(dir, args).output().expect("rprof runs")
 }
 
-/// A test that cannot run on this machine returns through here, visibly: "SKIP test: reason" goes
-/// to stderr and, when scripts/test.sh set `RPROF_SKIP_LOG`, to that file, which the script counts
-/// and prints after the run. Only for what the machine really lacks (root, a PMU, a limit).
-pub fn skip(reason: &str) {
-    let line = format!(
-        "SKIP {}: {reason}\n",
-        std::thread::current().name().unwrap_or("?")
-    );
-    eprint!("{line}");
-    if let Some(log) = std::env::var_os("RPROF_SKIP_LOG") {
-        use std::io::Write;
-        let file = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(log);
-        file.and_then(|mut f| f.write_all(line.as_bytes()))
-            .expect("append to RPROF_SKIP_LOG");
-    }
-}
+pub use rprof_testkit::skip;
 
 /// A fresh temporary directory, removed when dropped.
 pub fn tempdir() -> tempfile::TempDir {

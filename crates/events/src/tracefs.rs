@@ -273,17 +273,7 @@ mod tests {
         // Root can always reach tracefs (mounting it if needed); others may not.
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
-            // Counted by scripts/test.sh (see tests/it/util.rs `skip`).
-            let line = "SKIP real_sched_switch: needs root (CI runs as root)\n";
-            eprint!("{line}");
-            if let Some(log) = std::env::var_os("RPROF_SKIP_LOG") {
-                use std::io::Write;
-                let file = std::fs::OpenOptions::new()
-                    .append(true)
-                    .create(true)
-                    .open(log);
-                file.and_then(|mut f| f.write_all(line.as_bytes())).unwrap();
-            }
+            rprof_testkit::skip("needs root (CI runs as root)");
             return;
         }
         let e = crate::parse("sched:sched_switch").unwrap();

@@ -9,24 +9,6 @@ use std::sync::OnceLock;
 use object::{Object, ObjectSymbol};
 use rprof_unwind::{parse_proc_maps, Frame, ModuleKind, Regs, Unwinder};
 
-/// A test that cannot run here says why, like tests/it/util.rs `skip`: on stderr and in
-/// `RPROF_SKIP_LOG`, which scripts/test.sh counts.
-pub fn skip(reason: &str) {
-    let line = format!(
-        "SKIP {}: {reason}\n",
-        std::thread::current().name().unwrap_or("?")
-    );
-    eprint!("{line}");
-    if let Some(log) = std::env::var_os("RPROF_SKIP_LOG") {
-        use std::io::Write;
-        let file = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(log);
-        file.and_then(|mut f| f.write_all(line.as_bytes())).unwrap();
-    }
-}
-
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures")
 }
