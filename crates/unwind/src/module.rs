@@ -486,6 +486,24 @@ mod tests {
         assert_eq!(lib.base_avma(bias, 0x10_0000), None);
     }
 
+    /// Issue 10: the raw FDE ranges of rprof-elf (unsorted, overlapping) become sorted,
+    /// disjoint ranges here; adjacent ones merge, gaps stay.
+    #[test]
+    fn fde_ranges_are_sorted_and_merged() {
+        let raw = [
+            0x300..0x340,
+            0x100..0x180,
+            0x150..0x1a0,
+            0x1a0..0x1b0,
+            0x200..0x210,
+        ];
+        assert_eq!(
+            merged(raw.into_iter()),
+            vec![0x100..0x1b0, 0x200..0x210, 0x300..0x340]
+        );
+        assert_eq!(merged(std::iter::empty()), vec![]);
+    }
+
     #[test]
     fn malformed_images_are_errors() {
         assert!(parse_elf(&[][..]).is_err());
