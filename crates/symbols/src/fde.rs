@@ -4,13 +4,13 @@
 //! FDEs covers exactly one function. An address with no symbol is named after the start of the
 //! FDE that covers it, `fun_<start>` (the convention samply uses), so that a report adds up the
 //! samples of one unnamed function instead of listing each of its addresses.
+//!
+//! The walk over `.eh_frame` is `rprof-elf`'s (shared with the unwinder); this file keeps what
+//! naming needs of it: the PLT's FDE left out, overlapping ranges dropped, the lookup.
 
-use gimli::{BaseAddresses, CieOrFde, EhFrame, UnwindSection};
+use gimli::{BaseAddresses, EhFrame};
 
 use crate::elf::{section_bytes, Base, Reader};
-
-/// More FDEs than this in one file is taken as malformed input, and the rest is ignored.
-const MAX_FDES: usize = 4_000_000;
 
 /// Sorted, non-overlapping `[start, end)` function ranges (SVMAs).
 #[derive(Debug, Default)]
@@ -19,8 +19,9 @@ pub(crate) struct FunctionRanges {
 }
 
 impl FunctionRanges {
-    /// The ranges of the FDEs in `file`'s `.eh_frame`; empty when it has none or they do not
-    /// parse (what was read before an error is kept).
+    /// The ranges of the FDEs in `file`'s `.eh_frame` (read by [`rprof_elf::fde_ranges`]),
+    /// except those of the PLT; empty when it has none or they do not parse (what was read
+    /// before an error is kept).
     pub(crate) fn from_eh_frame(file: &object::File<'_>, base: &Base) -> FunctionRanges {
         use object::{Object, ObjectSection};
         let Some(section) = file.section_by_name(".eh_frame") else {
@@ -44,27 +45,11 @@ impl FunctionRanges {
             .filter_map(|name| file.section_by_name(name))
             .map(|s| (s.address(), s.address().saturating_add(s.size())))
             .collect();
-        let mut ranges = Vec::new();
-        let mut entries = eh_frame.entries(&bases);
-        while ranges.len() < MAX_FDES {
-            let partial = match entries.next() {
-                Ok(Some(CieOrFde::Fde(partial))) => partial,
-                Ok(Some(CieOrFde::Cie(_))) => continue,
-                Ok(None) | Err(_) => break,
-            };
-            let Ok(fde) =
-                partial.parse(|section, bases, offset| section.cie_from_offset(bases, offset))
-            else {
-                continue;
-            };
-            let start = fde.initial_address();
-            if plt.iter().any(|&(lo, hi)| (lo..hi).contains(&start)) {
-                continue;
-            }
-            if let Some(end) = start.checked_add(fde.len()).filter(|&end| end > start) {
-                ranges.push((start, end));
-            }
-        }
+        let ranges = rprof_elf::fde_ranges(&eh_frame, &bases)
+            .into_iter()
+            .map(|fde| (fde.range.start, fde.range.end))
+            .filter(|&(start, _)| !plt.iter().any(|&(lo, hi)| (lo..hi).contains(&start)))
+            .collect();
         FunctionRanges::new(ranges)
     }
 

@@ -276,34 +276,36 @@ pub(crate) fn parse_elf<'data, R: ReadRef<'data>>(data: R) -> Result<ElfData, St
             .as_ref()
             .is_some_and(|eh| eh_frame_hdr_has_table(hdr, eh))
     });
+    // One walk of .eh_frame serves both uses below.
+    let eh_fdes = elf.eh_frame.as_ref().map_or(Vec::new(), |eh| {
+        rprof_elf::fde_ranges(
+            &gimli::EhFrame::new(&eh.data, gimli::LittleEndian),
+            &eh_frame_bases(&elf, eh),
+        )
+    });
     // framehop cannot evaluate the CFI of signal trampolines (it needs memory reads in DWARF
     // expressions): find them here, the unwinder steps over them itself.
-    if let Some(eh) = &elf.eh_frame {
-        elf.signal_trampolines = fde_ranges(
-            gimli::EhFrame::new(&eh.data, gimli::LittleEndian),
-            &eh_frame_bases(&elf, eh),
-            true,
-        );
-    }
+    elf.signal_trampolines = merged(
+        eh_fdes
+            .iter()
+            .filter(|f| f.signal_trampoline)
+            .map(|f| f.range.clone()),
+    );
     // framehop uses one CFI section per module: .eh_frame if there is one. Code compiled with
     // -fno-asynchronous-unwind-tables -g has its CFI in .debug_frame, next to an .eh_frame that
     // only covers the C runtime's start files and the PLT. Then use .debug_frame, except in the
     // ranges .eh_frame covers (so that _start still ends the stack).
     if let Some(debug_frame) = file.section_by_name(".debug_frame") {
         if let Ok(data) = debug_frame.uncompressed_data() {
-            let bases = gimli::BaseAddresses::default();
-            let debug_ranges = fde_ranges(
-                gimli::DebugFrame::new(&data, gimli::LittleEndian),
-                &bases,
-                false,
-            );
-            let eh_ranges = elf.eh_frame.as_ref().map_or(Vec::new(), |eh| {
-                fde_ranges(
-                    gimli::EhFrame::new(&eh.data, gimli::LittleEndian),
-                    &eh_frame_bases(&elf, eh),
-                    false,
+            let debug_ranges = merged(
+                rprof_elf::fde_ranges(
+                    &gimli::DebugFrame::new(&data, gimli::LittleEndian),
+                    &gimli::BaseAddresses::default(),
                 )
-            });
+                .into_iter()
+                .map(|f| f.range),
+            );
+            let eh_ranges = merged(eh_fdes.into_iter().map(|f| f.range));
             if covered(&debug_ranges) > covered(&eh_ranges) {
                 elf.debug_frame = Some(Arc::from(&*data));
                 if eh_ranges.is_empty() || eh_ranges.len() > MAX_ISLANDS {
@@ -318,36 +320,10 @@ pub(crate) fn parse_elf<'data, R: ReadRef<'data>>(data: R) -> Result<ElfData, St
     Ok(elf)
 }
 
-/// The code ranges the FDEs of a CFI section cover, sorted and merged (stopping at the first
-/// malformed entry).
-/// With `signal_only`, only the FDEs of signal trampolines (CIE augmentation `S`, such as
-/// glibc's `__restore_rt`).
-fn fde_ranges<R, S>(section: S, bases: &gimli::BaseAddresses, signal_only: bool) -> Vec<Range<u64>>
-where
-    R: gimli::Reader,
-    S: gimli::UnwindSection<R>,
-{
-    let mut ranges = Vec::new();
-    let mut entries = section.entries(bases);
-    let mut budget = 1u32 << 22;
-    while let Ok(Some(entry)) = entries.next() {
-        budget = match budget.checked_sub(1) {
-            Some(b) => b,
-            None => break,
-        };
-        if let gimli::CieOrFde::Fde(partial) = entry {
-            if let Ok(fde) = partial.parse(S::cie_from_offset) {
-                if signal_only && !fde.cie().is_signal_trampoline() {
-                    continue;
-                }
-                if let Some(end) = fde.initial_address().checked_add(fde.len()) {
-                    if fde.len() > 0 {
-                        ranges.push(fde.initial_address()..end);
-                    }
-                }
-            }
-        }
-    }
+/// FDE code ranges (of [`rprof_elf::fde_ranges`]), sorted, with overlapping and adjacent
+/// ones merged.
+fn merged(ranges: impl Iterator<Item = Range<u64>>) -> Vec<Range<u64>> {
+    let mut ranges: Vec<Range<u64>> = ranges.collect();
     ranges.sort_by_key(|r| r.start);
     let mut merged: Vec<Range<u64>> = Vec::with_capacity(ranges.len());
     for r in ranges {
@@ -508,6 +484,24 @@ mod tests {
         assert_eq!(base, bias);
         // Offset beyond every segment.
         assert_eq!(lib.base_avma(bias, 0x10_0000), None);
+    }
+
+    /// Issue 10: the raw FDE ranges of rprof-elf (unsorted, overlapping) become sorted,
+    /// disjoint ranges here; adjacent ones merge, gaps stay.
+    #[test]
+    fn fde_ranges_are_sorted_and_merged() {
+        let raw = [
+            0x300..0x340,
+            0x100..0x180,
+            0x150..0x1a0,
+            0x1a0..0x1b0,
+            0x200..0x210,
+        ];
+        assert_eq!(
+            merged(raw.into_iter()),
+            vec![0x100..0x1b0, 0x200..0x210, 0x300..0x340]
+        );
+        assert_eq!(merged(std::iter::empty()), vec![]);
     }
 
     #[test]
