@@ -144,8 +144,8 @@ fn start_command(
 ) -> Result<Session, RecordError> {
     let request = request(options);
     let argv0 = argv.first().ok_or(RecordError::NoCommand)?;
-    // Resolve before anything is created or forked: a missing command leaves no profile.
-    let path = rprof_launch::resolve(argv0)?;
+    // Find the program before anything is created or forked: a missing command leaves no profile.
+    let path = rprof_launch::find_program(argv0)?;
     let output = output::create(&options.output, tell)?;
     let pending = rprof_launch::spawn_pending(argv)?;
     let pid = pending.pid() as u32;
