@@ -509,13 +509,13 @@ impl<W: Write> Recorder<W> {
             }
             CallGraph::FramePointer => {
                 for &avma in &user_avmas {
-                    frames.push(self.unwinder.resolve(pid, avma));
+                    frames.push(self.unwinder.locate(pid, avma));
                 }
                 truncated = !user_avmas.is_empty() && callchain_entries >= self.max_stack;
             }
             CallGraph::None => {
                 if let Some(regs) = regs {
-                    frames.push(self.unwinder.resolve(pid, regs.ip));
+                    frames.push(self.unwinder.locate(pid, regs.ip));
                 }
             }
         }
