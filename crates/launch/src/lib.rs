@@ -4,8 +4,8 @@
 //!
 //! The sequence is [`spawn_pending`] (fork; the child blocks on a pipe), open perf events on
 //! [`Pending::pid`] (typically with `enable_on_exec`), then [`Pending::start`] (the child execs
-//! the path [`find_program`] found; an exec failure comes back through a close-on-exec pipe as an error that
-//! knows its shell exit code), then [`Running::wait`].
+//! the path [`find_program`] found; an exec failure comes back through a close-on-exec pipe as
+//! an error that knows its shell exit code), then [`Running::wait`].
 //!
 //! Everything the child needs (the path, argv, envp as C strings) is allocated before `fork`; the
 //! child only makes async-signal-safe calls until `execve`.
