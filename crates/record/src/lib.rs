@@ -53,7 +53,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rprof_perf::parse::{x86_64, CallchainContext, FileId};
-use rprof_perf::{parse_record, CallGraph, Record as PerfRecord, SampleFormat, Samplers};
+use rprof_perf::{parse_record, CallGraph, PerfRecord, SampleFormat, Samplers};
 use rprof_profile::{
     Address, Header, LookupSet, Module, ModuleId, ModuleKind, Record, Sample, Summary, Writer,
 };

@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
 use rprof_launch::{spawn_pending, Exit};
-use rprof_perf::{parse_record, Record, RingBuffer, SampleFormat};
+use rprof_perf::{parse_record, PerfRecord, RingBuffer, SampleFormat};
 
 use crate::counters::{per_thread_record_format, EventSet, OpenFailure, OpenMode, TaskCounters};
 use crate::read::{GroupRead, Reading};
@@ -268,18 +268,18 @@ impl ThreadTracker {
                 continue;
             };
             match record {
-                Record::Comm(c) => {
+                PerfRecord::Comm(c) => {
                     self.comms
                         .insert(c.tid, String::from_utf8_lossy(c.name).into_owned());
                 }
-                Record::Fork(t) => {
+                PerfRecord::Fork(t) => {
                     if let Some(name) = self.comms.get(&t.ptid).cloned() {
                         self.comms.entry(t.tid).or_insert(name);
                     }
                     self.seen.insert(t.tid);
                 }
-                Record::Lost(l) => self.lost += l.lost,
-                Record::Read(r) => {
+                PerfRecord::Lost(l) => self.lost += l.lost,
+                PerfRecord::Read(r) => {
                     self.exited_thread(
                         r.tid,
                         &GroupRead::from_values(&r.values),
