@@ -430,8 +430,9 @@ unsafe fn child_after_fork(
 
 impl Pending {
     /// The child's pid (valid before and after exec).
-    pub fn pid(&self) -> i32 {
-        self.pid.as_raw()
+    pub fn pid(&self) -> u32 {
+        // Positive: fork returned it.
+        self.pid.as_raw() as u32
     }
 
     /// The path [`find_program`] found, which will be executed.
@@ -546,8 +547,9 @@ pub struct Running {
 
 impl Running {
     /// The command's pid.
-    pub fn pid(&self) -> i32 {
-        self.pid.as_raw()
+    pub fn pid(&self) -> u32 {
+        // Positive: fork returned it.
+        self.pid.as_raw() as u32
     }
 
     /// Its exit, if it has ended (does not block).
@@ -733,7 +735,7 @@ mod tests {
     #[test]
     fn start_after_the_child_died_is_an_error_not_sigpipe() {
         let pending = spawn_pending(&argv(&["true"])).unwrap();
-        kill(Pid::from_raw(pending.pid()), Signal::SIGKILL).unwrap();
+        kill(Pid::from_raw(pending.pid() as i32), Signal::SIGKILL).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(50));
         let err = pending.start().unwrap_err();
         assert_eq!(err.exit_code(), None, "{err}");
