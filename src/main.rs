@@ -6,9 +6,9 @@
 
 mod exit;
 mod flame;
+mod naming;
 mod record;
 mod report;
-mod resolve;
 mod stat;
 
 use clap::{Parser, Subcommand};

@@ -4,7 +4,7 @@
 //! Glue only: the flags become validated [`rprof_record::session::Options`] ([`plan`]),
 //! [`rprof_record::record`] records (its notes are printed as they come), the summary is
 //! printed here, and every [`RecordError`] becomes one line and an exit code. Addresses are
-//! named at the end by [`crate::resolve::symbolize`].
+//! named at the end by [`crate::naming::symbolize`].
 
 mod plan;
 
@@ -94,7 +94,7 @@ fn note(message: impl std::fmt::Display) {
 /// Runs `rprof record`; returns COMMAND's exit code (0 for `-p`).
 pub fn run(args: Args) -> anyhow::Result<i32> {
     let options = plan::validate(args)?;
-    let outcome = rprof_record::record(&options, crate::resolve::symbolize, &mut |n| note(n))
+    let outcome = rprof_record::record(&options, crate::naming::symbolize, &mut |n| note(n))
         .map_err(record_error)?;
     let summary = &outcome.summary;
     print_summary(

@@ -153,7 +153,7 @@ pub(crate) fn open_profile(path: &Path) -> anyhow::Result<Profile> {
         eprintln!("rprof: warning: {}", visible(warning));
     }
     let mut profile = profile;
-    crate::resolve::fill_missing(&mut profile)?;
+    crate::naming::fill_missing(&mut profile)?;
     Ok(profile)
 }
 
@@ -168,7 +168,7 @@ pub(crate) fn selection(
     let mut labels = Vec::new();
     let threads = match thread {
         Some(spec) => {
-            let threads = rprof_report::resolve_thread(profile, spec).map_err(usage)?;
+            let threads = rprof_report::parse_thread_filter(profile, spec).map_err(usage)?;
             labels.push(format!("thread {spec}"));
             Some(threads)
         }

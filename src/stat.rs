@@ -98,11 +98,11 @@ fn plan(args: Args) -> anyhow::Result<Plan> {
             ))
         }
         (Some(pid), true) => {
-            let pid: i32 = pid
+            let pid: u32 = pid
                 .trim()
                 .parse()
                 .ok()
-                .filter(|p| *p > 0)
+                .filter(|p| (1..=i32::MAX as u32).contains(p))
                 .ok_or_else(|| usage(format!("invalid process id '{pid}'")))?;
             if args.repeat > 1 {
                 return Err(usage("-r/--repeat needs a COMMAND, not -p"));

@@ -223,7 +223,8 @@ fn machine_has_pmu() -> bool {
     let Ok(event) = rprof_events::parse("instructions:u") else {
         return false;
     };
-    event.open(&event.attr(), 0, -1, None, 0).is_ok()
+    let me = rprof_events::Tasks::Of(std::process::id());
+    event.open(&event.attr(), me, None, None, 0).is_ok()
 }
 
 #[test]

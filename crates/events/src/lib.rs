@@ -25,7 +25,7 @@ use perf_event_open_sys::bindings as sys_bindings;
 use perf_event_open_sys::bindings::perf_event_attr;
 
 pub use names::{known_names, suggest};
-pub use open::{perf_event_open, OpenError};
+pub use open::{perf_event_open, OpenError, Tasks};
 pub use sys::{max_sample_rate, max_stack, mlock_kb, online_cpus, paranoid};
 pub use tracefs::{tracefs_events_dir, tracepoint_id};
 
@@ -114,12 +114,12 @@ impl Event {
     pub fn open(
         &self,
         attr: &perf_event_attr,
-        pid: i32,
-        cpu: i32,
+        tasks: Tasks,
+        cpu: Option<u32>,
         group: Option<std::os::fd::BorrowedFd<'_>>,
         flags: u64,
     ) -> Result<std::os::fd::OwnedFd, OpenError> {
-        perf_event_open(attr, pid, cpu, group, flags).map_err(|e| e.with_event(&self.name))
+        perf_event_open(attr, tasks, cpu, group, flags).map_err(|e| e.with_event(&self.name))
     }
 
     fn modifier_start(&self) -> Option<usize> {

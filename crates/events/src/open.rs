@@ -7,18 +7,47 @@ use perf_event_open_sys::bindings::{self, perf_event_attr};
 
 use crate::sys::paranoid;
 
-/// Calls `perf_event_open(2)` with `attr`; `PERF_FLAG_FD_CLOEXEC` is always added to `flags`.
+/// The tasks an event counts: the `pid` argument of `perf_event_open(2)` without its magic
+/// values (`-1` for every process, `0` for the calling thread).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tasks {
+    /// The process or thread with this pid or tid (and, with `inherit`, the tasks it creates).
+    Of(u32),
+    /// Every process and thread on one CPU (the syscall's `pid = -1`; needs a CPU).
+    All,
+}
+
+impl Tasks {
+    /// The syscall's `pid`; `None` for a pid no process can have (0, or beyond `i32`), which the
+    /// kernel would read as the calling thread or as every process.
+    fn raw(self) -> Option<i32> {
+        match self {
+            Tasks::Of(pid) => i32::try_from(pid).ok().filter(|&p| p > 0),
+            Tasks::All => Some(-1),
+        }
+    }
+}
+
+/// Calls `perf_event_open(2)` with `attr` for `tasks` on `cpu` (`None`: any CPU);
+/// `PERF_FLAG_FD_CLOEXEC` is always added to `flags`.
 ///
-/// `pid`/`cpu` mean what they mean to the syscall (`pid = 0` is the caller, `cpu = -1` any CPU).
-/// The error carries the errno and a name for the event derived from `attr` (use
-/// [`crate::Event::open`] or [`OpenError::with_event`] for the name the user typed).
+/// A pid no process can have is refused as the kernel refuses a pid that does not exist
+/// (`ESRCH`), a CPU beyond `i32` as an invalid argument (`EINVAL`). The error carries the errno
+/// and a name for the event derived from `attr` (use [`crate::Event::open`] or
+/// [`OpenError::with_event`] for the name the user typed).
 pub fn perf_event_open(
     attr: &perf_event_attr,
-    pid: i32,
-    cpu: i32,
+    tasks: Tasks,
+    cpu: Option<u32>,
     group: Option<BorrowedFd<'_>>,
     flags: u64,
 ) -> Result<OwnedFd, OpenError> {
+    let Some(pid) = tasks.raw() else {
+        return Err(OpenError::new(libc::ESRCH, attr, tasks, cpu));
+    };
+    let Some(raw_cpu) = cpu.map_or(Some(-1), |c| i32::try_from(c).ok()) else {
+        return Err(OpenError::new(libc::EINVAL, attr, tasks, cpu));
+    };
     let mut attr_copy = *attr;
     let group_fd = group.map_or(-1, |fd| fd.as_raw_fd());
     let flags = flags | u64::from(bindings::PERF_FLAG_FD_CLOEXEC);
@@ -29,7 +58,7 @@ pub fn perf_event_open(
             perf_event_open_sys::perf_event_open(
                 &mut attr_copy,
                 pid,
-                cpu,
+                raw_cpu,
                 group_fd,
                 flags as libc::c_ulong,
             )
@@ -42,7 +71,7 @@ pub fn perf_event_open(
         if errno == libc::EINTR {
             continue;
         }
-        return Err(OpenError::new(errno, attr, pid, cpu));
+        return Err(OpenError::new(errno, attr, tasks, cpu));
     }
 }
 
@@ -53,10 +82,10 @@ pub struct OpenError {
     pub errno: i32,
     /// The event's name (from the caller, or derived from the attr's type and config).
     pub event: String,
-    /// The pid it was opened for (`-1`: all processes on `cpu`).
-    pub pid: i32,
-    /// The CPU it was opened for (`-1`: any).
-    pub cpu: i32,
+    /// The tasks it was opened for.
+    pub tasks: Tasks,
+    /// The CPU it was opened for (`None`: any).
+    pub cpu: Option<u32>,
     /// `perf_event_attr.type` of the event.
     pub type_: u32,
     /// Whether the event asked to count kernel space (exclude_kernel was 0).
@@ -66,11 +95,11 @@ pub struct OpenError {
 }
 
 impl OpenError {
-    fn new(errno: i32, attr: &perf_event_attr, pid: i32, cpu: i32) -> OpenError {
+    fn new(errno: i32, attr: &perf_event_attr, tasks: Tasks, cpu: Option<u32>) -> OpenError {
         OpenError {
             errno,
             event: name_from_attr(attr),
-            pid,
+            tasks,
             cpu,
             type_: attr.type_,
             counts_kernel: attr.exclude_kernel() == 0,
@@ -117,10 +146,10 @@ impl OpenError {
     }
 
     fn target(&self) -> String {
-        match (self.pid, self.cpu) {
-            (-1, cpu) => format!(" on CPU {cpu}"),
-            (0, _) => String::new(),
-            (pid, _) => format!(" for pid {pid}"),
+        match (self.tasks, self.cpu) {
+            (Tasks::All, Some(cpu)) => format!(" on CPU {cpu}"),
+            (Tasks::All, None) => " for every process on every CPU".to_string(),
+            (Tasks::Of(pid), _) => format!(" for pid {pid}"),
         }
     }
 }
@@ -227,12 +256,18 @@ mod tests {
     use super::*;
     use crate::parse;
 
-    fn err(errno: i32, spec: &str, pid: i32) -> OpenError {
+    fn err(errno: i32, spec: &str, pid: u32) -> OpenError {
         let event = parse(spec).unwrap();
         OpenError {
             paranoid: Some(2),
-            ..OpenError::new(errno, &event.attr(), pid, -1)
+            ..OpenError::new(errno, &event.attr(), Tasks::Of(pid), None)
         }
+    }
+
+    /// This process: the tests run on other threads than its main one, which is as good for
+    /// checking that an event opens.
+    fn me() -> Tasks {
+        Tasks::Of(std::process::id())
     }
 
     #[test]
@@ -298,7 +333,7 @@ mod tests {
     #[test]
     fn software_event_opens_on_self() {
         let event = parse("task-clock").unwrap();
-        let fd = event.open(&event.attr(), 0, -1, None, 0).unwrap();
+        let fd = event.open(&event.attr(), me(), None, None, 0).unwrap();
         // The descriptor is close-on-exec.
         // SAFETY: fcntl F_GETFD on a descriptor we own.
         let flags = unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&fd), libc::F_GETFD) };
@@ -309,16 +344,36 @@ mod tests {
     fn missing_process_is_esrch() {
         let event = parse("task-clock").unwrap();
         // pid_max is at most 2^22, so this pid cannot exist.
-        let e = event.open(&event.attr(), 1 << 30, -1, None, 0).unwrap_err();
+        let e = event
+            .open(&event.attr(), Tasks::Of(1 << 30), None, None, 0)
+            .unwrap_err();
         assert!(e.is_no_such_process(), "{e}");
         assert!(e.to_string().contains("for pid 1073741824"), "{e}");
+    }
+
+    /// Issue 10 (one pid type): pids are u32; one that the syscall's i32 would read as "the
+    /// calling thread" (0) or "every process" (u32::MAX is -1) names no process instead.
+    #[test]
+    fn pid_without_a_process_is_esrch_not_a_magic_value() {
+        let event = parse("task-clock").unwrap();
+        for pid in [0, u32::MAX, 1 << 31] {
+            let e = event
+                .open(&event.attr(), Tasks::Of(pid), None, None, 0)
+                .unwrap_err();
+            assert!(e.is_no_such_process(), "{pid}: {e}");
+            assert!(e.to_string().contains(&format!("for pid {pid}:")), "{e}");
+        }
+        let e = event
+            .open(&event.attr(), me(), Some(u32::MAX), None, 0)
+            .unwrap_err();
+        assert_eq!(e.errno, libc::EINVAL, "{e}");
     }
 
     #[test]
     fn hardware_event_opens_or_is_not_supported() {
         // Either the machine has a PMU, or the error says it has none: never something else.
         let event = parse("instructions:u").unwrap();
-        match event.open(&event.attr(), 0, -1, None, 0) {
+        match event.open(&event.attr(), me(), None, None, 0) {
             Ok(_) => {}
             Err(e) => assert!(e.is_not_supported() || e.is_permission(), "{e}"),
         }

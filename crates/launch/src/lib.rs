@@ -4,8 +4,8 @@
 //!
 //! The sequence is [`spawn_pending`] (fork; the child blocks on a pipe), open perf events on
 //! [`Pending::pid`] (typically with `enable_on_exec`), then [`Pending::start`] (the child execs
-//! the resolved path; an exec failure comes back through a close-on-exec pipe as an error that
-//! knows its shell exit code), then [`Running::wait`].
+//! the path [`find_program`] found; an exec failure comes back through a close-on-exec pipe as
+//! an error that knows its shell exit code), then [`Running::wait`].
 //!
 //! Everything the child needs (the path, argv, envp as C strings) is allocated before `fork`; the
 //! child only makes async-signal-safe calls until `execve`.
@@ -165,12 +165,12 @@ impl std::fmt::Display for Exit {
 ///
 /// Not found is [`LaunchError::NotFound`] (127); found only as something that cannot be
 /// executed (no execute permission, a directory) is [`LaunchError::NotExecutable`] (126).
-pub fn resolve(argv0: &OsStr) -> Result<PathBuf, LaunchError> {
+pub fn find_program(argv0: &OsStr) -> Result<PathBuf, LaunchError> {
     let path_var = std::env::var_os("PATH");
-    resolve_in(argv0, path_var.as_deref())
+    find_program_in(argv0, path_var.as_deref())
 }
 
-fn resolve_in(argv0: &OsStr, path_var: Option<&OsStr>) -> Result<PathBuf, LaunchError> {
+fn find_program_in(argv0: &OsStr, path_var: Option<&OsStr>) -> Result<PathBuf, LaunchError> {
     if argv0.is_empty() {
         return Err(LaunchError::Empty);
     }
@@ -299,11 +299,11 @@ pub struct Pending {
     error_rx: Option<OwnedFd>,
 }
 
-/// Forks a child for `argv` (argv[0] resolved with [`resolve`]) that waits before `execve`
+/// Forks a child for `argv` (argv[0] looked up with [`find_program`]) that waits before `execve`
 /// until [`Pending::start`]. The child inherits rprof's environment as it is now.
 pub fn spawn_pending(argv: &[OsString]) -> Result<Pending, LaunchError> {
     let argv0 = argv.first().ok_or(LaunchError::Empty)?;
-    let path = resolve(argv0)?;
+    let path = find_program(argv0)?;
     let plan = ExecPlan::new(&path, argv)?;
     let path_ptr = plan.path.as_ptr();
     let argv_ptrs = null_terminated(&plan.argv);
@@ -430,11 +430,12 @@ unsafe fn child_after_fork(
 
 impl Pending {
     /// The child's pid (valid before and after exec).
-    pub fn pid(&self) -> i32 {
-        self.pid.as_raw()
+    pub fn pid(&self) -> u32 {
+        // Positive: fork returned it.
+        self.pid.as_raw() as u32
     }
 
-    /// The resolved path that will be executed.
+    /// The path [`find_program`] found, which will be executed.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -546,8 +547,9 @@ pub struct Running {
 
 impl Running {
     /// The command's pid.
-    pub fn pid(&self) -> i32 {
-        self.pid.as_raw()
+    pub fn pid(&self) -> u32 {
+        // Positive: fork returned it.
+        self.pid.as_raw() as u32
     }
 
     /// Its exit, if it has ended (does not block).
@@ -654,14 +656,14 @@ mod tests {
         assert_eq!(err.exit_code(), Some(126));
         assert!(err.to_string().contains("is a directory"), "{err}");
         // Found in PATH only as a non-executable file.
-        let err = resolve_in(OsStr::new("plain.txt"), Some(dir.as_os_str())).unwrap_err();
+        let err = find_program_in(OsStr::new("plain.txt"), Some(dir.as_os_str())).unwrap_err();
         assert_eq!(err.exit_code(), Some(126));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn exec_failure_comes_back_through_the_pipe() {
-        // Passes resolve() (exists, executable) but execve fails: the `#!` interpreter is
+        // Passes find_program() (exists, executable) but execve fails: the `#!` interpreter is
         // missing (ENOENT), which a shell reports as 127 naming the script.
         let dir = tempdir();
         let script = dir.join("bad-interp");
@@ -733,7 +735,7 @@ mod tests {
     #[test]
     fn start_after_the_child_died_is_an_error_not_sigpipe() {
         let pending = spawn_pending(&argv(&["true"])).unwrap();
-        kill(Pid::from_raw(pending.pid()), Signal::SIGKILL).unwrap();
+        kill(Pid::from_raw(pending.pid() as i32), Signal::SIGKILL).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(50));
         let err = pending.start().unwrap_err();
         assert_eq!(err.exit_code(), None, "{err}");
@@ -750,23 +752,23 @@ mod tests {
     }
 
     #[test]
-    fn resolve_like_a_shell() {
-        assert!(resolve(OsStr::new("sh")).unwrap().is_absolute());
+    fn find_program_like_a_shell() {
+        assert!(find_program(OsStr::new("sh")).unwrap().is_absolute());
         let dir = tempdir();
         let exe = dir.join("tool");
         std::fs::write(&exe, "#!/bin/sh\n").unwrap();
         std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
         let path = format!("/nonexistent:{}", dir.display());
         assert_eq!(
-            resolve_in(OsStr::new("tool"), Some(OsStr::new(&path))).unwrap(),
+            find_program_in(OsStr::new("tool"), Some(OsStr::new(&path))).unwrap(),
             exe
         );
         assert!(matches!(
-            resolve_in(OsStr::new("tool"), Some(OsStr::new("/nonexistent"))),
+            find_program_in(OsStr::new("tool"), Some(OsStr::new("/nonexistent"))),
             Err(LaunchError::NotFound { .. })
         ));
         assert!(matches!(
-            resolve_in(OsStr::new(""), None),
+            find_program_in(OsStr::new(""), None),
             Err(LaunchError::Empty)
         ));
         std::fs::remove_dir_all(&dir).unwrap();

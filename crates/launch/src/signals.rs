@@ -51,14 +51,15 @@ fn install() -> io::Result<()> {
 
 /// From now on SIGINT, SIGTERM, SIGHUP and SIGQUIT do not end rprof: they are recorded (see
 /// [`interrupted`]) and passed on to `pid` (unless the terminal already delivered them to it).
-pub fn forward_signals_to(pid: i32) -> io::Result<()> {
-    if pid <= 0 {
+pub fn forward_signals_to(pid: u32) -> io::Result<()> {
+    // kill(2) takes an i32; 0 and what does not fit would name a process group or all processes.
+    let Some(raw) = i32::try_from(pid).ok().filter(|&p| p > 0) else {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("cannot forward signals to pid {pid}"),
         ));
-    }
-    TARGET.store(pid, Ordering::SeqCst);
+    };
+    TARGET.store(raw, Ordering::SeqCst);
     install()
 }
 
@@ -121,5 +122,6 @@ mod tests {
         assert_eq!(interrupted(), Some(libc::SIGINT));
         assert_eq!(other.wait().unwrap(), Exit::Code(0));
         assert!(forward_signals_to(0).is_err());
+        assert!(forward_signals_to(u32::MAX).is_err());
     }
 }

@@ -28,5 +28,5 @@ pub mod ring;
 
 pub use attr::{sampling_attr, CallGraph, Rate, SamplingOptions, MAX_STACK_COPY};
 pub use open::{list_threads, thread_name, CpuBuffer, SamplerError, Samplers};
-pub use parse::{parse_record, ParseError, Record, SampleFormat};
+pub use parse::{parse_record, ParseError, PerfRecord, SampleFormat};
 pub use ring::{Batch, MapError, RingBuffer, RingError};

@@ -10,7 +10,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use perf_event_open_sys::bindings::perf_event_attr;
-use rprof_events::OpenError;
+use rprof_events::{OpenError, Tasks};
 
 use crate::parse::SampleFormat;
 use crate::ring::{MapError, RingBuffer};
@@ -87,8 +87,9 @@ pub struct Samplers {
     pid: u32,
 }
 
-fn open(event: &str, attr: &perf_event_attr, pid: i32, cpu: u32) -> Result<OwnedFd, OpenError> {
-    rprof_events::perf_event_open(attr, pid, cpu as i32, None, 0).map_err(|e| e.with_event(event))
+fn open(event: &str, attr: &perf_event_attr, tid: u32, cpu: u32) -> Result<OwnedFd, OpenError> {
+    rprof_events::perf_event_open(attr, Tasks::Of(tid), Some(cpu), None, 0)
+        .map_err(|e| e.with_event(event))
 }
 
 fn map(fd: OwnedFd, cpu: u32, data_pages: usize) -> Result<CpuBuffer, SamplerError> {
@@ -128,7 +129,7 @@ impl Samplers {
     ) -> Result<Samplers, SamplerError> {
         let mut buffers = Vec::with_capacity(cpus.len());
         for &cpu in cpus {
-            let fd = open(event, attr, pid as i32, cpu)?;
+            let fd = open(event, attr, pid, cpu)?;
             buffers.push(map(fd, cpu, data_pages)?);
         }
         Ok(Samplers {
@@ -171,7 +172,7 @@ impl Samplers {
             let mut fds = Vec::with_capacity(cpus.len());
             let mut gone = false;
             for &cpu in cpus {
-                match open(event, attr, tid as i32, cpu) {
+                match open(event, attr, tid, cpu) {
                     Ok(fd) => fds.push((cpu, fd)),
                     Err(e) if e.is_no_such_process() => {
                         gone = true;
@@ -199,7 +200,7 @@ impl Samplers {
     fn attach_thread(&mut self, tid: u32) -> Result<bool, SamplerError> {
         let mut fds = Vec::with_capacity(self.buffers.len());
         for buffer in &self.buffers {
-            match open(&self.event, &self.attr, tid as i32, buffer.cpu) {
+            match open(&self.event, &self.attr, tid, buffer.cpu) {
                 Ok(fd) => fds.push(fd),
                 Err(e) if e.is_no_such_process() => return Ok(false),
                 Err(e) => return Err(e.into()),

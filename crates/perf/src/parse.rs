@@ -654,7 +654,7 @@ pub struct Read<'a> {
 /// One record of a perf ring buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum Record<'a> {
+pub enum PerfRecord<'a> {
     /// PERF_RECORD_SAMPLE.
     Sample(Sample<'a>),
     /// PERF_RECORD_MMAP2 or PERF_RECORD_MMAP.
@@ -682,19 +682,19 @@ pub enum Record<'a> {
     },
 }
 
-impl Record<'_> {
+impl PerfRecord<'_> {
     /// The record's timestamp, when the layout carries one.
     pub fn time(&self) -> Option<u64> {
         match self {
-            Record::Sample(s) => s.time,
-            Record::Mmap(m) => m.sample_id.time,
-            Record::Comm(c) => c.sample_id.time,
-            Record::Fork(t) | Record::Exit(t) => Some(t.time),
-            Record::Lost(l) => l.sample_id.time,
-            Record::Throttle(t) => Some(t.time),
-            Record::LostSamples(l) => l.sample_id.time,
-            Record::Read(r) => r.sample_id.time,
-            Record::Other { .. } => None,
+            PerfRecord::Sample(s) => s.time,
+            PerfRecord::Mmap(m) => m.sample_id.time,
+            PerfRecord::Comm(c) => c.sample_id.time,
+            PerfRecord::Fork(t) | PerfRecord::Exit(t) => Some(t.time),
+            PerfRecord::Lost(l) => l.sample_id.time,
+            PerfRecord::Throttle(t) => Some(t.time),
+            PerfRecord::LostSamples(l) => l.sample_id.time,
+            PerfRecord::Read(r) => r.sample_id.time,
+            PerfRecord::Other { .. } => None,
         }
     }
 }
@@ -710,7 +710,10 @@ pub fn parse_header(bytes: &[u8]) -> Result<(u32, u16, usize), ParseError> {
 
 /// Parses one record. `bytes` must start with the record's header and hold at least
 /// `header.size` bytes (extra bytes after the record are ignored).
-pub fn parse_record<'a>(format: &SampleFormat, bytes: &'a [u8]) -> Result<Record<'a>, ParseError> {
+pub fn parse_record<'a>(
+    format: &SampleFormat,
+    bytes: &'a [u8],
+) -> Result<PerfRecord<'a>, ParseError> {
     let (record_type, misc, size) = parse_header(bytes)?;
     if size < HEADER_SIZE || size > bytes.len() {
         return Err(ParseError {
@@ -730,14 +733,14 @@ pub fn parse_record<'a>(format: &SampleFormat, bytes: &'a [u8]) -> Result<Record
     };
     match record_type {
         sys::PERF_RECORD_SAMPLE => parse_sample(format, misc, body)
-            .map(Record::Sample)
+            .map(PerfRecord::Sample)
             .map_err(err_type),
         sys::PERF_RECORD_MMAP | sys::PERF_RECORD_MMAP2 | sys::PERF_RECORD_COMM => {
             let (body, sample_id) = split_sample_id(format, body).map_err(err_type)?;
             let parsed = match record_type {
-                sys::PERF_RECORD_COMM => parse_comm(misc, body, sample_id).map(Record::Comm),
-                sys::PERF_RECORD_MMAP => parse_mmap(misc, body, sample_id).map(Record::Mmap),
-                _ => parse_mmap2(misc, body, sample_id).map(Record::Mmap),
+                sys::PERF_RECORD_COMM => parse_comm(misc, body, sample_id).map(PerfRecord::Comm),
+                sys::PERF_RECORD_MMAP => parse_mmap(misc, body, sample_id).map(PerfRecord::Mmap),
+                _ => parse_mmap2(misc, body, sample_id).map(PerfRecord::Mmap),
             };
             parsed.map_err(err_type)
         }
@@ -747,8 +750,10 @@ pub fn parse_record<'a>(format: &SampleFormat, bytes: &'a [u8]) -> Result<Record
         | sys::PERF_RECORD_THROTTLE
         | sys::PERF_RECORD_UNTHROTTLE
         | sys::PERF_RECORD_LOST_SAMPLES => parse_fixed(format, record_type, body).map_err(err_type),
-        sys::PERF_RECORD_READ => parse_read(format, body).map(Record::Read).map_err(err_type),
-        _ => Ok(Record::Other { record_type, misc }),
+        sys::PERF_RECORD_READ => parse_read(format, body)
+            .map(PerfRecord::Read)
+            .map_err(err_type),
+        _ => Ok(PerfRecord::Other { record_type, misc }),
     }
 }
 
@@ -756,7 +761,7 @@ fn parse_fixed<'a>(
     format: &SampleFormat,
     record_type: u32,
     body: &'a [u8],
-) -> Result<Record<'a>, ParseError> {
+) -> Result<PerfRecord<'a>, ParseError> {
     let (fields, sample_id) = split_sample_id(format, body)?;
     let mut r = Reader::new(fields, HEADER_SIZE);
     Ok(match record_type {
@@ -770,21 +775,21 @@ fn parse_fixed<'a>(
                 sample_id,
             };
             if record_type == sys::PERF_RECORD_FORK {
-                Record::Fork(task)
+                PerfRecord::Fork(task)
             } else {
-                Record::Exit(task)
+                PerfRecord::Exit(task)
             }
         }
-        sys::PERF_RECORD_LOST => Record::Lost(Lost {
+        sys::PERF_RECORD_LOST => PerfRecord::Lost(Lost {
             id: r.u64("id")?,
             lost: r.u64("lost")?,
             sample_id,
         }),
-        sys::PERF_RECORD_LOST_SAMPLES => Record::LostSamples(LostSamples {
+        sys::PERF_RECORD_LOST_SAMPLES => PerfRecord::LostSamples(LostSamples {
             lost: r.u64("lost")?,
             sample_id,
         }),
-        _ => Record::Throttle(Throttle {
+        _ => PerfRecord::Throttle(Throttle {
             throttled: record_type == sys::PERF_RECORD_THROTTLE,
             time: r.u64("time")?,
             id: r.u64("id")?,
@@ -1219,7 +1224,7 @@ mod tests {
     fn sample_with_registers_stack_and_kernel_callchain() {
         let stack: Vec<u8> = (0..64).collect();
         let bytes = dwarf_sample(&stack, 40);
-        let Record::Sample(s) = parse_record(&format(), &bytes).unwrap() else {
+        let PerfRecord::Sample(s) = parse_record(&format(), &bytes).unwrap() else {
             panic!("not a sample");
         };
         assert_eq!(s.identifier, Some(77));
@@ -1260,7 +1265,7 @@ mod tests {
         b.u64(0); // regs abi none: no registers follow
         b.u64(0); // stack size 0: no data, no dyn_size
         let bytes = b.finish();
-        let Record::Sample(s) = parse_record(&format(), &bytes).unwrap() else {
+        let PerfRecord::Sample(s) = parse_record(&format(), &bytes).unwrap() else {
             panic!("not a sample");
         };
         assert!(s.callchain.unwrap().is_empty());
@@ -1293,7 +1298,7 @@ mod tests {
             .u64(0x401100)
             .u64(0x401200);
         let bytes = b.finish();
-        let Record::Sample(s) = parse_record(&format, &bytes).unwrap() else {
+        let PerfRecord::Sample(s) = parse_record(&format, &bytes).unwrap() else {
             panic!("not a sample");
         };
         let (mut kernel, mut user) = (Vec::new(), Vec::new());
@@ -1411,7 +1416,7 @@ mod tests {
             .u64(2)
             .u64(0x1234);
         let bytes = b.finish();
-        let Record::Sample(s) = parse_record(&format, &bytes).unwrap() else {
+        let PerfRecord::Sample(s) = parse_record(&format, &bytes).unwrap() else {
             panic!("not a sample");
         };
         assert_eq!(s.raw, Some(&b"abcdef\0\0\0\0\0\0"[..]));
@@ -1427,7 +1432,7 @@ mod tests {
             .u32(libc::MAP_PRIVATE as u32);
         b.name("/usr/bin/true").sample_id(100, 100, 42, 1);
         let bytes = b.finish();
-        let Record::Mmap(m) = parse_record(&format(), &bytes).unwrap() else {
+        let PerfRecord::Mmap(m) = parse_record(&format(), &bytes).unwrap() else {
             panic!("not an mmap");
         };
         assert_eq!(
@@ -1459,7 +1464,7 @@ mod tests {
         b.u32(libc::PROT_READ as u32).u32(0);
         b.name("/lib/libc.so.6").sample_id(5, 6, 9, 0);
         let bytes = b.finish();
-        let Record::Mmap(m) = parse_record(&format(), &bytes).unwrap() else {
+        let PerfRecord::Mmap(m) = parse_record(&format(), &bytes).unwrap() else {
             panic!("not an mmap");
         };
         assert_eq!(m.file_id, Some(FileId::BuildId(&id[..])));
@@ -1492,7 +1497,7 @@ mod tests {
             .u64(0)
             .name("[vdso]");
         let bytes = b.finish();
-        let Record::Mmap(m) = parse_record(&format, &bytes).unwrap() else {
+        let PerfRecord::Mmap(m) = parse_record(&format, &bytes).unwrap() else {
             panic!("not an mmap");
         };
         assert_eq!(m.filename, b"[vdso]");
@@ -1505,7 +1510,7 @@ mod tests {
         let mut b = Builder::new(sys::PERF_RECORD_COMM, MISC_COMM_EXEC);
         b.u32(10).u32(10).name("worker").sample_id(10, 10, 99, 0);
         let bytes = b.finish();
-        let Record::Comm(c) = parse_record(&format(), &bytes).unwrap() else {
+        let PerfRecord::Comm(c) = parse_record(&format(), &bytes).unwrap() else {
             panic!("not a comm");
         };
         assert_eq!(
@@ -1520,7 +1525,7 @@ mod tests {
             .name("a-fifteen-chars")
             .sample_id(10, 11, 100, 1);
         let bytes = b.finish();
-        let Record::Comm(c) = parse_record(&format(), &bytes).unwrap() else {
+        let PerfRecord::Comm(c) = parse_record(&format(), &bytes).unwrap() else {
             panic!("not a comm");
         };
         assert_eq!(c.name, b"a-fifteen-chars");
@@ -1542,7 +1547,7 @@ mod tests {
             .u64(1234)
             .sample_id(20, 21, 1234, 0);
         let bytes = b.finish();
-        let Record::Fork(t) = parse_record(&format(), &bytes).unwrap() else {
+        let PerfRecord::Fork(t) = parse_record(&format(), &bytes).unwrap() else {
             panic!("not a fork");
         };
         assert_eq!(
@@ -1561,7 +1566,7 @@ mod tests {
         let record = parse_record(&format(), &bytes).unwrap();
         assert!(matches!(
             record,
-            Record::Exit(Task {
+            PerfRecord::Exit(Task {
                 pid: 20,
                 time: 2000,
                 ..
@@ -1575,7 +1580,7 @@ mod tests {
         let record = parse_record(&format(), &bytes).unwrap();
         assert!(matches!(
             record,
-            Record::Lost(Lost {
+            PerfRecord::Lost(Lost {
                 id: 77,
                 lost: 12,
                 ..
@@ -1590,7 +1595,7 @@ mod tests {
             let mut b = Builder::new(kind, 0);
             b.u64(4000).u64(77).u64(78).sample_id(1, 1, 4000, 0);
             let bytes = b.finish();
-            let Record::Throttle(t) = parse_record(&format(), &bytes).unwrap() else {
+            let PerfRecord::Throttle(t) = parse_record(&format(), &bytes).unwrap() else {
                 panic!("not a throttle");
             };
             assert_eq!(
@@ -1605,7 +1610,7 @@ mod tests {
         let record = parse_record(&format(), &bytes).unwrap();
         assert!(matches!(
             record,
-            Record::LostSamples(LostSamples { lost: 5, .. })
+            PerfRecord::LostSamples(LostSamples { lost: 5, .. })
         ));
 
         // Truncated fixed fields.
@@ -1702,7 +1707,7 @@ mod tests {
         b.u64(7); // identifier
         let bytes = b.finish();
         let record = parse_record(&format, &bytes).unwrap();
-        let Record::Read(r) = record else {
+        let PerfRecord::Read(r) = record else {
             panic!("not a read: {record:?}");
         };
         assert_eq!((r.pid, r.tid), (10, 11));
@@ -1728,7 +1733,7 @@ mod tests {
         let record = parse_record(&format(), &bytes).unwrap();
         assert_eq!(
             record,
-            Record::Other {
+            PerfRecord::Other {
                 record_type: sys::PERF_RECORD_SWITCH,
                 misc: 3
             }

@@ -4,7 +4,7 @@
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use rprof_perf::parse::{x86_64, FileId, Record};
+use rprof_perf::parse::{x86_64, FileId, PerfRecord};
 use rprof_perf::{sampling_attr, CallGraph, Rate, Samplers, SamplingOptions};
 
 fn cpu_clock() -> perf_event_open_sys::bindings::perf_event_attr {
@@ -47,7 +47,7 @@ fn collect(samplers: &mut Samplers, pid: u32, want: usize, how_long: Duration) -
             assert!(batch.error().is_none(), "{:?}", batch.error());
             for bytes in batch.iter() {
                 match rprof_perf::parse_record(&format, bytes).unwrap() {
-                    Record::Sample(s) => {
+                    PerfRecord::Sample(s) => {
                         assert_eq!(s.pid, Some(pid));
                         let regs = s.regs_user.unwrap();
                         let ip = regs.get(x86_64::IP).unwrap();
@@ -142,7 +142,7 @@ fn mmap_records_carry_build_ids() {
         for buffer in samplers.buffers_mut() {
             let batch = buffer.ring.read();
             for bytes in batch.iter() {
-                if let Record::Mmap(m) = rprof_perf::parse_record(&format, bytes).unwrap() {
+                if let PerfRecord::Mmap(m) = rprof_perf::parse_record(&format, bytes).unwrap() {
                     if let Some(FileId::BuildId(id)) = m.file_id {
                         with_build_id
                             .push((String::from_utf8_lossy(m.filename).into_owned(), id.len()));

@@ -9,8 +9,8 @@
 //! the binaries are gone or on another machine.
 //!
 //! This crate only stores and loads. It does not sample (`rprof-perf`), unwind (`rprof-unwind`),
-//! symbolize (`rprof-symbols`) or render (`rprof-report`). [`Profile`] resolves every sample's
-//! stack to named frames from the stored symbols, and tells which addresses still lack names
+//! symbolize (`rprof-symbols`) or render (`rprof-report`). [`Profile`] builds every sample's
+//! stack of named frames from the stored symbols, and tells which addresses still lack names
 //! ([`Profile::missing_lookups`]) so that a caller can symbolize them from the binaries on disk.
 
 #![deny(clippy::unwrap_used, clippy::expect_used)]

@@ -115,7 +115,7 @@ pub struct StoredFrame {
     pub inlined: bool,
 }
 
-/// Names for one module's addresses, resolved when recording finished.
+/// Names for one module's addresses, found when recording finished.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Symbols {
     /// The module these addresses belong to.

@@ -1,4 +1,4 @@
-//! A profile read into memory, with every sample's stack resolved to named frames.
+//! A profile read into memory, with every sample's stack built of shared, named frames.
 
 use std::collections::BTreeMap;
 
@@ -155,7 +155,7 @@ pub struct Profile {
     frames: Vec<FrameInfo>,
     stacks: Vec<Vec<FrameId>>,
     sample_stacks: Vec<StackId>,
-    /// Lookup addresses without names, found while resolving (see `missing_lookups`).
+    /// Lookup addresses without names, found while building stacks (see `missing_lookups`).
     missing: LookupSet,
 }
 
@@ -511,7 +511,7 @@ impl Profile {
         std::mem::take(&mut self.missing)
     }
 
-    /// Adds names for addresses and resolves every sample's stack again.
+    /// Adds names for addresses and builds every sample's stack again.
     pub fn add_symbols(&mut self, blocks: Vec<Symbols>) {
         for block in blocks {
             let Some(module) = block.module else {
@@ -535,7 +535,7 @@ impl Profile {
                 self.names.insert((module, *lookup), (start, len));
             }
         }
-        self.resolve();
+        self.build_stacks();
     }
 
     /// All distinct frames.
@@ -576,8 +576,10 @@ impl Profile {
             .fold(0u64, |acc, s| acc.saturating_add(s.period))
     }
 
-    fn resolve(&mut self) {
-        // The previous resolution is replaced: free it first rather than hold both at once.
+    /// Builds the shared frames and stacks of every sample from its addresses and the names
+    /// known so far.
+    fn build_stacks(&mut self) {
+        // The previous frames and stacks are replaced: free them first rather than hold both.
         self.frames = Vec::new();
         self.stacks = Vec::new();
         self.sample_stacks = Vec::new();

@@ -120,7 +120,7 @@ fn names(p: &Profile, stack: StackId) -> Vec<String> {
 }
 
 #[test]
-fn round_trip_resolves_inline_frames_and_threads() {
+fn round_trip_names_inline_frames_and_threads() {
     let bytes = finished_profile();
     let p = Profile::read(&bytes[..], "mem").unwrap();
     assert!(p.warnings.is_empty(), "{:?}", p.warnings);

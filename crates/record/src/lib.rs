@@ -53,7 +53,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rprof_perf::parse::{x86_64, CallchainContext, FileId};
-use rprof_perf::{parse_record, CallGraph, Record as PerfRecord, SampleFormat, Samplers};
+use rprof_perf::{parse_record, CallGraph, PerfRecord, SampleFormat, Samplers};
 use rprof_profile::{
     Address, Header, LookupSet, Module, ModuleId, ModuleKind, Record, Sample, Summary, Writer,
 };
@@ -509,13 +509,13 @@ impl<W: Write> Recorder<W> {
             }
             CallGraph::FramePointer => {
                 for &avma in &user_avmas {
-                    frames.push(self.unwinder.resolve(pid, avma));
+                    frames.push(self.unwinder.locate(pid, avma));
                 }
                 truncated = !user_avmas.is_empty() && callchain_entries >= self.max_stack;
             }
             CallGraph::None => {
                 if let Some(regs) = regs {
-                    frames.push(self.unwinder.resolve(pid, regs.ip));
+                    frames.push(self.unwinder.locate(pid, regs.ip));
                 }
             }
         }

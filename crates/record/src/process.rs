@@ -44,7 +44,10 @@ pub(crate) fn has_exited(pid: u32, exit_watch: Option<&OwnedFd>) -> bool {
 
 /// Sends `signal` to our child `pid` (a child that is gone is no error: it is ending anyway).
 pub(crate) fn signal_child(pid: u32, signal: Signal) {
-    let _ = kill(Pid::from_raw(pid as i32), signal);
+    // A pid that does not fit kill(2)'s i32 would name a process group: it is no child of ours.
+    if let Some(raw) = i32::try_from(pid).ok().filter(|&p| p > 0) {
+        let _ = kill(Pid::from_raw(raw), signal);
+    }
 }
 
 /// Now on `CLOCK_MONOTONIC`, the clock of the samplers' records (ns).

@@ -144,11 +144,11 @@ fn start_command(
 ) -> Result<Session, RecordError> {
     let request = request(options);
     let argv0 = argv.first().ok_or(RecordError::NoCommand)?;
-    // Resolve before anything is created or forked: a missing command leaves no profile.
-    let path = rprof_launch::resolve(argv0)?;
+    // Find the program before anything is created or forked: a missing command leaves no profile.
+    let path = rprof_launch::find_program(argv0)?;
     let output = output::create(&options.output, tell)?;
     let pending = rprof_launch::spawn_pending(argv)?;
-    let pid = pending.pid() as u32;
+    let pid = pending.pid();
     let opened = match open_samplers(&request, pid, false, tell) {
         Ok(opened) => opened,
         Err(e) => {
@@ -184,7 +184,7 @@ fn start_command(
         }
     };
     let exit_watch = pidfd_open(pid).ok();
-    rprof_launch::forward_signals_to(pid as i32)
+    rprof_launch::forward_signals_to(pid)
         .map_err(|e| RecordError::io("cannot install the Ctrl-C handler", e))?;
     let started = Instant::now();
     // Timed before COMMAND is released, so that the kernel's COMM of every `exec` it runs is

@@ -60,7 +60,7 @@ mod replay {
     use std::path::PathBuf;
 
     use perf_event_open_sys::bindings as sys;
-    use rprof_perf::parse::{parse_record, Record as PerfRecord};
+    use rprof_perf::parse::{parse_record, PerfRecord};
     use rprof_perf::SampleFormat;
     use rprof_profile::format::BlockReader;
     use rprof_profile::{Header, ModuleId, ModuleKind, Record, Sample};

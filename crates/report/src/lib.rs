@@ -34,7 +34,9 @@ mod visible;
 
 pub use aggregate::{Row, Table, TableKind};
 pub use overview::Overview;
-pub use select::{resolve_thread, SelectError, Selection, StackCounts, ThreadFilter, ThreadSpan};
+pub use select::{
+    parse_thread_filter, SelectError, Selection, StackCounts, ThreadFilter, ThreadSpan,
+};
 pub use shorten::shorten;
 pub use visible::{needs_escape, visible};
 

@@ -95,7 +95,7 @@ impl ThreadFilter {
 /// Which samples a renderer counts and how it sees their stacks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Selection {
-    /// Only samples of these threads (see [`resolve_thread`]). Default `None`: every thread.
+    /// Only samples of these threads (see [`parse_thread_filter`]). Default `None`: every thread.
     pub threads: Option<ThreadFilter>,
     /// Only samples of this process. Default `None`: every process.
     pub pid: Option<u32>,
@@ -134,7 +134,7 @@ impl Selection {
 /// What `--thread SPEC` selects: a thread id seen in the profile selects all of that thread's
 /// samples; otherwise a name selects, in every thread that had it, the samples taken while the
 /// thread had it (so a name a process had before an `exec` selects its samples from before).
-pub fn resolve_thread(profile: &Profile, spec: &str) -> Result<ThreadFilter, SelectError> {
+pub fn parse_thread_filter(profile: &Profile, spec: &str) -> Result<ThreadFilter, SelectError> {
     if let Ok(tid) = spec.parse::<u32>() {
         if profile.threads.contains_key(&tid) {
             return Ok(ThreadFilter {

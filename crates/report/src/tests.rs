@@ -160,7 +160,7 @@ fn lines_rank_source_lines() {
 #[test]
 fn thread_and_pid_filters() {
     let p = basic();
-    let workers = resolve_thread(&p, "worker").unwrap();
+    let workers = parse_thread_filter(&p, "worker").unwrap();
     // Name 1 of each: a new thread first has its creator's name (`app`).
     assert_eq!(
         workers,
@@ -170,13 +170,13 @@ fn thread_and_pid_filters() {
         }
     );
     assert_eq!(
-        resolve_thread(&p, "101").unwrap(),
+        parse_thread_filter(&p, "101").unwrap(),
         ThreadFilter {
             tids: BTreeSet::from([101]),
             names: BTreeSet::new(),
         }
     );
-    let err = resolve_thread(&p, "nosuch").unwrap_err();
+    let err = parse_thread_filter(&p, "nosuch").unwrap_err();
     assert!(err.to_string().contains("worker (101)"), "{err}");
     let selection = Selection {
         threads: Some(workers),
@@ -380,13 +380,15 @@ fn hostile_names_reach_the_text_report_escaped() {
 #[test]
 fn hostile_names_in_errors_are_escaped() {
     let p = hostile();
-    let err = resolve_thread(&p, "no\x1b[2Jsuch").unwrap_err().to_string();
+    let err = parse_thread_filter(&p, "no\x1b[2Jsuch")
+        .unwrap_err()
+        .to_string();
     assert_no_controls("the --thread error", &err);
     assert!(err.contains("'no\\x1b[2Jsuch'"), "{err}");
     assert!(err.contains("\\x1b]0;PWN\\x07\\x1b[31mX (7)"), "{err}");
     // The exact name still selects the thread.
     assert_eq!(
-        resolve_thread(&p, HOSTILE_THREAD).unwrap().names,
+        parse_thread_filter(&p, HOSTILE_THREAD).unwrap().names,
         BTreeSet::from([(7, 0)])
     );
 }
@@ -863,7 +865,7 @@ fn folded_stacks_keep_the_name_before_exec() {
 fn a_thread_name_selects_the_samples_taken_under_it() {
     let p = exec_profile();
     let select = |spec: &str| Selection {
-        threads: Some(resolve_thread(&p, spec).unwrap()),
+        threads: Some(parse_thread_filter(&p, spec).unwrap()),
         ..Selection::default()
     };
     let old = select("launcher");
@@ -928,7 +930,7 @@ fn a_thread_name_selects_the_samples_taken_under_it() {
     assert_eq!(doc["threads"].as_array().unwrap().len(), 1);
     assert_eq!(doc["threads"][0]["name"], "launcher");
     // An unknown name lists every name a thread had.
-    let err = resolve_thread(&p, "nosuch").unwrap_err().to_string();
+    let err = parse_thread_filter(&p, "nosuch").unwrap_err().to_string();
     assert!(
         err.contains("(threads: launcher (300), busy (300))"),
         "{err}"
@@ -962,7 +964,7 @@ fn a_name_a_thread_had_twice_gathers_both_spans() {
         [("a;f".to_string(), 8), ("b;g".to_string(), 4)]
     );
     let a = Selection {
-        threads: Some(resolve_thread(&p, "a").unwrap()),
+        threads: Some(parse_thread_filter(&p, "a").unwrap()),
         ..Selection::default()
     };
     assert_eq!(StackCounts::new(&p, &a).samples, 8);

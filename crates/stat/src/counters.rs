@@ -3,7 +3,7 @@
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use perf_event_open_sys::bindings::{perf_event_attr, PERF_SAMPLE_IDENTIFIER};
-use rprof_events::{Event, OpenError};
+use rprof_events::{Event, OpenError, Tasks};
 use rprof_perf::SampleFormat;
 
 pub use crate::read::READ_FORMAT;
@@ -140,13 +140,14 @@ pub enum OpenFailure {
 }
 
 impl TaskCounters {
-    /// Opens every supported event of `set` on task `pid` (on `cpu`, or any CPU with -1). An event the machine
-    /// cannot count is marked unsupported in `set` (and skipped for later tasks); a
-    /// permission refusal of an event that counts the kernel is retried for user space only.
+    /// Opens every supported event of `set` on task `tid` (a process's pid is its main thread's
+    /// tid) on `cpu` (`None`: any CPU). An event the machine cannot count is marked unsupported
+    /// in `set` (and skipped for later tasks); a permission refusal of an event that counts the
+    /// kernel is retried for user space only.
     pub fn open(
         set: &mut EventSet,
-        pid: i32,
-        cpu: i32,
+        tid: u32,
+        cpu: Option<u32>,
         mode: OpenMode,
     ) -> Result<TaskCounters, OpenFailure> {
         let mut groups = Vec::new();
@@ -165,7 +166,7 @@ impl TaskCounters {
                     let event = &set.events[idx];
                     let attr = attr_for(event, is_leader, mode, is_leader && tracking_pending);
                     let group_fd = leader.as_ref().map(|l| l.as_fd());
-                    match event.open(&attr, pid, cpu, group_fd, 0) {
+                    match event.open(&attr, Tasks::Of(tid), cpu, group_fd, 0) {
                         Ok(fd) => break Some(fd),
                         Err(e) if e.is_permission() && !event.exclude_kernel => {
                             let user = event.user_only();

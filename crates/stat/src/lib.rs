@@ -59,7 +59,7 @@ pub enum What {
     /// Attach to this process.
     Pid {
         /// The process id.
-        pid: i32,
+        pid: u32,
         /// Stop after this long (else at exit or Ctrl-C).
         duration: Option<Duration>,
     },
@@ -100,7 +100,7 @@ pub enum StatError {
     Open(#[from] OpenError),
     /// `-p` of a process that does not exist.
     #[error("no process with pid {0}")]
-    NoSuchProcess(i32),
+    NoSuchProcess(u32),
     /// Reading a counter failed.
     #[error("cannot read the counters: {0}")]
     Read(String),

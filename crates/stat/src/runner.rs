@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
 use rprof_launch::{spawn_pending, Exit};
-use rprof_perf::{parse_record, Record, RingBuffer, SampleFormat};
+use rprof_perf::{parse_record, PerfRecord, RingBuffer, SampleFormat};
 
 use crate::counters::{per_thread_record_format, EventSet, OpenFailure, OpenMode, TaskCounters};
 use crate::read::{GroupRead, Reading};
@@ -66,12 +66,9 @@ pub fn run_command(
     if per_thread {
         set.use_one_group();
     }
-    let cpus: Vec<i32> = if per_thread {
+    let cpus: Vec<Option<u32>> = if per_thread {
         match rprof_events::online_cpus() {
-            Ok(cpus) => cpus
-                .into_iter()
-                .filter_map(|c| i32::try_from(c).ok())
-                .collect(),
+            Ok(cpus) => cpus.into_iter().map(Some).collect(),
             Err(source) => {
                 pending.abort();
                 return Err(StatError::Io {
@@ -81,7 +78,7 @@ pub fn run_command(
             }
         }
     } else {
-        vec![-1]
+        vec![None]
     };
     let mut per_cpu = Vec::new();
     let mut rings = Vec::new();
@@ -117,8 +114,8 @@ pub fn run_command(
     let mut running = pending.start()?;
     let mut threads = ThreadTracker::new(per_thread_record_format());
     if per_thread {
-        if let Some(comm) = rprof_perf::thread_name(pid as u32, pid as u32) {
-            threads.comms.insert(pid as u32, comm);
+        if let Some(comm) = rprof_perf::thread_name(pid, pid) {
+            threads.comms.insert(pid, comm);
         }
     }
     let exit = if rings.is_empty() {
@@ -165,7 +162,7 @@ pub fn run_command(
         // enabled times per CPU do not add up cleanly across context swaps: show them unscaled.
         let software: Vec<bool> = set.events.iter().map(|e| !e.kind.needs_pmu()).collect();
         unscale(&mut readings, &software);
-        let mut results = threads.results(pid as u32, &readings);
+        let mut results = threads.results(pid, &readings);
         for t in &mut results {
             unscale(&mut t.readings, &software);
         }
@@ -268,18 +265,18 @@ impl ThreadTracker {
                 continue;
             };
             match record {
-                Record::Comm(c) => {
+                PerfRecord::Comm(c) => {
                     self.comms
                         .insert(c.tid, String::from_utf8_lossy(c.name).into_owned());
                 }
-                Record::Fork(t) => {
+                PerfRecord::Fork(t) => {
                     if let Some(name) = self.comms.get(&t.ptid).cloned() {
                         self.comms.entry(t.tid).or_insert(name);
                     }
                     self.seen.insert(t.tid);
                 }
-                Record::Lost(l) => self.lost += l.lost,
-                Record::Read(r) => {
+                PerfRecord::Lost(l) => self.lost += l.lost,
+                PerfRecord::Read(r) => {
                     self.exited_thread(
                         r.tid,
                         &GroupRead::from_values(&r.values),
@@ -406,7 +403,7 @@ pub enum AttachEnd {
     Duration,
 }
 
-fn process_alive(pid: i32) -> bool {
+fn process_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
             // The state follows the last ')' (the comm may contain parentheses).
@@ -424,28 +421,28 @@ fn process_alive(pid: i32) -> bool {
 /// creator) until the process exits, an interrupt arrives, or `duration` passes.
 pub fn attach(
     set: &mut EventSet,
-    pid: i32,
+    pid: u32,
     duration: Option<Duration>,
     per_thread: bool,
 ) -> Result<(RunResult, AttachEnd), StatError> {
-    if pid <= 0 || !process_alive(pid) {
+    if pid == 0 || !process_alive(pid) {
         return Err(StatError::NoSuchProcess(pid));
     }
     rprof_launch::catch_interrupts().map_err(|source| StatError::Io {
         what: "install signal handlers".into(),
         error: source,
     })?;
-    let tids = rprof_perf::list_threads(pid as u32).map_err(|_| StatError::NoSuchProcess(pid))?;
+    let tids = rprof_perf::list_threads(pid).map_err(|_| StatError::NoSuchProcess(pid))?;
     let mode = OpenMode {
         inherit: true,
         enable_on_exec: false,
         per_thread_records: false,
     };
     let mut tasks = Vec::new();
-    for tid in tids.into_iter().filter_map(|t| i32::try_from(t).ok()) {
-        match TaskCounters::open(set, tid, -1, mode) {
+    for tid in tids {
+        match TaskCounters::open(set, tid, None, mode) {
             Ok(c) => {
-                let comm = rprof_perf::thread_name(pid as u32, tid as u32).unwrap_or_default();
+                let comm = rprof_perf::thread_name(pid, tid).unwrap_or_default();
                 tasks.push((tid, comm, c));
             }
             // A thread that exited while we attached is simply not counted.
@@ -486,7 +483,7 @@ pub fn attach(
         }
         if per_thread {
             threads.push(ThreadResult {
-                tid: *tid as u32,
+                tid: *tid,
                 comm: comm.clone(),
                 readings,
             });

@@ -108,7 +108,7 @@ pub enum Target {
     /// A command line.
     Command(Vec<String>),
     /// An existing process.
-    Pid(i32),
+    Pid(u32),
 }
 
 /// Everything the formatters need.

@@ -228,9 +228,9 @@ mod tests {
                 ..Default::default()
             },
         );
-        assert_eq!(u.resolve(PID, 0x2800).module, None);
-        let left = u.resolve(PID, 0x1800);
-        let right = u.resolve(PID, 0x3800);
+        assert_eq!(u.locate(PID, 0x2800).module, None);
+        let left = u.locate(PID, 0x1800);
+        let right = u.locate(PID, 0x3800);
         assert!(left.module.is_some() && left.module == right.module);
         assert_eq!(left.address, 0x10800);
         assert_eq!(
@@ -239,13 +239,13 @@ mod tests {
         );
         // A new executable mapping replaces the right piece.
         u.add_mapping(PID, anon(0x3000, 0x6000));
-        let f = u.resolve(PID, 0x3800);
+        let f = u.locate(PID, 0x3800);
         assert_ne!(f.module, left.module);
         assert_eq!(f.address, 0x3800);
         // Zero-sized and backwards mappings are ignored.
         u.add_mapping(PID, file(0x9000, 0x9000, 0, path));
         u.add_mapping(PID, file(0x9000, 0x8000, 0, path));
-        assert_eq!(u.resolve(PID, 0x8800).module, None);
+        assert_eq!(u.locate(PID, 0x8800).module, None);
     }
 
     #[test]
@@ -254,7 +254,7 @@ mod tests {
         let mut u = Unwinder::new();
         u.add_mapping(pid, anon(0x10_0000, 0x20_0000));
         // No JIT map: addresses outside every mapping have no module, and stop unwinding.
-        assert_eq!(u.resolve(pid, 0x50_0000).module, None);
+        assert_eq!(u.locate(pid, 0x50_0000).module, None);
         let (regs, stack) = fp_stack(0x7ff0_0000, 0x10_0010, &[0x50_0100, 0x10_0200]);
         let mut frames = Vec::new();
         let outcome = u.unwind(pid, regs, &stack, Mode::Dwarf, &mut frames);
@@ -268,7 +268,7 @@ mod tests {
             pid,
             file(0x10_0000, 0x20_0000, 0, "/nonexistent/rprof-test/vm"),
         );
-        let f = u.resolve(pid, 0x50_0000);
+        let f = u.locate(pid, 0x50_0000);
         let _ = std::fs::remove_file(&map);
         let info = &u.modules()[f.module.expect("jit module").0 as usize];
         assert_eq!(info.kind, ModuleKind::Jit);

@@ -6,7 +6,7 @@
 //!   mappings are kept; any mapping unmaps the executable ranges it covers (mmap semantics).
 //! - Turns each mapping's file into a module, shared by all processes that map the same file
 //!   (same path and build id, or inode). A module's file is read once, lazily, the first time an
-//!   address in it is unwound or resolved: PT_LOAD segments, build id, `.eh_frame`,
+//!   address in it is unwound or located: PT_LOAD segments, build id, `.eh_frame`,
 //!   `.eh_frame_hdr`, `.debug_frame`, `.text` and `.got` ranges. The vDSO is read from this
 //!   process (same kernel, same image). Anonymous executable memory becomes a per-process
 //!   [`ModuleKind::Jit`] module when `/tmp/perf-PID.map` exists, else [`ModuleKind::Anonymous`];
@@ -31,7 +31,7 @@
 //!
 //! What it leaves to others: reading perf records and copying stacks (rprof-perf and the
 //! recorder), naming addresses (rprof-symbols: it gets [`Frame::address`] SVMAs and subtracts 1
-//! from return addresses itself), kernel call chains (only [`Unwinder::resolve`] helps there).
+//! from return addresses itself), kernel call chains (only [`Unwinder::locate`] helps there).
 //!
 //! Why framehop: it is the unwinder samply uses; it only recovers what return addresses need
 //! (ip, sp, bp), caches unwind rules per address across samples, handles `.eh_frame_hdr`,
@@ -322,8 +322,9 @@ impl Unwinder {
         self.processes.contains_key(&pid)
     }
 
-    /// The frame for one process address (e.g. from a kernel frame-pointer call chain).
-    pub fn resolve(&mut self, pid: u32, avma: u64) -> Frame {
+    /// Locates one process address: the module it is in and its SVMA there, as a frame (e.g.
+    /// for an address of a kernel frame-pointer call chain).
+    pub fn locate(&mut self, pid: u32, avma: u64) -> Frame {
         self.processes
             .get_mut(&pid)
             .and_then(|p| p.frame(&mut self.modules, avma, avma))
@@ -393,9 +394,9 @@ mod tests {
     }
 
     #[test]
-    fn unknown_process_resolves_to_no_module() {
+    fn address_of_unknown_process_is_in_no_module() {
         let mut u = Unwinder::new();
-        let f = u.resolve(12345, 0x40_1000);
+        let f = u.locate(12345, 0x40_1000);
         assert_eq!(
             f,
             Frame {
@@ -413,10 +414,10 @@ mod tests {
         let path = "/nonexistent/rprof-test/shared.so";
         u.add_mapping(PID, file(0x1000, 0x2000, 0, path));
         u.add_mapping(PID + 1, file(0x7000, 0x8000, 0, path));
-        let a = u.resolve(PID, 0x1100).module;
+        let a = u.locate(PID, 0x1100).module;
         assert!(a.is_some());
         assert_eq!(
-            u.resolve(PID + 1, 0x7100).module,
+            u.locate(PID + 1, 0x7100).module,
             a,
             "same file, same module"
         );
@@ -424,33 +425,33 @@ mod tests {
         let mut other = file(0x9000, 0xa000, 0, path);
         other.inode = 78;
         u.add_mapping(PID + 1, other);
-        assert_ne!(u.resolve(PID + 1, 0x9100).module, a);
+        assert_ne!(u.locate(PID + 1, 0x9100).module, a);
 
         u.add_mapping(PID, anon(0x3000, 0x4000));
         u.fork(PID, PID + 2);
         assert_eq!(
-            u.resolve(PID + 2, 0x1100).module,
+            u.locate(PID + 2, 0x1100).module,
             a,
             "the child inherits mappings"
         );
-        let parent_anon = u.resolve(PID, 0x3100).module;
-        let child_anon = u.resolve(PID + 2, 0x3100).module;
+        let parent_anon = u.locate(PID, 0x3100).module;
+        let child_anon = u.locate(PID + 2, 0x3100).module;
         assert!(
             child_anon.is_some() && child_anon != parent_anon,
             "anon memory is per process"
         );
         u.exec(PID + 2);
-        assert_eq!(u.resolve(PID + 2, 0x1100).module, None);
+        assert_eq!(u.locate(PID + 2, 0x1100).module, None);
         assert_eq!(
-            u.resolve(PID, 0x1100).module,
+            u.locate(PID, 0x1100).module,
             a,
             "the parent keeps its mappings"
         );
         u.exit(PID);
-        assert_eq!(u.resolve(PID, 0x1100).module, None);
+        assert_eq!(u.locate(PID, 0x1100).module, None);
         // Forking an unknown process leaves the child unknown.
         u.fork(1, PID + 3);
-        assert_eq!(u.resolve(PID + 3, 0x1100).module, None);
+        assert_eq!(u.locate(PID + 3, 0x1100).module, None);
         let n = u.modules().len();
         assert_eq!(n, 4, "modules never shrink");
     }
@@ -460,7 +461,7 @@ mod tests {
         let mut u = Unwinder::new();
         u.load_proc_maps(std::process::id()).unwrap();
         let here = own_process_maps_load as fn() as usize as u64;
-        let f = u.resolve(std::process::id(), here);
+        let f = u.locate(std::process::id(), here);
         let m = f.module.unwrap();
         assert_eq!(u.modules()[m.0 as usize].kind, ModuleKind::Elf);
         assert!(u.load_error(m).is_none(), "{:?}", u.load_error(m));

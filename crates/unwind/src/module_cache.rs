@@ -230,7 +230,7 @@ mod tests {
         let mut u = Unwinder::new();
         let path = "/nonexistent/rprof-test/libgone.so";
         u.add_mapping(PID, file(0x7f00_0000_1000, 0x7f00_0000_9000, 0x1000, path));
-        let f = u.resolve(PID, 0x7f00_0000_2345);
+        let f = u.locate(PID, 0x7f00_0000_2345);
         let m = f.module.expect("module");
         assert_eq!(u.modules()[m.0 as usize].path, path);
         assert_eq!(u.modules()[m.0 as usize].kind, ModuleKind::Elf);
@@ -239,7 +239,7 @@ mod tests {
         // Deleted files too.
         let deleted = "/tmp/rprof-test-libx.so (deleted)";
         u.add_mapping(PID, file(0x7f10_0000_0000, 0x7f10_0000_4000, 0, deleted));
-        let f = u.resolve(PID, 0x7f10_0000_0010);
+        let f = u.locate(PID, 0x7f10_0000_0010);
         let m = f.module.expect("module");
         assert_eq!(u.modules()[m.0 as usize].path, deleted);
         assert_eq!(f.address, 0x10);
@@ -254,7 +254,7 @@ mod tests {
         let mut u = Unwinder::new();
         u.add_mapping(pid, anon(0x10_0000, 0x20_0000));
         let _ = std::fs::remove_file(&map);
-        let f = u.resolve(pid, 0x10_0005);
+        let f = u.locate(pid, 0x10_0005);
         let info = &u.modules()[f.module.unwrap().0 as usize];
         assert_eq!(info.kind, ModuleKind::Jit);
         assert_eq!(info.pid_for_jit, Some(pid));
@@ -270,7 +270,7 @@ mod tests {
             .find(|m| m.path == "[vdso]")
             .unwrap();
         u.add_mapping(PID, vdso.clone());
-        let f = u.resolve(PID, vdso.start + 0x10);
+        let f = u.locate(PID, vdso.start + 0x10);
         let m = f.module.unwrap();
         let info = &u.modules()[m.0 as usize];
         assert_eq!(info.kind, ModuleKind::Vdso);

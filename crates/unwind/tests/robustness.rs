@@ -139,7 +139,7 @@ fn plt_with_a_stack_pointer_near_the_top_does_not_overflow() {
         .find(|m| m.executable && Path::new(&m.path) == exe)
         .unwrap();
     let mut u = unwinder_for(&maps);
-    let base = u.resolve(PID, text.start).avma - u.resolve(PID, text.start).address;
+    let base = u.locate(PID, text.start).avma - u.locate(PID, text.start).address;
     for sp in [u64::MAX - 8, u64::MAX - 15, 1 << 63, (1 << 56) - 8, 0, 8] {
         for offset in [0, 6, 0x10, 0x16, 0x1b, 0x1c, 0x2b] {
             let regs = Regs {
@@ -326,7 +326,7 @@ fn fuzz_random_mapping_tables() {
                     Mode::FramePointer
                 };
                 let _ = check(&mut u, pid, s.regs, &s.stack, mode);
-                let _ = u.resolve(pid, rng.next());
+                let _ = u.locate(pid, rng.next());
             }
         }
     }
@@ -430,7 +430,7 @@ fn deleted_executable_of_a_live_process_is_read_through_map_files() {
         .find(|m| m.executable && m.path.starts_with(&path))
         .expect("the deleted copy's code mapping");
     assert!(text.path.ends_with(" (deleted)"), "{}", text.path);
-    let f = u.resolve(pid, text.start);
+    let f = u.locate(pid, text.start);
     let m = f.module.unwrap();
     assert_eq!(u.modules()[m.0 as usize].path, text.path);
     assert!(u.load_error(m).is_none(), "{:?}", u.load_error(m));
