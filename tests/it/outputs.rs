@@ -339,10 +339,14 @@ fn a_disk_that_fills_mid_run_does_not_orphan_the_command() {
     let scratch = tempdir();
     let marker = scratch.path().join("finished");
     // COMMAND works until the disk is full however slowly this machine runs it (at most a
-    // minute: then it exits 99 and the exit-code check below fails), then works on a little.
+    // minute: then it exits 99 and the exit-code check below fails), then works on. "No free
+    // block" still leaves up to a page of room in the profile's last block, and spin counts
+    // wall time: on a loaded machine 0.3 s of it gave too few samples to overflow that page
+    // (the disk then filled only while naming, at the end). 2 s of wall time is hundreds of
+    // samples even at a tenth of a CPU, many times a page.
     let script = format!(
         "i=0; while [ \"$(stat -f -c %a {disk})\" != 0 ]; do {spin} 0.2; i=$((i+1)); \
-         [ $i -gt 300 ] && exit 99; done; {spin} 0.3 && echo done > {marker} && exit 3",
+         [ $i -gt 300 ] && exit 99; done; {spin} 2 && echo done > {marker} && exit 3",
         disk = disk.path().display(),
         spin = spin.display(),
         marker = marker.display()
