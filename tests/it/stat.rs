@@ -492,8 +492,10 @@ fn attach_to_a_running_process() {
         .next()
         .and_then(|v| v.replace(',', "").parse().ok())
         .unwrap_or_else(|| panic!("{text}"));
-    // ~1 ms sleeps for 0.5 s: a few hundred switches.
-    assert!((100.0..=600.0).contains(&cs), "{cs_line}");
+    // ~1 ms sleeps for 0.5 s: at most about 500 switches, fewer when the machine is loaded
+    // (under stress-ng --cpu 2 and other builds a wake-up took ~6 ms: 84 switches). What
+    // matters is that the attached counter counts, and no more than the sleeper can do.
+    assert!((10.0..=600.0).contains(&cs), "{cs_line}");
 
     // Without --duration it ends when the process exits.
     let mut child = Command::new(&exe).arg("200").spawn().expect("fixture runs");
@@ -624,7 +626,8 @@ fn attach_per_thread_has_a_line_per_existing_thread() {
             .nth(1)
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.0);
-        // 0.4 s of 1 ms sleeps.
-        assert!((100.0..=450.0).contains(&cs), "{line}");
+        // 0.4 s of 1 ms sleeps: at most about 400 switches, far fewer on a loaded machine
+        // (a wake-up can take several ms there); each thread's counter must count.
+        assert!((10.0..=450.0).contains(&cs), "{line}");
     }
 }
