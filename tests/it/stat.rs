@@ -482,7 +482,7 @@ fn attach_to_a_running_process() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stderr(&out);
     assert!(text.contains(&format!("process id '{pid}'")), "{text}");
-    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert!(took < Duration::from_secs(20), "took {took:?}"); // --duration ends it, not the sleeper
     let cs_line = text
         .lines()
         .find(|l| l.contains("context-switches"))
