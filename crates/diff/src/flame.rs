@@ -61,7 +61,7 @@ impl Default for FlameOptions {
 }
 
 const FRAME_HEIGHT: f64 = 16.0;
-const TOP: f64 = 78.0;
+const TOP: f64 = 86.0;
 const BOTTOM: f64 = 10.0;
 const SIDE: f64 = 10.0;
 const FONT_SIZE: f64 = 12.0;
@@ -260,17 +260,19 @@ pub fn render(
         signed_weight(c.new.weight as f64 - c.base.weight as f64, c.time, &unit),
         c.total_change_percent()
     );
-    let mut legend = format!(
+    let legend = format!(
         "drawn on NEW's stacks; a frame's color is the change of its whole stack ({measure}): \
          red more, blue less, grey within sampling noise (p > {})",
         c.alpha
     );
-    if gone > 0 {
-        legend.push_str(&format!(
-            "; {} BASE samples are in stacks NEW does not have",
+    let gone = if gone > 0 {
+        format!(
+            "{} BASE samples are in stacks NEW does not have (not drawn)",
             thousands(gone)
-        ));
-    }
+        )
+    } else {
+        String::new()
+    };
 
     let mut svg = String::with_capacity(256 + drawn.len() * 320);
     let _ = write!(
@@ -282,11 +284,13 @@ pub fn render(
          <rect x=\"0\" y=\"0\" width=\"{width}\" height=\"{height}\" fill=\"#ffffff\"/>\n\
          <text x=\"{mid}\" y=\"24\" text-anchor=\"middle\" font-size=\"17\">{}</text>\n\
          <text x=\"{mid}\" y=\"44\" text-anchor=\"middle\">{}</text>\n\
-         <text x=\"{mid}\" y=\"62\" text-anchor=\"middle\" font-size=\"11\">{}</text>\n\
+         <text x=\"{mid}\" y=\"60\" text-anchor=\"middle\" font-size=\"11\">{}</text>\n\
+         <text x=\"{mid}\" y=\"74\" text-anchor=\"middle\" font-size=\"11\">{}</text>\n\
          <g id=\"frames\">\n",
         xml(&title),
         xml(&subtitle),
         xml(&legend),
+        xml(&gone),
         mid = width / 2.0
     );
     for d in &drawn {

@@ -144,6 +144,41 @@ pub fn render(diff: &Diff, options: &TableOptions, mut out: impl Write) -> io::R
     Ok(())
 }
 
+/// The line `--fail-if-slower PCT` prints when NEW's whole estimated time (or events) grew by
+/// more than `pct` percent of BASE's, naming the functions whose self cost accounts for the
+/// growth (at most 5, see [`Diff::growth`]); `None` when it did not.
+pub fn slower_than(diff: &Diff, pct: f64) -> Option<String> {
+    let c = &diff.comparison;
+    let change = c.total_change_percent();
+    if change <= pct {
+        return None;
+    }
+    let unit = visible(&c.base.event).into_owned();
+    let what = if c.time { "estimated time" } else { "events" };
+    let functions: Vec<String> = diff
+        .growth(5)
+        .into_iter()
+        .map(|(row, delta)| {
+            format!(
+                "{} {}",
+                visible(&row.name),
+                signed_weight(delta, c.time, &unit)
+            )
+        })
+        .collect();
+    Some(format!(
+        "NEW's {what} is {change:.1}% above BASE's ({} against {}; --fail-if-slower {pct}); \
+         most of it: {}",
+        weight(c.new.weight as f64, c.time, &unit),
+        weight(c.base.weight as f64, c.time, &unit),
+        if functions.is_empty() {
+            "no single function".to_string()
+        } else {
+            functions.join(", ")
+        }
+    ))
+}
+
 fn label(s: &str) -> String {
     if s.is_empty() {
         "(unnamed)".into()

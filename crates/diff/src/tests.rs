@@ -371,3 +371,18 @@ fn hostile_names_are_escaped() {
     );
     assert!(!svg.contains('\x1b'));
 }
+
+/// Issue 12: `--fail-if-slower` names the functions that account for the growth.
+#[test]
+fn slower_than_names_the_growth() {
+    let (base, new) = regression();
+    let diff = Diff::new(&base, &new, &DiffOptions::default()).unwrap();
+    assert_eq!(table::slower_than(&diff, 35.0), None);
+    assert_eq!(
+        table::slower_than(&diff, 10.0).unwrap(),
+        "NEW's estimated time is 35.0% above BASE's (1.35 s against 1.00 s; --fail-if-slower \
+         10); most of it: f_double +500.0 ms"
+    );
+    let faster = Diff::new(&new, &base, &DiffOptions::default()).unwrap();
+    assert_eq!(table::slower_than(&faster, 0.0), None);
+}
