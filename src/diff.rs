@@ -180,17 +180,19 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// Profiles of different events cannot be compared: a usage error (2), not "slower" (1).
+/// Why the two profiles cannot be compared, saying which files: different events are a usage
+/// error (2), not "slower" (1); a profile without samples is a failure (1).
 fn diff_error(e: DiffError, args: &Args) -> anyhow::Error {
-    match e {
-        DiffError::DifferentEvents { .. } => with_code(
-            USAGE,
-            anyhow::Error::new(e).context(format!(
-                "cannot compare {} with {}",
-                args.base.display(),
-                args.new.display()
-            )),
-        ),
-        e => with_code(FAILURE, e),
-    }
+    let code = match e {
+        DiffError::DifferentEvents { .. } => USAGE,
+        _ => FAILURE,
+    };
+    with_code(
+        code,
+        anyhow::Error::new(e).context(format!(
+            "cannot compare {} with {}",
+            args.base.display(),
+            args.new.display()
+        )),
+    )
 }

@@ -386,3 +386,21 @@ fn thread_filter_applies_to_both() {
     assert!(doc["base"]["samples"].as_u64().unwrap() > 0);
     assert_eq!(doc["functions"][0]["name"], "f_double");
 }
+
+/// A profile without samples: one line naming both files and which is empty, exit 1.
+#[test]
+fn empty_profile_is_refused() {
+    let dir = tempdir();
+    let base = PathBuf::from(saved("regress-base.rprof"));
+    let empty = PathBuf::from(saved("empty.rprof"));
+    let out = diff(dir.path(), &base, &empty, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "rprof: cannot compare {} with {}: NEW has no samples: nothing to compare\n",
+            base.display(),
+            empty.display()
+        )
+    );
+}
