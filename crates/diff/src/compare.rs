@@ -281,6 +281,59 @@ impl Comparison {
     }
 }
 
+/// A function's counts `[base self, base total, new self, new total]`.
+type Counts = [u64; 4];
+
+/// A function: its name and module name.
+type Key = (String, Option<String>);
+
+/// `(name, module, BASE's module when it differs, counts)` for every function of `by_key`,
+/// functions in one profile only joined by name where that is unambiguous.
+fn match_renamed_modules(
+    by_key: HashMap<Key, Counts>,
+) -> Vec<(String, Option<String>, Option<String>, Counts)> {
+    let only_base = |c: &Counts| c[2] == 0 && c[3] == 0;
+    let only_new = |c: &Counts| c[0] == 0 && c[1] == 0;
+    // Name → (functions of it only in BASE, only in NEW).
+    let mut lone: HashMap<&str, (Vec<&Key>, Vec<&Key>)> = HashMap::new();
+    for (key, counts) in &by_key {
+        if only_base(counts) {
+            lone.entry(key.0.as_str()).or_default().0.push(key);
+        } else if only_new(counts) {
+            lone.entry(key.0.as_str()).or_default().1.push(key);
+        }
+    }
+    // BASE key → NEW key, for names with exactly one of each.
+    let pairs: HashMap<Key, Key> = lone
+        .into_values()
+        .filter_map(|(b, n)| match (b.as_slice(), n.as_slice()) {
+            ([b], [n]) => Some(((*b).clone(), (*n).clone())),
+            _ => None,
+        })
+        .collect();
+    let paired_new: std::collections::HashSet<Key> = pairs.values().cloned().collect();
+    let mut out = Vec::with_capacity(by_key.len());
+    let mut joined: HashMap<Key, (Option<String>, Counts)> = HashMap::new();
+    for (key, counts) in by_key {
+        if let Some(new_key) = pairs.get(&key) {
+            let entry = joined.entry(new_key.clone()).or_default();
+            entry.0 = key.1;
+            entry.1[0] = counts[0];
+            entry.1[1] = counts[1];
+        } else if paired_new.contains(&key) {
+            let entry = joined.entry(key).or_default();
+            entry.1[2] = counts[2];
+            entry.1[3] = counts[3];
+        } else {
+            out.push((key.0, key.1, None, counts));
+        }
+    }
+    for ((name, module), (base_module, counts)) in joined {
+        out.push((name, module, base_module, counts));
+    }
+    out
+}
+
 /// Whether a function is in both profiles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -308,8 +361,11 @@ impl Status {
 pub struct Row {
     /// Function name, in full.
     pub name: String,
-    /// Module name, when known.
+    /// Module name, when known (NEW's, for a function in both).
     pub module: Option<String>,
+    /// BASE's module name, when it differs from NEW's: the function was matched by its name
+    /// alone, its binary having been renamed (see [`Diff::new`]).
+    pub base_module: Option<String>,
     /// In both profiles, or in only one.
     pub status: Status,
     /// Samples whose leaf is this function, in BASE.
@@ -344,7 +400,10 @@ pub struct Diff {
 }
 
 impl Diff {
-    /// Compares `base` with `new`.
+    /// Compares `base` with `new`. Functions are matched by name and module name; a function
+    /// left with samples in only one profile is then matched by its name alone when exactly one
+    /// such function of that name is left on each side (two builds of a program whose file
+    /// names differ, `app-v1` and `app-v2`).
     pub fn new(base: &Profile, new: &Profile, options: &DiffOptions) -> Result<Diff, DiffError> {
         let (comparison, base_counts, new_counts) = Comparison::new(base, new, options)?;
         let base_table = Table::new(
@@ -374,11 +433,13 @@ impl Diff {
                 counts[offset + 1] = counts[offset + 1].max(row.total_samples);
             }
         }
+        let mut merged = match_renamed_modules(by_key);
+        merged.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
         let c = &comparison;
-        let mut rows: Vec<Row> = by_key
+        let mut rows: Vec<Row> = merged
             .into_iter()
             .map(
-                |((name, module), [base_self, base_total, new_self, new_total])| {
+                |(name, module, base_module, [base_self, base_total, new_self, new_total])| {
                     let (b, n) = match options.rank_by {
                         SortBy::SelfSamples => (base_self, new_self),
                         SortBy::Total => (base_total, new_total),
@@ -387,6 +448,7 @@ impl Diff {
                     Row {
                         name,
                         module,
+                        base_module,
                         status: match (base_total, new_total) {
                             (0, _) => Status::New,
                             (_, 0) => Status::Gone,

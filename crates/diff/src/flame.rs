@@ -81,13 +81,14 @@ struct Node {
     children: Vec<usize>,
 }
 
-/// Both profiles' stacks as one tree of paths, keyed by function and module name (threads by
-/// name), so that the same path in BASE and NEW is one node.
+/// Both profiles' stacks as one tree of paths, keyed by function name (threads by name), so
+/// that the same path in BASE and NEW is one node even when the binary was renamed between
+/// them; a node's module is that of the profile added first (NEW).
 struct Tree {
     names: Vec<String>,
     index: HashMap<String, u32>,
     nodes: Vec<Node>,
-    child: HashMap<(usize, u32, u32), usize>,
+    child: HashMap<(usize, u32), usize>,
 }
 
 impl Tree {
@@ -120,7 +121,7 @@ impl Tree {
     }
 
     fn step(&mut self, parent: usize, name: u32, module: u32) -> usize {
-        if let Some(&node) = self.child.get(&(parent, name, module)) {
+        if let Some(&node) = self.child.get(&(parent, name)) {
             return node;
         }
         let node = self.nodes.len();
@@ -132,7 +133,7 @@ impl Tree {
             children: Vec::new(),
         });
         self.nodes[parent].children.push(node);
-        self.child.insert((parent, name, module), node);
+        self.child.insert((parent, name), node);
         node
     }
 
@@ -191,8 +192,8 @@ pub fn render(
 ) -> Result<(), FlameError> {
     let (c, _, _) = Comparison::new(base, new, options)?;
     let mut tree = Tree::new();
-    tree.add(base, options, false);
     tree.add(new, options, true);
+    tree.add(base, options, false);
 
     // Lay out NEW's paths; BASE's samples in paths NEW does not have are counted, not drawn.
     let width = flame.width.max(100) as f64;

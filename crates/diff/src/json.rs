@@ -79,8 +79,12 @@ pub struct Profile<'a> {
 pub struct Function<'a> {
     /// Function name, exact.
     pub name: &'a str,
-    /// Module name, when known.
+    /// Module name, when known (NEW's for a function in both).
     pub module: Option<&'a str>,
+    /// BASE's module name, only when it differs from NEW's (the binary was renamed, the
+    /// function matched by name alone).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_module: Option<&'a str>,
     /// `both`, `new` (only in NEW) or `gone` (only in BASE).
     pub status: &'static str,
     /// Self samples in BASE.
@@ -147,6 +151,7 @@ pub fn document<'a>(diff: &'a Diff, options: &'a JsonOptions) -> Document<'a> {
             .map(|r| Function {
                 name: &r.name,
                 module: r.module.as_deref(),
+                base_module: r.base_module.as_deref(),
                 status: r.status.as_str(),
                 base_self: r.base_self,
                 new_self: r.new_self,

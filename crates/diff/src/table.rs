@@ -104,7 +104,14 @@ pub fn render(diff: &Diff, options: &TableOptions, mut out: impl Write) -> io::R
             thousands(row.new_total),
             p_value(row.p_value),
             if row.significant { "yes" } else { "no" }.to_string(),
-            visible(row.module.as_deref().unwrap_or("")).into_owned(),
+            match &row.base_module {
+                Some(base) => format!(
+                    "{} -> {}",
+                    visible(base),
+                    visible(row.module.as_deref().unwrap_or(""))
+                ),
+                None => visible(row.module.as_deref().unwrap_or("")).into_owned(),
+            },
             function,
         ]);
         cells.push(line);

@@ -386,3 +386,76 @@ fn slower_than_names_the_growth() {
     let faster = Diff::new(&new, &base, &DiffOptions::default()).unwrap();
     assert_eq!(table::slower_than(&faster, 0.0), None);
 }
+
+/// Two builds whose binaries have different names: functions are matched by name where that
+/// is unambiguous, and the table shows both module names.
+#[test]
+fn renamed_binary_functions_are_matched_by_name() {
+    fn build(path: &str, mode: &str, counts: &[(&str, u64)]) -> Profile {
+        let mut s = Synth::new(&[path, mode]);
+        let app = s.module(path, ModuleKind::Elf);
+        let libc = s.module("/lib/libc.so.6", ModuleKind::Elf);
+        let main = s.code(app, &[("main", "app.c", 1)]);
+        s.thread(10, 10, "app");
+        for &(name, n) in counts {
+            let module = if name == "memcpy" { libc } else { app };
+            let leaf = s.code(module, &[(name, "", 0)]);
+            for _ in 0..n {
+                s.sample(10, 10, &[leaf, main], &[], false);
+            }
+        }
+        Profile::read(&s.bytes(true, 64).unwrap()[..], mode).unwrap()
+    }
+    let base = build(
+        "/bin/app-v1",
+        "a",
+        &[("work", 100), ("memcpy", 50), ("old", 30)],
+    );
+    let new = build(
+        "/bin/app-v2",
+        "b",
+        &[("work", 300), ("memcpy", 50), ("fresh", 30)],
+    );
+    let diff = Diff::new(&base, &new, &DiffOptions::default()).unwrap();
+    let work = row(&diff, "work");
+    assert_eq!(work.status, Status::Both);
+    assert_eq!(work.module.as_deref(), Some("app-v2"));
+    assert_eq!(work.base_module.as_deref(), Some("app-v1"));
+    assert_eq!((work.base_self, work.new_self), (100, 300));
+    let memcpy = row(&diff, "memcpy");
+    assert_eq!(
+        (memcpy.status, memcpy.base_module.as_deref()),
+        (Status::Both, None)
+    );
+    // Different names stay new and gone.
+    assert_eq!(row(&diff, "old").status, Status::Gone);
+    assert_eq!(row(&diff, "fresh").status, Status::New);
+    let mut out = Vec::new();
+    table::render(&diff, &TableOptions::default(), &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let line = text.lines().find(|l| l.ends_with(" work")).unwrap();
+    assert!(line.contains("app-v1 -> app-v2"), "{text}");
+    let mut out = Vec::new();
+    json::render(&diff, &JsonOptions::default(), &mut out).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let f = &v["functions"][0];
+    assert_eq!(
+        (f["name"].as_str(), f["base_module"].as_str()),
+        (Some("work"), Some("app-v1"))
+    );
+    assert!(v["functions"][1].get("base_module").is_none(), "{v:#}");
+    // The flame graph joins the paths too: work's stack grew, memcpy's did not.
+    let mut out = Vec::new();
+    flame::render(
+        &base,
+        &new,
+        &DiffOptions::default(),
+        &FlameOptions::default(),
+        &mut out,
+    )
+    .unwrap();
+    let fills = fills(&String::from_utf8(out).unwrap());
+    let fill = |name: &str| rgb(&fills.iter().find(|(t, _)| t.starts_with(name)).unwrap().1);
+    assert_eq!(fill("work (app-v2)").0, 255);
+    assert_eq!(fill("memcpy (libc.so.6)"), NEUTRAL);
+}
