@@ -404,3 +404,62 @@ fn empty_profile_is_refused() {
         )
     );
 }
+
+/// The differential flame graph's zoom works in a browser: headless Chromium opens it with
+/// `?z=f_same` (the script's zoom to the first frame of that name), f_same then spans the
+/// whole width, its callers stay below it, and f_double — beside it — is hidden.
+#[test]
+fn differential_flame_graph_zooms_in_chromium() {
+    let dir = tempdir();
+    let svg = dir.path().join("diff.svg");
+    let out = diff(
+        dir.path(),
+        Path::new(&saved("regress-base.rprof")),
+        Path::new(&saved("regress-new.rprof")),
+        &["--flame", "-o", svg.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|c| Path::new(c).exists())
+        .expect(
+            "chromium is not installed, and this test opens the SVG in headless Chromium: \
+             install it with `apt-get install -y chromium` (.ci/run does)",
+        );
+    let scratch = tempdir();
+    let out = std::process::Command::new("timeout")
+        .arg("120")
+        .arg(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--no-first-run",
+            "--disable-dev-shm-usage",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", scratch.path().display()))
+        .arg(format!("file://{}?z=f_same", svg.display()))
+        .output()
+        .expect("chromium runs");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dom = stdout(&out);
+    let frame = |name: &str| -> String {
+        let at = dom
+            .find(&format!("data-n=\"{name}\""))
+            .unwrap_or_else(|| panic!("no frame {name}: {dom}"));
+        let rest = &dom[at..];
+        rest[..rest.find("</g>").unwrap()].to_string()
+    };
+    let same = frame("f_same");
+    assert!(same.contains("width=\"1180.00\""), "{same}");
+    assert!(same.contains(">f_same</text>"), "{same}");
+    let main = frame("main");
+    assert!(
+        main.contains("width=\"1180.00\"") && main.contains("opacity: 0.6"),
+        "{main}"
+    );
+    let double = frame("f_double");
+    assert!(double.contains("display: none"), "{double}");
+}

@@ -6,7 +6,8 @@
 //! inferno's differential mode colors a frame by the change of its *self* samples at the leaves
 //! (inferno issue #295), and its palette maps a function name to one color wherever it appears,
 //! so it cannot color two stacks of one function apart. The SVG is therefore written here:
-//! rectangles with the numbers in their `<title>` tooltips; no script. Every string goes
+//! rectangles with the numbers in their `<title>` tooltips, and a small script to zoom into a
+//! frame by clicking it. Every string goes
 //! through [`visible`] (control characters XML forbids) and then XML escaping (`&`, `<`, `>`,
 //! `"`, `'`), so the SVG is valid XML whatever the names.
 
@@ -326,40 +327,98 @@ pub fn render(
             p_value(p)
         );
         let y = TOP + (depth - d.depth) as f64 * FRAME_HEIGHT;
+        // The frame's place and name as data, for the zoom script; its label always present
+        // (empty when it does not fit), so that zooming can fill it in.
+        let shown = visible(name);
         let _ = write!(
             svg,
-            "<g><title>{}</title><rect x=\"{:.2}\" y=\"{y}\" width=\"{:.2}\" height=\"{}\" \
+            "<g class=\"f\" data-n=\"{}\" data-x=\"{:.4}\" data-w=\"{:.4}\" data-d=\"{}\">\
+             <title>{}</title><rect x=\"{:.2}\" y=\"{y}\" width=\"{:.2}\" height=\"{}\" \
              fill=\"rgb({r},{g},{b})\" rx=\"2\" ry=\"2\"/>",
+            markup(&shown),
+            d.x,
+            d.width,
+            d.depth,
             markup(&tip),
             d.x,
             d.width,
             FRAME_HEIGHT - 1.0
         );
-        let fits = ((d.width - 6.0) / CHAR_WIDTH).floor();
-        if fits >= 3.0 {
-            let fits = fits as usize;
-            let shown = visible(name);
-            let text: String = if shown.chars().count() <= fits {
-                shown.into_owned()
-            } else {
-                let mut t: String = shown.chars().take(fits - 2).collect();
-                t.push_str("..");
-                t
-            };
-            let _ = write!(
-                svg,
-                "<text x=\"{:.2}\" y=\"{}\">{}</text>",
-                d.x + 3.0,
-                y + FRAME_HEIGHT - 4.5,
-                xml(&text)
-            );
-        }
-        svg.push_str("</g>\n");
+        let _ = writeln!(
+            svg,
+            "<text x=\"{:.2}\" y=\"{}\">{}</text></g>",
+            d.x + 3.0,
+            y + FRAME_HEIGHT - 4.5,
+            markup(&fit_label(&shown, d.width))
+        );
     }
-    svg.push_str("</g>\n</svg>\n");
+    svg.push_str("</g>\n<script type=\"text/ecmascript\"><![CDATA[\n");
+    svg.push_str(&ZOOM_SCRIPT.replace("WIDTH", &format!("{width}")));
+    svg.push_str("]]></script>\n</svg>\n");
     out.write_all(svg.as_bytes())?;
     Ok(())
 }
+
+/// `name` cut to what fits in a frame `width` pixels wide (with `..` when cut); empty when not
+/// even 3 characters fit. The zoom script does the same in the browser.
+fn fit_label(name: &str, width: f64) -> String {
+    let fits = ((width - 6.0) / CHAR_WIDTH).floor();
+    if fits < 3.0 {
+        return String::new();
+    }
+    let fits = fits as usize;
+    if name.chars().count() <= fits {
+        name.to_string()
+    } else {
+        let mut t: String = name.chars().take(fits - 2).collect();
+        t.push_str("..");
+        t
+    }
+}
+
+/// Click a frame to zoom to it (its callers stay below it, full width and faded); click `all`
+/// to zoom out. `?z=NAME` in the URL zooms to the first frame of that name (used by the tests).
+/// Kept free of `]]>`: it sits in a CDATA section.
+const ZOOM_SCRIPT: &str = r#"(function () {
+  var W = WIDTH, SIDE = 10, CHAR = 7.2;
+  var frames = Array.prototype.slice.call(document.querySelectorAll("g.f"));
+  function num(g, a) { return parseFloat(g.getAttribute(a)); }
+  function fit(name, w) {
+    var n = Math.floor((w - 6) / CHAR);
+    if (n < 3) return "";
+    return name.length <= n ? name : name.slice(0, n - 2) + "..";
+  }
+  function zoom(target) {
+    var zx = num(target, "data-x"), zw = num(target, "data-w"), zd = num(target, "data-d");
+    var scale = (W - 2 * SIDE) / zw, eps = 1e-3;
+    frames.forEach(function (g) {
+      var x = num(g, "data-x"), w = num(g, "data-w"), d = num(g, "data-d");
+      var inside = d >= zd && x >= zx - eps && x + w <= zx + zw + eps;
+      var below = d < zd && x <= zx + eps && x + w >= zx + zw - eps;
+      if (!inside && !below) { g.style.display = "none"; return; }
+      g.style.display = "";
+      g.style.opacity = below ? "0.6" : "";
+      var nx = below ? SIDE : SIDE + (x - zx) * scale, nw = below ? W - 2 * SIDE : w * scale;
+      var rect = g.querySelector("rect"), text = g.querySelector("text");
+      rect.setAttribute("x", nx.toFixed(2));
+      rect.setAttribute("width", nw.toFixed(2));
+      text.setAttribute("x", (nx + 3).toFixed(2));
+      text.textContent = fit(g.getAttribute("data-n"), nw);
+    });
+  }
+  frames.forEach(function (g) {
+    g.style.cursor = "pointer";
+    g.addEventListener("click", function () { zoom(g); });
+  });
+  var m = /[?&]z=([^&]*)/.exec(window.location.search);
+  if (m) {
+    var name = decodeURIComponent(m[1]);
+    for (var i = 0; i < frames.length; i++) {
+      if (frames[i].getAttribute("data-n") === name) { zoom(frames[i]); break; }
+    }
+  }
+})();
+"#;
 
 fn label(s: &str) -> &str {
     if s.is_empty() {
