@@ -4,6 +4,7 @@
 //! arguments to the library crates under `crates/`, and maps every failure to one line on stderr
 //! and an exit code (see [`exit`]).
 
+mod diff;
 mod exit;
 mod flame;
 mod naming;
@@ -29,6 +30,8 @@ enum Command {
     Report(report::Args),
     /// Write a flame graph (SVG) or folded stacks from a profile.
     Flame(flame::Args),
+    /// Compare two profiles: the functions whose cost changed, or a differential flame graph.
+    Diff(diff::Args),
     /// Count events of a command, like `perf stat`.
     Stat(stat::Args),
 }
@@ -54,6 +57,7 @@ fn main() {
         Command::Record(args) => record::run(args),
         Command::Report(args) => report::run(args),
         Command::Flame(args) => flame::run(args),
+        Command::Diff(args) => diff::run(args),
         Command::Stat(args) => stat::run(args),
     };
     std::process::exit(exit::finish(result));

@@ -1,0 +1,465 @@
+//! Integration tests of `rprof diff` (issue 12): live recordings of `fixtures/regress.c`, a
+//! designed regression (f_double twice the work in NEW, f_same the same, f_removed gone),
+//! expected outputs on the saved pair `fixtures/profiles/regress-{base,new}.rprof` (made by
+//! `scripts/make-golden-profiles.sh`; `RPROF_BLESS=1` rewrites the expected files), and bad
+//! input.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::OnceLock;
+
+use rprof_profile::ModuleKind;
+use rprof_report::synth::Synth;
+use serde_json::Value;
+
+use crate::report::saved;
+use crate::util::{assert_golden, build_c, repo_root, run_rprof, stderr, stdout, tempdir};
+
+/// The fixture, built the way the saved profiles are made.
+fn regress() -> PathBuf {
+    build_c(
+        "regress.c",
+        "regress",
+        &["-O2", "-g", "-fomit-frame-pointer"],
+    )
+}
+
+/// BASE and NEW recorded live once for every test of this module: 1.0 s and 1.3 s of CPU.
+fn recorded() -> &'static (PathBuf, PathBuf) {
+    static PAIR: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    PAIR.get_or_init(|| {
+        let bin = regress();
+        // Kept for the whole test run (the process ends before anything could remove it).
+        let dir = tempdir().keep();
+        let mut paths = Vec::new();
+        for mode in ["base", "new"] {
+            let path = dir.join(format!("{mode}.rprof"));
+            let out = run_rprof(
+                &dir,
+                &[
+                    "record",
+                    "-o",
+                    path.to_str().unwrap(),
+                    "--",
+                    bin.to_str().unwrap(),
+                    mode,
+                ],
+            );
+            assert!(out.status.success(), "record {mode}: {}", stderr(&out));
+            paths.push(path);
+        }
+        (paths[0].clone(), paths[1].clone())
+    })
+}
+
+fn diff(dir: &Path, base: &Path, new: &Path, args: &[&str]) -> Output {
+    let mut all = vec!["diff", base.to_str().unwrap(), new.to_str().unwrap()];
+    all.extend_from_slice(args);
+    run_rprof(dir, &all)
+}
+
+/// The table's rows (not the header lines, not the column names), each split at whitespace.
+fn rows(table: &str) -> Vec<Vec<String>> {
+    table
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty() && !l.contains("Base self"))
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
+        .collect()
+}
+
+/// Issue 12: in the live recordings the doubled function is the top row and significant, the
+/// unchanged one is not significant, the removed one is listed as gone.
+#[test]
+fn live_designed_regression_table() {
+    let (base, new) = recorded();
+    let dir = tempdir();
+    let out = diff(dir.path(), base, new, &["--top", "0"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = stdout(&out);
+    let rows = rows(&table);
+    let top = &rows[0];
+    assert_eq!(top.last().unwrap(), "f_double", "{table}");
+    assert!(top[0].starts_with('+'), "{table}");
+    assert!(top.contains(&"yes".to_string()), "{table}");
+    let same = rows
+        .iter()
+        .find(|r| r.last().unwrap() == "f_same")
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(same.contains(&"no".to_string()), "{table}");
+    let removed = rows
+        .iter()
+        .find(|r| r.iter().any(|c| c == "f_removed"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert_eq!(removed.last().unwrap(), "[gone]", "{table}");
+    assert!(
+        table.contains("# compared: estimated time of self samples"),
+        "{table}"
+    );
+    assert!(
+        table.contains("# BASE ") && table.contains("/regress base: cpu-clock"),
+        "{table}"
+    );
+}
+
+fn function<'a>(doc: &'a Value, name: &str) -> &'a Value {
+    doc["functions"]
+        .as_array()
+        .and_then(|f| f.iter().find(|f| f["name"] == name))
+        .unwrap_or_else(|| panic!("no function {name} in {doc:#}"))
+}
+
+/// Issue 12: `--json` carries every field per function, in samples and nanoseconds.
+#[test]
+fn live_json_fields() {
+    let (base, new) = recorded();
+    let dir = tempdir();
+    let out = diff(dir.path(), base, new, &["--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: Value = serde_json::from_str(&stdout(&out)).expect("valid JSON");
+    assert_eq!(doc["compared"], "time");
+    let top = &doc["functions"][0];
+    assert_eq!(top["name"], "f_double", "{doc:#}");
+    assert_eq!(top["module"], "regress");
+    assert_eq!(top["significant"], true);
+    let (b, n) = (
+        top["base_self"].as_u64().unwrap(),
+        top["new_self"].as_u64().unwrap(),
+    );
+    // 0.5 s against 1.0 s of CPU at 999 Hz: about 500 and 1,000 samples.
+    assert!(n > b * 3 / 2 && b > 300, "{top}");
+    assert!(top["base_total"].as_u64().unwrap() >= b);
+    assert!(top["new_total"].as_u64().unwrap() >= n);
+    let delta = top["delta_ns"].as_i64().unwrap();
+    assert!((350_000_000..650_000_000).contains(&delta), "{top}");
+    assert_eq!(function(&doc, "f_same")["significant"], false, "{doc:#}");
+    let removed = function(&doc, "f_removed");
+    assert_eq!(removed["status"], "gone");
+    assert_eq!(removed["new_total"], 0);
+    assert!(
+        removed["delta_ns"].as_i64().unwrap() < -100_000_000,
+        "{removed}"
+    );
+}
+
+/// Issue 12: `--fail-if-slower` exits 1 past the limit (NEW is 30% slower by design) with one
+/// line naming f_double, and 0 within it.
+#[test]
+fn live_fail_if_slower_exit_codes() {
+    let (base, new) = recorded();
+    let dir = tempdir();
+    let out = diff(
+        dir.path(),
+        base,
+        new,
+        &["--fail-if-slower", "10", "--top", "3"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0].starts_with("rprof: NEW's estimated time is ")
+            && lines[0].contains("% above BASE's")
+            && lines[0].contains("most of it: f_double +"),
+        "{err}"
+    );
+    assert!(
+        stdout(&out).contains("f_double"),
+        "the table is printed too"
+    );
+    let out = diff(dir.path(), base, new, &["--fail-if-slower", "60"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+    // BASE against NEW the other way round is faster: never a failure.
+    let out = diff(dir.path(), new, base, &["--fail-if-slower", "0", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+/// The fill of the first frame whose tooltip starts with `name (`.
+fn fill_of(svg: &str, name: &str) -> (u8, u8, u8) {
+    let at = svg
+        .find(&format!("<title>{name} ("))
+        .unwrap_or_else(|| panic!("no frame {name}"));
+    let rest = &svg[at..];
+    let fill = &rest[rest.find("fill=\"rgb(").unwrap() + 10..];
+    let v: Vec<u8> = fill[..fill.find(')').unwrap()]
+        .split(',')
+        .map(|x| x.parse().unwrap())
+        .collect();
+    (v[0], v[1], v[2])
+}
+
+/// Checks `svg` with a strict XML 1.0 parser (Python's expat).
+fn assert_xml(svg: &Path) {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys, xml.dom.minidom; xml.dom.minidom.parse(sys.argv[1])",
+        ])
+        .arg(svg)
+        .output()
+        .expect("python3 runs");
+    assert!(out.status.success(), "not XML: {}", stderr(&out));
+}
+
+/// Issue 12: the differential flame graph is valid XML; f_double's whole path is red (its
+/// stack grew), f_same's grey (within noise).
+#[test]
+fn live_differential_flame_graph() {
+    let (base, new) = recorded();
+    let dir = tempdir();
+    let svg_path = dir.path().join("diff.svg");
+    let out = diff(
+        dir.path(),
+        base,
+        new,
+        &["--flame", "-o", svg_path.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("wrote the differential flame graph to"));
+    assert_xml(&svg_path);
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    for name in ["f_double", "main"] {
+        let (r, g, b) = fill_of(&svg, name);
+        assert!(r == 255 && g < 200 && b == g, "{name}: rgb({r},{g},{b})");
+    }
+    assert_eq!(fill_of(&svg, "f_same"), (222, 222, 222));
+    assert!(!svg.contains("<title>f_removed"), "drawn on NEW's stacks");
+    assert!(svg.contains("BASE samples are in stacks NEW does not have"));
+    // The default output is diff.svg in the current directory.
+    let out = diff(dir.path(), base, new, &["--flame"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_xml(&dir.path().join("diff.svg"));
+}
+
+/// Runs `rprof diff` on the saved pair, named relative to the repository (as the header shows
+/// them); it must succeed without a word on stderr.
+fn saved_diff(args: &[&str]) -> String {
+    let out = diff(
+        &repo_root(),
+        Path::new("fixtures/profiles/regress-base.rprof"),
+        Path::new("fixtures/profiles/regress-new.rprof"),
+        args,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+    stdout(&out)
+}
+
+#[test]
+fn golden_table() {
+    assert_golden("diff/regress.txt", &saved_diff(&["--top", "12"]));
+}
+
+#[test]
+fn golden_normalized_totals() {
+    assert_golden(
+        "diff/regress-normalize-total.txt",
+        &saved_diff(&["--normalize", "--sort", "total", "--top", "12"]),
+    );
+}
+
+#[test]
+fn golden_json() {
+    assert_golden("diff/regress.json", &saved_diff(&["--json", "--top", "5"]));
+}
+
+/// A page-faults profile, made here.
+fn page_faults(dir: &Path) -> PathBuf {
+    let mut s = Synth::new(&["./touch"]);
+    s.header_mut().event = "page-faults".into();
+    let app = s.module("/bin/touch", ModuleKind::Elf);
+    let main = s.code(app, &[("main", "touch.c", 3)]);
+    s.thread(7, 7, "touch");
+    for _ in 0..20 {
+        s.sample(7, 7, &[main], &[], false);
+    }
+    let path = dir.join("faults.rprof");
+    std::fs::write(&path, s.bytes(true, 8).unwrap()).unwrap();
+    path
+}
+
+/// Issue 12 (bad input): profiles of different events are refused in one line, exit 2.
+#[test]
+fn different_events_are_refused() {
+    let dir = tempdir();
+    let faults = page_faults(dir.path());
+    let base = PathBuf::from(saved("regress-base.rprof"));
+    let out = diff(dir.path(), &base, &faults, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "rprof: cannot compare {} with {}: the profiles sampled different events (BASE \
+             cpu-clock, NEW page-faults): their samples cannot be compared; record both with the \
+             same -e EVENT\n",
+            base.display(),
+            faults.display()
+        )
+    );
+    assert_eq!(stdout(&out), "");
+}
+
+/// Issue 12 (bad input): a cut-short NEW is read up to its last good block, with report's
+/// note.
+#[test]
+fn truncated_profile_is_read_with_a_note() {
+    let dir = tempdir();
+    let whole = std::fs::read(saved("regress-new.rprof")).unwrap();
+    let cut = dir.path().join("cut.rprof");
+    std::fs::write(&cut, &whole[..whole.len() * 2 / 3]).unwrap();
+    let out = diff(
+        dir.path(),
+        Path::new(&saved("regress-base.rprof")),
+        &cut,
+        &["--json"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.lines().any(|l| l.starts_with("rprof: warning: ")
+            && l.contains("cut.rprof is cut short at byte")
+            && l.contains("showing what was written before")),
+        "{err}"
+    );
+    let doc: Value = serde_json::from_str(&stdout(&out)).expect("valid JSON");
+    let samples = doc["new"]["samples"].as_u64().unwrap();
+    assert!(samples > 0 && samples < 1300, "{doc:#}");
+}
+
+/// Issue 12 (bad input): an unwritable `-o` fails before any work (here, before BASE — which
+/// does not exist — is even looked at), in one line, exit 1; a missing profile gives the very
+/// message of `rprof report`.
+#[test]
+fn unwritable_output_and_missing_profiles() {
+    let dir = tempdir();
+    let missing = dir.path().join("missing.rprof");
+    let new = PathBuf::from(saved("regress-new.rprof"));
+    let out = diff(
+        dir.path(),
+        &missing,
+        &new,
+        &["--flame", "-o", "/nonexistent-dir/diff.svg"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("rprof: cannot write /nonexistent-dir/diff.svg: "),
+        "{err}"
+    );
+
+    let out = diff(dir.path(), &missing, &new, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let report = run_rprof(dir.path(), &["report", "-i", missing.to_str().unwrap()]);
+    assert_eq!(stderr(&out), stderr(&report));
+    assert!(
+        stderr(&out).starts_with("rprof: no profile at "),
+        "{}",
+        stderr(&out)
+    );
+
+    // A thread neither profile has: a usage error saying which profile.
+    let out = diff(
+        dir.path(),
+        Path::new(&saved("regress-base.rprof")),
+        &new,
+        &["--thread", "nosuch"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with("rprof: BASE ")
+            && stderr(&out).contains("no thread named or numbered 'nosuch'"),
+        "{}",
+        stderr(&out)
+    );
+    // A negative percentage is a usage error.
+    let out = diff(dir.path(), &missing, &new, &["--fail-if-slower", "-5"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+/// `--thread NAME` keeps the samples of that thread name in both profiles.
+#[test]
+fn thread_filter_applies_to_both() {
+    let out = saved_diff(&["--thread", "regress", "--json"]);
+    let doc: Value = serde_json::from_str(&out).expect("valid JSON");
+    assert!(doc["base"]["samples"].as_u64().unwrap() > 0);
+    assert_eq!(doc["functions"][0]["name"], "f_double");
+}
+
+/// A profile without samples: one line naming both files and which is empty, exit 1.
+#[test]
+fn empty_profile_is_refused() {
+    let dir = tempdir();
+    let base = PathBuf::from(saved("regress-base.rprof"));
+    let empty = PathBuf::from(saved("empty.rprof"));
+    let out = diff(dir.path(), &base, &empty, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "rprof: cannot compare {} with {}: NEW has no samples: nothing to compare\n",
+            base.display(),
+            empty.display()
+        )
+    );
+}
+
+/// The differential flame graph's zoom works in a browser: headless Chromium opens it with
+/// `?z=f_same` (the script's zoom to the first frame of that name), f_same then spans the
+/// whole width, its callers stay below it, and f_double — beside it — is hidden.
+#[test]
+fn differential_flame_graph_zooms_in_chromium() {
+    let dir = tempdir();
+    let svg = dir.path().join("diff.svg");
+    let out = diff(
+        dir.path(),
+        Path::new(&saved("regress-base.rprof")),
+        Path::new(&saved("regress-new.rprof")),
+        &["--flame", "-o", svg.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|c| Path::new(c).exists())
+        .expect(
+            "chromium is not installed, and this test opens the SVG in headless Chromium: \
+             install it with `apt-get install -y chromium` (.ci/run does)",
+        );
+    let scratch = tempdir();
+    let out = std::process::Command::new("timeout")
+        .arg("120")
+        .arg(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--no-first-run",
+            "--disable-dev-shm-usage",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", scratch.path().display()))
+        .arg(format!("file://{}?z=f_same", svg.display()))
+        .output()
+        .expect("chromium runs");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let dom = stdout(&out);
+    let frame = |name: &str| -> String {
+        let at = dom
+            .find(&format!("data-n=\"{name}\""))
+            .unwrap_or_else(|| panic!("no frame {name}: {dom}"));
+        let rest = &dom[at..];
+        rest[..rest.find("</g>").unwrap()].to_string()
+    };
+    let same = frame("f_same");
+    assert!(same.contains("width=\"1180.00\""), "{same}");
+    assert!(same.contains(">f_same</text>"), "{same}");
+    let main = frame("main");
+    assert!(
+        main.contains("width=\"1180.00\"") && main.contains("opacity: 0.6"),
+        "{main}"
+    );
+    let double = frame("f_double");
+    assert!(double.contains("display: none"), "{double}");
+}
