@@ -4,6 +4,7 @@
 //! arguments to the library crates under `crates/`, and maps every failure to one line on stderr
 //! and an exit code (see [`exit`]).
 
+mod annotate;
 mod exit;
 mod flame;
 mod naming;
@@ -31,6 +32,8 @@ enum Command {
     Flame(flame::Args),
     /// Count events of a command, like `perf stat`.
     Stat(stat::Args),
+    /// Show a function's source lines with the samples on each.
+    Annotate(annotate::Args),
 }
 
 fn main() {
@@ -55,6 +58,7 @@ fn main() {
         Command::Report(args) => report::run(args),
         Command::Flame(args) => flame::run(args),
         Command::Stat(args) => stat::run(args),
+        Command::Annotate(args) => annotate::run(args),
     };
     std::process::exit(exit::finish(result));
 }

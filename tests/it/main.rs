@@ -2,6 +2,7 @@
 //!
 //! One entry point (this file); one module per command. Shared helpers live in `util`.
 
+mod annotate;
 mod exec_names;
 mod flame;
 mod hostile_files;
