@@ -3,6 +3,7 @@
 //! One entry point (this file); one module per command. Shared helpers live in `util`.
 
 mod annotate;
+mod cargo_rprof;
 mod exec_names;
 mod flame;
 mod hostile_files;
