@@ -7,6 +7,7 @@
 mod annotate;
 mod exit;
 mod flame;
+mod generate;
 mod naming;
 mod record;
 mod report;
@@ -16,7 +17,7 @@ use clap::{Parser, Subcommand};
 
 /// A sampling profiler for Linux: record, report, flame graphs and counters.
 #[derive(Parser, Debug)]
-#[command(name = "rprof", version, about, propagate_version = true)]
+#[command(name = "rprof", version = env!("RPROF_VERSION"), about, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -34,6 +35,10 @@ enum Command {
     Stat(stat::Args),
     /// Show a function's source lines with the samples on each.
     Annotate(annotate::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(generate::CompletionsArgs),
+    /// Write man pages (rprof.1 and one per command) into a directory.
+    Man(generate::ManArgs),
 }
 
 fn main() {
@@ -59,6 +64,10 @@ fn main() {
         Command::Flame(args) => flame::run(args),
         Command::Stat(args) => stat::run(args),
         Command::Annotate(args) => annotate::run(args),
+        Command::Completions(args) => {
+            generate::completions(args, <Cli as clap::CommandFactory>::command())
+        }
+        Command::Man(args) => generate::man(args, <Cli as clap::CommandFactory>::command()),
     };
     std::process::exit(exit::finish(result));
 }

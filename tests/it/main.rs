@@ -4,6 +4,7 @@
 
 mod annotate;
 mod cargo_rprof;
+mod completions;
 mod exec_names;
 mod flame;
 mod hostile_files;
