@@ -9,6 +9,7 @@ mod exit;
 mod flame;
 mod generate;
 mod naming;
+mod progress;
 mod record;
 mod report;
 mod stat;

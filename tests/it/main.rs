@@ -12,6 +12,7 @@ mod hostile_names;
 mod outputs;
 mod pipeline;
 mod profile_input;
+mod progress;
 mod record;
 mod report;
 mod stat;
