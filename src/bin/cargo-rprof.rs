@@ -14,7 +14,7 @@ use rprof_cargo::{Options, Target, TargetKind};
 
 /// `cargo` runs `cargo-rprof rprof ARGS...`.
 #[derive(Parser, Debug)]
-#[command(name = "cargo", bin_name = "cargo", version)]
+#[command(name = "cargo", bin_name = "cargo", version = env!("RPROF_VERSION"))]
 enum Cargo {
     /// Profile a cargo target with rprof: build it with debug info, record, flame graph, report.
     Rprof(Args),
@@ -23,11 +23,10 @@ enum Cargo {
 /// Arguments of `cargo rprof`.
 #[derive(ClapArgs, Debug)]
 #[command(
-    version,
-    after_help = "Debug info is turned on with CARGO_PROFILE_<PROFILE>_DEBUG=true \
-    (and symbols kept with CARGO_PROFILE_<PROFILE>_STRIP=false) for this build only; Cargo.toml \
-    is not changed. Every rprof record option can also be given after `--` to `rprof record` \
-    itself: cargo rprof only runs rprof."
+    version = env!("RPROF_VERSION"),
+    after_help = "Debug info is turned on with CARGO_PROFILE_<PROFILE>_DEBUG=true (and symbols \
+    kept with CARGO_PROFILE_<PROFILE>_STRIP=false) for this build only; Cargo.toml is not \
+    changed. The profile stays in --data FILE for rprof report, flame and annotate -i FILE."
 )]
 struct Args {
     /// Profile this binary target.
