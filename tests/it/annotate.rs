@@ -114,7 +114,10 @@ fn the_listing_shows_source_and_highlights_only_with_color() {
     let text = stdout(&out);
     let hot = text.lines().find(|l| l.contains("/* HOT */")).unwrap();
     assert!(hot.contains("\x1b[1m\x1b[31m    for (long i"), "{hot:?}");
-    // A short name: `hot_line_work` is the only function called that.
+    // The cold line (a quarter of the hot one) has red shares but plain text.
+    let cold = text.lines().find(|l| l.contains("/* COLD */")).unwrap();
+    assert!(cold.contains("\x1b[31m"), "{cold:?}");
+    assert!(!cold.contains("\x1b[1m"), "{cold:?}");
 }
 
 /// Issue 16: a function that is not in the profile is one line on stderr with close matches,

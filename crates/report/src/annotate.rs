@@ -154,7 +154,8 @@ impl Default for AnnotateOptions {
     }
 }
 
-/// A line whose self share of the function is at least this is highlighted.
+/// Shares at least this are red; a line's text is highlighted when it is the hottest line or
+/// has this share and at least half the hottest line's samples.
 const HOT_PERCENT: f64 = 10.0;
 
 const RED: &str = "\x1b[31m";
@@ -565,7 +566,9 @@ pub fn render(
                         },
                         (_, None) => String::new(),
                     };
-                    let hot = own > 0 && (own == hottest || a.share(own) >= HOT_PERCENT);
+                    // The hottest line, and lines close to it (at least half its samples).
+                    let hot = own > 0
+                        && (own == hottest || (a.share(own) >= HOT_PERCENT && own * 2 >= hottest));
                     let body = if hot {
                         paint(color, &format!("{BOLD}{RED}"), &body)
                     } else {
