@@ -50,6 +50,12 @@ struct Args {
     /// The cargo profile to build.
     #[arg(long, value_name = "PROFILE", default_value = "release")]
     profile: String,
+    /// Build with the release profile (the default; as cargo's --release).
+    #[arg(long, conflicts_with_all = ["profile", "dev"])]
+    release: bool,
+    /// Build with the dev profile (--profile dev).
+    #[arg(long, conflicts_with = "profile")]
+    dev: bool,
     /// Features to activate (comma- or space-separated; may be repeated).
     #[arg(long, value_name = "FEATURES", value_delimiter = ',')]
     features: Vec<String>,
@@ -130,7 +136,11 @@ fn options(args: Args) -> Options {
         target,
         package: args.package,
         manifest_path: args.manifest_path,
-        profile: args.profile,
+        profile: if args.dev {
+            "dev".to_string()
+        } else {
+            args.profile
+        },
         features: args
             .features
             .iter()
