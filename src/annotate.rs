@@ -24,9 +24,9 @@ const SOURCE_LIMIT: u64 = 64 << 20;
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// The function: its full name as `rprof report` shows it, or its last part (`hot` for
-    /// `app::hot`).
+    /// `app::hot`) [default: the function with the most self samples that has source lines].
     #[arg(value_name = "FUNCTION")]
-    pub function: String,
+    pub function: Option<String>,
     /// The profile to read.
     #[arg(short, long, value_name = "FILE", default_value = "rprof.data")]
     pub input: PathBuf,
@@ -54,7 +54,28 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<i32> {
     let profile = open_profile(&args.input)?;
     let (selection, _) = selection(&profile, args.thread.as_deref(), args.pid, args.no_inline)?;
-    let annotation = match Annotation::new(&profile, &selection, &args.function) {
+    let function = match args.function {
+        Some(function) => function,
+        None => {
+            let Some(hottest) = annotate::hottest_function(&profile, &selection) else {
+                return Err(with_code(
+                    FAILURE,
+                    anyhow::anyhow!(
+                        "no sampled function of {} has source lines (build with -g, or \
+                         debug = true in Cargo.toml)",
+                        args.input.display()
+                    ),
+                ));
+            };
+            eprintln!(
+                "rprof: note: annotating the hottest function with source lines, {} (name \
+                 another as rprof annotate FUNCTION)",
+                visible(&hottest)
+            );
+            hottest
+        }
+    };
+    let annotation = match Annotation::new(&profile, &selection, &function) {
         Ok(a) => a,
         // Asked for a function the profile does not have: like an unknown --pid.
         Err(e @ (AnnotateError::NotFound { .. } | AnnotateError::Ambiguous { .. })) => {

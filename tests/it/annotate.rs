@@ -107,6 +107,19 @@ fn the_listing_shows_source_and_highlights_only_with_color() {
     let share: f64 = hot.split('%').next().unwrap().trim().parse().unwrap();
     assert!(share >= 65.0, "{text}");
     assert!(hot.ends_with("# inlined: step"), "{hot}");
+    // Without FUNCTION: the hottest function that is not only inlined, with a note.
+    let out = annotate(profile, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).starts_with("hot_line_work: "),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stderr(&out).starts_with("rprof: note: annotating the hottest function"),
+        "{}",
+        stderr(&out)
+    );
     // The signature, an unsampled line, is shown as context.
     assert!(text.contains("double hot_line_work(long n)"), "{text}");
 

@@ -226,6 +226,31 @@ pub fn find_function(profile: &Profile, query: &str) -> Result<String, AnnotateE
     })
 }
 
+/// The function with the most self samples among those with source lines, not inlined
+/// everywhere (else inlined), for `rprof annotate` without a FUNCTION (as `perf annotate`
+/// starts with the hottest).
+pub fn hottest_function(profile: &Profile, selection: &Selection) -> Option<String> {
+    let counts = StackCounts::new(profile, selection);
+    let table = crate::aggregate::Table::new(
+        profile,
+        &counts,
+        selection,
+        crate::aggregate::TableKind::Functions,
+        crate::SortBy::SelfSamples,
+    );
+    // A function of its own first: its listing shows what was inlined into it as well.
+    let candidates = || {
+        table
+            .rows
+            .iter()
+            .filter(|r| r.file.is_some() && r.self_samples > 0 && r.kind == FrameKind::User)
+    };
+    candidates()
+        .find(|r| !r.inlined)
+        .or_else(|| candidates().next())
+        .map(|r| r.name.clone())
+}
+
 /// `name` without a C++ argument list and without its path: `ns::Type::f(int) const` → `f`,
 /// `app::hot` → `hot`.
 fn short_name(name: &str) -> &str {

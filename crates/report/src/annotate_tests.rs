@@ -102,6 +102,17 @@ fn names_are_found_or_explained() {
     assert_eq!(short_name("<T as core::Trait>::call"), "call");
     assert_eq!(short_name("plain"), "plain");
     assert_eq!(edit_distance("kitten", "sitting"), 3);
+    // Without a name: the hottest function with source lines that is not only inlined
+    // (square, 300 self samples, is always inlined into compute; Vec::extend has 240).
+    let hottest = hottest_function(&p, &Selection::default()).unwrap();
+    assert!(hottest.ends_with(">::extend"), "{hottest}");
+    // In the main thread: fib, 150 self samples (square's 300 are inlined code).
+    let main_thread = Selection {
+        pid: Some(100),
+        threads: Some(crate::parse_thread_filter(&p, "app").unwrap()),
+        ..Selection::default()
+    };
+    assert_eq!(hottest_function(&p, &main_thread).as_deref(), Some("fib"));
 }
 
 fn text(lines: &[&str]) -> Source {
