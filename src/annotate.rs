@@ -33,6 +33,11 @@ pub struct Args {
     /// Unsampled lines shown around each sampled line (longer stretches are folded).
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub context: usize,
+    /// Where to look for a source file that is not at the path the profile names (built
+    /// elsewhere, or Rust's std: `$(rustc --print sysroot)/lib/rustlib/src/rust`): DIR joined
+    /// with the path's trailing components, longest first. May be repeated.
+    #[arg(long, value_name = "DIR")]
+    pub source_dir: Vec<PathBuf>,
     /// Only samples of this thread (a thread id; or a name: the samples taken under it).
     #[arg(long, value_name = "NAME|TID")]
     pub thread: Option<String>,
@@ -89,7 +94,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     let recorded = profile.header.start_unix_ns;
     let mut sources = HashMap::new();
     for file in annotation.files() {
-        let source = read_source(Path::new(file), recorded);
+        let source = find_source(Path::new(file), &args.source_dir, recorded);
         match &source {
             Source::Missing(why) => eprintln!(
                 "rprof: note: no source for {} in {}: {}; showing line numbers only",
@@ -123,6 +128,28 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     }
     out.flush().map_err(stdout_error)?;
     Ok(0)
+}
+
+/// The text of the source file `path`, or of the first file found for it under `dirs` (see
+/// [`Args::source_dir`]), or why there is none (the reason for `path` itself).
+fn find_source(path: &Path, dirs: &[PathBuf], recorded_unix_ns: u64) -> Source {
+    let first = read_source(path, recorded_unix_ns);
+    if matches!(first, Source::Text { .. }) {
+        return first;
+    }
+    let parts: Vec<_> = path
+        .components()
+        .filter(|c| matches!(c, std::path::Component::Normal(_)))
+        .collect();
+    for dir in dirs {
+        for start in 0..parts.len() {
+            let candidate: PathBuf = dir.join(parts[start..].iter().collect::<PathBuf>());
+            if let source @ Source::Text { .. } = read_source(&candidate, recorded_unix_ns) {
+                return source;
+            }
+        }
+    }
+    first
 }
 
 /// The text of the source file `path` (a path the profile names: untrusted), or why not.

@@ -182,8 +182,8 @@ fn hostile_or_missing_sources() {
     record(dir.path(), &profile, &exe);
 
     // A source rewritten with terminal escapes on the hot line.
-    let text = std::fs::read_to_string(&source).unwrap();
-    let hostile = text.replace("/* HOT */", "/* HOT \x1b]0;PWN\x07\x1b[2J \u{202e} */");
+    let text_before = std::fs::read_to_string(&source).unwrap();
+    let hostile = text_before.replace("/* HOT */", "/* HOT \x1b]0;PWN\x07\x1b[2J \u{202e} */");
     std::thread::sleep(std::time::Duration::from_millis(20));
     std::fs::write(&source, hostile).unwrap();
     let out = annotate(&profile, &["hot_line_work", "--color", "always"]);
@@ -223,6 +223,23 @@ fn hostile_or_missing_sources() {
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["sections"][0]["source_found"], false);
     assert!(doc["sections"][0]["lines"][0]["text"].is_null());
+
+    // --source-dir finds it elsewhere, by its trailing path components.
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::write(elsewhere.join("hot_line.c"), &text_before).unwrap();
+    let out = annotate(
+        &profile,
+        &[
+            "hot_line_work",
+            "--source-dir",
+            "/nonexistent",
+            "--source-dir",
+            elsewhere.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("/* HOT */"), "{}", stdout(&out));
 }
 
 /// Issue 16: the expected listing of `compute` in the saved `basic.rprof` (its sources are
