@@ -4,10 +4,13 @@
 //! arguments to the library crates under `crates/`, and maps every failure to one line on stderr
 //! and an exit code (see [`exit`]).
 
+mod annotate;
 mod diff;
 mod exit;
 mod flame;
+mod generate;
 mod naming;
+mod progress;
 mod record;
 mod report;
 mod stat;
@@ -16,7 +19,7 @@ use clap::{Parser, Subcommand};
 
 /// A sampling profiler for Linux: record, report, flame graphs and counters.
 #[derive(Parser, Debug)]
-#[command(name = "rprof", version, about, propagate_version = true)]
+#[command(name = "rprof", version = env!("RPROF_VERSION"), about, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -34,6 +37,12 @@ enum Command {
     Diff(diff::Args),
     /// Count events of a command, like `perf stat`.
     Stat(stat::Args),
+    /// Show a function's source lines with the samples on each.
+    Annotate(annotate::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(generate::CompletionsArgs),
+    /// Write man pages (rprof.1 and one per command) into a directory.
+    Man(generate::ManArgs),
 }
 
 fn main() {
@@ -59,6 +68,11 @@ fn main() {
         Command::Flame(args) => flame::run(args),
         Command::Diff(args) => diff::run(args),
         Command::Stat(args) => stat::run(args),
+        Command::Annotate(args) => annotate::run(args),
+        Command::Completions(args) => {
+            generate::completions(args, <Cli as clap::CommandFactory>::command())
+        }
+        Command::Man(args) => generate::man(args, <Cli as clap::CommandFactory>::command()),
     };
     std::process::exit(exit::finish(result));
 }

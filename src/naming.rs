@@ -4,6 +4,7 @@
 //! `record` calls [`symbolize`] once the target has exited, so that the finished profile is
 //! self-contained. `report` and `flame` call [`fill_missing`] for a profile whose recording was
 //! interrupted before that step: its addresses are then named from the binaries on this machine.
+//! Naming that takes more than a second shows a progress line on a terminal ([`Progress`]).
 
 use std::collections::HashMap;
 
@@ -12,12 +13,15 @@ use rprof_profile::{
 };
 use rprof_symbols::{Location, ModuleSource, ModuleStatus, Symbolizer};
 
+use crate::progress::Progress;
+
 /// One `Symbols` record per module of `wanted`, naming each of its lookup addresses. Addresses
 /// that cannot be named are stored with no frames, so that nobody asks for them again.
 pub fn symbolize(modules: &[Module], wanted: &LookupSet) -> Vec<Record> {
     let by_id: HashMap<ModuleId, &Module> = modules.iter().map(|m| (m.id, m)).collect();
     let mut symbolizer = Symbolizer::new();
     let mut records = Vec::new();
+    let progress = Progress::new("naming addresses", Some(wanted.len() as u64));
     for (id, lookups) in wanted.iter() {
         let Some(module) = by_id.get(&id) else {
             continue;
@@ -39,10 +43,12 @@ pub fn symbolize(modules: &[Module], wanted: &LookupSet) -> Vec<Record> {
         // packed record holds each distinct string once; only one batch is held both ways.
         let addresses: Vec<u64> = lookups.iter().copied().collect();
         let mut packer = Packer::new(id, addresses.len());
+        progress.set_message(module.name());
         for batch in addresses.chunks(BATCH) {
             packer.add(batch, &symbolizer.symbolize(&source, batch));
+            progress.inc(batch.len() as u64);
         }
-        warn_about(&symbolizer.module_status(&source));
+        progress.suspend(|| warn_about(&symbolizer.module_status(&source)));
         records.push(Record::Symbols(packer.finish()));
     }
     records

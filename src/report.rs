@@ -137,6 +137,7 @@ pub fn stdout_error(e: io::Error) -> anyhow::Error {
 /// Reads the profile at `path`, printing its warnings (a cut-short file, an unfinished
 /// recording) on stderr.
 pub(crate) fn open_profile(path: &Path) -> anyhow::Result<Profile> {
+    let reading = crate::progress::Progress::new(&format!("reading {}", path.display()), None);
     let profile = match Profile::open(path) {
         Ok(p) => p,
         Err(ReadError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
@@ -148,6 +149,7 @@ pub(crate) fn open_profile(path: &Path) -> anyhow::Result<Profile> {
         }
         Err(e) => return Err(e.into()),
     };
+    drop(reading);
     for warning in &profile.warnings {
         // A warning may quote the profile (a module path, a name).
         eprintln!("rprof: warning: {}", visible(warning));

@@ -2,6 +2,9 @@
 //!
 //! One entry point (this file); one module per command. Shared helpers live in `util`.
 
+mod annotate;
+mod cargo_rprof;
+mod completions;
 mod diff;
 mod exec_names;
 mod flame;
@@ -10,6 +13,7 @@ mod hostile_names;
 mod outputs;
 mod pipeline;
 mod profile_input;
+mod progress;
 mod record;
 mod report;
 mod stat;

@@ -206,8 +206,13 @@ pub fn report(profile: &Profile, options: &JsonOptions) -> Report {
 }
 
 /// Writes the JSON document for `profile`, pretty-printed, with a final newline.
-pub fn render(profile: &Profile, options: &JsonOptions, mut out: impl Write) -> io::Result<()> {
-    let doc = report(profile, options);
+pub fn render(profile: &Profile, options: &JsonOptions, out: impl Write) -> io::Result<()> {
+    write_pretty(&report(profile, options), out)
+}
+
+/// Writes `doc` pretty-printed through [`SafeFormatter`], with a final newline: the one way
+/// every JSON output of this crate is written.
+pub(crate) fn write_pretty(doc: &impl Serialize, mut out: impl Write) -> io::Result<()> {
     let mut serializer =
         serde_json::Serializer::with_formatter(&mut out, SafeFormatter(PrettyFormatter::new()));
     doc.serialize(&mut serializer).map_err(io::Error::from)?;

@@ -4,7 +4,8 @@
 //!   recording, and the per-thread breakdown;
 //! - [`json`]: the same numbers, machine-readable (schema in `docs/report.md`);
 //! - [`folded`]: Brendan Gregg's folded stacks, one line per distinct stack;
-//! - [`flame`]: a flame graph SVG drawn by inferno.
+//! - [`flame`]: a flame graph SVG drawn by inferno;
+//! - [`annotate`]: the source lines of one function with the samples on each.
 //!
 //! Every renderer takes an `Options` struct (each field documents its default) and writes into
 //! any [`std::io::Write`]; errors of the writer are passed up untouched, so that the binary can
@@ -20,6 +21,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
 mod aggregate;
+pub mod annotate;
 pub mod flame;
 pub mod folded;
 mod format;
