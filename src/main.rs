@@ -5,6 +5,7 @@
 //! and an exit code (see [`exit`]).
 
 mod exit;
+mod export;
 mod flame;
 mod naming;
 mod record;
@@ -29,6 +30,8 @@ enum Command {
     Report(report::Args),
     /// Write a flame graph (SVG) or folded stacks from a profile.
     Flame(flame::Args),
+    /// Write a profile for go tool pprof, speedscope or the Firefox Profiler.
+    Export(export::Args),
     /// Count events of a command, like `perf stat`.
     Stat(stat::Args),
 }
@@ -54,6 +57,7 @@ fn main() {
         Command::Record(args) => record::run(args),
         Command::Report(args) => report::run(args),
         Command::Flame(args) => flame::run(args),
+        Command::Export(args) => export::run(args),
         Command::Stat(args) => stat::run(args),
     };
     std::process::exit(exit::finish(result));
