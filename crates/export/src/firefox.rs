@@ -5,7 +5,7 @@
 //! name), samples at their recorded times (relative to the first sample; the profile's
 //! reference time is the recording's start), each with its CPU time for the clock events.
 //! Frames are labels with their function names, in three categories: `User`, `Kernel` and
-//! `Inlined` (a function inlined into its caller); the `[truncated]` marker is in `Other`.
+//! `Inlined` (a function inlined into its caller), and `Truncated` for the `[truncated]` marker.
 //! File names and lines are not carried: the crate's label frames have no place for them.
 
 use std::collections::{BTreeMap, HashMap};
@@ -42,14 +42,16 @@ pub fn build(profile: &Profile, options: &ExportOptions) -> Result<FxProfile, Ex
         ReferenceTimestamp::from_millis_since_unix_epoch(profile.header.start_unix_ns as f64 / 1e6);
     let mut fx = FxProfile::new(&title(profile), start, interval);
     fx.set_os_name("Linux");
+    // Frames are names already: nothing for the profiler to symbolicate.
+    fx.set_symbolicated(true);
     let user = fx.add_category("User", CategoryColor::Yellow);
     let kernel = fx.add_category("Kernel", CategoryColor::Orange);
     let inlined = fx.add_category("Inlined", CategoryColor::LightBlue);
-    let other = fx.add_category("Other", CategoryColor::Gray);
+    let truncated = fx.add_category("Truncated", CategoryColor::DarkGray);
     let category = |kind: FrameKind, inline: bool| -> CategoryPairHandle {
         match (kind, inline) {
             (FrameKind::Kernel, _) => kernel.into(),
-            (FrameKind::Truncated, _) => other.into(),
+            (FrameKind::Truncated, _) => truncated.into(),
             (FrameKind::User, true) => inlined.into(),
             (FrameKind::User, false) => user.into(),
         }

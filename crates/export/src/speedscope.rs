@@ -1,6 +1,8 @@
 //! speedscope: its JSON file format (`https://www.speedscope.app/file-format-schema.json`).
 //!
-//! Frames are shared (`shared.frames`: name, file, line); each thread, under each name it had
+//! Frames are shared (`shared.frames`: name, file, line), one per function (name, file and
+//! module), so that speedscope adds up a function's samples; its line is the first line of it
+//! that samples hit (a profile does not store where a function starts). Each thread, under each name it had
 //! (see [`ThreadSpan`]), is one `sampled` profile whose samples are stacks root first, in time
 //! order, weighted by CPU time in nanoseconds for the clock events (unit `nanoseconds`) or by 1
 //! (unit `none`) for the others. The profile with the most samples opens first. serde_json
@@ -9,7 +11,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 
-use rprof_profile::{FrameId, Profile};
+use rprof_profile::{FrameId, ModuleId, Profile};
 use rprof_report::ThreadSpan;
 use serde::Serialize;
 
@@ -100,6 +102,7 @@ pub fn build(profile: &Profile, options: &ExportOptions) -> Result<File, ExportE
     let timed = period_is_time(profile);
     let mut frames: Vec<Frame> = Vec::new();
     let mut frame_index: HashMap<FrameId, usize> = HashMap::new();
+    let mut by_function: HashMap<(&str, Option<&str>, Option<ModuleId>), usize> = HashMap::new();
     let mut profiles: Vec<SampledProfile> = Vec::new();
     let mut by_thread: HashMap<ThreadSpan, usize> = HashMap::new();
     for &(index, sample, who) in &selected {
@@ -110,12 +113,21 @@ pub fn build(profile: &Profile, options: &ExportOptions) -> Result<File, ExportE
             .map(|&id| {
                 *frame_index.entry(id).or_insert_with(|| {
                     let info = profile.frame(id);
-                    frames.push(Frame {
-                        name: info.function.clone(),
-                        file: info.file.clone(),
-                        line: info.line,
+                    let key = (info.function.as_str(), info.file.as_deref(), info.module);
+                    let at = *by_function.entry(key).or_insert_with(|| {
+                        frames.push(Frame {
+                            name: info.function.clone(),
+                            file: info.file.clone(),
+                            line: None,
+                        });
+                        frames.len() - 1
                     });
-                    frames.len() - 1
+                    let line = &mut frames[at].line;
+                    *line = match (*line, info.line) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                    at
                 })
             })
             .collect();

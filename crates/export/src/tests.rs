@@ -175,6 +175,12 @@ fn speedscope_has_shared_frames_and_one_profile_per_thread() {
         .expect("square frame");
     assert_eq!(frames[square]["file"], "/src/app/app.c");
     assert_eq!(frames[square]["line"], 10);
+    // One frame per function: compute's samples at lines 22 (square inlined there) and 25 add
+    // up in speedscope; the frame has the first of its lines.
+    let computes: Vec<&serde_json::Value> =
+        frames.iter().filter(|f| f["name"] == "compute").collect();
+    assert_eq!(computes.len(), 1, "{frames:?}");
+    assert_eq!(computes[0]["line"], 22);
     let profiles = doc["profiles"].as_array().unwrap();
     let names: Vec<&str> = profiles
         .iter()
@@ -226,9 +232,14 @@ fn firefox_has_processes_threads_categories_and_times() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    for name in ["User", "Kernel", "Inlined"] {
-        assert!(categories.contains(&name), "{categories:?}");
+    for name in ["User", "Kernel", "Inlined", "Truncated"] {
+        assert_eq!(
+            categories.iter().filter(|&&c| c == name).count(),
+            1,
+            "{categories:?}"
+        );
     }
+    assert_eq!(meta["symbolicated"], true, "frames are names already");
     let threads = doc["threads"].as_array().unwrap();
     let names: Vec<(&str, &str)> = threads
         .iter()
