@@ -3,6 +3,7 @@
 //! One entry point (this file); one module per command. Shared helpers live in `util`.
 
 mod exec_names;
+mod export;
 mod flame;
 mod hostile_files;
 mod hostile_names;

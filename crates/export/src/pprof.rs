@@ -16,7 +16,7 @@ use std::io::Write;
 
 use flate2::write::GzEncoder;
 use prost::Message;
-use rprof_profile::{FrameId, ModuleId, Profile, StackId};
+use rprof_profile::{FrameId, ModuleId, ModuleKind, Profile, StackId};
 use rprof_report::ThreadSpan;
 
 use crate::{
@@ -302,6 +302,10 @@ pub(crate) fn build(
     }
 
     let mut tables = Tables::default();
+    // The main binary is the first mapping: pprof names the profile after it (`File:`).
+    if let Some(main) = main_module(profile) {
+        tables.mapping(profile, main, &mut strings);
+    }
     let thread_key = strings.get("thread");
     let tid_key = strings.get("tid");
     let pid_key = strings.get("pid");
@@ -338,6 +342,28 @@ pub(crate) fn build(
     message.function = tables.function;
     message.string_table = strings.list;
     Ok(message)
+}
+
+/// The recorded program's module: the ELF file named like the command (or, for an attached
+/// process, like its main thread, which the kernel cuts to 15 bytes).
+fn main_module(profile: &Profile) -> Option<ModuleId> {
+    let program = match profile.header.command.first() {
+        Some(command) => command.rsplit('/').next().unwrap_or(command).to_string(),
+        None => profile
+            .header
+            .target_pid
+            .and_then(|pid| profile.processes.get(&pid))
+            .map(|p| p.name.clone())?,
+    };
+    if program.is_empty() {
+        return None;
+    }
+    profile
+        .modules
+        .values()
+        .filter(|m| m.kind == ModuleKind::Elf)
+        .find(|m| m.name() == program || (program.len() >= 15 && m.name().starts_with(&program)))
+        .map(|m| m.id)
 }
 
 /// Mappings, locations and functions, each made once.
