@@ -13,9 +13,10 @@ use std::io::Write;
 
 use fxprof_processed_profile::{
     CategoryColor, CategoryPairHandle, CpuDelta, Frame, FrameFlags, FrameInfo, ProcessHandle,
-    Profile as FxProfile, ReferenceTimestamp, SamplingInterval, ThreadHandle, Timestamp,
+    Profile as FxProfile, ReferenceTimestamp, SamplingInterval, StackHandle, ThreadHandle,
+    Timestamp,
 };
-use rprof_profile::{FrameId, FrameKind, Profile};
+use rprof_profile::{FrameId, FrameKind, Profile, StackId};
 
 use crate::{interval_ns, period_is_time, selected_samples, title, ExportError, ExportOptions};
 
@@ -95,29 +96,39 @@ pub fn build(profile: &Profile, options: &ExportOptions) -> Result<FxProfile, Ex
 
     let timed = period_is_time(profile);
     let mut labels: HashMap<FrameId, FrameInfo> = HashMap::new();
+    let mut stacks: HashMap<(u32, StackId), Option<StackHandle>> = HashMap::new();
     for &(index, sample, _) in &selected {
         let Some(&thread) = threads.get(&sample.tid) else {
             continue;
         };
-        let frames: Vec<FrameInfo> = profile
-            .stack(profile.sample_stack(index))
-            .iter()
-            .rev()
-            .map(|&id| {
-                labels
-                    .entry(id)
-                    .or_insert_with(|| {
-                        let info = profile.frame(id);
-                        FrameInfo {
-                            frame: Frame::Label(fx.intern_string(&info.function)),
-                            category_pair: category(info.kind, info.inlined),
-                            flags: FrameFlags::empty(),
-                        }
+        // A stack is built once per thread and reused by every sample that has it.
+        let stack_id = profile.sample_stack(index);
+        let stack = match stacks.get(&(sample.tid, stack_id)) {
+            Some(&stack) => stack,
+            None => {
+                let frames: Vec<FrameInfo> = profile
+                    .stack(stack_id)
+                    .iter()
+                    .rev()
+                    .map(|&id| {
+                        labels
+                            .entry(id)
+                            .or_insert_with(|| {
+                                let info = profile.frame(id);
+                                FrameInfo {
+                                    frame: Frame::Label(fx.intern_string(&info.function)),
+                                    category_pair: category(info.kind, info.inlined),
+                                    flags: FrameFlags::empty(),
+                                }
+                            })
+                            .clone()
                     })
-                    .clone()
-            })
-            .collect();
-        let stack = fx.intern_stack_frames(thread, frames.into_iter());
+                    .collect();
+                let stack = fx.intern_stack_frames(thread, frames.into_iter());
+                stacks.insert((sample.tid, stack_id), stack);
+                stack
+            }
+        };
         let cpu = if timed {
             CpuDelta::from_nanos(sample.period)
         } else {

@@ -267,11 +267,10 @@ pub(crate) fn build(
         duration_nanos: i64::try_from(duration_ns(profile)).unwrap_or(i64::MAX),
         ..proto::Profile::default()
     };
-    // The period: what one sample stands for.
-    let period_measure = &measures[measures.len() - 1];
-    message.period_type = Some(proto::ValueType {
-        r#type: strings.get(&period_measure.name),
-        unit: strings.get(period_measure.unit),
+    // The period: what one sample stands for, in the main (last) measure.
+    message.period_type = measures.last().map(|m| proto::ValueType {
+        r#type: strings.get(&m.name),
+        unit: strings.get(m.unit),
     });
     message.period = match (interval_ns(profile), profile.header.period) {
         (Some(ns), _) if period_is_time(profile) => ns as i64,
