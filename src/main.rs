@@ -7,6 +7,7 @@
 mod annotate;
 mod diff;
 mod exit;
+mod export;
 mod flame;
 mod generate;
 mod naming;
@@ -35,6 +36,8 @@ enum Command {
     Flame(flame::Args),
     /// Compare two profiles: the functions whose cost changed, or a differential flame graph.
     Diff(diff::Args),
+    /// Write a profile for go tool pprof, speedscope or the Firefox Profiler.
+    Export(export::Args),
     /// Count events of a command, like `perf stat`.
     Stat(stat::Args),
     /// Show a function's source lines with the samples on each.
@@ -67,6 +70,7 @@ fn main() {
         Command::Report(args) => report::run(args),
         Command::Flame(args) => flame::run(args),
         Command::Diff(args) => diff::run(args),
+        Command::Export(args) => export::run(args),
         Command::Stat(args) => stat::run(args),
         Command::Annotate(args) => annotate::run(args),
         Command::Completions(args) => {

@@ -7,6 +7,7 @@ mod cargo_rprof;
 mod completions;
 mod diff;
 mod exec_names;
+mod export;
 mod flame;
 mod hostile_files;
 mod hostile_names;
