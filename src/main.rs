@@ -10,6 +10,7 @@ mod naming;
 mod record;
 mod report;
 mod stat;
+mod timeline;
 
 use clap::{Parser, Subcommand};
 
@@ -31,6 +32,8 @@ enum Command {
     Flame(flame::Args),
     /// Count events of a command, like `perf stat`.
     Stat(stat::Args),
+    /// Write a thread timeline (one self-contained HTML file) from a profile.
+    Timeline(timeline::Args),
 }
 
 fn main() {
@@ -55,6 +58,7 @@ fn main() {
         Command::Report(args) => report::run(args),
         Command::Flame(args) => flame::run(args),
         Command::Stat(args) => stat::run(args),
+        Command::Timeline(args) => timeline::run(args),
     };
     std::process::exit(exit::finish(result));
 }

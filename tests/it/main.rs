@@ -12,5 +12,6 @@ mod profile_input;
 mod record;
 mod report;
 mod stat;
+mod timeline;
 mod unwind;
 mod util;

@@ -172,7 +172,7 @@
 
   function layout() {
     dpr = window.devicePixelRatio || 1;
-    var lw = Math.min(Math.max(labels.scrollWidth, 160), 360);
+    var lw = Math.min(Math.max(labels.scrollWidth, 200), 360);
     labels.style.width = lw + 'px';
     corner.style.width = lw + 'px';
     W = Math.max(100, scroll.clientWidth - lw - 1);
