@@ -1,6 +1,7 @@
 //! Time to write the timeline page of a synthetic 100 threads × 10 s input (about 38,000
 //! off-CPU spans and 415,000 samples; `rprof_timeline::synth`). The page's size and the time
-//! Chromium takes to open it are measured by `scripts/bench.sh timeline` (docs/benchmarks.md).
+//! Chromium takes to open it are measured by `crates/timeline/scripts/open-bench.sh`
+//! (docs/benchmarks.md).
 
 use std::hint::black_box;
 

@@ -1,6 +1,6 @@
 //! Writes the timeline page of a synthetic input: `synthetic OUT.html [THREADS [SECONDS]]`
 //! (default 100 threads × 10 s), and prints how long rendering took and the page's size. Used
-//! by `scripts/bench.sh timeline` to measure how fast Chromium opens a large page.
+//! by `crates/timeline/scripts/open-bench.sh` to measure how fast Chromium opens a large page.
 
 use std::io::{BufWriter, Write};
 use std::time::Instant;
