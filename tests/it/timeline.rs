@@ -173,6 +173,50 @@ fn the_page_shows_one_named_lane_per_thread_in_chromium() {
         Some("100000000-200000000")
     );
     assert!(dom.contains("showing 100.0 ms \u{2013} 200.0 ms"), "{dom}");
+
+    // `&at=TID@TIME` keeps the stack of that thread's sample at TIME in the Stack panel, as a
+    // click does: the stack the page decodes is the sample's stack in the profile.
+    let input = rprof_timeline::from_profile(&profile, &Default::default());
+    let alpha = input
+        .processes
+        .iter()
+        .flat_map(|p| &p.threads)
+        .find(|t| t.name == "alpha")
+        .unwrap();
+    let mut samples: Vec<_> = alpha.samples.iter().collect();
+    samples.sort_by_key(|s| s.time);
+    let sample = samples[samples.len() / 2];
+    let at = sample.time - input.start;
+    let url = format!(
+        "file://{}#view={}-{}&at={}@{at}",
+        page.display(),
+        at - 100_000,
+        at + 100_000,
+        alpha.tid
+    );
+    let dom = dump_dom(&url).unwrap();
+    let panel = &dom[dom.find("<pre id=\"stack\">").expect("the stack panel")..];
+    let panel = &panel[..panel.find("</pre>").unwrap()];
+    assert!(panel.contains("alpha (tid "), "{panel}");
+    assert!(panel.contains("on-CPU sample at "), "{panel}");
+    let frames = input.stacks.frames(sample.stack.expect("a stack"));
+    assert!(frames.iter().any(|f| *f == "crunch_alpha"), "{frames:?}");
+    let shown: Vec<&str> = panel
+        .lines()
+        .skip_while(|l| !l.starts_with("stack, innermost first:"))
+        .skip(1)
+        .map(str::trim)
+        .collect();
+    let expected: Vec<String> = frames
+        .iter()
+        .rev()
+        .map(|f| {
+            f.replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+        })
+        .collect();
+    assert_eq!(shown, expected, "{panel}");
 }
 
 /// The names of the hostile profile: each would end the data's `<script>` element, open a

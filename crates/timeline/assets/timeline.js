@@ -116,6 +116,7 @@
         ts[i] = time;
         tk[i] = t.samples[2 * i + 1];
       }
+      t.spans = t.samples = null; // decoded: the typed arrays hold them
       rows.push({ lane: { tid: t.tid, name: t.name, proc: p, start: t.start, end: t.end,
         ss: ss, se: se, me: me, st: st, sk: sk, ts: ts, tk: tk } });
       laneCount++;
@@ -326,7 +327,12 @@
     var r = Math.floor((ev.clientY - rect.top) / ROW);
     var row = rows[r];
     if (!row || !row.lane) return null;
-    var l = row.lane, t = xTime(ev, canvas), tol = 3 * (v1 - v0) / W;
+    return hitAt(row.lane, xTime(ev, canvas));
+  }
+
+  // The span or sample of lane l nearest to time t, within 3 pixels.
+  function hitAt(l, t) {
+    var tol = 3 * (v1 - v0) / W;
     var best = null, bd = Infinity, i, d;
     function dist(s, e) { return t < s ? s - t : t > e ? t - e : 0; }
     for (i = lowerBound(l.me, t - tol); i < l.ss.length && l.ss[i] <= t + tol; i++) {
@@ -451,10 +457,19 @@
 
   // The view in the address (#view=START-END, nanoseconds from the start of the recording).
   var start = 0, end = duration;
-  var m = /^#view=(\d+(?:\.\d+)?)-(\d+(?:\.\d+)?)$/.exec(window.location.hash);
+  // With &at=TID@TIME, the stack of that thread's block or sample at TIME is kept in the
+  // Stack panel, as a click would.
+  var m = /^#view=(\d+(?:\.\d+)?)-(\d+(?:\.\d+)?)(?:&at=(\d+)@(\d+(?:\.\d+)?))?$/
+    .exec(window.location.hash);
   if (m && Number(m[2]) > Number(m[1])) { start = Number(m[1]); end = Number(m[2]); }
   layout();
   setView(start, end);
+  if (m && m[3] !== undefined) {
+    var tid = Number(m[3]);
+    rows.forEach(function (row) {
+      if (row.lane && row.lane.tid === tid) pin(hitAt(row.lane, Number(m[4])));
+    });
+  }
   draw();
   body.setAttribute('data-ready-ms', performance.now().toFixed(1));
 })();

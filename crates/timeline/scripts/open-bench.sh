@@ -3,7 +3,7 @@
 # it and its size (the `synthetic` example, release build), then the time headless Chromium
 # takes to open it, as the median of N runs of `chromium --dump-dom` (browser start included)
 # and the page's own time from navigation to its first drawing (`data-ready-ms`, browser start
-# excluded). The figures and budget are in docs/benchmarks.md ("Timeline").
+# excluded), and how long one drawing of the whole view takes (`data-draw-ms`). The figures and budget are in docs/benchmarks.md ("Timeline").
 #
 #   crates/timeline/scripts/open-bench.sh [THREADS [SECONDS [N]]]
 set -euo pipefail
@@ -19,6 +19,7 @@ page=$scratch/timeline.html
 cargo run --quiet --release -p rprof-timeline --example synthetic -- "$page" "$threads" "$seconds"
 walls=()
 readies=()
+draws=()
 for _ in $(seq "$n"); do
     profile_dir=$(mktemp -d -p "$scratch")
     start=$(date +%s%N)
@@ -32,7 +33,9 @@ for _ in $(seq "$n"); do
     case $body in *data-error=*) echo "open-bench: the page failed: $body" >&2; exit 1 ;; esac
     walls+=($(( (end - start) / 1000000 )))
     readies+=("$(sed 's/.*data-ready-ms="\([0-9.]*\)".*/\1/' <<<"$body")")
+    draws+=("$(sed 's/.*data-draw-ms="\([0-9.]*\)".*/\1/' <<<"$body")")
 done
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 echo "chromium --dump-dom, median of $n: $(median "${walls[@]}") ms (runs: ${walls[*]})"
 echo "page load to first drawing (data-ready-ms), median of $n: $(median "${readies[@]}") ms (runs: ${readies[*]})"
+echo "one drawing of the whole recording (data-draw-ms, what a zoom or pan redraws), median of $n: $(median "${draws[@]}") ms (runs: ${draws[*]})"
