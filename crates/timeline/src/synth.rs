@@ -5,7 +5,7 @@
 
 use crate::{Input, Process, Sample, Span, Stacks, State, Thread};
 
-/// `threads` threads in 10 processes over `seconds` seconds: each runs 2–20 ms (one sample a
+/// `threads` threads in (up to) 10 processes over `seconds` seconds: each runs 2–20 ms (one sample a
 /// millisecond), then waits 1–30 ms (the reasons in turn), until the end; 2,000 distinct
 /// stacks 10–30 frames deep over 500 function names.
 pub fn synthetic(threads: u32, seconds: u64) -> Input {
@@ -77,6 +77,7 @@ pub fn synthetic(threads: u32, seconds: u64) -> Input {
         }
         processes[(t % 10) as usize].threads.push(thread);
     }
+    processes.retain(|p| !p.threads.is_empty());
     Input {
         title: format!("synthetic: {threads} threads x {seconds} s"),
         start: 0,
