@@ -200,7 +200,7 @@ fn the_page_shows_one_named_lane_per_thread_in_chromium() {
     assert!(panel.contains("alpha (tid "), "{panel}");
     assert!(panel.contains("on-CPU sample at "), "{panel}");
     let frames = input.stacks.frames(sample.stack.expect("a stack"));
-    assert!(frames.iter().any(|f| *f == "crunch_alpha"), "{frames:?}");
+    assert!(frames.contains(&"crunch_alpha"), "{frames:?}");
     let shown: Vec<&str> = panel
         .lines()
         .skip_while(|l| !l.starts_with("stack, innermost first:"))
