@@ -15,6 +15,7 @@ mod progress;
 mod record;
 mod report;
 mod stat;
+mod timeline;
 
 use clap::{Parser, Subcommand};
 
@@ -46,6 +47,8 @@ enum Command {
     Completions(generate::CompletionsArgs),
     /// Write man pages (rprof.1 and one per command) into a directory.
     Man(generate::ManArgs),
+    /// Write a thread timeline (one self-contained HTML file) from a profile.
+    Timeline(timeline::Args),
 }
 
 fn main() {
@@ -77,6 +80,7 @@ fn main() {
             generate::completions(args, <Cli as clap::CommandFactory>::command())
         }
         Command::Man(args) => generate::man(args, <Cli as clap::CommandFactory>::command()),
+        Command::Timeline(args) => timeline::run(args),
     };
     std::process::exit(exit::finish(result));
 }

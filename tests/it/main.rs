@@ -18,5 +18,6 @@ mod progress;
 mod record;
 mod report;
 mod stat;
+mod timeline;
 mod unwind;
 mod util;

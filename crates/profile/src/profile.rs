@@ -68,6 +68,10 @@ pub struct Thread {
     /// that name (a thread that runs `exec` changes its name; its earlier samples keep the old
     /// one).
     pub names: Vec<ThreadName>,
+    /// When the thread was created (its `Fork` record; perf clock, nanoseconds), if recorded.
+    pub created: Option<u64>,
+    /// When the thread ended (its `Exit` record), if recorded.
+    pub exited: Option<u64>,
 }
 
 /// One name of a thread, from the time it got it until its next name.
@@ -345,6 +349,7 @@ impl Profile {
                     }
                 }
                 let thread = self.thread(pid, tid);
+                thread.created = Some(thread.created.map_or(time, |t| t.min(time)));
                 if thread.name.is_empty() {
                     thread.name = parent_name.unwrap_or_default();
                     if thread.names.is_empty() && !thread.name.is_empty() {
@@ -353,7 +358,12 @@ impl Profile {
                     }
                 }
             }
-            Record::Exit { .. } => {}
+            // Only a thread seen before gets an end: an exit alone does not make a thread.
+            Record::Exit { time, tid, .. } => {
+                if let Some(thread) = self.threads.get_mut(&tid) {
+                    thread.exited = Some(thread.exited.map_or(time, |t| t.max(time)));
+                }
+            }
             Record::Sample(sample) => {
                 let thread = self.thread(sample.pid, sample.tid);
                 thread.samples = thread.samples.saturating_add(1);
@@ -380,6 +390,8 @@ impl Profile {
             samples: 0,
             period: 0,
             names: Vec::new(),
+            created: None,
+            exited: None,
         })
     }
 
