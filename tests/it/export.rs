@@ -18,15 +18,7 @@ use crate::util::{build_c, fixture_out_dir, run_rprof, skip, stderr, stdout, tem
 
 /// Runs `rprof export ARGS` in `dir` and requires success.
 fn export(dir: &Path, args: &[&str]) -> Output {
-    let mut all = vec!["export"];
-    all.extend_from_slice(args);
-    let out = run_rprof(dir, &all);
-    assert!(
-        out.status.success(),
-        "rprof {all:?} failed: {}",
-        stderr(&out)
-    );
-    out
+    crate::util::rprof_ok(dir, "export", args)
 }
 
 /// `rprof report --json ARGS` in `dir`.

@@ -10,15 +10,7 @@ use crate::util::{assert_golden, run_rprof, stderr, stdout, tempdir};
 
 /// Runs `rprof flame ARGS` in `dir` and requires success.
 fn flame(dir: &Path, args: &[&str]) -> std::process::Output {
-    let mut all = vec!["flame"];
-    all.extend_from_slice(args);
-    let out = run_rprof(dir, &all);
-    assert!(
-        out.status.success(),
-        "rprof {all:?} failed: {}",
-        stderr(&out)
-    );
-    out
+    crate::util::rprof_ok(dir, "flame", args)
 }
 
 #[test]

@@ -13,15 +13,7 @@ use crate::util::{build_c, run_rprof, skip, stderr, stdout, tempdir};
 
 /// Runs `rprof timeline ARGS` in `dir` and requires success.
 fn timeline(dir: &Path, args: &[&str]) -> Output {
-    let mut all = vec!["timeline"];
-    all.extend_from_slice(args);
-    let out = run_rprof(dir, &all);
-    assert!(
-        out.status.success(),
-        "rprof {all:?} failed: {}",
-        stderr(&out)
-    );
-    out
+    crate::util::rprof_ok(dir, "timeline", args)
 }
 
 /// The Chromium binary, if installed.

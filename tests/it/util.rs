@@ -23,6 +23,19 @@ pub fn run_rprof(dir: &Path, args: &[&str]) -> Output {
     rprof(dir, args).output().expect("rprof runs")
 }
 
+/// Runs `rprof SUBCOMMAND ARGS` in `dir` and requires success (the failure shows stderr).
+pub fn rprof_ok(dir: &Path, subcommand: &str, args: &[&str]) -> Output {
+    let mut all = vec![subcommand];
+    all.extend_from_slice(args);
+    let out = run_rprof(dir, &all);
+    assert!(
+        out.status.success(),
+        "rprof {all:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 pub use rprof_testkit::skip;
 
 /// A fresh temporary directory, removed when dropped.

@@ -1,18 +1,7 @@
 //! Numbers as the diff shows them: thousands separators, signed durations and percentages,
-//! spelled as `rprof report` spells its own.
+//! spelled as `rprof report` spells its own (thousands and command lines are report's).
 
-/// `1234567` -> `1,234,567`.
-pub(crate) fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
+pub(crate) use rprof_report::format::{command_line, thousands};
 
 /// Nanoseconds as a human duration: `850 us`, `12.3 ms`, `4.56 s`, `2 min 3.4 s`.
 pub(crate) fn duration(ns: f64) -> String {
@@ -77,25 +66,6 @@ pub(crate) fn p_value(p: f64) -> String {
     } else {
         "<1e-300".into()
     }
-}
-
-/// A command line as a shell would show it: arguments with spaces or quotes are quoted.
-pub(crate) fn command_line(argv: &[String]) -> String {
-    argv.iter()
-        .map(|a| {
-            let plain = !a.is_empty()
-                && a.chars().all(|c| {
-                    c.is_alphanumeric()
-                        || matches!(c, '-' | '_' | '.' | '/' | '=' | ',' | ':' | '+')
-                });
-            if plain {
-                a.clone()
-            } else {
-                format!("'{}'", a.replace('\'', "'\\''"))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
-//! Small text helpers shared by the renderers: thousands separators, percentages, durations,
-//! dates.
+//! Small text helpers shared by the renderers (and `rprof-diff`): thousands separators,
+//! percentages, durations, dates, command lines.
 
 /// `1234567` -> `1,234,567`.
-pub(crate) fn thousands(n: u64) -> String {
+pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     // The first group has 1 to 3 digits, every later one 3.
     let head = match digits.len() % 3 {
@@ -76,7 +76,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 /// A command line as a shell would show it: arguments with spaces or quotes are quoted.
-pub(crate) fn command_line(argv: &[String]) -> String {
+pub fn command_line(argv: &[String]) -> String {
     argv.iter()
         .map(|a| {
             let plain = !a.is_empty()

@@ -24,7 +24,7 @@ mod aggregate;
 pub mod annotate;
 pub mod flame;
 pub mod folded;
-mod format;
+pub mod format;
 pub mod json;
 mod overview;
 mod select;
