@@ -77,6 +77,8 @@ const KERNEL_FUNCTIONS: &[(&str, WaitReason)] = &[
     ("do_nanosleep", WaitReason::Sleep),
     ("hrtimer_nanosleep", WaitReason::Sleep),
     ("pipe_read", WaitReason::Io),
+    ("anon_pipe_read", WaitReason::Io),
+    ("anon_pipe_write", WaitReason::Io),
     ("pipe_write", WaitReason::Io),
     ("do_poll", WaitReason::Io),
     ("do_sys_poll", WaitReason::Io),
