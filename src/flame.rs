@@ -68,8 +68,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         )));
     }
     let profile = open_profile(&args.input)?;
-    let (mut selection, _) =
-        selection(&profile, args.thread.as_deref(), args.pid, args.no_inline)?;
+    let (mut selection, _) = selection(&profile, args.thread.as_deref(), args.pid, args.no_inline)?;
     selection.weight = weight(&profile, "flame", args.off_cpu, args.wall)?;
     if StackCounts::new(&profile, &selection).samples == 0 {
         anyhow::bail!("{}", no_samples(&profile, selection.weight));

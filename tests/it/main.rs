@@ -6,6 +6,7 @@ mod exec_names;
 mod flame;
 mod hostile_files;
 mod hostile_names;
+mod off_cpu;
 mod outputs;
 mod pipeline;
 mod profile_input;

@@ -192,9 +192,15 @@ fn lookup(table: &[(&str, WaitReason)], name: &str) -> Option<WaitReason> {
 
 /// `__x64_sys_read` → `read` (also `__do_sys_`, `__se_sys_`, `ksys_`, `__ia32_sys_`).
 fn syscall_name(function: &str) -> Option<&str> {
-    ["__x64_sys_", "__do_sys_", "__se_sys_", "ksys_", "__ia32_sys_"]
-        .iter()
-        .find_map(|prefix| function.strip_prefix(prefix))
+    [
+        "__x64_sys_",
+        "__do_sys_",
+        "__se_sys_",
+        "ksys_",
+        "__ia32_sys_",
+    ]
+    .iter()
+    .find_map(|prefix| function.strip_prefix(prefix))
 }
 
 /// A libc name as [`USER_FUNCTIONS`] spells it: `__GI___clock_nanosleep` → `clock_nanosleep`,
@@ -208,7 +214,11 @@ fn user_name(function: &str) -> &str {
 
 /// The reason of a block: preempted → `cpu`; else from the kernel frames of `stack` (leaf
 /// first), else from its first user frames; else `other`.
-pub fn classify(profile: &Profile, stack: &[crate::FrameId], preempted: bool) -> (WaitReason, ReasonSource) {
+pub fn classify(
+    profile: &Profile,
+    stack: &[crate::FrameId],
+    preempted: bool,
+) -> (WaitReason, ReasonSource) {
     if preempted {
         return (WaitReason::Cpu, ReasonSource::Preempted);
     }

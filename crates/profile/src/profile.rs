@@ -680,10 +680,7 @@ impl Profile {
                 continue;
             }
             stack.clear();
-            for (kind, addresses) in [
-                (FrameKind::Kernel, kernel),
-                (FrameKind::User, user),
-            ] {
+            for (kind, addresses) in [(FrameKind::Kernel, kernel), (FrameKind::User, user)] {
                 for (index, address) in addresses.iter().enumerate() {
                     let lookup = lookup_address(index, address.address);
                     let key = (address.module, lookup, kind);

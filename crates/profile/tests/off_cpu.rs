@@ -147,10 +147,18 @@ fn reasons_come_from_kernel_names_the_flag_or_user_names() {
     assert_eq!(p.reason_sources(), [1, 3, 1, 1]);
     // The reason is the leaf of the block's stack, then the kernel frames, then the user ones.
     let stack = p.stack(p.off_cpu_stack(0));
-    let names: Vec<_> = stack.iter().map(|&f| p.frame(f).function.as_str()).collect();
+    let names: Vec<_> = stack
+        .iter()
+        .map(|&f| p.frame(f).function.as_str())
+        .collect();
     assert_eq!(
         names,
-        ["[lock]", "__schedule", "futex_wait_queue", "__futex_abstimed_wait_common"]
+        [
+            "[lock]",
+            "__schedule",
+            "futex_wait_queue",
+            "__futex_abstimed_wait_common"
+        ]
     );
     assert_eq!(p.frame(stack[0]).kind, FrameKind::Wait);
     assert_eq!(p.off_cpu[0].args, [0x5000, 128, 2]);
@@ -162,11 +170,17 @@ fn threads_are_alive_from_creation_to_exit_and_on_cpu_between_blocks() {
     let threads = p.thread_activity();
     assert_eq!(threads.len(), 2);
     let main = &threads[0];
-    assert_eq!((main.tid, main.start, main.end, main.exited), (100, 1_000, 12_000, false));
+    assert_eq!(
+        (main.tid, main.start, main.end, main.exited),
+        (100, 1_000, 12_000, false)
+    );
     assert_eq!(main.off_cpu_ns(), 3_000);
     assert_eq!(main.on_cpu_ns(), 8_000);
     let worker = &threads[1];
-    assert_eq!((worker.tid, worker.start, worker.end, worker.exited), (101, 2_000, 10_000, true));
+    assert_eq!(
+        (worker.tid, worker.start, worker.end, worker.exited),
+        (101, 2_000, 10_000, true)
+    );
     assert_eq!(worker.off_cpu_ns(), 4_500);
     assert_eq!(worker.on_cpu_ns(), 3_500);
     assert_eq!(worker.wait_ns(), [500, 2_000, 1_000, 1_000, 0]);

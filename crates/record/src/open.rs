@@ -11,9 +11,7 @@
 //! ([`crate::session`]).
 
 use rprof_events::{Event, OpenError};
-use rprof_perf::{
-    CallGraph, Companion, MapError, Rate, SamplerError, Samplers, SamplingOptions,
-};
+use rprof_perf::{CallGraph, Companion, MapError, Rate, SamplerError, Samplers, SamplingOptions};
 
 use crate::error::RecordError;
 use crate::note::Note;

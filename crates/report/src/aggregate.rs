@@ -100,7 +100,11 @@ impl Table {
                 .first()
                 .map(|&f| profile.frame(f))
                 .filter(|f| f.kind == FrameKind::Wait)
-                .and_then(|f| WaitReason::ALL.iter().position(|r| f.function == format!("[{}]", r.name())));
+                .and_then(|f| {
+                    WaitReason::ALL
+                        .iter()
+                        .position(|r| f.function == format!("[{}]", r.name()))
+                });
             for frame in selection.frames(profile, stack) {
                 let f = frame.0 as usize;
                 if frames[f].kind == FrameKind::Wait {

@@ -230,14 +230,11 @@ pub fn render(
         s
     });
     let mut inferno_options = flamegraph::Options::default();
-    let title = options
-        .title
-        .clone()
-        .unwrap_or_else(|| match weight {
-            Weight::Samples => default_title(profile, samples),
-            Weight::OffCpu => time_title(profile, "off-CPU", samples),
-            Weight::Wall => time_title(profile, "wall-clock", samples),
-        });
+    let title = options.title.clone().unwrap_or_else(|| match weight {
+        Weight::Samples => default_title(profile, samples),
+        Weight::OffCpu => time_title(profile, "off-CPU", samples),
+        Weight::Wall => time_title(profile, "wall-clock", samples),
+    });
     inferno_options.title = visible(&title).into_owned();
     inferno_options.subtitle = Some(visible(&subtitle).into_owned());
     inferno_options.image_width = options.width;

@@ -151,7 +151,11 @@ pub fn lines(profile: &Profile, options: &FoldedOptions) -> Vec<String> {
         .into_iter()
         .filter_map(|(key, n)| {
             // Nanoseconds become microseconds, rounded.
-            let n = if micros { n.saturating_add(500) / 1000 } else { n };
+            let n = if micros {
+                n.saturating_add(500) / 1000
+            } else {
+                n
+            };
             (n > 0).then_some((key, n))
         })
         .map(|(key, n)| {
