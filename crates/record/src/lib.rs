@@ -179,6 +179,10 @@ pub struct Recorder<W: Write> {
     /// Threads that had a switch record: a later switch-in without a switch-out means one
     /// was lost.
     switched: HashSet<u32>,
+    /// Threads created during the recording that have not run yet: their creation time.
+    created: HashMap<u32, u64>,
+    /// When the recording began (perf clock), for threads already off the CPU then.
+    start_time: Option<u64>,
     /// The latest record time applied.
     last_time: u64,
     /// When the recording stopped (perf clock), for blocks still open at the end.
@@ -285,9 +289,18 @@ impl<W: Write> Recorder<W> {
             switch_stacks: HashMap::new(),
             blocked: HashMap::new(),
             switched: HashSet::new(),
+            created: HashMap::new(),
+            start_time: None,
             last_time: 0,
             stop_time: None,
         })
+    }
+
+    /// Sets when the recording began (perf clock): a thread of an attached process that was
+    /// off the CPU then gets a block from there to its first switch-in. Without it, the first
+    /// record's time.
+    pub fn set_start_time(&mut self, time: u64) {
+        self.start_time = Some(time);
     }
 
     /// Sets when the recording stopped (perf clock): threads still off the CPU then get a
@@ -361,6 +374,9 @@ impl<W: Write> Recorder<W> {
         }
         records.sort_unstable_by_key(|&(time, seq, _)| (time, seq));
         for (time, _, record) in &records {
+            if self.start_time.is_none() && *time > 0 {
+                self.start_time = Some(*time);
+            }
             self.last_time = self.last_time.max(*time);
             self.apply(record)?;
         }
@@ -413,6 +429,7 @@ impl<W: Write> Recorder<W> {
                     self.unwinder.fork(t.ppid, t.pid);
                 }
                 self.note_thread(t.pid, t.tid);
+                self.created.insert(t.tid, t.time);
                 self.push(Record::Fork {
                     time: t.time,
                     pid: t.pid,
@@ -427,6 +444,7 @@ impl<W: Write> Recorder<W> {
                 }
                 self.switch_stacks.remove(&t.tid);
                 self.switched.remove(&t.tid);
+                self.created.remove(&t.tid);
                 if let Some(blocked) = self.blocked.remove(&t.tid) {
                     self.off_cpu(t.tid, blocked, t.time, false)?;
                 }
@@ -613,13 +631,27 @@ impl<W: Write> Recorder<W> {
         } else {
             match self.blocked.remove(&tid) {
                 Some(blocked) => self.off_cpu(tid, blocked, time, true)?,
-                None => {
-                    // The first switch-in of a new thread, or of a thread attached while off
-                    // the CPU, has no switch-out before it; anything else lost one.
-                    if !first {
-                        self.stats.unpaired_switches += 1;
+                None if first => {
+                    // A new thread's first switch-in: it was runnable, waiting for a CPU, since
+                    // its creation. A thread of an attached process that was off the CPU when
+                    // the recording began: off since then, for a reason not seen.
+                    let (start, preempted) = match self.created.remove(&tid) {
+                        Some(created) => (created, true),
+                        None => (self.start_time.unwrap_or(time), false),
+                    };
+                    if start < time {
+                        let blocked = Blocked {
+                            pid,
+                            cpu: sw.sample_id.cpu.unwrap_or(0),
+                            start,
+                            preempted,
+                            stack: None,
+                        };
+                        self.off_cpu(tid, blocked, time, true)?;
                     }
                 }
+                // Anything else lost its switch-out.
+                None => self.stats.unpaired_switches += 1,
             }
         }
         Ok(())

@@ -252,6 +252,7 @@ fn start_attach(
     rprof_launch::catch_interrupts()
         .map_err(|e| RecordError::io("cannot install the Ctrl-C handler", e))?;
     let started = Instant::now();
+    recording.recorder.set_start_time(now_monotonic_ns());
     // What happened before we attached: mappings and thread names from /proc.
     if let Err(error) = recording.recorder.unwinder_mut().load_proc_maps(pid) {
         tell(Note::NoMaps { pid, error });

@@ -614,4 +614,95 @@ mod replay {
         assert!(corrupt(first_round + 12, &(1u32 << 20).to_le_bytes()).contains("record"));
         assert!(Capture::open(&path("no-such.cap")).is_err());
     }
+
+    /// Records handed over in one round, as a source that says which events are the off-CPU
+    /// sampler.
+    struct Rounds {
+        format: SampleFormat,
+        records: Vec<Vec<u8>>,
+    }
+
+    impl crate::RecordSource for Rounds {
+        fn format(&self) -> SampleFormat {
+            self.format
+        }
+
+        fn companion_ids(&self) -> &[u64] {
+            &[42]
+        }
+
+        fn read_round(
+            &mut self,
+            apply: &mut dyn FnMut(&[BufferRecords<'_>]) -> std::io::Result<()>,
+        ) -> std::io::Result<()> {
+            let records = std::mem::take(&mut self.records);
+            apply(&[BufferRecords {
+                records: records.iter().map(Vec::as_slice).collect(),
+                ring_error: false,
+            }])
+        }
+    }
+
+    /// Issue 11: switch records pair into off-CPU blocks: a new thread's wait for its first
+    /// switch-in is `cpu` (preempted), a switch-out opens a block that the next switch-in
+    /// closes, a second switch-out without a switch-in is counted as unpaired, and a block
+    /// still open when the recording stops ends there, not ended.
+    #[test]
+    fn switch_records_pair_into_blocks() {
+        let base = Capture::parse(std::fs::read(path("threads.cap")).unwrap()).unwrap();
+        let format = base.format();
+        let (pid, tid) = (10, 11);
+        let switch = |misc: u16, time: u64| {
+            let mut out = perf_record(sys::PERF_RECORD_SWITCH, &sample_id(&format, pid, tid, time));
+            out[4..6].copy_from_slice(&misc.to_ne_bytes());
+            out
+        };
+        let out = rprof_perf::parse::MISC_SWITCH_OUT;
+        let preempt = out | rprof_perf::parse::MISC_SWITCH_OUT_PREEMPT;
+        let mut fork = Vec::new();
+        for v in [pid, pid, tid, pid] {
+            fork.extend(v.to_ne_bytes());
+        }
+        fork.extend(100u64.to_ne_bytes());
+        fork.extend(sample_id(&format, pid, tid, 100));
+        let mut source = Rounds {
+            format,
+            records: vec![
+                perf_record(sys::PERF_RECORD_FORK, &fork),
+                switch(0, 150),
+                switch(preempt, 200),
+                switch(0, 260),
+                switch(out, 300),
+                switch(out, 350),
+            ],
+        };
+        let mut recorder = crate::Recorder::with_settings(
+            Vec::new(),
+            &Header::default(),
+            base.call_graph(),
+            base.settings(),
+        )
+        .unwrap();
+        recorder.drain(&mut source).unwrap();
+        recorder.set_stop_time(500);
+        let (bytes, stats) = recorder.finish(|_, _| Vec::new()).unwrap();
+        assert_eq!((stats.off_cpu_blocks, stats.unpaired_switches), (3, 1));
+        assert_eq!(stats.off_cpu_without_stack, 3);
+        let profile = rprof_profile::Profile::read(&bytes[..], "test").unwrap();
+        let blocks: Vec<_> = profile
+            .off_cpu
+            .iter()
+            .map(|b| (b.tid, b.start, b.end, b.preempted, b.ended))
+            .collect();
+        assert_eq!(
+            blocks,
+            [
+                (tid, 100, 150, true, true),
+                (tid, 200, 260, true, true),
+                (tid, 350, 500, false, false),
+            ]
+        );
+        // Nothing of this is a sample.
+        assert!(profile.samples.is_empty());
+    }
 }
