@@ -33,22 +33,33 @@ median() { sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
 
 switches=$(perf stat -x, -e context-switches -- ./pingpong "$ROUNDS" 2>&1 >/dev/null | awk -F, '/context-switches/ {print $1}')
 declare -A result lost
+# The records a run lost, from its messages (last.err).
+lost_of() {
+    case $1 in
+        rprof*)
+            local n unpaired
+            n=$(grep -o '[0-9]* lost samples' last.err | grep -o '^[0-9]*' || echo "?")
+            unpaired=$(grep -o '[0-9]* context-switch records did not pair up' last.err | grep -o '^[0-9]*' || true)
+            if [ -n "$unpaired" ]; then echo "$n (+$unpaired unpaired switches)"; else echo "$n"; fi
+            ;;
+        perf*)
+            local n
+            n=$(grep -o 'lost [0-9]* chunks\|Lost [0-9]* events' last.err | head -1 || true)
+            if [ -n "$n" ]; then echo "$n"; else echo 0; fi
+            ;;
+    esac
+}
 run() {
     local name=$1
     shift
-    local times=()
-    for _ in $(seq "$N"); do times+=("$(wall "$@")"); done
+    local times=() losses=()
+    for _ in $(seq "$N"); do
+        times+=("$(wall "$@")")
+        losses+=("$(lost_of "$name")")
+    done
     result[$name]=$(printf '%s\n' "${times[@]}" | median)
-    case $name in
-        rprof*) lost[$name]=$(grep -o '[0-9]* lost samples' last.err | grep -o '^[0-9]*' || echo "?")
-                local unpaired
-                unpaired=$(grep -o '[0-9]* context-switch records did not pair up' last.err | grep -o '^[0-9]*' || true)
-                if [ -n "$unpaired" ]; then lost[$name]="${lost[$name]} (+$unpaired unpaired switches)"; fi
-                ;;
-        perf*) lost[$name]=$(grep -o 'lost [0-9]* chunks\|[0-9]* lost samples\|Lost [0-9]* events' last.err | head -1 || true)
-               if [ -z "${lost[$name]}" ]; then lost[$name]=0; fi ;;
-        *) lost[$name]="" ;;
-    esac
+    lost[$name]=$(IFS=';'; echo "${losses[*]}" | sed 's/;/; /g')
+    if [ "$name" = alone ]; then lost[$name]="-"; fi
 }
 run alone ./pingpong "$ROUNDS"
 run "rprof record" "$RPROF" record -o r.data -- ./pingpong "$ROUNDS"
@@ -60,7 +71,7 @@ size_p=$(stat -c %s p.data)
 
 echo "pingpong $ROUNDS rounds: $switches context switches (perf stat), median of $N runs"
 echo
-echo "| recording | wall (s) | slowdown | lost |"
+echo "| recording | wall (s) | slowdown | lost, run by run |"
 echo "|---|---:|---:|---|"
 for name in alone "rprof record" "rprof record --off-cpu" "perf record (switches, dwarf,$STACK)"; do
     printf '| %s | %.2f | %.2fx | %s |\n' "$name" "${result[$name]}" \

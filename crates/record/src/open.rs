@@ -24,7 +24,7 @@ pub const MIN_PAGES: usize = 8;
 /// switch (tens of thousands a second in a busy server), so it copies less than the on-CPU
 /// sampler's default. A deeper stack is marked truncated. (Samples of one ring buffer may
 /// differ in stack size: each records its own.)
-pub const OFF_CPU_STACK_COPY: u32 = 16384;
+pub const OFF_CPU_STACK_COPY: u32 = 8192;
 
 /// What the samplers sample, as the session asks for it.
 pub(crate) struct Request<'a> {
