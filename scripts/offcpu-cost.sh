@@ -7,13 +7,13 @@
 # each lost at default settings. Prints a markdown table (docs/benchmarks.md keeps the result).
 #
 # Environment: N [3] runs, ROUNDS [50000] ping-pong rounds, RPROF [target/release/rprof],
-# STACK [16384] perf's dwarf stack size (rprof's off-CPU sampler copies 16 KiB).
+# STACK [8192] perf's dwarf stack size (rprof's off-CPU sampler copies 8 KiB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
 N=${N:-3}
 ROUNDS=${ROUNDS:-50000}
-STACK=${STACK:-16384}
+STACK=${STACK:-8192}
 RPROF=${RPROF:-$REPO/target/release/rprof}
 [ -x "$RPROF" ] || { echo "offcpu-cost: build rprof first (cargo build --release)" >&2; exit 2; }
 WORK=$(mktemp -d)
