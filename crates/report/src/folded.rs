@@ -121,7 +121,8 @@ pub fn lines(profile: &Profile, options: &FoldedOptions) -> Vec<String> {
             .is_some_and(|&f| profile.frame(f).kind == FrameKind::Wait);
         for f in options.selection.frames(profile, stack) {
             let info = profile.frame(f);
-            if off_cpu && options.annotate && info.kind != FrameKind::Wait {
+            let marked = !matches!(info.kind, FrameKind::Wait | FrameKind::Truncated);
+            if off_cpu && options.annotate && marked {
                 let id = match wait_names.get(&f.0) {
                     Some(&id) => id,
                     None => {
