@@ -353,7 +353,7 @@ impl<W: Write> Recorder<W> {
         buffers: &[BufferRecords<'_>],
     ) -> io::Result<()> {
         if let Some(capture) = &mut self.capture {
-            capture.round(format, buffers)?;
+            capture.round(format, &self.switch_ids, buffers)?;
         }
         let mut records = Vec::new();
         for buffer in buffers {

@@ -563,7 +563,8 @@ mod replay {
             use crate::RecordSource;
             source
                 .read_round(&mut |buffers: &[BufferRecords<'_>]| {
-                    writer.round(&original.format(), buffers)
+                    // Issue 11: the off-CPU sampler's ids travel in the header.
+                    writer.round(&original.format(), &[42, 43], buffers)
                 })
                 .unwrap();
         }
@@ -576,6 +577,9 @@ mod replay {
         assert_eq!(copy.call_graph(), original.call_graph());
         assert_eq!(copy.settings(), original.settings());
         assert!(copy.records().eq(original.records()));
+        assert_eq!(copy.companion_ids(), [42, 43]);
+        // A capture written before the ids were added has none.
+        assert!(original.companion_ids().is_empty());
     }
 
     /// Captures are parsed without trusting them: every truncation and a few corruptions are
