@@ -394,3 +394,50 @@ fn unprivileged_recording_times_blocks_without_stacks() {
         .iter()
         .all(|b| b.user.is_empty() && b.kernel.is_empty()));
 }
+
+/// Issue 11: without kernel stacks (`--no-kernel`), the reasons come from the user-space
+/// leaf functions (libc's futex wait, nanosleep, read), and the report says so.
+#[test]
+fn without_kernel_stacks_reasons_come_from_user_leaf_functions() {
+    let dir = tempdir();
+    let bin = fixture();
+    let out = run_rprof(
+        dir.path(),
+        &[
+            "record",
+            "--off-cpu",
+            "--no-kernel",
+            "--",
+            bin.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let truth = parse_truth(&stdout(&out));
+    let report = json(dir.path(), &["report", "--threads", "--json"]);
+    assert_eq!(report["reasons_from"], "user", "{report}");
+    let thread = |name: &str| {
+        let (&tid, truth) = truth.iter().find(|(_, t)| t.name == name).unwrap();
+        let entry = report["threads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["tid"] == tid)
+            .unwrap_or_else(|| panic!("{report}"))
+            .clone();
+        (entry, truth.waited_ns)
+    };
+    for (name, reason) in [("locker", "lock"), ("sleeper", "sleep"), ("reader", "io")] {
+        let (entry, waited) = thread(name);
+        let ns = ns(&entry["wait_ns"][reason]);
+        assert!(
+            close(ns, waited, 0.05, 0),
+            "{name}: {ns} vs {waited}: {entry}"
+        );
+    }
+    let text = run_rprof(dir.path(), &["report", "--threads"]);
+    assert!(
+        stdout(&text).contains("user-space leaf functions, no kernel stack"),
+        "{}",
+        stdout(&text)
+    );
+}
