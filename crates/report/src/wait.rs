@@ -91,7 +91,13 @@ pub(crate) fn render_activity(
                 duration(t.on_cpu_ns()),
                 duration(t.off_cpu_ns()),
             ];
-            row.extend(t.wait_ns().iter().map(|&ns| duration(ns)));
+            row.extend(t.wait_ns().iter().map(|&ns| {
+                if ns == 0 {
+                    "-".to_string()
+                } else {
+                    duration(ns)
+                }
+            }));
             row
         })
         .collect();
