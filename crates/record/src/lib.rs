@@ -181,6 +181,14 @@ pub struct Recorder<W: Write> {
     switched: HashSet<u32>,
     /// Threads created during the recording that have not run yet: their creation time.
     created: HashMap<u32, u64>,
+    /// Threads named before the recording began (attach: from /proc): they may be off the
+    /// CPU since its start.
+    pre_existing: HashSet<u32>,
+    /// A switch-in applied before the switch-out (or FORK) it follows, by thread: (time, pid,
+    /// cpu). Rounds are sorted by time, but a record of one CPU can reach a later round than a
+    /// newer record of another CPU (its buffer was read first); the older record, when it
+    /// comes, pairs with this one.
+    early_in: HashMap<u32, (u64, u32, u32)>,
     /// When the recording began (perf clock), for threads already off the CPU then.
     start_time: Option<u64>,
     /// The latest record time applied.
@@ -290,6 +298,8 @@ impl<W: Write> Recorder<W> {
             blocked: HashMap::new(),
             switched: HashSet::new(),
             created: HashMap::new(),
+            pre_existing: HashSet::new(),
+            early_in: HashMap::new(),
             start_time: None,
             last_time: 0,
             stop_time: None,
@@ -311,6 +321,11 @@ impl<W: Write> Recorder<W> {
 
     /// Adds a record of the caller's (e.g. thread names read from /proc when attaching).
     pub fn push(&mut self, record: Record) -> io::Result<()> {
+        if let Record::Comm { tid, .. } = record {
+            if self.last_time == 0 {
+                self.pre_existing.insert(tid);
+            }
+        }
         self.writer.push(record)
     }
 
@@ -429,7 +444,24 @@ impl<W: Write> Recorder<W> {
                     self.unwinder.fork(t.ppid, t.pid);
                 }
                 self.note_thread(t.pid, t.tid);
-                self.created.insert(t.tid, t.time);
+                match self.early_in.remove(&t.tid) {
+                    // Its first switch-in came first: it waited for a CPU since now.
+                    Some((time, pid, cpu)) if time >= t.time => {
+                        self.stats.unpaired_switches =
+                            self.stats.unpaired_switches.saturating_sub(1);
+                        let blocked = Blocked {
+                            pid,
+                            cpu,
+                            start: t.time,
+                            preempted: true,
+                            stack: None,
+                        };
+                        self.off_cpu(t.tid, blocked, time, true)?;
+                    }
+                    _ => {
+                        self.created.insert(t.tid, t.time);
+                    }
+                }
                 self.push(Record::Fork {
                     time: t.time,
                     pid: t.pid,
@@ -445,6 +477,7 @@ impl<W: Write> Recorder<W> {
                 self.switch_stacks.remove(&t.tid);
                 self.switched.remove(&t.tid);
                 self.created.remove(&t.tid);
+                self.early_in.remove(&t.tid);
                 if let Some(blocked) = self.blocked.remove(&t.tid) {
                     self.off_cpu(t.tid, blocked, t.time, false)?;
                 }
@@ -615,15 +648,23 @@ impl<W: Write> Recorder<W> {
         };
         let first = self.switched.insert(tid);
         self.note_thread(pid, tid);
+        let cpu = sw.sample_id.cpu.unwrap_or(0);
         if sw.out {
             let stack = self.switch_stacks.remove(&tid);
             let blocked = Blocked {
                 pid,
-                cpu: sw.sample_id.cpu.unwrap_or(0),
+                cpu,
                 start: time,
                 preempted: sw.preempt,
                 stack,
             };
+            if let Some((end, _, _)) = self.early_in.remove(&tid) {
+                if end >= time {
+                    // The switch-in that ends this block was applied already.
+                    self.stats.unpaired_switches = self.stats.unpaired_switches.saturating_sub(1);
+                    return self.off_cpu(tid, blocked, end, true);
+                }
+            }
             if self.blocked.insert(tid, blocked).is_some() {
                 // The switch-in of the previous block was lost: its length is unknown.
                 self.stats.unpaired_switches += 1;
@@ -631,27 +672,37 @@ impl<W: Write> Recorder<W> {
         } else {
             match self.blocked.remove(&tid) {
                 Some(blocked) => self.off_cpu(tid, blocked, time, true)?,
-                None if first => {
+                None => {
                     // A new thread's first switch-in: it was runnable, waiting for a CPU, since
                     // its creation. A thread of an attached process that was off the CPU when
                     // the recording began: off since then, for a reason not seen.
-                    let (start, preempted) = match self.created.remove(&tid) {
-                        Some(created) => (created, true),
-                        None => (self.start_time.unwrap_or(time), false),
+                    let since = match self.created.remove(&tid) {
+                        Some(created) if first => Some((created, true)),
+                        None if first && self.pre_existing.contains(&tid) => {
+                            Some((self.start_time.unwrap_or(time), false))
+                        }
+                        _ => None,
                     };
-                    if start < time {
-                        let blocked = Blocked {
-                            pid,
-                            cpu: sw.sample_id.cpu.unwrap_or(0),
-                            start,
-                            preempted,
-                            stack: None,
-                        };
-                        self.off_cpu(tid, blocked, time, true)?;
+                    match since {
+                        Some((start, preempted)) if start < time => {
+                            let blocked = Blocked {
+                                pid,
+                                cpu,
+                                start,
+                                preempted,
+                                stack: None,
+                            };
+                            self.off_cpu(tid, blocked, time, true)?;
+                        }
+                        Some(_) => {}
+                        None => {
+                            // Its switch-out (or FORK) is still in another CPU's buffer, or
+                            // was lost: counted as unpaired until it comes.
+                            self.stats.unpaired_switches += 1;
+                            self.early_in.insert(tid, (time, pid, cpu));
+                        }
                     }
                 }
-                // Anything else lost its switch-out.
-                None => self.stats.unpaired_switches += 1,
             }
         }
         Ok(())

@@ -134,8 +134,11 @@ pub(crate) fn open_samplers(
         mmap_build_id: true,
     };
     loop {
-        // Wake up when a quarter of the buffer is used.
-        let bytes = pages.saturating_mul(rprof_perf::ring::page_size()) / 4;
+        // Wake up when a quarter of the buffer is used; with the off-CPU sampler, every 32nd:
+        // at tens of thousands of switches a second, each with a stack copy, a quarter fills
+        // in milliseconds and a late reader loses records (docs/off-cpu.md, Cost).
+        let share = if request.off_cpu { 32 } else { 4 };
+        let bytes = pages.saturating_mul(rprof_perf::ring::page_size()) / share;
         options.wakeup_bytes = bytes.clamp(1, u32::MAX as usize) as u32;
         let mut attr = rprof_perf::sampling_attr(&event.attr(), &options);
         if event.exclude_kernel {
