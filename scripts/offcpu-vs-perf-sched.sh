@@ -8,8 +8,8 @@
 # "sch delay" (from switch-out to switch-in). perf sched timehist (perf 6.1) loses the last
 # interval of a thread that exits (its final sched_switch is shown as task ":-1[-1]"), so the
 # same recording's sched:sched_switch tracepoints (`perf script`) are also summed directly:
-# from a thread's switch-out (prev_pid) to its next switch-in (next_pid) off the CPU, and the
-# other way round on it, from its first to its last switch. Prints a markdown table
+# from a thread's creation (sched_process_fork) or switch-out (prev_pid) to its next switch-in
+# (next_pid) off the CPU, and the other way round on it. Prints a markdown table
 # (docs/benchmarks.md keeps the result) and exits 1 when rprof and the tracepoints differ by
 # more than 5 % (plus 2 ms) of a thread's lifetime.
 #
@@ -33,7 +33,8 @@ cd "$WORK"
 perf sched record -q -o sched.data -- "$RPROF" record --off-cpu -o rprof.data -- ./off_cpu \
     >fixture.out 2>record.err
 perf sched timehist -i sched.data >timehist.txt 2>/dev/null
-perf script -i sched.data -F time,event,trace 2>/dev/null | grep 'sched:sched_switch' >switches.txt
+perf script -i sched.data -F time,event,trace 2>/dev/null \
+    | grep -E 'sched:sched_switch|sched:sched_process_fork' >switches.txt
 "$RPROF" report -i rprof.data --threads --json >report.json
 
 python3 - "$WORK" <<'EOF'
@@ -56,9 +57,15 @@ for line in open(f"{work}/timehist.txt"):
     perf[tid] = (off + wait + delay, on + run)
 # The tracepoints: per tid, time off and on the CPU between its first and last switch.
 sw_re = re.compile(r"^\s*([\d.]+):\s+sched:sched_switch:.*prev_pid=(\d+) .*next_pid=(\d+) ")
+fork_re = re.compile(r"^\s*([\d.]+):\s+sched:sched_process_fork:.*child_pid=(\d+)")
 last = {}
 trace = {}
 for line in open(f"{work}/switches.txt"):
+    f = fork_re.search(line)
+    if f:
+        # A new thread is off the CPU (runnable) from its creation to its first switch-in.
+        last[int(f.group(2))] = (float(f.group(1)) * 1e9, True)
+        continue
     m = sw_re.search(line)
     if not m:
         continue
@@ -86,12 +93,8 @@ for t in report["threads"]:
     p_off, p_on = perf[tid]
     t_off, t_on = trace.get(tid, (0.0, 0.0))
     life = t["wall_ns"]
-    # rprof also counts a new thread's wait for its first switch-in (reason cpu), which the
-    # tracepoints' first-to-last-switch sums cannot: compare on-CPU + off-CPU per source.
     d_off = abs(t["off_cpu_ns"] - t_off)
     d_on = abs(t["cpu_ns"] - t_on)
-    first_wait = max(0.0, life - (t_off + t_on))
-    d_off = max(0.0, d_off - first_wait)
     share = max(d_off, d_on) / max(life, 1)
     worst = max(worst, max(d_off, d_on) - 2e6 - 0.05 * life)
     rows.append((name, tid, life, t["cpu_ns"], t_on, p_on, t["off_cpu_ns"], t_off, p_off, share))
