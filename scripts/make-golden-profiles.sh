@@ -28,6 +28,9 @@ for name in report_shares report_threads; do
 done
 "$rprof" record -o "$out/shares.rprof" -- "$bin/report_shares"
 "$rprof" record -o "$out/threads.rprof" -- "$bin/report_threads"
+# The same program with its off-CPU blocks: the timeline's page test reads it.
+"$rprof" record --off-cpu -o "$out/threads-offcpu.rprof" -- "$bin/report_threads"
+chmod 644 "$out"/*.rprof
 # The designed regression of rprof diff: BASE and NEW runs of one program.
 gcc -O2 -g -fomit-frame-pointer -o "$bin/regress" fixtures/regress.c
 "$rprof" record -o "$out/regress-base.rprof" -- "$bin/regress" base

@@ -10,7 +10,7 @@ use rprof_report::folded::FoldedOptions;
 use rprof_report::StackCounts;
 
 use crate::exit::usage;
-use crate::report::{open_profile, selection};
+use crate::report::{open_profile, selection, weight};
 
 /// Arguments of `rprof flame`.
 #[derive(clap::Args, Debug)]
@@ -49,6 +49,14 @@ pub struct Args {
     /// Leave out frames narrower than this percentage of all samples.
     #[arg(long, value_name = "PERCENT", default_value_t = 0.01)]
     pub min_width: f64,
+    /// Draw off-CPU time (a profile recorded with `rprof record --off-cpu`): where threads
+    /// waited and why; folded counts are microseconds.
+    #[arg(long, conflicts_with = "wall")]
+    pub off_cpu: bool,
+    /// Draw wall-clock time: on-CPU plus off-CPU (a profile recorded with `--off-cpu`);
+    /// folded counts are microseconds.
+    #[arg(long)]
+    pub wall: bool,
 }
 
 /// Runs `rprof flame`.
@@ -60,9 +68,10 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         )));
     }
     let profile = open_profile(&args.input)?;
-    let (selection, _) = selection(&profile, args.thread.as_deref(), args.pid, args.no_inline)?;
+    let (mut selection, _) = selection(&profile, args.thread.as_deref(), args.pid, args.no_inline)?;
+    selection.weight = weight(&profile, "flame", args.off_cpu, args.wall)?;
     if StackCounts::new(&profile, &selection).samples == 0 {
-        anyhow::bail!("{}", no_samples(&profile));
+        anyhow::bail!("{}", no_samples(&profile, selection.weight));
     }
     let output = args
         .output
@@ -94,6 +103,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         rprof_report::folded::render(&profile, &options, &mut out).map_err(written)?;
         "folded stacks"
     } else {
+        let weight = selection.weight;
         let options = FlameOptions {
             selection,
             title: args.title,
@@ -105,7 +115,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         };
         match rprof_report::flame::render(&profile, &options, &mut out) {
             Ok(()) => {}
-            Err(FlameError::NoSamples) => anyhow::bail!("{}", no_samples(&profile)),
+            Err(FlameError::NoSamples) => anyhow::bail!("{}", no_samples(&profile, weight)),
             Err(FlameError::Io(e)) => return Err(written(e)),
             Err(e) => return Err(e.into()),
         }
@@ -147,8 +157,10 @@ impl Write for Out<'_> {
 }
 
 /// Why there is nothing to draw.
-fn no_samples(profile: &rprof_profile::Profile) -> String {
-    if profile.samples.is_empty() {
+fn no_samples(profile: &rprof_profile::Profile, weight: rprof_report::Weight) -> String {
+    if weight.is_time() {
+        "nothing off the CPU matches --thread/--pid: nothing to draw".into()
+    } else if profile.samples.is_empty() {
         "the profile has no samples: nothing to draw (was the command too short-lived?)".into()
     } else {
         "no samples match --thread/--pid: nothing to draw".into()

@@ -77,6 +77,11 @@ pub struct Args {
     #[arg(long = "no-kernel")]
     no_kernel: bool,
 
+    /// Also record off-CPU time: every time a thread leaves the CPU, its stack, why and for
+    /// how long (see `rprof report --off-cpu`, docs/off-cpu.md).
+    #[arg(long = "off-cpu")]
+    off_cpu: bool,
+
     /// The command to run and its arguments (after `--`).
     #[arg(
         value_name = "COMMAND",
@@ -148,6 +153,19 @@ fn print_summary(stats: &Stats, elapsed: Duration, size: u64, path: &Path) {
         human_size(size),
         path.display()
     );
+    if stats.off_cpu_blocks > 0 {
+        note(format!(
+            "{} off the CPU ({} without a stack)",
+            count(stats.off_cpu_blocks, "block"),
+            stats.off_cpu_without_stack
+        ));
+    }
+    if stats.unpaired_switches > 0 {
+        note(format!(
+            "{} context-switch records did not pair up (records lost): their off-CPU time is missing",
+            stats.unpaired_switches
+        ));
+    }
     if stats.throttled > 0 {
         note(format!(
             "the kernel throttled sampling {} times (kernel.perf_cpu_time_max_percent); consider a lower -F",

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use rprof_profile::{Profile, ReadError};
 use rprof_report::json::JsonOptions;
 use rprof_report::top::TopOptions;
-use rprof_report::{visible, Selection, SortBy, TableKind};
+use rprof_report::{visible, Selection, SortBy, TableKind, Weight};
 
 use crate::exit::usage;
 
@@ -53,6 +53,14 @@ pub struct Args {
     /// When to color the output.
     #[arg(long, value_enum, default_value_t = Color::Auto)]
     pub color: Color,
+    /// Rank functions by off-CPU time, with why they waited (a profile recorded with
+    /// `rprof record --off-cpu`).
+    #[arg(long, conflicts_with = "wall")]
+    pub off_cpu: bool,
+    /// Rank functions by wall-clock time: on-CPU plus off-CPU (a profile recorded with
+    /// `rprof record --off-cpu`).
+    #[arg(long)]
+    pub wall: bool,
 }
 
 /// Ranking of the table.
@@ -79,7 +87,9 @@ pub enum Color {
 /// Runs `rprof report`.
 pub fn run(args: Args) -> anyhow::Result<i32> {
     let profile = open_profile(&args.input)?;
-    let (selection, label) = selection(&profile, args.thread.as_deref(), args.pid, args.no_inline)?;
+    let (mut selection, label) =
+        selection(&profile, args.thread.as_deref(), args.pid, args.no_inline)?;
+    selection.weight = weight(&profile, "report", args.off_cpu, args.wall)?;
     let kind = if args.lines {
         TableKind::Lines
     } else {
@@ -198,9 +208,31 @@ pub(crate) fn selection(
         threads,
         pid,
         merge_inline,
+        weight: Weight::Samples,
     };
     let label = (!labels.is_empty()).then(|| labels.join(", "));
     Ok((selection, label))
+}
+
+/// What `--off-cpu` / `--wall` ask stacks to weigh; a usage error (exit 2) when the profile
+/// holds no off-CPU data for them.
+pub(crate) fn weight(
+    profile: &Profile,
+    command: &str,
+    off_cpu: bool,
+    wall: bool,
+) -> anyhow::Result<Weight> {
+    let (weight, flag) = match (off_cpu, wall) {
+        (true, _) => (Weight::OffCpu, "--off-cpu"),
+        (false, true) => (Weight::Wall, "--wall"),
+        (false, false) => return Ok(Weight::Samples),
+    };
+    if !profile.has_off_cpu() {
+        return Err(usage(format!(
+            "{command} {flag}: the profile holds no off-CPU data (it was recorded without --off-cpu); record it again with `rprof record --off-cpu -- COMMAND`"
+        )));
+    }
+    Ok(weight)
 }
 
 /// Columns and rows of the terminal on stdout, if it is one.

@@ -36,6 +36,13 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         eprintln!("rprof: note: {problem}");
     }
     let profile = open_profile(&args.input)?;
+    if !profile.has_off_cpu() {
+        return Err(crate::exit::usage(
+            "timeline: the profile holds no off-CPU data (it was recorded without --off-cpu), so \
+             it cannot say when threads ran, waited or were blocked; record it again with \
+             `rprof record --off-cpu -- COMMAND`",
+        ));
+    }
     if profile.threads.is_empty() {
         anyhow::bail!(
             "the profile has no threads: nothing to draw (was the command too short-lived?)"
@@ -62,11 +69,5 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         if processes == 1 { "" } else { "es" },
         args.output.display()
     );
-    if !input.off_cpu {
-        eprintln!(
-            "rprof: note: the profile has on-CPU samples only; off-CPU states need \
-             `rprof record --off-cpu`"
-        );
-    }
     Ok(0)
 }

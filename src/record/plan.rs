@@ -170,6 +170,7 @@ pub fn validate(args: Args) -> anyhow::Result<Options> {
         target,
         pages,
         no_kernel: args.no_kernel,
+        off_cpu: args.off_cpu,
     })
 }
 

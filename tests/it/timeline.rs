@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use rprof_profile::{Header, Profile, Record, Sample, Summary, Writer};
+use rprof_profile::{Header, OffCpu, Profile, Record, Sample, Summary, Writer};
 
 use crate::report::saved;
 use crate::util::{build_c, run_rprof, skip, stderr, stdout, tempdir};
@@ -97,23 +97,56 @@ fn lanes(dom: &str) -> Vec<Lane> {
         .collect()
 }
 
-/// Issue 11: a recorded profile of a program with named threads (alpha, beta and the main
-/// thread) gives a page that Chromium draws with one labelled lane per thread, each with the
-/// thread's samples, and the note that off-CPU states need `--off-cpu`.
+/// Issue 11: a recorded `--off-cpu` profile of a program with named threads (alpha, beta and
+/// the main thread) gives a page that Chromium draws with one labelled lane per thread, each
+/// with the thread's samples, and the off-CPU states of the recording.
 #[test]
 fn the_page_shows_one_named_lane_per_thread_in_chromium() {
     let dir = tempdir();
-    let path = saved("threads.rprof");
+    let path = saved("threads-offcpu.rprof");
     let out = timeline(dir.path(), &["-i", &path, "-o", "threads.html"]);
     let err = stderr(&out);
     assert!(
         err.contains("(3 threads in 1 process) to threads.html"),
         "{err}"
     );
-    assert!(err.contains("rprof record --off-cpu"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
     let page = dir.path().join("threads.html");
     let html = std::fs::read_to_string(&page).unwrap();
-    assert!(html.contains("id=\"no-off-cpu\""));
+    assert!(!html.contains("id=\"no-off-cpu\""));
+    // The main thread waits in pthread_join (a futex) while alpha and beta run: its lane holds
+    // a `lock` span as long as nearly all of its life, and alpha's spans are running time and
+    // waits for a CPU.
+    let profile = Profile::open(&path).unwrap();
+    let input = rprof_timeline::from_profile(&profile, &Default::default());
+    assert!(input.off_cpu);
+    let lane = |name: &str| {
+        input
+            .processes
+            .iter()
+            .flat_map(|p| &p.threads)
+            .find(|t| t.name == name)
+            .unwrap()
+    };
+    let main = lane("report_threads");
+    let life = main.end - main.start;
+    let locked: u64 = main
+        .spans
+        .iter()
+        .filter(|s| s.state == rprof_timeline::State::Lock)
+        .map(|s| s.end - s.start)
+        .sum();
+    assert!(locked * 10 > life * 8, "lock {locked} of {life} ns");
+    let alpha = lane("alpha");
+    let running: u64 = alpha
+        .spans
+        .iter()
+        .filter(|s| s.state == rprof_timeline::State::Running)
+        .map(|s| s.end - s.start)
+        .sum();
+    let covered: u64 = alpha.spans.iter().map(|s| s.end - s.start).sum();
+    assert_eq!(covered, alpha.end - alpha.start, "spans cover alpha's life");
+    assert!(running > 0 && running < covered);
 
     let Some(dom) = dump_dom(&format!("file://{}", page.display())) else {
         return;
@@ -125,7 +158,6 @@ fn the_page_shows_one_named_lane_per_thread_in_chromium() {
     assert!(painted > 10, "nothing drawn: {body}");
 
     // The lanes are the profile's threads, main thread first, each with its samples.
-    let profile = Profile::open(&path).unwrap();
     let pid = *profile.processes.keys().next().unwrap();
     let mut expected: Vec<Lane> = profile
         .threads
@@ -168,7 +200,6 @@ fn the_page_shows_one_named_lane_per_thread_in_chromium() {
 
     // `&at=TID@TIME` keeps the stack of that thread's sample at TIME in the Stack panel, as a
     // click does: the stack the page decodes is the sample's stack in the profile.
-    let input = rprof_timeline::from_profile(&profile, &Default::default());
     let alpha = input
         .processes
         .iter()
@@ -254,6 +285,27 @@ fn hostile_profile(path: &Path) {
         }))
         .unwrap();
     }
+    // Each thread also waits once (an off-CPU block with a user stack), so the profile is an
+    // `--off-cpu` one, as `rprof timeline` needs.
+    for tid in 50..53u32 {
+        w.push(Record::OffCpu(OffCpu {
+            pid: 50,
+            tid,
+            cpu: 0,
+            start: 40 * ms + u64::from(tid),
+            end: 45 * ms,
+            ended: true,
+            preempted: false,
+            user: vec![rprof_profile::Address {
+                module: None,
+                address: 0x1000,
+            }],
+            kernel: Vec::new(),
+            truncated: false,
+            args: Vec::new(),
+        }))
+        .unwrap();
+    }
     let bytes = w
         .finish(Summary {
             samples: 30,
@@ -304,7 +356,10 @@ fn hostile_names_cannot_inject_into_the_page() {
 fn a_recorded_thread_with_escape_sequences_in_its_name_is_shown_escaped() {
     let dir = tempdir();
     let bin = build_c("hostile_names.c", "hostile_names", &["-O2", "-g"]);
-    let out = run_rprof(dir.path(), &["record", "--", bin.to_str().unwrap()]);
+    let out = run_rprof(
+        dir.path(),
+        &["record", "--off-cpu", "--", bin.to_str().unwrap()],
+    );
     assert!(out.status.success(), "record failed: {}", stderr(&out));
     timeline(dir.path(), &[]);
     let html = std::fs::read(dir.path().join("timeline.html")).unwrap();
@@ -341,6 +396,20 @@ fn bad_input_fails_like_report_and_an_unwritable_output_first() {
         assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
         assert!(!dir.path().join("timeline.html").exists());
     }
+    // A profile recorded without --off-cpu: one line saying so, a usage error (exit 2), and
+    // no page.
+    let out = run_rprof(
+        dir.path(),
+        &["timeline", "-i", &saved("threads.rprof"), "-o", "t.html"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("no off-CPU data") && err.contains("rprof record --off-cpu"),
+        "{err}"
+    );
+    assert!(!dir.path().join("t.html").exists());
     // The destination's directory does not exist: that is the error, even with no profile.
     let out = run_rprof(
         dir.path(),

@@ -4,8 +4,9 @@
 //! One process per pid (named after its main thread), one thread track per thread (its last
 //! name), samples at their recorded times (relative to the first sample; the profile's
 //! reference time is the recording's start), each with its CPU time for the clock events.
-//! Frames are labels with their function names, in three categories: `User`, `Kernel` and
-//! `Inlined` (a function inlined into its caller), and `Truncated` for the `[truncated]` marker.
+//! Frames are labels with their function names, in categories `User`, `Kernel` and
+//! `Inlined` (a function inlined into its caller), `Truncated` for the `[truncated]` marker and
+//! `Off-CPU wait` for the reason frame of an off-CPU stack.
 //! File names and lines are not carried: the crate's label frames have no place for them.
 
 use std::collections::{BTreeMap, HashMap};
@@ -49,10 +50,13 @@ pub fn build(profile: &Profile, options: &ExportOptions) -> Result<FxProfile, Ex
     let kernel = fx.add_category("Kernel", CategoryColor::Orange);
     let inlined = fx.add_category("Inlined", CategoryColor::LightBlue);
     let truncated = fx.add_category("Truncated", CategoryColor::DarkGray);
+    let waiting = fx.add_category("Off-CPU wait", CategoryColor::Blue);
     let category = |kind: FrameKind, inline: bool| -> CategoryPairHandle {
         match (kind, inline) {
             (FrameKind::Kernel, _) => kernel.into(),
             (FrameKind::Truncated, _) => truncated.into(),
+            // The reason frame (`[lock]`, ...) of an off-CPU stack.
+            (FrameKind::Wait, _) => waiting.into(),
             (FrameKind::User, true) => inlined.into(),
             (FrameKind::User, false) => user.into(),
         }

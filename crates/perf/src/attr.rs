@@ -12,6 +12,12 @@ pub const MAX_STACK_COPY: u32 = 65528;
 /// The user registers sampled for unwinding on x86_64: IP, SP and BP.
 pub const REGS_USER_MASK: u64 = (1 << x86_64::IP) | (1 << x86_64::SP) | (1 << x86_64::BP);
 
+/// The user registers of an off-CPU recording: [`REGS_USER_MASK`] plus the first three argument
+/// registers (DI, SI, DX), which at a switch-out inside a system call hold its first three
+/// arguments (for `futex`: the lock's address, the operation, the expected value).
+pub const REGS_ARGS_MASK: u64 =
+    REGS_USER_MASK | (1 << x86_64::DI) | (1 << x86_64::SI) | (1 << x86_64::DX);
+
 /// How samples get their call stacks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallGraph {
@@ -124,6 +130,37 @@ pub fn sampling_attr(base: &perf_event_attr, options: &SamplingOptions) -> perf_
     attr
 }
 
+/// Adds the argument registers ([`REGS_ARGS_MASK`]) to an attr that samples user registers
+/// (no change in frame-pointer mode, which samples none). Every event writing into one ring
+/// buffer must have the same register mask, since the mask decides the records' layout.
+pub fn with_argument_registers(attr: &mut perf_event_attr) {
+    if attr.sample_regs_user != 0 {
+        attr.sample_regs_user |= REGS_ARGS_MASK;
+    }
+}
+
+/// The attr of the off-CPU sampler that goes with the sampler `main` (see [`sampling_attr`]):
+/// the software event `context-switches` with period 1, whose samples are taken in the thread
+/// that is leaving the CPU, with the same sample layout and stack capture as `main` (so both
+/// can share a ring buffer), plus `context_switch` (PERF_RECORD_SWITCH records at every switch
+/// out and in of the followed threads). It asks for no MMAP/COMM/task records: `main` brings
+/// those, and a second copy of each would be written into the same buffer.
+pub fn switch_attr(main: &perf_event_attr) -> perf_event_attr {
+    let mut attr = *main;
+    attr.type_ = sys::PERF_TYPE_SOFTWARE;
+    attr.config = u64::from(sys::PERF_COUNT_SW_CONTEXT_SWITCHES);
+    attr.set_freq(0);
+    attr.__bindgen_anon_1.sample_period = 1;
+    attr.set_context_switch(1);
+    attr.set_mmap(0);
+    attr.set_mmap2(0);
+    attr.set_comm(0);
+    attr.set_comm_exec(0);
+    attr.set_task(0);
+    attr.set_build_id(0);
+    attr
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,6 +211,33 @@ mod tests {
         assert!(format.sample_id_all);
         // TID, TIME, CPU, IDENTIFIER.
         assert_eq!(format.sample_id_size(), 32);
+    }
+
+    /// Issue 11: the off-CPU sampler shares the main sampler's layout (so that one ring buffer
+    /// parses with one format), samples every context switch, asks for switch records and no
+    /// side records of its own.
+    #[test]
+    fn switch_sampler_shares_the_layout() {
+        let mut main = sampling_attr(&base(), &options(CallGraph::Dwarf { stack_size: 8192 }));
+        with_argument_registers(&mut main);
+        assert_eq!(main.sample_regs_user, REGS_ARGS_MASK);
+        let attr = switch_attr(&main);
+        assert_eq!(attr.sample_type, main.sample_type);
+        assert_eq!(attr.sample_regs_user, main.sample_regs_user);
+        assert_eq!(attr.sample_stack_user, main.sample_stack_user);
+        assert_eq!(attr.config, u64::from(sys::PERF_COUNT_SW_CONTEXT_SWITCHES));
+        assert_eq!(attr.freq(), 0);
+        // SAFETY: freq is clear, so the union holds sample_period.
+        assert_eq!(unsafe { attr.__bindgen_anon_1.sample_period }, 1);
+        assert_eq!(attr.context_switch(), 1);
+        assert_eq!(attr.mmap2() + attr.comm() + attr.task() + attr.mmap(), 0);
+        assert_eq!(attr.inherit(), main.inherit());
+        assert_eq!(attr.enable_on_exec(), main.enable_on_exec());
+        assert_eq!(attr.use_clockid(), 1);
+        // Frame-pointer mode samples no registers: none are added.
+        let mut fp = sampling_attr(&base(), &options(CallGraph::FramePointer));
+        with_argument_registers(&mut fp);
+        assert_eq!(fp.sample_regs_user, 0);
     }
 
     #[test]

@@ -57,6 +57,18 @@ pub enum SamplerError {
     Enable(io::Error),
 }
 
+/// A second event opened wherever the sampler is (every followed task on every CPU), whose
+/// records go into the sampler's ring buffer of the same CPU: the off-CPU sampler. Its attr must
+/// lay out samples as the sampler's does (the buffer is parsed with one [`SampleFormat`]); its
+/// samples are told apart by their identifier ([`Samplers::companion_ids`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Companion<'a> {
+    /// The event's name, for messages.
+    pub event: &'a str,
+    /// Its attr.
+    pub attr: perf_event_attr,
+}
+
 /// The ring buffer of one CPU and the event that owns it.
 #[derive(Debug)]
 pub struct CpuBuffer {
@@ -85,6 +97,10 @@ pub struct Samplers {
     /// Threads with events (attach mode).
     attached: BTreeSet<u32>,
     pid: u32,
+    /// Companion events opened wherever the sampler is (their descriptors are in `redirected`).
+    companions: Vec<(String, perf_event_attr)>,
+    /// The ids (PERF_EVENT_IOC_ID) of every companion event opened.
+    companion_ids: Vec<u64>,
 }
 
 fn open(event: &str, attr: &perf_event_attr, tid: u32, cpu: u32) -> Result<OwnedFd, OpenError> {
@@ -127,19 +143,90 @@ impl Samplers {
         cpus: &[u32],
         data_pages: usize,
     ) -> Result<Samplers, SamplerError> {
-        let mut buffers = Vec::with_capacity(cpus.len());
+        Self::open_process_with(event, attr, &[], pid, cpus, data_pages)
+    }
+
+    /// [`Samplers::open_process`] with companion events on every CPU, inherited as the sampler
+    /// is, writing into its buffers.
+    pub fn open_process_with(
+        event: &str,
+        attr: &perf_event_attr,
+        companions: &[Companion<'_>],
+        pid: u32,
+        cpus: &[u32],
+        data_pages: usize,
+    ) -> Result<Samplers, SamplerError> {
+        let mut samplers = Samplers::empty(event, attr, companions, pid, cpus.len());
         for &cpu in cpus {
             let fd = open(event, attr, pid, cpu)?;
-            buffers.push(map(fd, cpu, data_pages)?);
+            samplers.buffers.push(map(fd, cpu, data_pages)?);
         }
-        Ok(Samplers {
+        samplers.open_companions(pid)?;
+        Ok(samplers)
+    }
+
+    fn empty(
+        event: &str,
+        attr: &perf_event_attr,
+        companions: &[Companion<'_>],
+        pid: u32,
+        cpus: usize,
+    ) -> Samplers {
+        Samplers {
             event: event.to_string(),
             attr: *attr,
-            buffers,
+            buffers: Vec::with_capacity(cpus),
             redirected: Vec::new(),
             attached: BTreeSet::new(),
             pid,
-        })
+            companions: companions
+                .iter()
+                .map(|c| (c.event.to_string(), c.attr))
+                .collect(),
+            companion_ids: Vec::new(),
+        }
+    }
+
+    /// Opens the companion events for task `tid` on every buffer's CPU and redirects them into
+    /// the buffers; false if the task has exited.
+    fn open_companions(&mut self, tid: u32) -> Result<bool, SamplerError> {
+        let mut fds = Vec::with_capacity(self.buffers.len() * self.companions.len());
+        for (event, attr) in &self.companions {
+            for (index, buffer) in self.buffers.iter().enumerate() {
+                match open(event, attr, tid, buffer.cpu) {
+                    Ok(fd) => fds.push((index, fd)),
+                    Err(e) if e.is_no_such_process() => return Ok(false),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        for (index, fd) in fds {
+            let buffer = &self.buffers[index];
+            set_output(fd.as_fd(), buffer.fd.as_fd()).map_err(|source| {
+                SamplerError::SetOutput {
+                    cpu: buffer.cpu,
+                    source,
+                }
+            })?;
+            let mut id = 0u64;
+            // SAFETY: ID on a perf event descriptor we own, writing into a u64 we own.
+            let rc = unsafe { perf_event_open_sys::ioctls::ID(fd.as_raw_fd(), &mut id) };
+            if rc < 0 {
+                return Err(SamplerError::SetOutput {
+                    cpu: buffer.cpu,
+                    source: io::Error::last_os_error(),
+                });
+            }
+            self.companion_ids.push(id);
+            self.redirected.push((index, fd));
+        }
+        Ok(true)
+    }
+
+    /// The ids of the companion events (the `identifier` of their samples; inherited events
+    /// report the id of the event they were inherited from).
+    pub fn companion_ids(&self) -> &[u64] {
+        &self.companion_ids
     }
 
     /// Samplers for the running process `pid`: one event per existing thread per CPU (with
@@ -154,14 +241,20 @@ impl Samplers {
         cpus: &[u32],
         data_pages: usize,
     ) -> Result<Samplers, SamplerError> {
-        let mut samplers = Samplers {
-            event: event.to_string(),
-            attr: *attr,
-            buffers: Vec::with_capacity(cpus.len()),
-            redirected: Vec::new(),
-            attached: BTreeSet::new(),
-            pid,
-        };
+        Self::attach_with(event, attr, &[], pid, cpus, data_pages)
+    }
+
+    /// [`Samplers::attach`] with companion events on every attached thread and CPU, writing
+    /// into the sampler's buffers.
+    pub fn attach_with(
+        event: &str,
+        attr: &perf_event_attr,
+        companions: &[Companion<'_>],
+        pid: u32,
+        cpus: &[u32],
+        data_pages: usize,
+    ) -> Result<Samplers, SamplerError> {
+        let mut samplers = Samplers::empty(event, attr, companions, pid, cpus.len());
         let tids = list_threads(pid).map_err(|source| SamplerError::Threads { pid, source })?;
         // The first thread that accepts events provides each CPU's buffer.
         let mut pending: Vec<u32> = tids.into_iter().rev().collect();
@@ -187,6 +280,7 @@ impl Samplers {
             for (cpu, fd) in fds {
                 samplers.buffers.push(map(fd, cpu, data_pages)?);
             }
+            samplers.open_companions(tid)?;
             samplers.attached.insert(tid);
         }
         for tid in pending.into_iter().rev() {
@@ -216,7 +310,7 @@ impl Samplers {
         }
         self.redirected.extend(fds.into_iter().enumerate());
         self.attached.insert(tid);
-        Ok(true)
+        self.open_companions(tid)
     }
 
     /// Attach mode: reads the process's thread list again and attaches events to threads that

@@ -235,6 +235,12 @@ impl fmt::Debug for Regs<'_> {
 
 /// x86_64 register numbers of `sample_regs_user` (`arch/x86/include/uapi/asm/perf_regs.h`).
 pub mod x86_64 {
+    /// First argument register (a system call's first argument: a futex's address).
+    pub const DI: u32 = 5;
+    /// Second argument register (a system call's second argument: a futex's operation).
+    pub const SI: u32 = 4;
+    /// Third argument register (a system call's third argument).
+    pub const DX: u32 = 3;
     /// Frame pointer.
     pub const BP: u32 = 6;
     /// Stack pointer.
@@ -438,6 +444,19 @@ pub struct Task {
     /// Timestamp.
     pub time: u64,
     /// The sample_id trailer.
+    pub sample_id: SampleId,
+}
+
+/// A PERF_RECORD_SWITCH (or SWITCH_CPU_WIDE): the task in `sample_id` left or entered a CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Switch {
+    /// The task is leaving the CPU (false: it is being switched in).
+    pub out: bool,
+    /// Leaving while still runnable: preempted (PERF_RECORD_MISC_SWITCH_OUT_PREEMPT).
+    pub preempt: bool,
+    /// SWITCH_CPU_WIDE only: the (pid, tid) of the task switched to (out) or from (in).
+    pub other: Option<(u32, u32)>,
+    /// The trailer: whose switch it is, when, on which CPU.
     pub sample_id: SampleId,
 }
 
@@ -673,6 +692,8 @@ pub enum PerfRecord<'a> {
     LostSamples(LostSamples),
     /// PERF_RECORD_READ.
     Read(Read<'a>),
+    /// PERF_RECORD_SWITCH or PERF_RECORD_SWITCH_CPU_WIDE (`attr.context_switch`).
+    Switch(Switch),
     /// A record type rprof does not use (its header, kept so that callers can count them).
     Other {
         /// The record type.
@@ -694,6 +715,7 @@ impl PerfRecord<'_> {
             PerfRecord::Throttle(t) => Some(t.time),
             PerfRecord::LostSamples(l) => l.sample_id.time,
             PerfRecord::Read(r) => r.sample_id.time,
+            PerfRecord::Switch(s) => s.sample_id.time,
             PerfRecord::Other { .. } => None,
         }
     }
@@ -753,6 +775,11 @@ pub fn parse_record<'a>(
         sys::PERF_RECORD_READ => parse_read(format, body)
             .map(PerfRecord::Read)
             .map_err(err_type),
+        sys::PERF_RECORD_SWITCH | sys::PERF_RECORD_SWITCH_CPU_WIDE => {
+            parse_switch(format, record_type, misc, body)
+                .map(PerfRecord::Switch)
+                .map_err(err_type)
+        }
         _ => Ok(PerfRecord::Other { record_type, misc }),
     }
 }
@@ -796,6 +823,34 @@ fn parse_fixed<'a>(
             stream_id: r.u64("stream_id")?,
             sample_id,
         }),
+    })
+}
+
+/// `misc` bit of a switch record: the task is leaving the CPU (else: arriving).
+pub const MISC_SWITCH_OUT: u16 = sys::PERF_RECORD_MISC_SWITCH_OUT as u16;
+/// `misc` bit of a switch-out record: the task was preempted while runnable (an involuntary
+/// switch), rather than blocking.
+pub const MISC_SWITCH_OUT_PREEMPT: u16 = sys::PERF_RECORD_MISC_SWITCH_OUT_PREEMPT as u16;
+
+fn parse_switch(
+    format: &SampleFormat,
+    record_type: u32,
+    misc: u16,
+    body: &[u8],
+) -> Result<Switch, ParseError> {
+    let (fields, sample_id) = split_sample_id(format, body)?;
+    let other = if record_type == sys::PERF_RECORD_SWITCH_CPU_WIDE {
+        let mut r = Reader::new(fields, HEADER_SIZE);
+        Some((r.u32("next_prev_pid")?, r.u32("next_prev_tid")?))
+    } else {
+        None
+    };
+    let out = misc & MISC_SWITCH_OUT != 0;
+    Ok(Switch {
+        out,
+        preempt: out && misc & MISC_SWITCH_OUT_PREEMPT != 0,
+        other,
+        sample_id,
     })
 }
 
@@ -1192,6 +1247,42 @@ mod tests {
             read_format: 0,
             sample_id_all: true,
         }
+    }
+
+    /// Issue 11: switch records, per task and CPU-wide, with the direction and preemption
+    /// taken from `misc`; a short one is an error, not a panic.
+    #[test]
+    fn switch_records_parse() {
+        let mut b = Builder::new(
+            sys::PERF_RECORD_SWITCH,
+            MISC_SWITCH_OUT | MISC_SWITCH_OUT_PREEMPT,
+        );
+        b.sample_id(10, 11, 1_000, 1);
+        let PerfRecord::Switch(s) = parse_record(&format(), &b.finish()).unwrap() else {
+            panic!("not a switch")
+        };
+        assert!(s.out && s.preempt);
+        assert_eq!(s.other, None);
+        assert_eq!((s.sample_id.tid, s.sample_id.time), (Some(11), Some(1_000)));
+        let mut b = Builder::new(sys::PERF_RECORD_SWITCH, MISC_SWITCH_OUT_PREEMPT);
+        b.sample_id(10, 11, 2_000, 1);
+        let bytes = b.finish();
+        let record = parse_record(&format(), &bytes).unwrap();
+        assert_eq!(record.time(), Some(2_000));
+        let PerfRecord::Switch(s) = record else {
+            panic!("not a switch")
+        };
+        // Switching in is never a preemption, whatever misc says.
+        assert!(!s.out && !s.preempt);
+        let mut b = Builder::new(sys::PERF_RECORD_SWITCH_CPU_WIDE, MISC_SWITCH_OUT);
+        b.u32(20).u32(21).sample_id(10, 11, 3_000, 0);
+        let PerfRecord::Switch(s) = parse_record(&format(), &b.finish()).unwrap() else {
+            panic!("not a switch")
+        };
+        assert_eq!(s.other, Some((20, 21)));
+        let mut b = Builder::new(sys::PERF_RECORD_SWITCH_CPU_WIDE, MISC_SWITCH_OUT);
+        b.u32(20);
+        assert!(parse_record(&format(), &b.finish()).is_err());
     }
 
     fn dwarf_sample(stack: &[u8], dyn_size: u64) -> Vec<u8> {
@@ -1727,14 +1818,14 @@ mod tests {
 
     #[test]
     fn unknown_records_are_kept_as_other() {
-        let mut b = Builder::new(sys::PERF_RECORD_SWITCH, 3);
+        let mut b = Builder::new(sys::PERF_RECORD_NAMESPACES, 3);
         b.sample_id(1, 1, 1, 0);
         let bytes = b.finish();
         let record = parse_record(&format(), &bytes).unwrap();
         assert_eq!(
             record,
             PerfRecord::Other {
-                record_type: sys::PERF_RECORD_SWITCH,
+                record_type: sys::PERF_RECORD_NAMESPACES,
                 misc: 3
             }
         );

@@ -12,18 +12,24 @@
 //! symbolize (`rprof-symbols`) or render (`rprof-report`). [`Profile`] builds every sample's
 //! stack of named frames from the stored symbols, and tells which addresses still lack names
 //! ([`Profile::missing_lookups`]) so that a caller can symbolize them from the binaries on disk.
+//!
+//! Off-CPU blocks ([`OffCpu`], `rprof record --off-cpu`) get stacks the same way, with the
+//! reason they waited ([`off_cpu`]) as a synthetic leaf frame; [`Profile::thread_activity`]
+//! gives each thread's off-CPU intervals and sample times (for timelines and thread tables).
 
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod format;
 mod lookup;
 mod model;
+pub mod off_cpu;
 mod profile;
 
 pub use format::{ReadError, ReadNotes, Writer, FORMAT_VERSION};
 pub use lookup::LookupSet;
 pub use model::{
-    lookup_address, Address, Header, Module, ModuleId, ModuleKind, Record, Sample, StoredFrame,
-    Summary, Symbols,
+    lookup_address, Address, Header, Module, ModuleId, ModuleKind, OffCpu, Record, Sample,
+    StoredFrame, Summary, Symbols,
 };
+pub use off_cpu::{OffCpuInterval, ReasonSource, ThreadActivity, WaitReason};
 pub use profile::{FrameId, FrameInfo, FrameKind, Process, Profile, StackId, Thread, ThreadName};

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::model::{lookup_address, ModuleId, Sample};
+use crate::model::{lookup_address, Address, ModuleId, Sample};
 
 /// Lookup addresses (see [`lookup_address`]) per module, sorted and without duplicates: what a
 /// symbolizer is asked to name.
@@ -19,7 +19,13 @@ impl LookupSet {
 
     /// Adds the lookup address of every frame of `sample` whose module is known.
     pub fn add_sample(&mut self, sample: &Sample) {
-        for stack in [&sample.user, &sample.kernel] {
+        self.add_stack(&sample.user, &sample.kernel);
+    }
+
+    /// Adds the lookup address of every frame of a user and a kernel stack (leaf first) whose
+    /// module is known: a sample's or an off-CPU block's.
+    pub fn add_stack(&mut self, user: &[Address], kernel: &[Address]) {
+        for stack in [user, kernel] {
             for (index, address) in stack.iter().enumerate() {
                 if let Some(module) = address.module {
                     self.add(module, lookup_address(index, address.address));

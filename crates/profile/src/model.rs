@@ -102,6 +102,45 @@ pub struct Sample {
     pub truncated: bool,
 }
 
+/// One off-CPU block (`rprof record --off-cpu`): a thread left the CPU and came back later.
+///
+/// Its times are the kernel's context-switch records (`PERF_RECORD_SWITCH`) of the thread; its
+/// stack is the sample the `context-switches` sampler took in the thread as it left. The reason
+/// it waited is not stored: readers find it from the stack's names and `preempted`
+/// (`docs/off-cpu.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffCpu {
+    /// Process id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// CPU the thread left.
+    pub cpu: u32,
+    /// When it left the CPU (switch-out), nanoseconds on the perf clock.
+    pub start: u64,
+    /// When it came back (switch-in); for a block that never ended (`ended` false): when the
+    /// recording stopped or the thread exited.
+    pub end: u64,
+    /// A switch-in ended the block. False: the thread was still off the CPU when the recording
+    /// stopped, or exited without one; `end` is then that moment.
+    pub ended: bool,
+    /// The thread was preempted while runnable (the switch-out's PREEMPT flag): it waited for
+    /// a CPU, not for an event.
+    pub preempted: bool,
+    /// User-space frames at the switch-out, leaf first (the convention of [`Sample::user`]);
+    /// empty when no stack was captured.
+    pub user: Vec<Address>,
+    /// Kernel frames at the switch-out, leaf first; empty when kernel stacks were not
+    /// recorded (an unprivileged user) or no stack was captured.
+    pub kernel: Vec<Address>,
+    /// The root of the user stack is missing (as [`Sample::truncated`]).
+    pub truncated: bool,
+    /// The user registers DI, SI, DX at the switch-out, in that order (empty when not
+    /// captured): inside a system call, its first three arguments (for `futex`, the lock's
+    /// address, the operation and the value), for analyses such as lock contention.
+    pub args: Vec<u64>,
+}
+
 /// One frame of a symbolized address, as stored in the profile.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredFrame {
@@ -208,6 +247,8 @@ pub enum Record {
     Symbols(Symbols),
     /// Totals; the last record of a finished profile.
     Summary(Summary),
+    /// An off-CPU block (kind 9, issue 11). Readers before it skip it as an unknown kind.
+    OffCpu(OffCpu),
 }
 
 /// The address to look up for the frame at `index` of a leaf-first stack: the instruction pointer

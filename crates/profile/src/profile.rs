@@ -9,8 +9,10 @@ use std::path::Path;
 use crate::format::{BlockReader, End, ReadError, ReadNotes};
 use crate::lookup::LookupSet;
 use crate::model::{
-    lookup_address, Address, Header, Module, ModuleId, ModuleKind, Record, Sample, Summary, Symbols,
+    lookup_address, Address, Header, Module, ModuleId, ModuleKind, OffCpu, Record, Sample, Summary,
+    Symbols,
 };
+use crate::off_cpu::{classify, OffCpuInterval, ReasonSource, ThreadActivity, WaitReason};
 
 /// Index of a frame in [`Profile::frames`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -29,6 +31,9 @@ pub enum FrameKind {
     Kernel,
     /// Not code: marks the root of a stack that ran past the copied user stack.
     Truncated,
+    /// Not code: the reason an off-CPU block waited (`lock`, `sleep`, ...), the leaf of every
+    /// off-CPU stack (see [`Profile::off_cpu_stack`]).
+    Wait,
 }
 
 /// A named frame. Frames are shared between stacks: one per distinct (name, module, location).
@@ -136,6 +141,8 @@ pub struct Profile {
     pub modules: BTreeMap<ModuleId, Module>,
     /// Samples in file order.
     pub samples: Vec<Sample>,
+    /// Off-CPU blocks in file order (`rprof record --off-cpu`; empty otherwise).
+    pub off_cpu: Vec<OffCpu>,
     /// Threads by thread id.
     pub threads: BTreeMap<u32, Thread>,
     /// Processes by process id.
@@ -159,8 +166,22 @@ pub struct Profile {
     frames: Vec<FrameInfo>,
     stacks: Vec<Vec<FrameId>>,
     sample_stacks: Vec<StackId>,
+    /// Per off-CPU block: its stack (the reason frame first) and its reason.
+    off_cpu_stacks: Vec<(StackId, WaitReason, ReasonSource)>,
+    /// Per thread id: (created, exited, first time seen), from FORK, EXIT and any timed record.
+    lifetimes: BTreeMap<u32, Lifetime>,
+    /// The latest time of any record (nanoseconds, perf clock).
+    last_time: u64,
     /// Lookup addresses without names, found while building stacks (see `missing_lookups`).
     missing: LookupSet,
+}
+
+/// What the records say about one thread's life.
+#[derive(Debug, Clone, Copy, Default)]
+struct Lifetime {
+    created: Option<u64>,
+    exited: Option<u64>,
+    first_seen: Option<u64>,
 }
 
 /// One function level of a named address: indexes into [`Strings`] (`NONE`: absent), so that
@@ -253,6 +274,7 @@ impl Profile {
             header,
             modules: BTreeMap::new(),
             samples: Vec::new(),
+            off_cpu: Vec::new(),
             threads: BTreeMap::new(),
             processes: BTreeMap::new(),
             summary: None,
@@ -265,6 +287,9 @@ impl Profile {
             frames: Vec::new(),
             stacks: Vec::new(),
             sample_stacks: Vec::new(),
+            off_cpu_stacks: Vec::new(),
+            lifetimes: BTreeMap::new(),
+            last_time: 0,
             missing: LookupSet::new(),
         };
         let mut symbols = Vec::new();
@@ -331,6 +356,7 @@ impl Profile {
                 let thread = self.thread(pid, tid);
                 thread.add_name(time, &name);
                 thread.name = name;
+                self.seen(tid, time);
             }
             Record::Fork {
                 time,
@@ -339,6 +365,9 @@ impl Profile {
                 tid,
                 ptid,
             } => {
+                self.seen(tid, time);
+                let life = self.lifetimes.entry(tid).or_default();
+                life.created = Some(life.created.map_or(time, |t| t.min(time)));
                 let parent_name = self.threads.get(&ptid).map(|t| t.name.clone());
                 if pid != ppid {
                     let parent_process = self.processes.get(&ppid).map(|p| p.name.clone());
@@ -363,8 +392,19 @@ impl Profile {
                 if let Some(thread) = self.threads.get_mut(&tid) {
                     thread.exited = Some(thread.exited.map_or(time, |t| t.max(time)));
                 }
+                self.seen(tid, time);
+                let life = self.lifetimes.entry(tid).or_default();
+                life.exited = Some(life.exited.map_or(time, |t| t.max(time)));
+            }
+            Record::OffCpu(block) => {
+                self.thread(block.pid, block.tid);
+                self.process(block.pid);
+                self.seen(block.tid, block.start);
+                self.last_time = self.last_time.max(block.end);
+                self.off_cpu.push(block);
             }
             Record::Sample(sample) => {
+                self.seen(sample.tid, sample.time);
                 let thread = self.thread(sample.pid, sample.tid);
                 thread.samples = thread.samples.saturating_add(1);
                 thread.period = thread.period.saturating_add(sample.period);
@@ -380,6 +420,16 @@ impl Profile {
             Record::Symbols(block) => symbols.push(block),
             Record::Summary(summary) => self.summary = Some(summary),
         }
+    }
+
+    /// Notes a record of thread `tid` at `time` (0: unknown).
+    fn seen(&mut self, tid: u32, time: u64) {
+        if time == 0 {
+            return;
+        }
+        self.last_time = self.last_time.max(time);
+        let life = self.lifetimes.entry(tid).or_default();
+        life.first_seen = Some(life.first_seen.map_or(time, |t| t.min(time)));
     }
 
     fn thread(&mut self, pid: u32, tid: u32) -> &mut Thread {
@@ -615,7 +665,7 @@ impl Profile {
         // this skips naming their frames again.
         let mut raw_ids: HashMap<(&[Address], &[Address], bool), StackId> = HashMap::default();
         let mut stacks: Vec<Vec<FrameId>> = Vec::new();
-        let mut sample_stacks = Vec::with_capacity(self.samples.len());
+        let mut sample_stacks = Vec::with_capacity(self.samples.len() + self.off_cpu.len());
         let mut intern = |key: FrameKey| -> FrameId {
             *frame_ids.entry(key).or_insert_with(|| {
                 let id = FrameId(frames.len() as u32);
@@ -625,17 +675,23 @@ impl Profile {
         };
         let mut missing = LookupSet::new();
         let mut stack = Vec::new();
-        for sample in &self.samples {
-            let raw = (&sample.kernel[..], &sample.user[..], sample.truncated);
+        let raws = self
+            .samples
+            .iter()
+            .map(|s| (&s.kernel[..], &s.user[..], s.truncated))
+            .chain(
+                self.off_cpu
+                    .iter()
+                    .map(|b| (&b.kernel[..], &b.user[..], b.truncated)),
+            );
+        for raw in raws {
+            let (kernel, user, raw_truncated) = raw;
             if let Some(&id) = raw_ids.get(&raw) {
                 sample_stacks.push(id);
                 continue;
             }
             stack.clear();
-            for (kind, addresses) in [
-                (FrameKind::Kernel, &sample.kernel),
-                (FrameKind::User, &sample.user),
-            ] {
+            for (kind, addresses) in [(FrameKind::Kernel, kernel), (FrameKind::User, user)] {
                 for (index, address) in addresses.iter().enumerate() {
                     let lookup = lookup_address(index, address.address);
                     let key = (address.module, lookup, kind);
@@ -659,7 +715,7 @@ impl Profile {
                     stack.extend_from_slice(address_frames.get(range).unwrap_or_default());
                 }
             }
-            if sample.truncated {
+            if raw_truncated {
                 stack.push(truncated);
             }
             let id = match stack_ids.get(&stack) {
@@ -674,10 +730,141 @@ impl Profile {
             raw_ids.insert(raw, id);
             sample_stacks.push(id);
         }
+        // Off-CPU blocks: the reason (found from the names of the plain stack) as the leaf.
+        let block_stacks = sample_stacks.split_off(self.samples.len());
         self.frames = frames;
+        let mut reason_frames = [FrameId(0); 5];
+        for (slot, reason) in reason_frames.iter_mut().zip(WaitReason::ALL) {
+            *slot = FrameId(self.frames.len() as u32);
+            self.frames.push(FrameInfo {
+                function: format!("[{}]", reason.name()),
+                module: None,
+                file: None,
+                line: None,
+                inlined: false,
+                kind: FrameKind::Wait,
+                symbolized: false,
+            });
+        }
         self.stacks = stacks;
+        let mut off_cpu_stacks = Vec::with_capacity(block_stacks.len());
+        for (plain, block) in block_stacks.into_iter().zip(&self.off_cpu) {
+            let plain = &self.stacks[plain.0 as usize];
+            let (reason, source) = classify(self, plain, block.preempted);
+            stack.clear();
+            stack.push(reason_frames[reason.index()]);
+            stack.extend_from_slice(plain);
+            let id = match stack_ids.get(&stack) {
+                Some(&id) => id,
+                None => {
+                    let id = StackId(self.stacks.len() as u32);
+                    self.stacks.push(stack.clone());
+                    stack_ids.insert(stack.clone(), id);
+                    id
+                }
+            };
+            off_cpu_stacks.push((id, reason, source));
+        }
         self.sample_stacks = sample_stacks;
+        self.off_cpu_stacks = off_cpu_stacks;
         self.missing = missing;
+    }
+
+    /// True when the profile holds off-CPU blocks (recorded with `rprof record --off-cpu`).
+    pub fn has_off_cpu(&self) -> bool {
+        !self.off_cpu.is_empty()
+    }
+
+    /// The stack of the off-CPU block at `index` in [`off_cpu`](Self::off_cpu): a synthetic
+    /// frame of kind [`FrameKind::Wait`] naming its reason (`[lock]`, ...) first, then its
+    /// kernel and user frames as for a sample.
+    pub fn off_cpu_stack(&self, index: usize) -> StackId {
+        self.off_cpu_stacks[index].0
+    }
+
+    /// Why the off-CPU block at `index` waited, and what that was found from.
+    pub fn off_cpu_reason(&self, index: usize) -> (WaitReason, ReasonSource) {
+        let (_, reason, source) = self.off_cpu_stacks[index];
+        (reason, source)
+    }
+
+    /// How many off-CPU blocks had their reason found from each [`ReasonSource`], indexed
+    /// `[preempted, kernel, user, nothing]`.
+    pub fn reason_sources(&self) -> [u64; 4] {
+        let mut out = [0u64; 4];
+        for &(_, _, source) in &self.off_cpu_stacks {
+            out[source as usize] += 1;
+        }
+        out
+    }
+
+    /// The end of the recording as the records tell it: the latest time of any record.
+    pub fn last_time(&self) -> u64 {
+        self.last_time
+    }
+
+    /// Per thread (by thread id), its life in the recording: alive from its creation (or first
+    /// record) to its exit (or the end of the recording), its off-CPU intervals with reasons
+    /// and stacks, and the times of its samples. The public seam for timelines and for the
+    /// per-thread wall/on-CPU/off-CPU table:
+    ///
+    /// - an interval is `start..end` of an [`OffCpu`] block clipped to the thread's life;
+    ///   `reason` from [`Profile::off_cpu_reason`], `stack` from [`Profile::off_cpu_stack`];
+    /// - the thread runs between intervals ([`ThreadActivity::on_cpu_ns`]);
+    /// - `samples` are `(time, index in Profile::samples)`, for on-CPU stacks at a time.
+    ///
+    /// Threads without any off-CPU block or sample are left out.
+    pub fn thread_activity(&self) -> Vec<ThreadActivity> {
+        let mut out: BTreeMap<u32, ThreadActivity> = BTreeMap::new();
+        let activity = |tid: u32, pid: u32| -> ThreadActivity {
+            let life = self.lifetimes.get(&tid).copied().unwrap_or_default();
+            let start = life.created.or(life.first_seen).unwrap_or(0);
+            let end = life.exited.unwrap_or(self.last_time).max(start);
+            ThreadActivity {
+                pid,
+                tid,
+                start,
+                end,
+                exited: life.exited.is_some(),
+                off_cpu: Vec::new(),
+                samples: Vec::new(),
+            }
+        };
+        for (index, block) in self.off_cpu.iter().enumerate() {
+            let thread = out
+                .entry(block.tid)
+                .or_insert_with(|| activity(block.tid, block.pid));
+            let start = block.start.clamp(thread.start, thread.end);
+            let end = block.end.clamp(start, thread.end);
+            let (reason, _) = self.off_cpu_reason(index);
+            thread.off_cpu.push(OffCpuInterval {
+                start,
+                end,
+                reason,
+                stack: self.off_cpu_stack(index),
+                ended: block.ended,
+                index,
+            });
+        }
+        for (index, sample) in self.samples.iter().enumerate() {
+            let thread = out
+                .entry(sample.tid)
+                .or_insert_with(|| activity(sample.tid, sample.pid));
+            thread.samples.push((sample.time, index));
+        }
+        let mut threads: Vec<ThreadActivity> = out.into_values().collect();
+        for thread in &mut threads {
+            thread.off_cpu.sort_by_key(|i| (i.start, i.end));
+            // Overlaps (a lost switch-in) must not count twice.
+            let mut last_end = 0;
+            for interval in &mut thread.off_cpu {
+                interval.start = interval.start.max(last_end);
+                interval.end = interval.end.max(interval.start);
+                last_end = interval.end;
+            }
+            thread.samples.sort_unstable();
+        }
+        threads
     }
 
     /// The frames for one address, innermost first, as keys.

@@ -19,11 +19,12 @@ fn varint(out: &mut Vec<u8>, mut value: u64) {
     out.push(value as u8);
 }
 
-/// A record of kind 9, as an off-CPU record of a later rprof might look:
-/// `OffCpu { time, pid, tid, duration, reason: String }`.
-fn off_cpu(time: u64, tid: u32, duration: u64) -> Vec<u8> {
+/// A record of kind 200, as a kind a later rprof might add looks:
+/// `Wait { time, pid, tid, duration, reason: String }`. (Kind 9 was a made-up kind here until
+/// rprof itself took it for `OffCpu`, issue 11.)
+fn wait(time: u64, tid: u32, duration: u64) -> Vec<u8> {
     let mut out = Vec::new();
-    for field in [9, time, 100, u64::from(tid), duration] {
+    for field in [200, time, 100, u64::from(tid), duration] {
         varint(&mut out, field);
     }
     let reason = b"futex_wait";
@@ -32,8 +33,8 @@ fn off_cpu(time: u64, tid: u32, duration: u64) -> Vec<u8> {
     out
 }
 
-/// The profile: process 100 `./server` with a thread 101; 6 samples, 3 `OffCpu` records
-/// (kind 9) and one record of kind 1000 between them, one block of kind 9 (say, an index), a
+/// The profile: process 100 `./server` with a thread 101; 6 samples, 3 `Wait` records
+/// (kind 200) and one record of kind 1000 between them, one block of kind 9 (say, an index), a
 /// `Lost` record with a field appended, symbols and a summary.
 fn future_profile() -> Vec<u8> {
     let header = Header {
@@ -94,12 +95,12 @@ fn future_profile() -> Vec<u8> {
         })
     };
     w.push(sample(10, 100, 0x1000)).unwrap();
-    w.push_encoded(&off_cpu(11, 101, 5_000_000));
+    w.push_encoded(&wait(11, 101, 5_000_000));
     w.push(sample(12, 101, 0x1040)).unwrap();
     w.flush().unwrap();
     w.push_block(9, b"an index a later rprof might add")
         .unwrap();
-    w.push_encoded(&off_cpu(13, 100, 2_000_000));
+    w.push_encoded(&wait(13, 100, 2_000_000));
     let mut kind_1000 = Vec::new();
     varint(&mut kind_1000, 1000);
     kind_1000.extend_from_slice(&[1, 2, 3, 4]);
@@ -107,7 +108,7 @@ fn future_profile() -> Vec<u8> {
     w.push(sample(14, 100, 0x1000)).unwrap();
     w.push(sample(15, 101, 0x1040)).unwrap();
     w.flush().unwrap();
-    w.push_encoded(&off_cpu(16, 101, 1_000_000));
+    w.push_encoded(&wait(16, 101, 1_000_000));
     w.push(sample(17, 100, 0x1000)).unwrap();
     w.push(sample(18, 101, 0x1040)).unwrap();
     // A Lost record with a field a later rprof appended (say, the CPU).

@@ -292,8 +292,8 @@ fn huge_counts_saturate() {
 fn records_of_unknown_kinds_are_skipped_and_counted() {
     let mut w = Writer::new(Vec::new(), &header("app")).unwrap();
     w.push(sample(1, 100)).unwrap();
-    // Kind 9 and kind 300 (a two-byte varint), with made-up fields.
-    w.push_encoded(&[9, 1, 2, 3]);
+    // Kind 100 and kind 300 (a two-byte varint), with made-up fields.
+    w.push_encoded(&[100, 1, 2, 3]);
     w.push_encoded(&[0xac, 0x02, 0xff, 0xff]);
     w.push(sample(2, 100)).unwrap();
     w.flush().unwrap();

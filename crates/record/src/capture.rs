@@ -21,7 +21,9 @@
 //! header  := sample_type:u64 regs_user_mask:u64 read_format:u64 sample_id_all:u8
 //!            call_graph:u8 (0 none, 1 fp, 2 dwarf) reserved:u16 stack_size:u32
 //!            max_stack:u64 build_id_len:u16 build_id:[u8; build_id_len]
-//!            (header_len bytes; a reader skips fields added after these)
+//!            [companions:u16 companion_id:u64 * companions]   (added for --off-cpu)
+//!            (header_len bytes; a reader skips fields added after these, and a header
+//!            without the companion ids has none)
 //! round   := buffers:u32 buffer*
 //! buffer  := flags:u32 (bit 0: the ring reported an inconsistency) records:u32 record*
 //! record  := len:u32 bytes:[u8; len]       (len <= 65535, the largest perf record)
@@ -91,7 +93,7 @@ impl CaptureWriter {
         })
     }
 
-    fn header(&mut self, format: &SampleFormat) -> io::Result<()> {
+    fn header(&mut self, format: &SampleFormat, companion_ids: &[u64]) -> io::Result<()> {
         let build_id = self.kernel_build_id.as_deref().unwrap_or(&[]);
         let build_id = &build_id[..build_id.len().min(usize::from(u16::MAX))];
         let (kind, stack_size) = match self.call_graph {
@@ -110,21 +112,28 @@ impl CaptureWriter {
         h.extend_from_slice(&self.max_stack.to_le_bytes());
         h.extend_from_slice(&(build_id.len() as u16).to_le_bytes());
         h.extend_from_slice(build_id);
+        let ids = &companion_ids[..companion_ids.len().min(usize::from(u16::MAX))];
+        h.extend_from_slice(&(ids.len() as u16).to_le_bytes());
+        for id in ids {
+            h.extend_from_slice(&id.to_le_bytes());
+        }
         self.out.write_all(MAGIC)?;
         self.out.write_all(&VERSION.to_le_bytes())?;
         self.out.write_all(&(h.len() as u32).to_le_bytes())?;
         self.out.write_all(&h)
     }
 
-    /// Appends one round (the header first, on the first round).
+    /// Appends one round (the header first, on the first round, with the ids of the
+    /// companion events: the off-CPU sampler's, see [`RecordSource::companion_ids`]).
     pub fn round(
         &mut self,
         format: &SampleFormat,
+        companion_ids: &[u64],
         buffers: &[BufferRecords<'_>],
     ) -> io::Result<()> {
         match self.format {
             None => {
-                self.header(format)?;
+                self.header(format, companion_ids)?;
                 self.format = Some(*format);
             }
             Some(f) if f != *format => {
@@ -232,6 +241,8 @@ pub struct Capture {
     call_graph: CallGraph,
     max_stack: u64,
     kernel_build_id: Option<Vec<u8>>,
+    /// The companion events' ids (the off-CPU sampler of an `--off-cpu` recording).
+    companion_ids: Vec<u64>,
     /// Offset of each round.
     rounds: Vec<usize>,
 }
@@ -309,6 +320,14 @@ impl Capture {
         let id_len = h.u16("header.build_id_len").map_err(at)?;
         let id = h.take(usize::from(id_len), "header.build_id").map_err(at)?;
         let kernel_build_id = (!id.is_empty()).then(|| id.to_vec());
+        // Added later: a header that ends here has no companion events.
+        let mut companion_ids = Vec::new();
+        if h.pos < header.len() {
+            let count = h.u16("header.companions").map_err(at)?;
+            for _ in 0..count {
+                companion_ids.push(h.u64("header.companion_id").map_err(at)?);
+            }
+        }
         let mut rounds = Vec::new();
         while c.pos < bytes.len() {
             rounds.push(c.pos);
@@ -339,6 +358,7 @@ impl Capture {
             call_graph,
             max_stack,
             kernel_build_id,
+            companion_ids,
             rounds,
             bytes,
         })
@@ -347,6 +367,12 @@ impl Capture {
     /// How the records are laid out.
     pub fn format(&self) -> SampleFormat {
         self.format
+    }
+
+    /// The ids of the companion events (the off-CPU sampler of an `--off-cpu` recording):
+    /// their samples are switch-out stacks. Empty for other recordings and older captures.
+    pub fn companion_ids(&self) -> &[u64] {
+        &self.companion_ids
     }
 
     /// The recording's call-graph mode.
@@ -435,6 +461,10 @@ impl Replay<'_> {
 impl RecordSource for Replay<'_> {
     fn format(&self) -> SampleFormat {
         self.capture.format
+    }
+
+    fn companion_ids(&self) -> &[u64] {
+        &self.capture.companion_ids
     }
 
     fn read_round(

@@ -55,7 +55,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rprof_perf::parse::{x86_64, CallchainContext, FileId};
 use rprof_perf::{parse_record, CallGraph, PerfRecord, SampleFormat, Samplers};
 use rprof_profile::{
-    Address, Header, LookupSet, Module, ModuleId, ModuleKind, Record, Sample, Summary, Writer,
+    Address, Header, LookupSet, Module, ModuleId, ModuleKind, OffCpu, Record, Sample, Summary,
+    Writer,
 };
 use rprof_unwind::{Frame, Mapping, Mode, ModuleIndex, Outcome, Regs, Unwinder};
 
@@ -94,6 +95,32 @@ pub struct Stats {
     pub threads: HashSet<(u32, u32)>,
     /// Every pid seen.
     pub processes: HashSet<u32>,
+    /// Off-CPU blocks written (`--off-cpu`).
+    pub off_cpu_blocks: u64,
+    /// Of those, the blocks without a stack (no sample of the off-CPU sampler came with the
+    /// switch-out: kernel sampling not permitted, or the sample was lost).
+    pub off_cpu_without_stack: u64,
+    /// Switch records that did not pair up (a switch-out while the thread was already off the
+    /// CPU, or a switch-in without a switch-out): records were lost, or the thread was
+    /// already off the CPU when the recording began.
+    pub unpaired_switches: u64,
+}
+
+/// The stack of a switch-out, waiting for the switch record that starts its block.
+struct SwitchStack {
+    user: Vec<Address>,
+    kernel: Vec<Address>,
+    truncated: bool,
+    args: Vec<u64>,
+}
+
+/// An off-CPU block whose switch-in has not come yet.
+struct Blocked {
+    pid: u32,
+    cpu: u32,
+    start: u64,
+    preempted: bool,
+    stack: Option<SwitchStack>,
 }
 
 /// What a recording takes from the machine it runs on (a replay takes it from the capture).
@@ -143,6 +170,31 @@ pub struct Recorder<W: Write> {
     frames: Vec<Frame>,
     kernel_scratch: Vec<u64>,
     user_scratch: Vec<u64>,
+    /// Identifiers of the off-CPU sampler's events: their samples are switch-out stacks.
+    switch_ids: Vec<u64>,
+    /// Per thread, the stack its last switch sample captured, until its switch-out record.
+    switch_stacks: HashMap<u32, SwitchStack>,
+    /// Threads off the CPU, by thread id.
+    blocked: HashMap<u32, Blocked>,
+    /// Threads that had a switch record: a later switch-in without a switch-out means one
+    /// was lost.
+    switched: HashSet<u32>,
+    /// Threads created during the recording that have not run yet: their creation time.
+    created: HashMap<u32, u64>,
+    /// Threads named before the recording began (attach: from /proc): they may be off the
+    /// CPU since its start.
+    pre_existing: HashSet<u32>,
+    /// A switch-in applied before the switch-out (or FORK) it follows, by thread: (time, pid,
+    /// cpu). Rounds are sorted by time, but a record of one CPU can reach a later round than a
+    /// newer record of another CPU (its buffer was read first); the older record, when it
+    /// comes, pairs with this one.
+    early_in: HashMap<u32, (u64, u32, u32)>,
+    /// When the recording began (perf clock), for threads already off the CPU then.
+    start_time: Option<u64>,
+    /// The latest record time applied.
+    last_time: u64,
+    /// When the recording stopped (perf clock), for blocks still open at the end.
+    stop_time: Option<u64>,
 }
 
 impl<W: Write> Recorder<W> {
@@ -241,11 +293,39 @@ impl<W: Write> Recorder<W> {
             frames: Vec::new(),
             kernel_scratch: Vec::new(),
             user_scratch: Vec::new(),
+            switch_ids: Vec::new(),
+            switch_stacks: HashMap::new(),
+            blocked: HashMap::new(),
+            switched: HashSet::new(),
+            created: HashMap::new(),
+            pre_existing: HashSet::new(),
+            early_in: HashMap::new(),
+            start_time: None,
+            last_time: 0,
+            stop_time: None,
         })
+    }
+
+    /// Sets when the recording began (perf clock): a thread of an attached process that was
+    /// off the CPU then gets a block from there to its first switch-in. Without it, the first
+    /// record's time.
+    pub fn set_start_time(&mut self, time: u64) {
+        self.start_time = Some(time);
+    }
+
+    /// Sets when the recording stopped (perf clock): threads still off the CPU then get a
+    /// block that ends there ([`OffCpu::ended`] false). Without it, the latest record's time.
+    pub fn set_stop_time(&mut self, time: u64) {
+        self.stop_time = Some(time);
     }
 
     /// Adds a record of the caller's (e.g. thread names read from /proc when attaching).
     pub fn push(&mut self, record: Record) -> io::Result<()> {
+        if let Record::Comm { tid, .. } = record {
+            if self.last_time == 0 {
+                self.pre_existing.insert(tid);
+            }
+        }
         self.writer.push(record)
     }
 
@@ -275,6 +355,10 @@ impl<W: Write> Recorder<W> {
             self.unwinder.exit(pid);
         }
         let format = source.format();
+        let ids = source.companion_ids();
+        if ids.len() != self.switch_ids.len() {
+            self.switch_ids = ids.to_vec();
+        }
         source.read_round(&mut |buffers| self.apply_round(&format, buffers))
     }
 
@@ -284,7 +368,7 @@ impl<W: Write> Recorder<W> {
         buffers: &[BufferRecords<'_>],
     ) -> io::Result<()> {
         if let Some(capture) = &mut self.capture {
-            capture.round(format, buffers)?;
+            capture.round(format, &self.switch_ids, buffers)?;
         }
         let mut records = Vec::new();
         for buffer in buffers {
@@ -304,7 +388,11 @@ impl<W: Write> Recorder<W> {
             }
         }
         records.sort_unstable_by_key(|&(time, seq, _)| (time, seq));
-        for (_, _, record) in &records {
+        for (time, _, record) in &records {
+            if self.start_time.is_none() && *time > 0 {
+                self.start_time = Some(*time);
+            }
+            self.last_time = self.last_time.max(*time);
             self.apply(record)?;
         }
         Ok(())
@@ -312,7 +400,13 @@ impl<W: Write> Recorder<W> {
 
     fn apply(&mut self, record: &PerfRecord<'_>) -> io::Result<()> {
         match record {
+            PerfRecord::Sample(s)
+                if s.identifier.is_some_and(|id| self.switch_ids.contains(&id)) =>
+            {
+                self.switch_sample(s)?
+            }
             PerfRecord::Sample(s) => self.sample(s)?,
+            PerfRecord::Switch(sw) => self.switch(sw)?,
             PerfRecord::Mmap(m) => {
                 let (build_id, inode) = match m.file_id {
                     Some(FileId::BuildId(id)) => (Some(id.to_vec()), 0),
@@ -350,6 +444,24 @@ impl<W: Write> Recorder<W> {
                     self.unwinder.fork(t.ppid, t.pid);
                 }
                 self.note_thread(t.pid, t.tid);
+                match self.early_in.remove(&t.tid) {
+                    // Its first switch-in came first: it waited for a CPU since now.
+                    Some((time, pid, cpu)) if time >= t.time => {
+                        self.stats.unpaired_switches =
+                            self.stats.unpaired_switches.saturating_sub(1);
+                        let blocked = Blocked {
+                            pid,
+                            cpu,
+                            start: t.time,
+                            preempted: true,
+                            stack: None,
+                        };
+                        self.off_cpu(t.tid, blocked, time, true)?;
+                    }
+                    _ => {
+                        self.created.insert(t.tid, t.time);
+                    }
+                }
                 self.push(Record::Fork {
                     time: t.time,
                     pid: t.pid,
@@ -361,6 +473,13 @@ impl<W: Write> Recorder<W> {
             PerfRecord::Exit(t) => {
                 if t.pid == t.tid {
                     self.exited.push(t.pid);
+                }
+                self.switch_stacks.remove(&t.tid);
+                self.switched.remove(&t.tid);
+                self.created.remove(&t.tid);
+                self.early_in.remove(&t.tid);
+                if let Some(blocked) = self.blocked.remove(&t.tid) {
+                    self.off_cpu(t.tid, blocked, t.time, false)?;
                 }
                 self.push(Record::Exit {
                     time: t.time,
@@ -467,6 +586,163 @@ impl<W: Write> Recorder<W> {
         let pid = s.pid.unwrap_or(0);
         let tid = s.tid.unwrap_or(pid);
         self.note_thread(pid, tid);
+        let (user, kernel, truncated, failed) = self.unwind_sample(s)?;
+        if failed {
+            self.stats.unwind_failed += 1;
+        }
+        if truncated {
+            self.stats.truncated += 1;
+        }
+        self.stats.samples += 1;
+        let sample = Sample {
+            time: s.time.unwrap_or(0),
+            pid,
+            tid,
+            cpu: s.cpu.unwrap_or(0),
+            period: s.period.unwrap_or(1),
+            user,
+            kernel,
+            truncated,
+        };
+        self.lookups.add_sample(&sample);
+        self.push(Record::Sample(sample))
+    }
+
+    /// A sample of the off-CPU sampler: the stack of a thread leaving the CPU, kept until the
+    /// thread's switch-out record.
+    fn switch_sample(&mut self, s: &rprof_perf::parse::Sample<'_>) -> io::Result<()> {
+        let pid = s.pid.unwrap_or(0);
+        let tid = s.tid.unwrap_or(pid);
+        let (user, kernel, truncated, _) = self.unwind_sample(s)?;
+        let args = s
+            .regs_user
+            .map(|r| {
+                [x86_64::DI, x86_64::SI, x86_64::DX]
+                    .iter()
+                    .map_while(|&reg| r.get(reg))
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.switch_stacks.insert(
+            tid,
+            SwitchStack {
+                user,
+                kernel,
+                truncated,
+                args,
+            },
+        );
+        Ok(())
+    }
+
+    /// A switch record: a switch-out starts a block (with the stack its sample captured), a
+    /// switch-in ends it. CPU-wide records are not opened by rprof and are ignored.
+    fn switch(&mut self, sw: &rprof_perf::parse::Switch) -> io::Result<()> {
+        if sw.other.is_some() {
+            return Ok(());
+        }
+        let (Some(pid), Some(tid), Some(time)) =
+            (sw.sample_id.pid, sw.sample_id.tid, sw.sample_id.time)
+        else {
+            return Ok(());
+        };
+        let first = self.switched.insert(tid);
+        self.note_thread(pid, tid);
+        let cpu = sw.sample_id.cpu.unwrap_or(0);
+        if sw.out {
+            let stack = self.switch_stacks.remove(&tid);
+            let blocked = Blocked {
+                pid,
+                cpu,
+                start: time,
+                preempted: sw.preempt,
+                stack,
+            };
+            if let Some((end, _, _)) = self.early_in.remove(&tid) {
+                if end >= time {
+                    // The switch-in that ends this block was applied already.
+                    self.stats.unpaired_switches = self.stats.unpaired_switches.saturating_sub(1);
+                    return self.off_cpu(tid, blocked, end, true);
+                }
+            }
+            if self.blocked.insert(tid, blocked).is_some() {
+                // The switch-in of the previous block was lost: its length is unknown.
+                self.stats.unpaired_switches += 1;
+            }
+        } else {
+            match self.blocked.remove(&tid) {
+                Some(blocked) => self.off_cpu(tid, blocked, time, true)?,
+                None => {
+                    // A new thread's first switch-in: it was runnable, waiting for a CPU, since
+                    // its creation. A thread of an attached process that was off the CPU when
+                    // the recording began: off since then, for a reason not seen.
+                    let since = match self.created.remove(&tid) {
+                        Some(created) if first => Some((created, true)),
+                        None if first && self.pre_existing.contains(&tid) => {
+                            Some((self.start_time.unwrap_or(time), false))
+                        }
+                        _ => None,
+                    };
+                    match since {
+                        Some((start, preempted)) if start < time => {
+                            let blocked = Blocked {
+                                pid,
+                                cpu,
+                                start,
+                                preempted,
+                                stack: None,
+                            };
+                            self.off_cpu(tid, blocked, time, true)?;
+                        }
+                        Some(_) => {}
+                        None => {
+                            // Its switch-out (or FORK) is still in another CPU's buffer, or
+                            // was lost: counted as unpaired until it comes.
+                            self.stats.unpaired_switches += 1;
+                            self.early_in.insert(tid, (time, pid, cpu));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the block of thread `tid` that ends at `end`.
+    fn off_cpu(&mut self, tid: u32, blocked: Blocked, end: u64, ended: bool) -> io::Result<()> {
+        let stack = blocked.stack.unwrap_or(SwitchStack {
+            user: Vec::new(),
+            kernel: Vec::new(),
+            truncated: false,
+            args: Vec::new(),
+        });
+        self.stats.off_cpu_blocks += 1;
+        if stack.user.is_empty() && stack.kernel.is_empty() {
+            self.stats.off_cpu_without_stack += 1;
+        }
+        self.note_thread(blocked.pid, tid);
+        self.lookups.add_stack(&stack.user, &stack.kernel);
+        self.push(Record::OffCpu(OffCpu {
+            pid: blocked.pid,
+            tid,
+            cpu: blocked.cpu,
+            start: blocked.start,
+            end: end.max(blocked.start),
+            ended,
+            preempted: blocked.preempted,
+            user: stack.user,
+            kernel: stack.kernel,
+            truncated: stack.truncated,
+            args: stack.args,
+        }))
+    }
+
+    /// The user and kernel stacks of a sample, unwound: `(user, kernel, truncated, failed)`.
+    fn unwind_sample(
+        &mut self,
+        s: &rprof_perf::parse::Sample<'_>,
+    ) -> io::Result<(Vec<Address>, Vec<Address>, bool, bool)> {
+        let pid = s.pid.unwrap_or(0);
         let mut kernel_avmas = std::mem::take(&mut self.kernel_scratch);
         let mut user_avmas = std::mem::take(&mut self.user_scratch);
         kernel_avmas.clear();
@@ -531,7 +807,6 @@ impl<W: Write> Recorder<W> {
         if failed {
             // The root of this stack is missing just as when the copy ran out: say so rather
             // than present the frames found as a complete stack.
-            self.stats.unwind_failed += 1;
             truncated = true;
         }
         let mut user = Vec::with_capacity(frames.len());
@@ -549,22 +824,7 @@ impl<W: Write> Recorder<W> {
         self.frames = frames;
         self.kernel_scratch = kernel_avmas;
         self.user_scratch = user_avmas;
-        if truncated {
-            self.stats.truncated += 1;
-        }
-        self.stats.samples += 1;
-        let sample = Sample {
-            time: s.time.unwrap_or(0),
-            pid,
-            tid,
-            cpu: s.cpu.unwrap_or(0),
-            period: s.period.unwrap_or(1),
-            user,
-            kernel,
-            truncated,
-        };
-        self.lookups.add_sample(&sample);
-        self.push(Record::Sample(sample))
+        Ok((user, kernel, truncated, failed))
     }
 
     /// Appends names for every address the samples used (from `name`, so that the profile is
@@ -573,6 +833,13 @@ impl<W: Write> Recorder<W> {
         mut self,
         name: impl FnOnce(&[Module], &LookupSet) -> Vec<Record>,
     ) -> io::Result<(W, Stats)> {
+        // Threads still off the CPU: their blocks end when the recording stopped.
+        let stop = self.stop_time.unwrap_or(self.last_time).max(self.last_time);
+        let mut open: Vec<(u32, Blocked)> = self.blocked.drain().collect();
+        open.sort_by_key(|(tid, b)| (b.start, *tid));
+        for (tid, blocked) in open {
+            self.off_cpu(tid, blocked, stop, false)?;
+        }
         self.flush()?;
         // The capture is complete here (closing it also reports a late write error).
         if let Some(mut capture) = self.capture.take() {

@@ -22,6 +22,12 @@ pub enum Note {
         /// `kernel.perf_event_paranoid`, if readable.
         paranoid: Option<i32>,
     },
+    /// `--off-cpu`: the kernel refused the off-CPU sampler in kernel space, where the
+    /// `context-switches` event fires: blocks are timed, but carry no stacks.
+    OffCpuNoStacks {
+        /// `kernel.perf_event_paranoid`, if readable.
+        paranoid: Option<i32>,
+    },
     /// The default ring buffers were over the locked-memory limit: smaller ones are used.
     SmallerBuffers {
         /// Data pages per CPU asked for.
@@ -58,6 +64,13 @@ impl fmt::Display for Note {
                 write!(
                     f,
                     "the kernel refuses kernel-space sampling (kernel.perf_event_paranoid is {level}); recording user space only"
+                )
+            }
+            Note::OffCpuNoStacks { paranoid } => {
+                let level = paranoid.map_or("unreadable".to_string(), |p| p.to_string());
+                write!(
+                    f,
+                    "the kernel refuses the off-CPU stack sampler (kernel.perf_event_paranoid is {level}): off-CPU time is recorded without stacks; run as root or `sudo sysctl kernel.perf_event_paranoid=1` for stacks"
                 )
             }
             Note::SmallerBuffers { asked, pages } => write!(

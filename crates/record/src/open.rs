@@ -11,13 +11,20 @@
 //! ([`crate::session`]).
 
 use rprof_events::{Event, OpenError};
-use rprof_perf::{CallGraph, MapError, Rate, SamplerError, Samplers, SamplingOptions};
+use rprof_perf::{CallGraph, Companion, MapError, Rate, SamplerError, Samplers, SamplingOptions};
 
 use crate::error::RecordError;
 use crate::note::Note;
 
 /// Smallest ring buffer (data pages) tried when the default size is refused.
 pub const MIN_PAGES: usize = 8;
+
+/// Bytes of user stack the off-CPU sampler copies at most (dwarf mode): a thread that blocks
+/// is usually in a shallow call of its own code into libc, and a copy is made at every context
+/// switch (tens of thousands a second in a busy server), so it copies less than the on-CPU
+/// sampler's default. A deeper stack is marked truncated. (Samples of one ring buffer may
+/// differ in stack size: each records its own.)
+pub const OFF_CPU_STACK_COPY: u32 = 8192;
 
 /// What the samplers sample, as the session asks for it.
 pub(crate) struct Request<'a> {
@@ -26,6 +33,8 @@ pub(crate) struct Request<'a> {
     pub call_graph: CallGraph,
     /// Sample user space only (`--no-kernel`).
     pub no_kernel: bool,
+    /// Record off-CPU blocks (`--off-cpu`): the off-CPU sampler as a companion of the sampler.
+    pub off_cpu: bool,
     /// Data pages per CPU, and whether the user asked for them (then never reduced).
     pub pages: usize,
     pub explicit_pages: bool,
@@ -112,6 +121,10 @@ pub(crate) fn open_samplers(
     let asked = request.pages;
     let mut pages = asked;
     let mut kernel_refused = None;
+    // The off-CPU sampler fires in kernel space (at the switch), so it must count kernel space
+    // even when only user stacks are wanted; refused that, it is user-only and never fires.
+    let mut switch_kernel = true;
+    let mut switch_refused = None;
     let mut options = SamplingOptions {
         rate: request.rate,
         call_graph: request.call_graph,
@@ -121,21 +134,47 @@ pub(crate) fn open_samplers(
         mmap_build_id: true,
     };
     loop {
-        // Wake up when a quarter of the buffer is used.
-        let bytes = pages.saturating_mul(rprof_perf::ring::page_size()) / 4;
+        // Wake up when a quarter of the buffer is used; with the off-CPU sampler, every 32nd:
+        // at tens of thousands of switches a second, each with a stack copy, a quarter fills
+        // in milliseconds and a late reader loses records (docs/off-cpu.md, Cost).
+        let share = if request.off_cpu { 32 } else { 4 };
+        let bytes = pages.saturating_mul(rprof_perf::ring::page_size()) / share;
         options.wakeup_bytes = bytes.clamp(1, u32::MAX as usize) as u32;
         let mut attr = rprof_perf::sampling_attr(&event.attr(), &options);
         if event.exclude_kernel {
             attr.set_exclude_callchain_kernel(1);
         }
+        let mut companions = Vec::new();
+        if request.off_cpu {
+            rprof_perf::with_argument_registers(&mut attr);
+            let mut switch = rprof_perf::switch_attr(&attr);
+            if switch.sample_stack_user > OFF_CPU_STACK_COPY {
+                switch.sample_stack_user = OFF_CPU_STACK_COPY;
+            }
+            if switch_kernel {
+                switch.set_exclude_kernel(0);
+                if event.exclude_kernel {
+                    switch.set_exclude_callchain_kernel(1);
+                }
+            } else {
+                switch.set_exclude_kernel(1);
+            }
+            companions.push(Companion {
+                event: "context-switches",
+                attr: switch,
+            });
+        }
         let result = if attach {
-            Samplers::attach(&event.name, &attr, pid, &cpus, pages)
+            Samplers::attach_with(&event.name, &attr, &companions, pid, &cpus, pages)
         } else {
-            Samplers::open_process(&event.name, &attr, pid, &cpus, pages)
+            Samplers::open_process_with(&event.name, &attr, &companions, pid, &cpus, pages)
         };
         match result {
             Ok(samplers) => {
                 if let Some(note) = kernel_refused.take() {
+                    tell(note);
+                }
+                if let Some(note) = switch_refused.take() {
                     tell(note);
                 }
                 if pages != asked {
@@ -146,6 +185,18 @@ pub(crate) fn open_samplers(
             // Kernels before 5.12 do not know attr.build_id: MMAP2 records then carry the inode.
             Err(SamplerError::Open(e)) if e.errno == libc::EINVAL && options.mmap_build_id => {
                 options.mmap_build_id = false;
+            }
+            Err(SamplerError::Open(e))
+                if e.is_permission()
+                    && e.counts_kernel
+                    && event.exclude_kernel
+                    && request.off_cpu
+                    && switch_kernel =>
+            {
+                switch_kernel = false;
+                switch_refused = Some(Note::OffCpuNoStacks {
+                    paranoid: e.paranoid,
+                });
             }
             Err(SamplerError::Open(e))
                 if e.is_permission() && e.counts_kernel && !event.exclude_kernel =>

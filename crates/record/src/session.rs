@@ -55,6 +55,8 @@ pub struct Options {
     pub pages: Option<usize>,
     /// Sample user space only.
     pub no_kernel: bool,
+    /// Record off-CPU blocks too (`--off-cpu`, docs/off-cpu.md). Default false.
+    pub off_cpu: bool,
 }
 
 /// What a recording follows.
@@ -130,6 +132,7 @@ fn request<'a>(options: &'a Options) -> Request<'a> {
         rate: options.rate,
         call_graph: options.call_graph,
         no_kernel: options.no_kernel,
+        off_cpu: options.off_cpu,
         pages: options
             .pages
             .unwrap_or_else(|| default_pages(options.call_graph)),
@@ -249,6 +252,7 @@ fn start_attach(
     rprof_launch::catch_interrupts()
         .map_err(|e| RecordError::io("cannot install the Ctrl-C handler", e))?;
     let started = Instant::now();
+    recording.recorder.set_start_time(now_monotonic_ns());
     // What happened before we attached: mappings and thread names from /proc.
     if let Err(error) = recording.recorder.unwinder_mut().load_proc_maps(pid) {
         tell(Note::NoMaps { pid, error });
@@ -317,6 +321,8 @@ impl Session {
             .drain(&mut self.samplers)
             .map_err(|e| RecordError::io(CANNOT_WRITE, e))?;
         drop(self.samplers);
+        // Threads still off the CPU are counted up to now (docs/off-cpu.md).
+        self.recording.recorder.set_stop_time(now_monotonic_ns());
         let (outcome, exit_code) = match &mut self.followed {
             Followed::Command { running, shown, .. } => {
                 let exit = running.wait()?;

@@ -24,6 +24,12 @@ pub trait RecordSource {
     /// How the records are laid out (the events' `perf_event_attr`).
     fn format(&self) -> SampleFormat;
 
+    /// The identifiers of the off-CPU sampler's events (`--off-cpu`): their samples are the
+    /// stacks of threads leaving the CPU, not on-CPU samples. None by default.
+    fn companion_ids(&self) -> &[u64] {
+        &[]
+    }
+
     /// Reads one round: every buffer's records so far, all handed to `apply` at once (the
     /// recorder sorts a round's records by time across buffers). Their space is released when
     /// `apply` returns. A source with nothing left calls `apply` with empty buffers.
@@ -36,6 +42,10 @@ pub trait RecordSource {
 impl RecordSource for Samplers {
     fn format(&self) -> SampleFormat {
         Samplers::format(self)
+    }
+
+    fn companion_ids(&self) -> &[u64] {
+        Samplers::companion_ids(self)
     }
 
     fn read_round(

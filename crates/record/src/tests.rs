@@ -563,7 +563,8 @@ mod replay {
             use crate::RecordSource;
             source
                 .read_round(&mut |buffers: &[BufferRecords<'_>]| {
-                    writer.round(&original.format(), buffers)
+                    // Issue 11: the off-CPU sampler's ids travel in the header.
+                    writer.round(&original.format(), &[42, 43], buffers)
                 })
                 .unwrap();
         }
@@ -576,6 +577,9 @@ mod replay {
         assert_eq!(copy.call_graph(), original.call_graph());
         assert_eq!(copy.settings(), original.settings());
         assert!(copy.records().eq(original.records()));
+        assert_eq!(copy.companion_ids(), [42, 43]);
+        // A capture written before the ids were added has none.
+        assert!(original.companion_ids().is_empty());
     }
 
     /// Captures are parsed without trusting them: every truncation and a few corruptions are
@@ -613,5 +617,121 @@ mod replay {
         // The first record's length (buffers, flags, records, then len).
         assert!(corrupt(first_round + 12, &(1u32 << 20).to_le_bytes()).contains("record"));
         assert!(Capture::open(&path("no-such.cap")).is_err());
+    }
+
+    /// Records handed over round by round (one buffer each), as a source that says which
+    /// events are the off-CPU sampler.
+    struct Rounds {
+        format: SampleFormat,
+        rounds: Vec<Vec<Vec<u8>>>,
+    }
+
+    impl crate::RecordSource for Rounds {
+        fn format(&self) -> SampleFormat {
+            self.format
+        }
+
+        fn companion_ids(&self) -> &[u64] {
+            &[42]
+        }
+
+        fn read_round(
+            &mut self,
+            apply: &mut dyn FnMut(&[BufferRecords<'_>]) -> std::io::Result<()>,
+        ) -> std::io::Result<()> {
+            let records = if self.rounds.is_empty() {
+                Vec::new()
+            } else {
+                self.rounds.remove(0)
+            };
+            apply(&[BufferRecords {
+                records: records.iter().map(Vec::as_slice).collect(),
+                ring_error: false,
+            }])
+        }
+    }
+
+    /// Issue 11: switch records pair into off-CPU blocks: a new thread's wait for its first
+    /// switch-in is `cpu` (preempted), a switch-out opens a block that the next switch-in
+    /// closes, a second switch-out without a switch-in is counted as unpaired, and a block
+    /// still open when the recording stops ends there, not ended. A switch-in that reaches the
+    /// recorder a round before its switch-out (or its thread's FORK), read from another CPU's
+    /// buffer, pairs with it when it comes.
+    #[test]
+    fn switch_records_pair_into_blocks() {
+        let base = Capture::parse(std::fs::read(path("threads.cap")).unwrap()).unwrap();
+        let format = base.format();
+        let (pid, tid) = (10, 11);
+        let switch_of = |tid: u32, misc: u16, time: u64| {
+            let mut out = perf_record(sys::PERF_RECORD_SWITCH, &sample_id(&format, pid, tid, time));
+            out[4..6].copy_from_slice(&misc.to_ne_bytes());
+            out
+        };
+        let switch = |misc: u16, time: u64| switch_of(tid, misc, time);
+        let fork_of = |tid: u32, time: u64| {
+            let mut body = Vec::new();
+            for v in [pid, pid, tid, pid] {
+                body.extend(v.to_ne_bytes());
+            }
+            body.extend(time.to_ne_bytes());
+            body.extend(sample_id(&format, pid, tid, time));
+            perf_record(sys::PERF_RECORD_FORK, &body)
+        };
+        let out = rprof_perf::parse::MISC_SWITCH_OUT;
+        let preempt = out | rprof_perf::parse::MISC_SWITCH_OUT_PREEMPT;
+        let mut source = Rounds {
+            format,
+            rounds: vec![
+                vec![
+                    fork_of(tid, 100),
+                    switch(0, 150),
+                    switch(preempt, 200),
+                    switch(0, 260),
+                    switch(out, 300),
+                    switch(out, 350),
+                    // Thread 12's first switch-in before its FORK.
+                    switch_of(12, 0, 450),
+                    fork_of(13, 100),
+                    switch_of(13, 0, 120),
+                ],
+                // Thread 13's switch-in before its switch-out.
+                vec![fork_of(12, 400), switch_of(13, 0, 300)],
+                vec![switch_of(13, out, 250)],
+            ],
+        };
+        let mut recorder = crate::Recorder::with_settings(
+            Vec::new(),
+            &Header::default(),
+            base.call_graph(),
+            base.settings(),
+        )
+        .unwrap();
+        for _ in 0..3 {
+            recorder.drain(&mut source).unwrap();
+        }
+        recorder.set_stop_time(500);
+        let (bytes, stats) = recorder.finish(|_, _| Vec::new()).unwrap();
+        assert_eq!((stats.off_cpu_blocks, stats.unpaired_switches), (6, 1));
+        assert_eq!(stats.off_cpu_without_stack, 6);
+        let profile = rprof_profile::Profile::read(&bytes[..], "test").unwrap();
+        let mut blocks: Vec<_> = profile
+            .off_cpu
+            .iter()
+            .map(|b| (b.tid, b.start, b.end, b.preempted, b.ended))
+            .collect();
+        blocks.sort_unstable();
+        assert_eq!(
+            blocks,
+            [
+                (tid, 100, 150, true, true),
+                (tid, 200, 260, true, true),
+                (tid, 350, 500, false, false),
+                (12, 400, 450, true, true),
+                (13, 100, 120, true, true),
+                (13, 250, 300, false, true),
+            ]
+        );
+        // Nothing of this is a sample.
+        assert!(profile.samples.is_empty());
     }
 }

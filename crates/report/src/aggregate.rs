@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use rprof_profile::{FrameKind, ModuleId, Profile};
+use rprof_profile::{FrameKind, ModuleId, Profile, WaitReason};
 
 use crate::select::{Selection, StackCounts};
 use crate::SortBy;
@@ -38,6 +38,9 @@ pub struct Row {
     /// Samples with this row anywhere in the stack, each sample counted once even when the
     /// function recurses.
     pub total_samples: u64,
+    /// Of `total_samples`, the off-CPU time by reason (indexed as `WaitReason::ALL`); zero
+    /// when the counts are on-CPU samples.
+    pub wait: [u64; 5],
 }
 
 /// Rows ranked by self or total samples.
@@ -88,10 +91,25 @@ impl Table {
         let mut group_self = vec![0u64; group_count];
         let mut group_total = vec![0u64; group_count];
         let mut group_seen = vec![usize::MAX; group_count];
+        let mut group_wait = vec![[0u64; 5]; group_count];
         for (index, (stack, n)) in counts.by_stack().into_iter().enumerate() {
             let mut leaf = true;
+            // An off-CPU stack starts with its reason: a synthetic frame, never a row.
+            let reason = profile
+                .stack(stack)
+                .first()
+                .map(|&f| profile.frame(f))
+                .filter(|f| f.kind == FrameKind::Wait)
+                .and_then(|f| {
+                    WaitReason::ALL
+                        .iter()
+                        .position(|r| f.function == format!("[{}]", r.name()))
+                });
             for frame in selection.frames(profile, stack) {
                 let f = frame.0 as usize;
+                if frames[f].kind == FrameKind::Wait {
+                    continue;
+                }
                 let g = group_of[f] as usize;
                 if leaf {
                     frame_self[f] += n;
@@ -105,6 +123,9 @@ impl Table {
                 if group_seen[g] != index {
                     group_seen[g] = index;
                     group_total[g] += n;
+                    if let Some(r) = reason {
+                        group_wait[g][r] += n;
+                    }
                 }
             }
         }
@@ -130,7 +151,7 @@ impl Table {
             .enumerate()
             .filter_map(|(g, r)| {
                 let info = &frames[(*r)?];
-                if info.kind == FrameKind::Truncated {
+                if matches!(info.kind, FrameKind::Truncated | FrameKind::Wait) {
                     return None;
                 }
                 Some(Row {
@@ -142,6 +163,7 @@ impl Table {
                     inlined: all_inlined[g],
                     self_samples: group_self[g],
                     total_samples: group_total[g],
+                    wait: group_wait[g],
                 })
             })
             .collect();

@@ -2,7 +2,9 @@
 //!
 //! Colors are a function of the frame's name, so the same profile always gives the same SVG:
 //! user code in warm colors, inlined functions in aqua, kernel code in orange, the
-//! `[truncated]` marker grey, thread roots in light purple.
+//! `[truncated]` marker grey, thread roots in light purple; the frames of off-CPU stacks
+//! (`--off-cpu`, `--wall`) in blues, with their reason (`[lock]`, `[io]`, ...) as the top frame
+//! in a color of its own. Off-CPU and wall graphs count microseconds.
 //!
 //! Every string drawn (title, subtitle, thread and frame names, and so the tooltips made of
 //! them) goes through [`visible`] before inferno sees it: a control character, which XML 1.0
@@ -19,7 +21,7 @@ use rprof_profile::Profile;
 use crate::folded::{self, thread_label, FoldedOptions};
 use crate::format::{command_line, duration, thousands};
 use crate::overview::Overview;
-use crate::select::{Selection, StackCounts, ThreadSpan};
+use crate::select::{Selection, StackCounts, ThreadSpan, Weight};
 use crate::visible::visible;
 
 /// Why no flame graph was written.
@@ -96,6 +98,14 @@ fn color_for(name: &str, thread_root: bool) -> Color {
             g: scale(170, 40.0, v1),
             b: scale(230, 25.0, v2),
         }
+    } else if let Some(color) = reason_color(name) {
+        color
+    } else if name.ends_with("_[w]") {
+        Color {
+            r: scale(40, 60.0, v1),
+            g: scale(90, 80.0, v2),
+            b: scale(190, 60.0, v1),
+        }
     } else if name == "[truncated]" {
         Color {
             r: 180,
@@ -123,6 +133,19 @@ fn color_for(name: &str, thread_root: bool) -> Color {
     }
 }
 
+/// The fixed color of an off-CPU reason frame.
+fn reason_color(name: &str) -> Option<Color> {
+    let (r, g, b) = match name {
+        "[cpu]" => (230, 70, 70),
+        "[lock]" => (160, 60, 200),
+        "[sleep]" => (120, 120, 120),
+        "[io]" => (30, 160, 90),
+        "[other]" => (200, 180, 60),
+        _ => return None,
+    };
+    Some(Color { r, g, b })
+}
+
 /// The default title: `rprof: COMMAND (N samples)`, the command as it was recorded (unescaped).
 pub fn default_title(profile: &Profile, samples: u64) -> String {
     let h = &profile.header;
@@ -132,6 +155,20 @@ pub fn default_title(profile: &Profile, samples: u64) -> String {
         (true, None) => "profile".to_string(),
     };
     format!("rprof: {what} ({} samples)", thousands(samples))
+}
+
+/// The title of an off-CPU or wall-clock graph: `rprof: COMMAND (off-CPU 1.23 s)`.
+fn time_title(profile: &Profile, what: &str, micros: u64) -> String {
+    let h = &profile.header;
+    let command = match (h.command.is_empty(), h.target_pid) {
+        (false, _) => command_line(&h.command),
+        (true, Some(pid)) => format!("process {pid}"),
+        (true, None) => "profile".to_string(),
+    };
+    format!(
+        "rprof: {command} ({what} {})",
+        duration(micros.saturating_mul(1000))
+    )
 }
 
 /// Writes the flame graph of `profile` as SVG.
@@ -150,6 +187,7 @@ pub fn render(
         .iter()
         .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
         .sum();
+    let weight = options.selection.weight;
     if samples == 0 {
         return Err(FlameError::NoSamples);
     }
@@ -192,10 +230,11 @@ pub fn render(
         s
     });
     let mut inferno_options = flamegraph::Options::default();
-    let title = options
-        .title
-        .clone()
-        .unwrap_or_else(|| default_title(profile, samples));
+    let title = options.title.clone().unwrap_or_else(|| match weight {
+        Weight::Samples => default_title(profile, samples),
+        Weight::OffCpu => time_title(profile, "off-CPU", samples),
+        Weight::Wall => time_title(profile, "wall-clock", samples),
+    });
     inferno_options.title = visible(&title).into_owned();
     inferno_options.subtitle = Some(visible(&subtitle).into_owned());
     inferno_options.image_width = options.width;
@@ -208,7 +247,11 @@ pub fn render(
     };
     inferno_options.deterministic = true;
     inferno_options.pretty_xml = options.pretty_xml;
-    inferno_options.count_name = "samples".to_string();
+    inferno_options.count_name = if weight.is_time() {
+        "µs".to_string()
+    } else {
+        "samples".to_string()
+    };
     inferno_options.palette_map = Some(&mut palette);
     // The lines are sorted already (inferno sorts them again when it reverses stacks).
     inferno_options.no_sort = true;

@@ -4,6 +4,10 @@
 //! (samples before an `exec` keep the old program's name). Lines are sorted, so the output is
 //! deterministic.
 //!
+//! With a time weight (`--off-cpu`, `--wall`: [`Selection::weight`]) the numbers are
+//! microseconds (rounded; a stack under half a microsecond in all is left out), and the frames
+//! of off-CPU stacks end with the reason they waited (`[lock]`, `[sleep]`, ...).
+//!
 //! Names are cleaned for the format: `;` in a name becomes `:`, control and bidi characters are
 //! escaped by [`visible`] (so a newline cannot end a stack early), surrounding whitespace is
 //! trimmed and an empty name becomes `[unknown]`.
@@ -22,7 +26,9 @@ pub struct FoldedOptions {
     /// Which samples count. Default: all of them, inline frames kept apart.
     pub selection: Selection,
     /// Mark frames the way FlameGraph's palettes understand: `_[k]` after kernel functions,
-    /// `_[i]` after inlined ones. Default `false`: plain names.
+    /// `_[i]` after inlined ones, `_[w]` after every frame of an off-CPU stack (FlameGraph's
+    /// mark for waits, which inferno strips from the names it shows). Default `false`: plain
+    /// names.
     pub annotate: bool,
     /// Start each stack with the thread's name. Default `true`.
     pub thread_root: bool,
@@ -94,6 +100,8 @@ pub fn lines(profile: &Profile, options: &FoldedOptions) -> Vec<String> {
             intern(name)
         })
         .collect();
+    // The frames of off-CPU stacks, marked apart (annotated output only).
+    let mut wait_names: HashMap<u32, u32> = HashMap::new();
     let mut thread_names: HashMap<(u32, usize), u32> = HashMap::new();
     let counts = StackCounts::new(profile, &options.selection);
     let mut folded: HashMap<Vec<u32>, u64> = HashMap::new();
@@ -107,12 +115,27 @@ pub fn lines(profile: &Profile, options: &FoldedOptions) -> Vec<String> {
             key.push(id);
         }
         let start = key.len();
-        key.extend(
-            options
-                .selection
-                .frames(profile, stack)
-                .map(|f| frame_names[f.0 as usize]),
-        );
+        let off_cpu = profile
+            .stack(stack)
+            .first()
+            .is_some_and(|&f| profile.frame(f).kind == FrameKind::Wait);
+        for f in options.selection.frames(profile, stack) {
+            let info = profile.frame(f);
+            let marked = !matches!(info.kind, FrameKind::Wait | FrameKind::Truncated);
+            if off_cpu && options.annotate && marked {
+                let id = match wait_names.get(&f.0) {
+                    Some(&id) => id,
+                    None => {
+                        let id = intern(format!("{}_[w]", clean(&info.function)));
+                        wait_names.insert(f.0, id);
+                        id
+                    }
+                };
+                key.push(id);
+            } else {
+                key.push(frame_names[f.0 as usize]);
+            }
+        }
         key[start..].reverse();
         if key.is_empty() {
             continue;
@@ -124,8 +147,18 @@ pub fn lines(profile: &Profile, options: &FoldedOptions) -> Vec<String> {
             }
         }
     }
+    let micros = options.selection.weight.is_time();
     let mut lines: Vec<String> = folded
         .into_iter()
+        .filter_map(|(key, n)| {
+            // Nanoseconds become microseconds, rounded.
+            let n = if micros {
+                n.saturating_add(500) / 1000
+            } else {
+                n
+            };
+            (n > 0).then_some((key, n))
+        })
         .map(|(key, n)| {
             let len: usize = key.iter().map(|&id| names[id as usize].len() + 1).sum();
             let mut line = String::with_capacity(len + 20);

@@ -5,16 +5,17 @@
 //! text outputs (DEL, C1 and bidi controls, ...) are written as `\uXXXX` escapes too, so that the
 //! JSON printed on a terminal cannot drive it either.
 
+use std::collections::BTreeMap;
 use std::io::{self, Write};
 
-use rprof_profile::{FrameKind, Profile};
+use rprof_profile::{FrameKind, Profile, WaitReason};
 use serde::Serialize;
 use serde_json::ser::{Formatter, PrettyFormatter};
 
 use crate::aggregate::{Table, TableKind};
 use crate::format::percent2;
 use crate::overview::Overview;
-use crate::select::{selected_names, Selection, StackCounts};
+use crate::select::{selected_names, Selection, StackCounts, Weight};
 use crate::visible::needs_escape;
 use crate::SortBy;
 
@@ -72,6 +73,14 @@ pub struct Report {
     pub sort: &'static str,
     /// Inlined frames were merged into their callers.
     pub inline_merged: bool,
+    /// With `--off-cpu` / `--wall` only: `self_samples` and `total_samples` then count
+    /// nanoseconds of off-CPU (`off_cpu_ns`) or wall-clock time (`wall_ns`), not samples.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight: Option<&'static str>,
+    /// Off-CPU profiles only: what most blocks' reasons were found from (`kernel` stacks,
+    /// `user` leaf functions, `preempted` flags, or `none`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasons_from: Option<&'static str>,
     /// Counted threads, most samples first.
     pub threads: Vec<ThreadEntry>,
     /// Hottest functions (absent with `--lines`).
@@ -97,6 +106,19 @@ pub struct ThreadEntry {
     pub percent: f64,
     /// Sum of the samples' periods (nanoseconds of CPU time for cpu-clock and task-clock).
     pub period: u64,
+    /// Off-CPU profiles only: nanoseconds on the CPU (from the context switches).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_ns: Option<u64>,
+    /// Off-CPU profiles only: nanoseconds off the CPU.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub off_cpu_ns: Option<u64>,
+    /// Off-CPU profiles only: nanoseconds off the CPU by reason (`cpu`, `lock`, `sleep`, `io`,
+    /// `other`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wait_ns: Option<BTreeMap<&'static str, u64>>,
+    /// Off-CPU profiles only: nanoseconds alive in the recording.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wall_ns: Option<u64>,
 }
 
 /// One function or source line.
@@ -124,12 +146,21 @@ pub struct Entry {
     pub total_samples: u64,
     /// `total` as a percentage of `samples`.
     pub total_percent: f64,
+    /// With `--off-cpu` / `--wall`: of `total_samples`, the off-CPU nanoseconds by reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wait_ns: Option<BTreeMap<&'static str, u64>>,
 }
 
 /// Builds the JSON document for `profile`.
 pub fn report(profile: &Profile, options: &JsonOptions) -> Report {
     let counts = StackCounts::new(profile, &options.selection);
-    let o = Overview::new(profile, &options.selection, &counts);
+    let samples_only = Selection {
+        weight: Weight::Samples,
+        ..options.selection.clone()
+    };
+    let sample_counts = StackCounts::new(profile, &samples_only);
+    let o = Overview::new(profile, &samples_only, &sample_counts);
+    let weighted = options.selection.weight.is_time();
     let table = Table::new(
         profile,
         &counts,
@@ -157,6 +188,13 @@ pub fn report(profile: &Profile, options: &JsonOptions) -> Report {
             self_percent: percent2(r.self_samples, counts.samples),
             total_samples: r.total_samples,
             total_percent: percent2(r.total_samples, counts.samples),
+            wait_ns: weighted.then(|| {
+                WaitReason::ALL
+                    .iter()
+                    .zip(r.wait)
+                    .map(|(reason, ns)| (reason.name(), ns))
+                    .collect()
+            }),
         })
         .collect();
     // One entry per name a thread had (issue 9.11), as in the text table.
@@ -167,10 +205,18 @@ pub fn report(profile: &Profile, options: &JsonOptions) -> Report {
             pid: t.pid,
             name: n.name.clone(),
             samples: n.samples,
-            percent: percent2(n.samples, counts.samples),
+            percent: percent2(n.samples, sample_counts.samples),
             period: n.period,
+            cpu_ns: None,
+            off_cpu_ns: None,
+            wait_ns: None,
+            wall_ns: None,
         })
         .collect();
+    let mut threads = threads;
+    if profile.has_off_cpu() {
+        add_activity(profile, &options.selection, &mut threads);
+    }
     let h = &profile.header;
     let (functions, lines) = match options.kind {
         TableKind::Functions => (Some(entries), None),
@@ -199,9 +245,56 @@ pub fn report(profile: &Profile, options: &JsonOptions) -> Report {
             SortBy::Total => "total",
         },
         inline_merged: options.selection.merge_inline,
+        weight: match options.selection.weight {
+            Weight::Samples => None,
+            Weight::OffCpu => Some("off_cpu_ns"),
+            Weight::Wall => Some("wall_ns"),
+        },
+        reasons_from: profile
+            .has_off_cpu()
+            .then(|| crate::wait::main_reason_source(profile)),
         threads,
         functions,
         lines,
+    }
+}
+
+/// Adds each thread's on-CPU, off-CPU and wait times (an off-CPU profile), and an entry for
+/// each thread that took no sample but was off the CPU. A thread with several names gets its
+/// times on its first entry.
+fn add_activity(profile: &Profile, selection: &Selection, threads: &mut Vec<ThreadEntry>) {
+    for activity in crate::wait::selected_activity(profile, selection) {
+        let wait: BTreeMap<&'static str, u64> = WaitReason::ALL
+            .iter()
+            .zip(activity.wait_ns())
+            .map(|(r, ns)| (r.name(), ns))
+            .collect();
+        let entry = match threads.iter_mut().find(|t| t.tid == activity.tid) {
+            Some(entry) => entry,
+            None => {
+                threads.push(ThreadEntry {
+                    tid: activity.tid,
+                    pid: activity.pid,
+                    name: profile
+                        .threads
+                        .get(&activity.tid)
+                        .map_or_else(String::new, |t| t.name.clone()),
+                    samples: 0,
+                    percent: 0.0,
+                    period: 0,
+                    cpu_ns: None,
+                    off_cpu_ns: None,
+                    wait_ns: None,
+                    wall_ns: None,
+                });
+                let last = threads.len() - 1;
+                &mut threads[last]
+            }
+        };
+        entry.cpu_ns = Some(activity.on_cpu_ns());
+        entry.off_cpu_ns = Some(activity.off_cpu_ns());
+        entry.wall_ns = Some(activity.alive_ns());
+        entry.wait_ns = Some(wait);
     }
 }
 

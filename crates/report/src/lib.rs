@@ -6,6 +6,8 @@
 //! - [`folded`]: Brendan Gregg's folded stacks, one line per distinct stack;
 //! - [`flame`]: a flame graph SVG drawn by inferno;
 //! - [`annotate`]: the source lines of one function with the samples on each.
+//! - [`wait`]: for off-CPU profiles, the per-thread wall/on-CPU/off-CPU table and the tables
+//!   ranked by off-CPU or wall-clock time ([`Weight`]).
 //!
 //! Every renderer takes an `Options` struct (each field documents its default) and writes into
 //! any [`std::io::Write`]; errors of the writer are passed up untouched, so that the binary can
@@ -33,11 +35,12 @@ mod shorten;
 pub mod synth;
 pub mod top;
 mod visible;
+pub mod wait;
 
 pub use aggregate::{Row, Table, TableKind};
 pub use overview::Overview;
 pub use select::{
-    parse_thread_filter, SelectError, Selection, StackCounts, ThreadFilter, ThreadSpan,
+    parse_thread_filter, SelectError, Selection, StackCounts, ThreadFilter, ThreadSpan, Weight,
 };
 pub use shorten::shorten;
 pub use visible::{needs_escape, visible};

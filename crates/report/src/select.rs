@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use rprof_profile::{FrameId, Profile, Sample, StackId, Thread, ThreadName};
+use rprof_profile::{FrameId, OffCpu, Profile, Sample, StackId, Thread, ThreadName};
 
 use crate::visible::visible;
 
@@ -56,6 +56,18 @@ impl ThreadSpan {
         }
     }
 
+    /// Who was off the CPU in `block`: its thread, under the name it had when it left.
+    pub fn of_block(profile: &Profile, block: &OffCpu) -> ThreadSpan {
+        ThreadSpan {
+            pid: block.pid,
+            tid: block.tid,
+            name_index: profile
+                .threads
+                .get(&block.tid)
+                .map_or(0, |t| t.name_at(block.start)),
+        }
+    }
+
     /// `thread` while it had its name number `name_index`.
     pub fn named(thread: &Thread, name_index: usize) -> ThreadSpan {
         ThreadSpan {
@@ -92,6 +104,27 @@ impl ThreadFilter {
     }
 }
 
+/// What a stack weighs in the outputs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Weight {
+    /// On-CPU samples, one each (the default: what the sampler saw).
+    #[default]
+    Samples,
+    /// Off-CPU blocks (`record --off-cpu`), each by its length in nanoseconds; the stacks are
+    /// the blocks' stacks, with the reason as their leaf frame.
+    OffCpu,
+    /// Wall-clock time: on-CPU samples by their period (nanoseconds for cpu-clock and
+    /// task-clock) and off-CPU blocks by their length.
+    Wall,
+}
+
+impl Weight {
+    /// True when weights are nanoseconds rather than sample counts.
+    pub fn is_time(self) -> bool {
+        self != Weight::Samples
+    }
+}
+
 /// Which samples a renderer counts and how it sees their stacks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Selection {
@@ -102,6 +135,8 @@ pub struct Selection {
     /// Merge inlined frames into the function they were inlined into. Default `false`: an inlined
     /// function is a frame of its own.
     pub merge_inline: bool,
+    /// What each stack weighs. Default [`Weight::Samples`].
+    pub weight: Weight,
 }
 
 impl Selection {
@@ -204,28 +239,51 @@ pub(crate) fn selected_names<'p>(
 }
 
 /// How many selected samples each (stack, thread name) pair has: the input of every renderer.
+/// With a time [`Weight`], the counts are nanoseconds.
 #[derive(Debug, Clone, Default)]
 pub struct StackCounts {
     /// `(stack, who took them, samples)`, sorted by stack then thread.
     pub entries: Vec<(StackId, ThreadSpan, u64)>,
-    /// Selected samples in all.
+    /// Selected samples in all (nanoseconds in all, with a time weight).
     pub samples: u64,
 }
 
 impl StackCounts {
-    /// Counts the samples of `profile` that `selection` accepts.
+    /// Counts the samples (or blocks, see [`Selection::weight`]) of `profile` that
+    /// `selection` accepts.
     pub fn new(profile: &Profile, selection: &Selection) -> StackCounts {
         let mut counts: HashMap<(StackId, ThreadSpan), u64> = HashMap::new();
-        let mut samples = 0;
-        for (index, sample) in profile.samples.iter().enumerate() {
-            let who = ThreadSpan::of(profile, sample);
-            if !selection.accepts(who) {
-                continue;
+        let mut samples: u64 = 0;
+        if selection.weight != Weight::OffCpu {
+            for (index, sample) in profile.samples.iter().enumerate() {
+                let who = ThreadSpan::of(profile, sample);
+                if !selection.accepts(who) {
+                    continue;
+                }
+                let n = match selection.weight {
+                    Weight::Samples => 1,
+                    _ => sample.period,
+                };
+                samples = samples.saturating_add(n);
+                let count = counts
+                    .entry((profile.sample_stack(index), who))
+                    .or_insert(0);
+                *count = count.saturating_add(n);
             }
-            samples += 1;
-            *counts
-                .entry((profile.sample_stack(index), who))
-                .or_insert(0) += 1;
+        }
+        if selection.weight.is_time() {
+            for (index, block) in profile.off_cpu.iter().enumerate() {
+                let who = ThreadSpan::of_block(profile, block);
+                if !selection.accepts(who) {
+                    continue;
+                }
+                let n = block.end.saturating_sub(block.start);
+                samples = samples.saturating_add(n);
+                let count = counts
+                    .entry((profile.off_cpu_stack(index), who))
+                    .or_insert(0);
+                *count = count.saturating_add(n);
+            }
         }
         let mut entries: Vec<(StackId, ThreadSpan, u64)> = counts
             .into_iter()

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::io;
 
 use rprof_profile::{
-    Address, Header, Module, ModuleId, ModuleKind, Record, Sample, StoredFrame, Summary, Symbols,
-    Writer,
+    Address, Header, Module, ModuleId, ModuleKind, OffCpu, Record, Sample, StoredFrame, Summary,
+    Symbols, Writer,
 };
 
 /// Strings and entries of one module's symbols, as a `Symbols` record holds them.
@@ -181,6 +181,44 @@ impl Synth {
             user: returns(user),
             kernel: returns(kernel),
             truncated,
+        }));
+    }
+
+    /// An off-CPU block of `ms` milliseconds on `tid`, starting now, with `user` and `kernel`
+    /// frames as for [`sample`](Self::sample); `preempted` is the switch's PREEMPT flag.
+    pub fn off_cpu(
+        &mut self,
+        pid: u32,
+        tid: u32,
+        ms: u64,
+        user: &[Address],
+        kernel: &[Address],
+        preempted: bool,
+    ) {
+        let returns = |frames: &[Address]| -> Vec<Address> {
+            frames
+                .iter()
+                .enumerate()
+                .map(|(i, a)| Address {
+                    module: a.module,
+                    address: if i == 0 { a.address } else { a.address + 1 },
+                })
+                .collect()
+        };
+        let start = self.time + 1;
+        self.time = start + ms * 1_000_000;
+        self.records.push(Record::OffCpu(OffCpu {
+            pid,
+            tid,
+            cpu: 0,
+            start,
+            end: self.time,
+            ended: true,
+            preempted,
+            user: returns(user),
+            kernel: returns(kernel),
+            truncated: false,
+            args: Vec::new(),
         }));
     }
 

@@ -997,3 +997,103 @@ fn flame_graph_roots_keep_the_name_before_exec() {
         );
     }
 }
+
+/// An off-CPU profile: `app` computes in `work` (3 samples of 1 ms), sleeps 200 ms in
+/// `nap` (kernel `do_nanosleep`), waits 100 ms for a lock in `take` (kernel
+/// `futex_wait_queue`) and is preempted for 5 ms in `work`.
+fn off_cpu_profile() -> Profile {
+    let mut s = Synth::new(&["app"]);
+    let exe = s.module("/bin/app", ModuleKind::Elf);
+    let kernel = s.module("[kernel.kallsyms]", ModuleKind::Kernel);
+    s.thread(1, 1, "app");
+    let main = s.code(exe, &[("main", "app.c", 1)]);
+    let work = s.code(exe, &[("work", "app.c", 2)]);
+    let nap = s.code(exe, &[("nap", "app.c", 3)]);
+    let take = s.code(exe, &[("take", "app.c", 4)]);
+    let schedule = s.code(kernel, &[("schedule", "", 0)]);
+    let sleep = s.code(kernel, &[("do_nanosleep", "", 0)]);
+    let futex = s.code(kernel, &[("futex_wait_queue", "", 0)]);
+    for _ in 0..3 {
+        s.sample(1, 1, &[work, main], &[], false);
+    }
+    s.off_cpu(1, 1, 200, &[nap, main], &[schedule, sleep], false);
+    s.off_cpu(1, 1, 100, &[take, main], &[schedule, futex], false);
+    s.off_cpu(1, 1, 5, &[work, main], &[schedule], true);
+    Profile::read(&s.bytes(true, 0).unwrap()[..], "off-cpu").unwrap()
+}
+
+/// Issue 11: ranked by off-CPU time, functions get their blocks' time (self at the leaf, total
+/// over the stack) split by reason; the reason frame is no row; with `Weight::Wall` the
+/// samples count by their period too.
+#[test]
+fn off_cpu_tables_weigh_time_by_reason() {
+    let p = off_cpu_profile();
+    let selection = Selection {
+        weight: Weight::OffCpu,
+        ..Selection::default()
+    };
+    let t = table(&p, &selection, TableKind::Functions, SortBy::Total);
+    assert_eq!(t.samples, 305_000_000);
+    assert_eq!(row(&t, "main").total_samples, 305_000_000);
+    assert_eq!(
+        row(&t, "main").wait,
+        [5_000_000, 100_000_000, 200_000_000, 0, 0]
+    );
+    assert_eq!(row(&t, "nap").total_samples, 200_000_000);
+    assert_eq!(row(&t, "schedule").self_samples, 305_000_000);
+    assert!(
+        t.rows.iter().all(|r| !r.name.starts_with('[')),
+        "{:#?}",
+        t.rows
+    );
+    let wall = Selection {
+        weight: Weight::Wall,
+        ..Selection::default()
+    };
+    let t = table(&p, &wall, TableKind::Functions, SortBy::Total);
+    assert_eq!(row(&t, "work").total_samples, 3_000_000 + 5_000_000);
+    assert_eq!(row(&t, "work").self_samples, 3_000_000);
+    // Folded: microseconds, the reason on top of the leaf; on-CPU folded stays samples.
+    let folded = folded::lines(
+        &p,
+        &FoldedOptions {
+            selection,
+            ..FoldedOptions::default()
+        },
+    );
+    assert!(
+        folded.contains(&"app;main;nap;do_nanosleep;schedule;[sleep] 200000".to_string()),
+        "{folded:?}"
+    );
+    let plain = folded::lines(&p, &FoldedOptions::default());
+    assert_eq!(plain, ["app;main;work 3"]);
+}
+
+/// Issue 11: the thread table and JSON of an off-CPU profile give wall, on-CPU and off-CPU
+/// time by reason.
+#[test]
+fn off_cpu_threads_in_text_and_json() {
+    let p = off_cpu_profile();
+    let mut out = Vec::new();
+    let options = TopOptions {
+        threads: true,
+        ..TopOptions::default()
+    };
+    top::render(&p, &options, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("Off-CPU"), "{text}");
+    assert!(text.contains("305.0 ms"), "{text}");
+    let report = json::report(&p, &JsonOptions::default());
+    let thread = &report.threads[0];
+    assert_eq!(thread.off_cpu_ns, Some(305_000_000));
+    let wait = thread.wait_ns.as_ref().unwrap();
+    assert_eq!(
+        (wait["sleep"], wait["lock"], wait["cpu"]),
+        (200_000_000, 100_000_000, 5_000_000)
+    );
+    assert_eq!(report.reasons_from, Some("kernel"));
+    assert_eq!(
+        thread.cpu_ns.unwrap() + 305_000_000,
+        thread.wall_ns.unwrap()
+    );
+}

@@ -12,7 +12,7 @@ use rprof_profile::{FrameKind, Profile};
 use crate::aggregate::{Row, Table, TableKind};
 use crate::format::{command_line, duration, percent, thousands, utc};
 use crate::overview::{period_is_time, Overview};
-use crate::select::{selected_names, Selection, StackCounts};
+use crate::select::{selected_names, Selection, StackCounts, Weight};
 use crate::shorten::shorten;
 use crate::visible::visible;
 use crate::SortBy;
@@ -64,9 +64,20 @@ const MIN_NAME: usize = 24;
 
 /// Writes the full text report of `profile`.
 pub fn render(profile: &Profile, options: &TopOptions, mut out: impl Write) -> io::Result<()> {
-    let counts = StackCounts::new(profile, &options.selection);
-    let overview = Overview::new(profile, &options.selection, &counts);
+    // The header counts samples whatever the table weighs.
+    let samples_only = Selection {
+        weight: Weight::Samples,
+        ..options.selection.clone()
+    };
+    let counts = StackCounts::new(profile, &samples_only);
+    let overview = Overview::new(profile, &samples_only, &counts);
     render_header(profile, &overview, options, &mut out)?;
+    if options.threads && profile.has_off_cpu() {
+        crate::wait::render_activity(profile, options, &mut out)?;
+    }
+    if options.selection.weight.is_time() {
+        return crate::wait::render_table(profile, options, &mut out);
+    }
     if counts.samples == 0 {
         let what = if overview.samples == 0 {
             "no samples in this profile"
@@ -75,7 +86,7 @@ pub fn render(profile: &Profile, options: &TopOptions, mut out: impl Write) -> i
         };
         return writeln!(out, "{}", paint(options.color, BOLD, what));
     }
-    if options.threads {
+    if options.threads && !profile.has_off_cpu() {
         render_threads(profile, &overview, options, &mut out)?;
     }
     let table = Table::new(
@@ -86,6 +97,11 @@ pub fn render(profile: &Profile, options: &TopOptions, mut out: impl Write) -> i
         options.sort,
     );
     render_table(&table, options, &mut out)
+}
+
+/// `text` in bold when `color`.
+pub(crate) fn bold(color: bool, text: &str) -> String {
+    paint(color, BOLD, text)
 }
 
 fn paint(color: bool, code: &str, text: &str) -> String {

@@ -330,14 +330,17 @@
     return hitAt(row.lane, xTime(ev, canvas));
   }
 
-  // The span or sample of lane l nearest to time t, within 3 pixels.
+  // The span or sample of lane l nearest to time t, within 3 pixels. A span without a stack
+  // (a running stretch between two switches) gives way to a sample within reach, which has one.
   function hitAt(l, t) {
     var tol = 3 * (v1 - v0) / W;
     var best = null, bd = Infinity, i, d;
     function dist(s, e) { return t < s ? s - t : t > e ? t - e : 0; }
     for (i = lowerBound(l.me, t - tol); i < l.ss.length && l.ss[i] <= t + tol; i++) {
       d = dist(l.ss[i], l.se[i]);
-      if (d <= tol && d < bd) { bd = d; best = { lane: l, span: i }; }
+      if (d > tol) continue;
+      if (l.sk[i] === 0) d += 2 * tol;
+      if (d < bd) { bd = d; best = { lane: l, span: i }; }
     }
     for (i = lowerBound(l.ts, t - tol); i < l.ts.length && l.ts[i] - sampleNs <= t + tol; i++) {
       d = dist(l.ts[i] - sampleNs, l.ts[i]);

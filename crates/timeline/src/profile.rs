@@ -7,15 +7,15 @@
 //! `Exit` record, else at the end of the recording (it was still running when recording
 //! stopped). The recording spans the earliest to the latest time of any record read.
 //!
-//! Off-CPU intervals: a profile records none today, so [`Input::off_cpu`] is false and the page
-//! says how to record them. When the profile holds them, each becomes a [`Span`](crate::Span) of its thread
-//! in `add_off_cpu`, with [`State::from_reason`](crate::State::from_reason) and its stack interned like the
-//! samples' ones.
+//! Off-CPU intervals (a profile recorded with `rprof record --off-cpu`): each becomes a
+//! [`Span`](crate::Span) of its thread in `add_off_cpu`, with
+//! [`State::from_reason`](crate::State::from_reason) and its stack interned like the samples'
+//! ones, and the stretches between them `Running` spans.
 
 use rprof_profile::{FrameKind, Profile, StackId};
 use rustc_hash::FxHashMap as HashMap;
 
-use crate::{Input, Process, Sample, StackRef, Stacks, Thread};
+use crate::{Input, Process, Sample, Span, StackRef, Stacks, State, Thread};
 
 /// How [`from_profile`] builds the input.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -146,14 +146,65 @@ pub fn from_profile(profile: &Profile, options: &FromProfileOptions) -> Input {
         processes,
         stacks,
     };
-    add_off_cpu(profile, &mut input);
+    if profile.has_off_cpu() {
+        add_off_cpu(profile, &mut input, &mut stack_of);
+    }
     input
 }
 
-/// Adds the profile's off-CPU intervals as [`Span`](crate::Span)s of their threads and sets
-/// [`Input::off_cpu`] when there are any. A profile holds none today (`rprof record` does not
-/// record them yet), so this adds nothing.
-fn add_off_cpu(_profile: &Profile, _input: &mut Input) {}
+/// Adds what the switch records of an `--off-cpu` profile say about each thread
+/// ([`Profile::thread_activity`]): its lifetime, one [`Span`] per off-CPU interval with the
+/// state of its reason and the stack it left the CPU in (the reason's frame on top), and a
+/// `Running` span for each stretch between them, so that running time is exact rather than
+/// sampled. Sets [`Input::off_cpu`].
+fn add_off_cpu(
+    profile: &Profile,
+    input: &mut Input,
+    stack_of: &mut dyn FnMut(&mut Stacks, StackId) -> Option<StackRef>,
+) {
+    input.off_cpu = true;
+    let Input {
+        processes, stacks, ..
+    } = input;
+    let mut lanes: HashMap<u32, &mut Thread> = processes
+        .iter_mut()
+        .flat_map(|p| p.threads.iter_mut())
+        .map(|t| (t.tid, t))
+        .collect();
+    for activity in profile.thread_activity() {
+        let Some(lane) = lanes.get_mut(&activity.tid) else {
+            continue;
+        };
+        lane.start = lane.start.min(activity.start);
+        lane.end = lane.end.max(activity.end);
+        let mut running_from = activity.start;
+        for interval in &activity.off_cpu {
+            if interval.start > running_from {
+                lane.spans.push(Span {
+                    start: running_from,
+                    end: interval.start,
+                    state: State::Running,
+                    stack: None,
+                });
+            }
+            lane.spans.push(Span {
+                start: interval.start,
+                end: interval.end.max(interval.start),
+                state: State::from_reason(interval.reason.name()),
+                stack: stack_of(stacks, interval.stack),
+            });
+            running_from = running_from.max(interval.end);
+        }
+        if activity.end > running_from {
+            lane.spans.push(Span {
+                start: running_from,
+                end: activity.end,
+                state: State::Running,
+                stack: None,
+            });
+        }
+    }
+}
 
 /// The earliest and latest time of the recording (perf clock): thread creations, exits and
 /// names, and samples.
