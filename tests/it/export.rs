@@ -232,6 +232,138 @@ fn go_tool_pprof_lists_the_hottest_functions_of_a_recording() {
     assert!(top.starts_with("File: report_shares\n"), "{top}");
 }
 
+/// A duration as `go tool pprof` prints it (`672.18ms`, `1.21s`, `12us`, `0`), in nanoseconds.
+fn pprof_ns(s: &str) -> f64 {
+    let (digits, scale) = if let Some(d) = s.strip_suffix("ms") {
+        (d, 1e6)
+    } else if let Some(d) = s.strip_suffix("us") {
+        (d, 1e3)
+    } else if let Some(d) = s.strip_suffix("ns") {
+        (d, 1.0)
+    } else if let Some(d) = s.strip_suffix('s') {
+        (d, 1e9)
+    } else {
+        (s, 1.0)
+    };
+    digits
+        .parse::<f64>()
+        .unwrap_or_else(|_| panic!("not a duration: {s}"))
+        * scale
+}
+
+/// The rows of `go tool pprof -top` on a time type: (function, flat ns, cum ns).
+fn pprof_time_rows(text: &str) -> Vec<(String, f64, f64)> {
+    let mut rows = Vec::new();
+    let mut in_table = false;
+    for line in text.lines() {
+        if line.trim_start().starts_with("flat  flat%") {
+            in_table = true;
+            continue;
+        }
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if !in_table || fields.len() < 6 {
+            continue;
+        }
+        let name = fields[5..].join(" ");
+        let name = name.strip_suffix(" (inline)").unwrap_or(&name).to_string();
+        rows.push((name, pprof_ns(fields[0]), pprof_ns(fields[3])));
+    }
+    assert!(
+        !rows.is_empty(),
+        "no table in go tool pprof's output:\n{text}"
+    );
+    rows
+}
+
+/// Issue 12 (b): the pprof export of an `--off-cpu` recording (report_threads: the main thread
+/// waits ~0.67 s in `lock` in pthread_join) carries `off_cpu/nanoseconds`, and
+/// `go tool pprof -sample_index=off_cpu` ranks the functions as `rprof report --off-cpu` does,
+/// with the same off-CPU totals: in all, per function (cum = the report's total) and per
+/// reason (the reason frames, `[lock]`, are the leaves). The on-CPU types are untouched: the
+/// default type is still `cpu` and the samples are the report's 600.
+#[test]
+fn go_tool_pprof_reads_off_cpu_time_as_the_report_does() {
+    let Some(go) = go() else { return };
+    let dir = tempdir();
+    let profile = saved("threads-offcpu.rprof");
+    export(
+        dir.path(),
+        &["-f", "pprof", "-i", &profile, "-o", "off.pb.gz"],
+    );
+    let file = dir.path().join("off.pb.gz");
+    let doc = report_json(dir.path(), &["--off-cpu", "-i", &profile]);
+    assert_eq!(doc["weight"], "off_cpu_ns");
+    let threads = doc["threads"].as_array().expect("threads");
+    let off_total: u64 = threads
+        .iter()
+        .map(|t| t["off_cpu_ns"].as_u64().unwrap())
+        .sum();
+    let lock_total: u64 = threads
+        .iter()
+        .map(|t| t["wait_ns"]["lock"].as_u64().unwrap())
+        .sum();
+    assert!(
+        lock_total > 500_000_000,
+        "the fixture waits ~0.67 s: {lock_total}"
+    );
+    let close = |pprof: f64, report: u64, what: &str| {
+        // pprof prints 2 decimals of ms (or of s above 10 s): 0.5 % is its rounding and more.
+        assert!(
+            (pprof - report as f64).abs() <= report as f64 * 0.005 + 10_000.0,
+            "{what}: pprof {pprof} ns, report {report} ns"
+        );
+    };
+
+    let text = pprof(&go, &["-top", "-cum", "-sample_index=off_cpu"], &file);
+    assert!(text.contains("Type: off_cpu\n"), "{text}");
+    let total = text
+        .lines()
+        .find_map(|l| l.split("Total samples = ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no total in {text}"));
+    close(pprof_ns(total), off_total, "off-CPU time in all");
+    let rows = pprof_time_rows(&text);
+    let lock = rows
+        .iter()
+        .find(|r| r.0 == "[lock]")
+        .unwrap_or_else(|| panic!("no [lock] leaf: {rows:?}"));
+    close(lock.1, lock_total, "[lock]");
+    // The report's functions by total off-CPU time, against pprof's by cum (the reason frames
+    // are pprof's leaves, and the report's columns, not its rows).
+    let mut functions: Vec<(String, u64)> = doc["functions"]
+        .as_array()
+        .expect("functions")
+        .iter()
+        .map(|f| {
+            (
+                f["name"].as_str().unwrap().to_string(),
+                f["total"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    functions.sort_by(|a, b| b.1.cmp(&a.1));
+    let by_cum: Vec<&(String, f64, f64)> = rows.iter().filter(|r| !r.0.starts_with('[')).collect();
+    for (rank, (name, ns)) in functions.iter().take(5).enumerate() {
+        let row = by_cum
+            .iter()
+            .find(|r| &r.0 == name)
+            .unwrap_or_else(|| panic!("{name} is not in pprof -top -cum: {by_cum:?}"));
+        close(row.2, *ns, name);
+        let tied = functions.iter().filter(|(_, n)| n == ns).count() > 1;
+        assert!(
+            tied || by_cum[rank].0 == *name,
+            "rank {rank}: report {name}, pprof {:?}",
+            by_cum[rank]
+        );
+    }
+    assert_eq!(functions[0].0, "schedule", "{functions:?}");
+
+    let cpu = pprof(&go, &["-top"], &file);
+    assert!(cpu.contains("Type: cpu\n"), "{cpu}");
+    let samples = pprof(&go, &["-top", "-sample_index=samples"], &file);
+    assert!(samples.contains("Total samples = 600 "), "{samples}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // speedscope, in headless Chromium
 

@@ -7,9 +7,10 @@
 //!
 //! Every exporter takes an [`ExportOptions`] (which samples, chosen by the same
 //! [`Selection`] as the reports) and writes into any [`std::io::Write`]. What a sample weighs is
-//! decided in one place, [`measures`]: a count of samples, and the sample's period as CPU time
-//! (for the clock events) or as events. A new kind of weight (off-CPU time, once profiles hold
-//! it) is a new [`Measure`] that every exporter then carries.
+//! decided in one place, [`measures`]: a count of samples, the sample's period as CPU time
+//! (for the clock events) or as events, and, for a profile recorded with `--off-cpu`, the
+//! off-CPU blocks' lengths (`off_cpu/nanoseconds`). pprof carries every measure; speedscope and
+//! the Firefox Profiler carry the on-CPU samples only.
 //!
 //! This crate does not read files, name addresses or print anything: the binary opens the
 //! profile (with its warnings) and the output file, and reports errors.
@@ -22,7 +23,7 @@ pub mod speedscope;
 
 use std::io;
 
-use rprof_profile::{Profile, Sample};
+use rprof_profile::{OffCpu, Profile, Sample};
 use rprof_report::{Selection, ThreadSpan};
 
 /// What every exporter is given besides the profile.
@@ -63,6 +64,8 @@ pub enum MeasureSource {
     Count,
     /// The sample's period: nanoseconds for the clock events, events otherwise.
     Period,
+    /// The length of an off-CPU block in nanoseconds (0 for an on-CPU sample).
+    OffCpu,
 }
 
 impl Measure {
@@ -71,6 +74,16 @@ impl Measure {
         match self.source {
             MeasureSource::Count => 1,
             MeasureSource::Period => sample.period,
+            MeasureSource::OffCpu => 0,
+        }
+    }
+
+    /// The value of the off-CPU `block` in this measure: its length for
+    /// [`MeasureSource::OffCpu`], 0 in the others (a block is not a sample, nor CPU time).
+    pub fn block_value(&self, block: &OffCpu) -> u64 {
+        match self.source {
+            MeasureSource::OffCpu => block.end.saturating_sub(block.start),
+            MeasureSource::Count | MeasureSource::Period => 0,
         }
     }
 }
@@ -83,7 +96,8 @@ pub fn period_is_time(profile: &Profile) -> bool {
 
 /// The measures of `profile`'s samples, in the order the exports list them: the count of
 /// samples first, then what the periods add up to (`cpu/nanoseconds` for the clock events,
-/// `EVENT/events` for the others). The last one is the main one (pprof's default).
+/// `EVENT/events` for the others), then, when the profile was recorded with `--off-cpu`,
+/// `off_cpu/nanoseconds`. The on-CPU weight is the main one (pprof's default).
 pub fn measures(profile: &Profile) -> Vec<Measure> {
     let weight = if period_is_time(profile) {
         Measure {
@@ -102,14 +116,42 @@ pub fn measures(profile: &Profile) -> Vec<Measure> {
             source: MeasureSource::Period,
         }
     };
-    vec![
+    let mut out = vec![
         Measure {
             name: "samples".into(),
             unit: "count",
             source: MeasureSource::Count,
         },
         weight,
-    ]
+    ];
+    if profile.has_off_cpu() {
+        out.push(Measure {
+            name: "off_cpu".into(),
+            unit: "nanoseconds",
+            source: MeasureSource::OffCpu,
+        });
+    }
+    out
+}
+
+/// Index in [`measures`] of the main measure: the on-CPU weight (the second).
+pub const MAIN_MEASURE: usize = 1;
+
+/// The selected off-CPU blocks: index in [`Profile::off_cpu`], the block, and whose it was, in
+/// time order.
+pub fn selected_blocks<'p>(
+    profile: &'p Profile,
+    selection: &Selection,
+) -> Vec<(usize, &'p OffCpu, ThreadSpan)> {
+    let mut out: Vec<(usize, &OffCpu, ThreadSpan)> = profile
+        .off_cpu
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (i, b, ThreadSpan::of_block(profile, b)))
+        .filter(|&(_, _, who)| selection.accepts(who))
+        .collect();
+    out.sort_by_key(|&(i, b, _)| (b.start, i));
+    out
 }
 
 /// The selected samples: index in [`Profile::samples`], the sample, and who took it, in time

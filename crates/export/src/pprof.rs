@@ -1,12 +1,19 @@
 //! pprof: the gzipped `profile.proto` that `go tool pprof`, Grafana Pyroscope and Parca read.
 //!
 //! Each distinct (stack, thread) becomes one pprof sample whose values are the [`measures`]
-//! (`samples/count`, then `cpu/nanoseconds` for the clock events), labelled with the thread's
+//! (`samples/count`, then `cpu/nanoseconds` for the clock events, then `off_cpu/nanoseconds` for
+//! a profile recorded with `--off-cpu`), labelled with the thread's
 //! name (`thread`), `tid` and `pid`. A location is one non-inlined function with the functions
 //! inlined into it: pprof's `Line`s, innermost first, the caller last. Functions carry their
 //! file; modules become mappings with their path and build id (hex). Locations have no
 //! addresses (a profile's frames are already named), so every mapping says it has functions,
 //! file names, line numbers and inline frames, and no reader tries to symbolize it again.
+//!
+//! Off-CPU blocks are pprof samples of their own: their stack is the block's stack with the
+//! reason (`[lock]`, `[sleep]`, ...) as leaf frame, as `rprof flame --off-cpu` draws it; their
+//! value is the blocks' length in `off_cpu/nanoseconds` and 0 in the on-CPU types, and on-CPU
+//! samples are 0 in `off_cpu`. The on-CPU weight stays the default type
+//! (`default_sample_type`); `go tool pprof -sample_index=off_cpu` shows the waits.
 //!
 //! The message types below are those of pprof's `proto/profile.proto`, written out for prost's
 //! derive (no `protoc` at build time); prost writes the protobuf wire format, flate2 the gzip.
@@ -20,8 +27,8 @@ use rprof_profile::{FrameId, ModuleId, ModuleKind, Profile, StackId};
 use rprof_report::ThreadSpan;
 
 use crate::{
-    duration_ns, interval_ns, measures, period_is_time, selected_samples, ExportError,
-    ExportOptions,
+    duration_ns, interval_ns, measures, period_is_time, selected_blocks, selected_samples,
+    ExportError, ExportOptions, MAIN_MEASURE,
 };
 
 /// The messages of pprof's `profile.proto` (package `perftools.profiles`), field numbers as
@@ -250,7 +257,8 @@ pub(crate) fn build(
     options: &ExportOptions,
 ) -> Result<proto::Profile, ExportError> {
     let selected = selected_samples(profile, &options.selection);
-    if selected.is_empty() {
+    let blocks = selected_blocks(profile, &options.selection);
+    if selected.is_empty() && blocks.is_empty() {
         return Err(ExportError::NoSamples);
     }
     let measures = measures(profile);
@@ -268,10 +276,13 @@ pub(crate) fn build(
         ..proto::Profile::default()
     };
     // The period: what one sample stands for, in the main (last) measure.
-    message.period_type = measures.last().map(|m| proto::ValueType {
+    message.period_type = measures.get(MAIN_MEASURE).map(|m| proto::ValueType {
         r#type: strings.get(&m.name),
         unit: strings.get(m.unit),
     });
+    if let Some(main) = measures.get(MAIN_MEASURE) {
+        message.default_sample_type = strings.get(&main.name);
+    }
     message.period = match (interval_ns(profile), profile.header.period) {
         (Some(ns), _) if period_is_time(profile) => ns as i64,
         (_, Some(period)) => i64::try_from(period).unwrap_or(i64::MAX),
@@ -297,6 +308,16 @@ pub(crate) fn build(
         });
         for (value, measure) in entry.iter_mut().zip(&measures) {
             *value = value.saturating_add(i64::try_from(measure.value(sample)).unwrap_or(0));
+        }
+    }
+    for &(index, block, who) in &blocks {
+        let key = (profile.off_cpu_stack(index), who);
+        let entry = values.entry(key).or_insert_with(|| {
+            order.push(key);
+            vec![0; measures.len()]
+        });
+        for (value, measure) in entry.iter_mut().zip(&measures) {
+            *value = value.saturating_add(i64::try_from(measure.block_value(block)).unwrap_or(0));
         }
     }
 
