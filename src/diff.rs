@@ -18,7 +18,7 @@ use rprof_fs::{Access, NewFile};
 use rprof_report::SortBy;
 
 use crate::exit::{usage, with_code, FAILURE, USAGE};
-use crate::report::{open_profile, selection, stdout_error, Sort};
+use crate::report::{open_profile, selection, stdout_error, weight, Sort};
 
 /// Arguments of `rprof diff`.
 #[derive(clap::Args, Debug)]
@@ -46,6 +46,14 @@ pub struct Args {
     /// Merge inlined functions into the functions they were inlined into.
     #[arg(long)]
     pub no_inline: bool,
+    /// Compare off-CPU time per function, with why it waited (two profiles recorded with
+    /// `rprof record --off-cpu`).
+    #[arg(long, conflicts_with_all = ["wall", "flame"])]
+    pub off_cpu: bool,
+    /// Compare wall-clock time per function: on-CPU plus off-CPU (two profiles recorded with
+    /// `rprof record --off-cpu`).
+    #[arg(long, conflicts_with = "flame")]
+    pub wall: bool,
     /// Print JSON (schema in docs/diff.md) instead of the table.
     #[arg(long, conflicts_with = "flame")]
     pub json: bool,
@@ -91,10 +99,16 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     let base = open_profile(&args.base)?;
     let new = open_profile(&args.new)?;
     let side = |which: &str, path: &Path| format!("{which} {}", path.display());
-    let (base_selection, label) = selection(&base, args.thread.as_deref(), None, args.no_inline)
-        .with_context(|| side("BASE", &args.base))?;
-    let (new_selection, _) = selection(&new, args.thread.as_deref(), None, args.no_inline)
+    let (mut base_selection, label) =
+        selection(&base, args.thread.as_deref(), None, args.no_inline)
+            .with_context(|| side("BASE", &args.base))?;
+    let (mut new_selection, _) = selection(&new, args.thread.as_deref(), None, args.no_inline)
         .with_context(|| side("NEW", &args.new))?;
+    // --off-cpu / --wall: both profiles need off-CPU data (a usage error, exit 2, if not).
+    base_selection.weight =
+        weight(&base, "diff", args.off_cpu, args.wall).with_context(|| side("BASE", &args.base))?;
+    new_selection.weight =
+        weight(&new, "diff", args.off_cpu, args.wall).with_context(|| side("NEW", &args.new))?;
     let options = DiffOptions {
         base: base_selection,
         new: new_selection,
@@ -184,7 +198,7 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
 /// error (2), not "slower" (1); a profile without samples is a failure (1).
 fn diff_error(e: DiffError, args: &Args) -> anyhow::Error {
     let code = match e {
-        DiffError::DifferentEvents { .. } => USAGE,
+        DiffError::DifferentEvents { .. } | DiffError::NoOffCpu { .. } => USAGE,
         _ => FAILURE,
     };
     with_code(

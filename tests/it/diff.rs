@@ -463,3 +463,152 @@ fn differential_flame_graph_zooms_in_chromium() {
     let double = frame("f_double");
     assert!(double.contains("display: none"), "{double}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// --off-cpu / --wall (issue 12 a)
+
+/// `fixtures/regress_wait.c` recorded live with `--off-cpu`, once per test run, BASE then NEW:
+/// wait_step sleeps 0.3 s then 0.6 s, spin burns the same 60 ms of CPU in both.
+fn recorded_waits() -> &'static (PathBuf, PathBuf) {
+    static PAIR: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    PAIR.get_or_init(|| {
+        let bin = build_c(
+            "regress_wait.c",
+            "regress_wait",
+            &["-O2", "-g", "-fomit-frame-pointer"],
+        );
+        let dir = tempdir().keep();
+        let mut paths = Vec::new();
+        for mode in ["base", "new"] {
+            let path = dir.join(format!("wait-{mode}.rprof"));
+            let out = run_rprof(
+                &dir,
+                &[
+                    "record",
+                    "--off-cpu",
+                    "-o",
+                    path.to_str().unwrap(),
+                    "--",
+                    bin.to_str().unwrap(),
+                    mode,
+                ],
+            );
+            assert!(out.status.success(), "record {mode}: {}", stderr(&out));
+            paths.push(path);
+        }
+        (paths[0].clone(), paths[1].clone())
+    })
+}
+
+/// Issue 12 (a): `diff --off-cpu --sort total` finds the doubled wait: wait_step is
+/// significant with about +0.3 s of off-CPU time (±30 %), and in the fixture's own module only
+/// its callers (main, _start) can rank above it; the JSON is in nanoseconds, with no p-value
+/// (measured, not sampled) and the threshold it was judged by.
+#[test]
+fn off_cpu_diff_finds_the_doubled_wait() {
+    let (base, new) = recorded_waits();
+    let dir = tempdir();
+    let out = diff(
+        dir.path(),
+        base,
+        new,
+        &["--off-cpu", "--sort", "total", "--json"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: Value = serde_json::from_str(&stdout(&out)).expect("valid JSON");
+    assert_eq!(doc["weight"], "off_cpu_ns");
+    assert_eq!(doc["time"], true);
+    let threshold = doc["off_cpu_threshold_ns"].as_u64().unwrap();
+    assert!(threshold >= 1_000_000, "{doc:#}");
+    let wait = function(&doc, "wait_step");
+    assert_eq!(wait["significant"], true, "{wait}");
+    assert_eq!(wait["p_value"], Value::Null, "{wait}");
+    let delta = wait["delta_ns"].as_i64().unwrap();
+    assert!((210_000_000..=390_000_000).contains(&delta), "{wait}");
+    let (b, n) = (
+        wait["base_total"].as_u64().unwrap(),
+        wait["new_total"].as_u64().unwrap(),
+    );
+    assert!(b >= 200_000_000 && n >= 2 * b - 100_000_000, "{wait}");
+    let own: Vec<&str> = doc["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["module"] == "regress_wait")
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    let rank = own.iter().position(|&f| f == "wait_step").unwrap();
+    assert!(
+        own[..rank].iter().all(|f| ["main", "_start"].contains(f)),
+        "{own:?}"
+    );
+    // The table says how it judged.
+    let out = diff(dir.path(), base, new, &["--off-cpu", "--sort", "total"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = stdout(&out);
+    assert!(
+        table.contains("# significant: off-CPU time (measured, not sampled) changed by"),
+        "{table}"
+    );
+    let row = rows(&table)
+        .into_iter()
+        .find(|r| r.last().map(String::as_str) == Some("wait_step"))
+        .unwrap_or_else(|| panic!("no wait_step row:\n{table}"));
+    assert!(
+        row[0].starts_with('+') && row.contains(&"yes".to_string()),
+        "{row:?}"
+    );
+}
+
+/// Issue 12 (a): `diff --wall`: with `--sort total` wait_step's wall-clock time grew by about
+/// 0.3 s, significant (by its off-CPU part); spin's self time (its on-CPU samples, the same CPU
+/// time in both runs) is judged by the binomial test of its samples: not significant.
+#[test]
+fn wall_diff_tests_the_busy_part_by_its_samples() {
+    let (base, new) = recorded_waits();
+    let dir = tempdir();
+    let out = diff(
+        dir.path(),
+        base,
+        new,
+        &["--wall", "--sort", "total", "--json"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: Value = serde_json::from_str(&stdout(&out)).expect("valid JSON");
+    assert_eq!(doc["weight"], "wall_ns");
+    let wait = function(&doc, "wait_step");
+    assert_eq!(wait["significant"], true, "{wait}");
+    let delta = wait["delta_ns"].as_i64().unwrap();
+    assert!((210_000_000..=390_000_000).contains(&delta), "{wait}");
+    let out = diff(dir.path(), base, new, &["--wall", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: Value = serde_json::from_str(&stdout(&out)).expect("valid JSON");
+    let spin = function(&doc, "spin");
+    // 60 ms of CPU in both: about 60 samples of 1 ms each.
+    assert!(spin["base_self"].as_u64().unwrap() > 30_000_000, "{spin}");
+    assert_eq!(spin["significant"], false, "{spin}");
+    assert!(spin["p_value"].as_f64().unwrap() > 0.001, "{spin}");
+}
+
+/// Issue 12 (a, bad input): `--off-cpu`/`--wall` with a profile recorded without
+/// `--off-cpu` is refused in one line, exit 2, nothing on stdout.
+#[test]
+fn off_cpu_diff_needs_off_cpu_data() {
+    let dir = tempdir();
+    let plain = PathBuf::from(saved("regress-base.rprof"));
+    let off = PathBuf::from(saved("threads-offcpu.rprof"));
+    for flag in ["--off-cpu", "--wall"] {
+        for (base, new, which) in [(&plain, &off, "BASE"), (&off, &plain, "NEW")] {
+            let out = diff(dir.path(), base, new, &[flag]);
+            assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+            let err = stderr(&out);
+            assert_eq!(err.lines().count(), 1, "{err}");
+            assert!(err.starts_with(&format!("rprof: {which} ")), "{err}");
+            assert!(
+                err.contains(&format!("diff {flag}: the profile holds no off-CPU data")),
+                "{err}"
+            );
+            assert_eq!(stdout(&out), "");
+        }
+    }
+}

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use rprof_profile::Profile;
-use rprof_report::{Selection, SortBy, StackCounts, Table, TableKind};
+use rprof_report::{Selection, SortBy, StackCounts, Table, TableKind, Weight};
 
 use crate::stats::{binomial_two_sided, ALPHA};
 
@@ -51,7 +51,22 @@ pub enum DiffError {
         /// The profile has samples, but the selection keeps none.
         filtered: bool,
     },
+    /// `--off-cpu`/`--wall` on a profile recorded without `--off-cpu`.
+    #[error("{which} has no off-CPU data; record both profiles with `rprof record --off-cpu`")]
+    NoOffCpu {
+        /// Which profile.
+        which: Which,
+    },
 }
+
+/// The least change of a function's off-CPU time that counts as significant: 1 % of the
+/// longer recording, and at least [`OFF_CPU_MIN_NS`]. Off-CPU time is measured from the
+/// switch records, not sampled, so there is no sampling noise to test; the threshold keeps
+/// run-to-run jitter of scheduling out (see `docs/diff.md`).
+pub const OFF_CPU_PERCENT: f64 = 1.0;
+
+/// The floor of the off-CPU threshold: 1 ms.
+pub const OFF_CPU_MIN_NS: u64 = 1_000_000;
 
 /// What a change is measured in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -70,6 +85,8 @@ pub enum Measure {
 #[derive(Debug, Clone, PartialEq)]
 pub struct DiffOptions {
     /// Which samples of BASE count. Default: all, inline frames kept as frames of their own.
+    /// Its [`Selection::weight`] says what is compared: samples (the default), off-CPU time
+    /// or wall-clock time (both profiles then need off-CPU data); NEW's must be the same.
     pub base: Selection,
     /// Which samples of NEW count. Default: all.
     pub new: Selection,
@@ -182,8 +199,18 @@ pub struct Comparison {
     pub measure: Measure,
     /// Significance level.
     pub alpha: f64,
-    /// The event's period is nanoseconds: weights are estimated time.
+    /// The event's period is nanoseconds: weights are estimated time. Always true with a
+    /// time [`Weight`].
     pub time: bool,
+    /// What a function's cost is: samples, off-CPU time or wall-clock time. With a time
+    /// weight, the sides' `selected` and `weight` and the rows' counts are nanoseconds.
+    pub weight: Weight,
+    /// With [`Weight::Wall`]: the probability of [`null_probability`](Self::null_probability)
+    /// for the on-CPU samples alone, which the binomial test is run on. `NaN` otherwise.
+    pub on_cpu_null: f64,
+    /// With a time weight: the least change of off-CPU nanoseconds that is significant
+    /// ([`OFF_CPU_PERCENT`] of the longer recording, at least [`OFF_CPU_MIN_NS`]).
+    pub off_cpu_threshold_ns: u64,
 }
 
 impl Comparison {
@@ -200,6 +227,14 @@ impl Comparison {
                 new: new.header.event.clone(),
             });
         }
+        let weight = options.base.weight;
+        if weight.is_time() {
+            for (which, profile) in [(Which::Base, base), (Which::New, new)] {
+                if !profile.has_off_cpu() {
+                    return Err(DiffError::NoOffCpu { which });
+                }
+            }
+        }
         let base_counts = StackCounts::new(base, &options.base);
         let new_counts = StackCounts::new(new, &options.new);
         for (which, profile, counts) in [
@@ -213,13 +248,34 @@ impl Comparison {
                 });
             }
         }
-        let comparison = Comparison {
+        let mut comparison = Comparison {
             base: Side::new(base, &options.base, &base_counts),
             new: Side::new(new, &options.new, &new_counts),
             measure: options.measure,
             alpha: options.alpha,
-            time: event_is_time(&base.header.event),
+            time: weight.is_time() || event_is_time(&base.header.event),
+            weight,
+            on_cpu_null: f64::NAN,
+            off_cpu_threshold_ns: 0,
         };
+        if weight.is_time() {
+            // Time weights count nanoseconds: one unit stands for one nanosecond.
+            comparison.base.weight = base_counts.samples;
+            comparison.new.weight = new_counts.samples;
+            let longest = comparison.base.duration_ns.max(comparison.new.duration_ns);
+            comparison.off_cpu_threshold_ns =
+                ((longest as f64 * OFF_CPU_PERCENT / 100.0) as u64).max(OFF_CPU_MIN_NS);
+        }
+        if weight == Weight::Wall {
+            let on = |s: &Selection| Selection {
+                weight: Weight::Samples,
+                ..s.clone()
+            };
+            let (base_on, new_on) = (on(&options.base), on(&options.new));
+            let base_side = Side::new(base, &base_on, &StackCounts::new(base, &base_on));
+            let new_side = Side::new(new, &new_on, &StackCounts::new(new, &new_on));
+            comparison.on_cpu_null = null_probability(&base_side, &new_side, options.measure);
+        }
         Ok((comparison, base_counts, new_counts))
     }
 
@@ -247,22 +303,18 @@ impl Comparison {
     /// Time: a sample of NEW stands for `w_new` nanoseconds, so for equal time
     /// `k_new / k_base = w_base / w_new`. Share: `k_new / k_base = N_new / N_base`.
     pub fn null_probability(&self) -> f64 {
-        // Expected samples per unit of the function's cost, in each profile.
-        let (e_base, e_new) = match self.measure {
-            Measure::Time => (
-                1.0 / self.base.weight_per_sample(),
-                1.0 / self.new.weight_per_sample(),
-            ),
-            Measure::Share => (self.base.selected as f64, self.new.selected as f64),
-        };
-        // NaN (0/0, ∞/∞) when a profile's samples weigh nothing: the test then says "not
-        // significant".
-        e_new / (e_base + e_new)
+        null_probability(&self.base, &self.new, self.measure)
     }
 
     /// The p-value of a function with `base` samples in BASE and `new` in NEW.
     pub fn p_value(&self, base: u64, new: u64) -> f64 {
         binomial_two_sided(new, base.saturating_add(new), self.null_probability())
+    }
+
+    /// True when a function's off-CPU time changed from `base` to `new` nanoseconds by at
+    /// least [`off_cpu_threshold_ns`](Self::off_cpu_threshold_ns).
+    pub fn off_cpu_significant(&self, base: u64, new: u64) -> bool {
+        self.weight.is_time() && base.abs_diff(new) >= self.off_cpu_threshold_ns
     }
 
     /// True when the counts differ by more than sampling noise at [`alpha`](Self::alpha).
@@ -279,6 +331,43 @@ impl Comparison {
             (self.new.weight as f64 - self.base.weight as f64) * 100.0 / self.base.weight as f64
         }
     }
+}
+
+/// The probability that a sample of a function whose cost did not change is in NEW, given it
+/// is in one of the two (see [`Comparison::null_probability`]).
+fn null_probability(base: &Side, new: &Side, measure: Measure) -> f64 {
+    // Expected samples per unit of the function's cost, in each profile.
+    let (e_base, e_new) = match measure {
+        Measure::Time => (
+            1.0 / base.weight_per_sample(),
+            1.0 / new.weight_per_sample(),
+        ),
+        Measure::Share => (base.selected as f64, new.selected as f64),
+    };
+    // NaN (0/0, ∞/∞) when a profile's samples weigh nothing: the test then says "not
+    // significant".
+    e_new / (e_base + e_new)
+}
+
+/// `(name, module) → [self, total]` of `profile`'s functions under `selection`. Table rows are
+/// one per (name, module, user/kernel); a name in both kinds of one module is merged: selves
+/// add up, the larger total is kept (a sample can hold both, so totals cannot be added).
+fn function_counts(
+    profile: &Profile,
+    counts: &StackCounts,
+    selection: &Selection,
+    rank_by: SortBy,
+) -> HashMap<Key, [u64; 2]> {
+    let table = Table::new(profile, counts, selection, TableKind::Functions, rank_by);
+    let mut out: HashMap<Key, [u64; 2]> = HashMap::new();
+    for row in &table.rows {
+        let c = out
+            .entry((row.name.clone(), row.module.clone()))
+            .or_default();
+        c[0] += row.self_samples;
+        c[1] = c[1].max(row.total_samples);
+    }
+    out
 }
 
 /// A function's counts `[base self, base total, new self, new total]`.
@@ -406,33 +495,45 @@ impl Diff {
     /// names differ, `app-v1` and `app-v2`).
     pub fn new(base: &Profile, new: &Profile, options: &DiffOptions) -> Result<Diff, DiffError> {
         let (comparison, base_counts, new_counts) = Comparison::new(base, new, options)?;
-        let base_table = Table::new(
-            base,
-            &base_counts,
-            &options.base,
-            TableKind::Functions,
-            options.rank_by,
-        );
-        let new_table = Table::new(
-            new,
-            &new_counts,
-            &options.new,
-            TableKind::Functions,
-            options.rank_by,
-        );
-        // (name, module) → [self, total] in BASE and NEW. Table rows are one per (name, module,
-        // user/kernel); a name in both kinds of one module is merged: selves add up, the larger
-        // total is kept (a sample can hold both, so totals cannot be added).
-        let mut by_key: HashMap<(String, Option<String>), [u64; 4]> = HashMap::new();
-        for (table, offset) in [(&base_table, 0), (&new_table, 2)] {
-            for row in &table.rows {
-                let counts = by_key
-                    .entry((row.name.clone(), row.module.clone()))
-                    .or_default();
-                counts[offset] += row.self_samples;
-                counts[offset + 1] = counts[offset + 1].max(row.total_samples);
+        let rank_by = options.rank_by;
+        let mut by_key: HashMap<Key, Counts> = HashMap::new();
+        for (profile, counts, selection, offset) in [
+            (base, &base_counts, &options.base, 0),
+            (new, &new_counts, &options.new, 2),
+        ] {
+            for (key, [own, total]) in function_counts(profile, counts, selection, rank_by) {
+                let c = by_key.entry(key).or_default();
+                c[offset] = own;
+                c[offset + 1] = total;
             }
         }
+        // With a time weight, the parts each test is run on: the on-CPU samples (wall only) and
+        // the off-CPU nanoseconds, per function and side.
+        let part = |weight: Weight| -> [HashMap<Key, [u64; 2]>; 2] {
+            [(base, &options.base), (new, &options.new)].map(|(profile, selection)| {
+                let selection = Selection {
+                    weight,
+                    ..selection.clone()
+                };
+                let counts = StackCounts::new(profile, &selection);
+                function_counts(profile, &counts, &selection, rank_by)
+            })
+        };
+        let (on_cpu, off_cpu) = match comparison.weight {
+            Weight::Samples => (None, None),
+            Weight::OffCpu => (None, Some(part(Weight::OffCpu))),
+            Weight::Wall => (Some(part(Weight::Samples)), Some(part(Weight::OffCpu))),
+        };
+        let which = match rank_by {
+            SortBy::SelfSamples => 0,
+            SortBy::Total => 1,
+        };
+        let lookup = |maps: &[HashMap<Key, [u64; 2]>; 2], base_key: &Key, new_key: &Key| {
+            (
+                maps[0].get(base_key).map_or(0, |c| c[which]),
+                maps[1].get(new_key).map_or(0, |c| c[which]),
+            )
+        };
         let mut merged = match_renamed_modules(by_key);
         merged.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
         let c = &comparison;
@@ -444,7 +545,28 @@ impl Diff {
                         SortBy::SelfSamples => (base_self, new_self),
                         SortBy::Total => (base_total, new_total),
                     };
-                    let p_value = c.p_value(b, n);
+                    let base_key = (name.clone(), base_module.clone().or(module.clone()));
+                    let new_key = (name.clone(), module.clone());
+                    let (p_value, significant) = match (&on_cpu, &off_cpu) {
+                        (None, None) => {
+                            let p = c.p_value(b, n);
+                            (p, p <= c.alpha)
+                        }
+                        (on, Some(off)) => {
+                            // The on-CPU part by the binomial test (wall only), the off-CPU
+                            // part by the threshold.
+                            let p = match on {
+                                Some(on) => {
+                                    let (kb, kn) = lookup(on, &base_key, &new_key);
+                                    binomial_two_sided(kn, kb.saturating_add(kn), c.on_cpu_null)
+                                }
+                                None => 1.0,
+                            };
+                            let (ob, on) = lookup(off, &base_key, &new_key);
+                            (p, p <= c.alpha || c.off_cpu_significant(ob, on))
+                        }
+                        (Some(_), None) => (1.0, false),
+                    };
                     Row {
                         name,
                         module,
@@ -461,7 +583,7 @@ impl Diff {
                         delta: c.delta(b, n),
                         delta_share: c.delta_share(b, n),
                         p_value,
-                        significant: p_value <= c.alpha,
+                        significant,
                     }
                 },
             )

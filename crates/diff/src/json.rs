@@ -7,7 +7,7 @@
 
 use std::io::{self, Write};
 
-use rprof_report::{needs_escape, SortBy};
+use rprof_report::{needs_escape, SortBy, Weight};
 use serde::Serialize;
 
 use crate::compare::{Diff, Measure, Side};
@@ -36,7 +36,14 @@ pub struct Document<'a> {
     pub compared: &'static str,
     /// `self` or `total`: which samples of each function are compared and ranked.
     pub counts: &'static str,
-    /// The event's period is nanoseconds: `delta_ns` is estimated time.
+    /// What a function's cost is: `samples` (the default), `off_cpu_ns` (`--off-cpu`) or
+    /// `wall_ns` (`--wall`), as `rprof report --json` names it. With the last two, the counts
+    /// (`base_self`, ..., and the profiles' `samples` and `weight`) are nanoseconds.
+    pub weight: &'static str,
+    /// With `off_cpu_ns`/`wall_ns`: the least change of a function's off-CPU time that is
+    /// significant (see `docs/diff.md`); `null` otherwise.
+    pub off_cpu_threshold_ns: Option<u64>,
+    /// The event's period is nanoseconds (or the weight is a time): `delta_ns` is time.
     pub time: bool,
     /// Significance level of the test.
     pub alpha: f64,
@@ -102,8 +109,9 @@ pub struct Function<'a> {
     pub delta_events: i64,
     /// Change of share of the compared count, in percentage points.
     pub delta_share: f64,
-    /// p-value of the test.
-    pub p_value: f64,
+    /// p-value of the test (of the on-CPU samples, with `wall_ns`); `null` with `off_cpu_ns`,
+    /// whose times are measured, not sampled.
+    pub p_value: Option<f64>,
     /// `p_value <= alpha`: more than sampling noise.
     pub significant: bool,
 }
@@ -139,6 +147,12 @@ pub fn document<'a>(diff: &'a Diff, options: &'a JsonOptions) -> Document<'a> {
             SortBy::SelfSamples => "self",
             SortBy::Total => "total",
         },
+        weight: match c.weight {
+            Weight::Samples => "samples",
+            Weight::OffCpu => "off_cpu_ns",
+            Weight::Wall => "wall_ns",
+        },
+        off_cpu_threshold_ns: c.weight.is_time().then_some(c.off_cpu_threshold_ns),
         time: c.time,
         alpha: c.alpha,
         total_delta_ns: c.time.then_some(total),
@@ -160,7 +174,7 @@ pub fn document<'a>(diff: &'a Diff, options: &'a JsonOptions) -> Document<'a> {
                 delta_ns: c.time.then_some(r.delta.round() as i64),
                 delta_events: r.delta.round() as i64,
                 delta_share: round2(r.delta_share),
-                p_value: r.p_value,
+                p_value: (c.weight != Weight::OffCpu).then_some(r.p_value),
                 significant: r.significant,
             })
             .collect(),

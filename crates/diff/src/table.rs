@@ -6,7 +6,7 @@
 
 use std::io::{self, Write};
 
-use rprof_report::{visible, SortBy};
+use rprof_report::{visible, SortBy, Weight};
 
 use crate::compare::{Diff, Measure, Side, Status};
 use crate::text::{command_line, p_value, signed_points, signed_weight, thousands, weight};
@@ -35,7 +35,7 @@ pub fn render(diff: &Diff, options: &TableOptions, mut out: impl Write) -> io::R
         label(&options.new_label)
     )?;
     for (name, side) in [("BASE", &c.base), ("NEW ", &c.new)] {
-        writeln!(out, "# {name} {}", describe(side, c.time, &unit))?;
+        writeln!(out, "# {name} {}", describe(side, c, &unit))?;
     }
     if let Some(selection) = &options.selection_label {
         writeln!(out, "# showing {}", visible(selection))?;
@@ -44,13 +44,27 @@ pub fn render(diff: &Diff, options: &TableOptions, mut out: impl Write) -> io::R
         SortBy::SelfSamples => "self",
         SortBy::Total => "total",
     };
-    let whole = if c.time { "estimated time" } else { "events" };
-    let compared = match c.measure {
-        Measure::Time if c.time => {
-            format!("estimated time of {count} samples (samples × mean sample period)")
+    let whole = match c.weight {
+        Weight::Samples if c.time => "estimated time",
+        Weight::Samples => "events",
+        Weight::OffCpu => "off-CPU time",
+        Weight::Wall => "wall-clock time",
+    };
+    let compared = match (c.weight, c.measure) {
+        (Weight::OffCpu, Measure::Time) => format!("{count} off-CPU time (--off-cpu)"),
+        (Weight::Wall, Measure::Time) => {
+            format!("{count} wall-clock time, on-CPU (estimated) + off-CPU (--wall)")
         }
-        Measure::Time => format!("{unit} of {count} samples (samples × mean sample period)"),
-        Measure::Share => format!("share of {count} samples in each profile (--normalize)"),
+        (Weight::OffCpu | Weight::Wall, Measure::Share) => {
+            format!("share of {count} {whole} in each profile (--normalize)")
+        }
+        (Weight::Samples, measure) => match measure {
+            Measure::Time if c.time => {
+                format!("estimated time of {count} samples (samples × mean sample period)")
+            }
+            Measure::Time => format!("{unit} of {count} samples (samples × mean sample period)"),
+            Measure::Share => format!("share of {count} samples in each profile (--normalize)"),
+        },
     };
     writeln!(
         out,
@@ -58,11 +72,27 @@ pub fn render(diff: &Diff, options: &TableOptions, mut out: impl Write) -> io::R
         signed_weight(c.new.weight as f64 - c.base.weight as f64, c.time, &unit),
         c.total_change_percent()
     )?;
-    writeln!(
-        out,
-        "# significant: two-sided binomial test of the two sample counts, p <= {} (docs/diff.md)",
-        c.alpha
-    )?;
+    match c.weight {
+        Weight::Samples => writeln!(
+            out,
+            "# significant: two-sided binomial test of the two sample counts, p <= {} \
+             (docs/diff.md)",
+            c.alpha
+        )?,
+        Weight::OffCpu => writeln!(
+            out,
+            "# significant: off-CPU time (measured, not sampled) changed by {} or more \
+             (1% of the longer recording, at least 1 ms; docs/diff.md)",
+            crate::text::duration(c.off_cpu_threshold_ns as f64)
+        )?,
+        Weight::Wall => writeln!(
+            out,
+            "# significant: binomial test of the on-CPU sample counts, p <= {}, or off-CPU \
+             time changed by {} or more (docs/diff.md)",
+            c.alpha,
+            crate::text::duration(c.off_cpu_threshold_ns as f64)
+        )?,
+    }
     writeln!(out)?;
 
     let delta_time = if c.time { "Δ time" } else { "Δ events" };
@@ -97,12 +127,24 @@ pub fn render(diff: &Diff, options: &TableOptions, mut out: impl Write) -> io::R
             Status::Gone => function.push_str("  [gone]"),
             Status::Both => {}
         }
+        let count = |n: u64| {
+            if c.weight.is_time() {
+                crate::text::duration(n as f64)
+            } else {
+                thousands(n)
+            }
+        };
         line.extend([
-            thousands(row.base_self),
-            thousands(row.new_self),
-            thousands(row.base_total),
-            thousands(row.new_total),
-            p_value(row.p_value),
+            count(row.base_self),
+            count(row.new_self),
+            count(row.base_total),
+            count(row.new_total),
+            if c.weight == Weight::OffCpu {
+                // Off-CPU time is measured, not sampled: no test, no p-value.
+                "-".to_string()
+            } else {
+                p_value(row.p_value)
+            },
             if row.significant { "yes" } else { "no" }.to_string(),
             match &row.base_module {
                 Some(base) => format!(
@@ -195,7 +237,8 @@ fn label(s: &str) -> String {
 }
 
 /// `./app: cpu-clock at 999 Hz, 1.29 s, 1,001 samples (1.00 s estimated)`.
-fn describe(side: &Side, time: bool, unit: &str) -> String {
+fn describe(side: &Side, c: &crate::Comparison, unit: &str) -> String {
+    let time = c.time;
     let what = match (side.command.is_empty(), side.target_pid) {
         (false, _) => command_line(&side.command),
         (true, Some(pid)) => format!("process {pid}"),
@@ -206,6 +249,19 @@ fn describe(side: &Side, time: bool, unit: &str) -> String {
         s.push_str(&format!(" at {} Hz", thousands(f)));
     } else if let Some(p) = side.period {
         s.push_str(&format!(" every {}", thousands(p)));
+    }
+    if c.weight.is_time() {
+        let what = match c.weight {
+            Weight::Wall => "wall-clock",
+            _ => "off-CPU",
+        };
+        s.push_str(&format!(
+            ", {} long, {} samples, {} {what} time in all",
+            crate::text::duration(side.duration_ns as f64),
+            thousands(side.samples),
+            crate::text::duration(side.weight as f64)
+        ));
+        return s;
     }
     s.push_str(&format!(
         ", {} long, {} samples",
