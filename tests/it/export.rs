@@ -341,7 +341,7 @@ fn go_tool_pprof_reads_off_cpu_time_as_the_report_does() {
             )
         })
         .collect();
-    functions.sort_by(|a, b| b.1.cmp(&a.1));
+    functions.sort_by_key(|f| std::cmp::Reverse(f.1));
     let by_cum: Vec<&(String, f64, f64)> = rows.iter().filter(|r| !r.0.starts_with('[')).collect();
     for (rank, (name, ns)) in functions.iter().take(5).enumerate() {
         let row = by_cum

@@ -457,7 +457,8 @@ pub struct Row {
     pub base_module: Option<String>,
     /// In both profiles, or in only one.
     pub status: Status,
-    /// Samples whose leaf is this function, in BASE.
+    /// Samples whose leaf is this function, in BASE (nanoseconds with a time weight, as the
+    /// other three counts).
     pub base_self: u64,
     /// Samples whose leaf is this function, in NEW.
     pub new_self: u64,
@@ -470,9 +471,11 @@ pub struct Row {
     pub delta: f64,
     /// Change of share of the compared count, in percentage points.
     pub delta_share: f64,
-    /// p-value of the compared counts.
+    /// p-value of the compared counts (with [`Weight::Wall`], of the on-CPU samples; 1 with
+    /// [`Weight::OffCpu`], which has no samples to test).
     pub p_value: f64,
-    /// `p_value <= alpha`.
+    /// `p_value <= alpha`; with a time weight, also when the off-CPU time changed by the
+    /// threshold ([`Comparison::off_cpu_significant`]).
     pub significant: bool,
 }
 

@@ -5,6 +5,10 @@
 //!   both profiles, the change of estimated time (samples × the profile's mean sample period)
 //!   and of share, and a significance test ([`stats`]); [`Measure`] says which of time or
 //!   share is compared and ranked;
+//!   With a time [`Weight`](rprof_report::Weight) in the selections (`--off-cpu`, `--wall`)
+//!   the counts are nanoseconds: off-CPU time is measured, not sampled, so its change is
+//!   judged by a threshold ([`OFF_CPU_PERCENT`], [`OFF_CPU_MIN_NS`]), the on-CPU part of
+//!   wall time by the test;
 //! - [`table`]: the terminal table, [`json`]: the same numbers for scripts;
 //! - [`flame`]: a differential flame graph on NEW's stacks, each frame colored by the change of
 //!   its whole stack.
@@ -25,6 +29,7 @@ mod text;
 
 pub use compare::{
     event_is_time, Comparison, Diff, DiffError, DiffOptions, Measure, Row, Side, Status, Which,
+    OFF_CPU_MIN_NS, OFF_CPU_PERCENT,
 };
 
 #[cfg(test)]

@@ -459,3 +459,102 @@ fn renamed_binary_functions_are_matched_by_name() {
     assert_eq!(fill("work (app-v2)").0, 255);
     assert_eq!(fill("memcpy (libc.so.6)"), NEUTRAL);
 }
+
+/// A profile of `./regress_wait MODE`: `spin` takes `spin` samples, `waits` is off the CPU
+/// `waits` blocks of 30 ms, `nap` one block of `nap_ms` ms, all under main.
+fn waiting(mode: &str, spin: u64, waits: u64, nap_ms: u64) -> Profile {
+    let mut s = Synth::new(&["./regress_wait", mode]);
+    let app = s.module("/bin/regress_wait", ModuleKind::Elf);
+    let main = s.code(app, &[("main", "w.c", 40)]);
+    let spin_at = s.code(app, &[("spin", "w.c", 1)]);
+    let waits_at = s.code(app, &[("waits", "w.c", 2)]);
+    let nap_at = s.code(app, &[("nap", "w.c", 3)]);
+    s.thread(10, 10, "regress_wait");
+    for _ in 0..spin {
+        s.sample(10, 10, &[spin_at, main], &[], false);
+    }
+    for _ in 0..waits {
+        s.off_cpu(10, 10, 30, &[waits_at, main], &[], false);
+    }
+    s.off_cpu(10, 10, nap_ms, &[nap_at, main], &[], false);
+    let bytes = s.bytes(true, 64).unwrap();
+    Profile::read(&bytes[..], mode).unwrap()
+}
+
+fn time_options(weight: rprof_report::Weight) -> DiffOptions {
+    let selection = rprof_report::Selection {
+        weight,
+        ..Default::default()
+    };
+    DiffOptions {
+        base: selection.clone(),
+        new: selection,
+        rank_by: SortBy::Total,
+        ..DiffOptions::default()
+    }
+}
+
+/// Issue 12 (a): with `--off-cpu`, counts are off-CPU nanoseconds, measured: the doubled wait
+/// changes by exactly 300 ms and is significant; a 1 ms change of `nap` is below the threshold
+/// (1 % of the longer recording, here over 10 ms) and is not; `spin`, which never left the
+/// CPU, has no off-CPU time. With `--wall`, spin's unchanged samples are tested by the
+/// binomial test (not significant) and its 200 samples weigh 200 ms.
+#[test]
+fn off_cpu_and_wall_weights() {
+    use rprof_report::Weight;
+    let base = waiting("base", 200, 10, 20);
+    let new = waiting("new", 200, 20, 21);
+    let diff = Diff::new(&base, &new, &time_options(Weight::OffCpu)).unwrap();
+    let c = &diff.comparison;
+    assert!(c.time);
+    assert!(c.off_cpu_threshold_ns > 1_000_000, "{c:?}");
+    let waits = row(&diff, "waits");
+    assert_eq!(
+        (waits.base_total, waits.new_total),
+        (300_000_000, 600_000_000)
+    );
+    assert_eq!(waits.delta, 300_000_000.0);
+    assert!(waits.significant);
+    let nap = row(&diff, "nap");
+    assert_eq!(nap.delta, 1_000_000.0);
+    assert!(!nap.significant, "{nap:?}");
+    assert!(diff.rows.iter().all(|r| r.name != "spin"));
+    assert_eq!(diff.rows[0].name, "main");
+    assert_eq!(diff.rows[1].name, "waits");
+
+    let diff = Diff::new(&base, &new, &time_options(Weight::Wall)).unwrap();
+    let spin = row(&diff, "spin");
+    assert_eq!(
+        (spin.base_total, spin.new_total),
+        (200_000_000, 200_000_000)
+    );
+    assert!(!spin.significant);
+    assert_eq!(spin.p_value, 1.0);
+    assert!(row(&diff, "waits").significant);
+    let mut out = Vec::new();
+    json::render(&diff, &JsonOptions::default(), &mut out).unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(doc["weight"], "wall_ns");
+}
+
+/// Issue 12 (a, bad input): a profile without off-CPU blocks is refused, naming which.
+#[test]
+fn off_cpu_needs_off_cpu_data() {
+    use rprof_report::Weight;
+    let (plain, _) = regression();
+    let waits = waiting("new", 10, 1, 1);
+    let err = Diff::new(&plain, &waits, &time_options(Weight::OffCpu)).unwrap_err();
+    assert_eq!(
+        err,
+        DiffError::NoOffCpu {
+            which: crate::Which::Base
+        }
+    );
+    let err = Diff::new(&waits, &plain, &time_options(Weight::Wall)).unwrap_err();
+    assert_eq!(
+        err,
+        DiffError::NoOffCpu {
+            which: crate::Which::New
+        }
+    );
+}

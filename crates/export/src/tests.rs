@@ -250,3 +250,57 @@ fn firefox_has_processes_threads_categories_and_times() {
     assert_eq!(app["samples"]["length"], 640);
     assert_eq!(app["isMainThread"], true);
 }
+
+/// Issue 12 (b): an off-CPU profile's pprof export has a third type `off_cpu/nanoseconds`; each
+/// block is a sample with its reason as leaf frame, its length in `off_cpu` and 0 in the
+/// on-CPU types; on-CPU samples are 0 in `off_cpu`; `cpu` stays the default type.
+#[test]
+fn pprof_carries_off_cpu_blocks() {
+    use rprof_profile::ModuleKind;
+    let mut s = rprof_report::synth::Synth::new(&["./waits"]);
+    let app = s.module("/bin/waits", ModuleKind::Elf);
+    let main = s.code(app, &[("main", "w.c", 1)]);
+    let work = s.code(app, &[("work", "w.c", 2)]);
+    let wait = s.code(app, &[("wait_here", "w.c", 3)]);
+    s.thread(10, 10, "waits");
+    for _ in 0..5 {
+        s.sample(10, 10, &[work, main], &[], false);
+    }
+    s.off_cpu(10, 10, 30, &[wait, main], &[], false);
+    s.off_cpu(10, 10, 12, &[wait, main], &[], false);
+    let bytes = s.bytes(true, 64).unwrap();
+    let profile = Profile::read(&bytes[..], "waits").unwrap();
+    assert!(profile.has_off_cpu());
+    let p = pprof_round_trip(&profile, &all());
+    let types: Vec<(&str, &str)> = p
+        .sample_type
+        .iter()
+        .map(|t| (string(&p, t.r#type), string(&p, t.unit)))
+        .collect();
+    assert_eq!(
+        types,
+        [
+            ("samples", "count"),
+            ("cpu", "nanoseconds"),
+            ("off_cpu", "nanoseconds")
+        ]
+    );
+    assert_eq!(string(&p, p.default_sample_type), "cpu");
+    let functions: HashMap<u64, &proto::Function> = p.function.iter().map(|f| (f.id, f)).collect();
+    let locations: HashMap<u64, &proto::Location> = p.location.iter().map(|l| (l.id, l)).collect();
+    let name = |id: u64| string(&p, functions[&locations[&id].line[0].function_id].name);
+    let mut off = 0;
+    for sample in &p.sample {
+        let leaf = name(sample.location_id[0]);
+        if sample.value[2] > 0 {
+            assert_eq!(&sample.value[..2], &[0, 0], "{leaf}");
+            assert!(leaf.starts_with('['), "the reason is the leaf: {leaf}");
+            assert_eq!(name(sample.location_id[1]), "wait_here");
+            off += sample.value[2];
+        } else {
+            assert_eq!(leaf, "work");
+            assert_eq!(sample.value[0], 5);
+        }
+    }
+    assert_eq!(off, 42_000_000);
+}
