@@ -634,3 +634,24 @@ fn off_cpu_diff_needs_off_cpu_data() {
         }
     }
 }
+
+/// Issue 12 (a): `--fail-if-slower` with `--off-cpu` compares the whole off-CPU time and names
+/// the wait in the kernel function the thread left the CPU in (self time), exit 1.
+#[test]
+fn off_cpu_fail_if_slower_names_off_cpu_time() {
+    let ((base, _), (new, _)) = recorded_waits();
+    let dir = tempdir();
+    let out = diff(
+        dir.path(),
+        base,
+        new,
+        &["--off-cpu", "--fail-if-slower", "10"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("rprof: NEW's off-CPU time is ") && err.contains("most of it: "),
+        "{err}"
+    );
+}

@@ -203,7 +203,12 @@ pub fn slower_than(diff: &Diff, pct: f64) -> Option<String> {
         return None;
     }
     let unit = visible(&c.base.event).into_owned();
-    let what = if c.time { "estimated time" } else { "events" };
+    let what = match c.weight {
+        Weight::OffCpu => "off-CPU time",
+        Weight::Wall => "wall-clock time",
+        Weight::Samples if c.time => "estimated time",
+        Weight::Samples => "events",
+    };
     let functions: Vec<String> = diff
         .growth(5)
         .into_iter()
