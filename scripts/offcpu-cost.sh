@@ -7,7 +7,9 @@
 # each lost at default settings. Prints a markdown table (docs/benchmarks.md keeps the result).
 #
 # Environment: N [3] runs, ROUNDS [50000] ping-pong rounds, RPROF [target/release/rprof],
-# STACK [8192] perf's dwarf stack size (rprof's off-CPU sampler copies 8 KiB).
+# STACK [8192] perf's dwarf stack size (rprof's off-CPU sampler copies 8 KiB), WORKLOAD [the
+# ping-pong] another command to measure instead, as one string split at spaces (e.g. the rg
+# search of scripts/bench.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -31,7 +33,14 @@ wall() {
 }
 median() { sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
 
-switches=$(perf stat -x, -e context-switches -- ./pingpong "$ROUNDS" 2>&1 >/dev/null | awk -F, '/context-switches/ {print $1}')
+if [ -n "${WORKLOAD:-}" ]; then
+    read -ra CMD <<<"$WORKLOAD"
+    LABEL=$WORKLOAD
+else
+    CMD=(./pingpong "$ROUNDS")
+    LABEL="pingpong $ROUNDS rounds"
+fi
+switches=$(perf stat -x, -e context-switches -- "${CMD[@]}" 2>&1 >/dev/null | awk -F, '/context-switches/ {print $1}')
 declare -A result lost
 # The records a run lost, from its messages (last.err).
 lost_of() {
@@ -61,15 +70,15 @@ run() {
     lost[$name]=$(IFS=';'; echo "${losses[*]}" | sed 's/;/; /g')
     if [ "$name" = alone ]; then lost[$name]="-"; fi
 }
-run alone ./pingpong "$ROUNDS"
-run "rprof record" "$RPROF" record -o r.data -- ./pingpong "$ROUNDS"
-run "rprof record --off-cpu" "$RPROF" record --off-cpu -o o.data -- ./pingpong "$ROUNDS"
+run alone "${CMD[@]}"
+run "rprof record" "$RPROF" record -o r.data -- "${CMD[@]}"
+run "rprof record --off-cpu" "$RPROF" record --off-cpu -o o.data -- "${CMD[@]}"
 run "perf record (switches, dwarf,$STACK)" perf record -o p.data -e context-switches -c 1 \
-    --switch-events --call-graph "dwarf,$STACK" -- ./pingpong "$ROUNDS"
+    --switch-events --call-graph "dwarf,$STACK" -- "${CMD[@]}"
 size_o=$(stat -c %s o.data)
 size_p=$(stat -c %s p.data)
 
-echo "pingpong $ROUNDS rounds: $switches context switches (perf stat), median of $N runs"
+echo "$LABEL: $switches context switches (perf stat), median of $N runs"
 echo
 echo "| recording | wall (s) | slowdown | lost, run by run |"
 echo "|---|---:|---:|---|"
