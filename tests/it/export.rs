@@ -222,10 +222,18 @@ fn go_tool_pprof_lists_the_hottest_functions_of_a_recording() {
     let dir = tempdir();
     record(dir.path(), &bin);
     let doc = report_json(dir.path(), &[]);
+    // mix (~65 %) and spin_b (~24 %) lead; spin_a (~6 %) can trail a kernel scheduler function
+    // when the machine is loaded (finish_task_switch was third once under stress-ng), so it
+    // only has to be in the report. pprof must agree with whatever the report's top is.
     let names: Vec<String> = report_top(&doc, 3).into_iter().map(|r| r.0).collect();
-    for expected in ["mix", "spin_a", "spin_b"] {
+    for expected in ["mix", "spin_b"] {
         assert!(names.iter().any(|n| n == expected), "{names:?}");
     }
+    let all: Vec<String> = report_top(&doc, usize::MAX)
+        .into_iter()
+        .map(|r| r.0)
+        .collect();
+    assert!(all.iter().any(|n| n == "spin_a"), "{all:?}");
     assert_pprof_matches_report(&go, dir.path(), "rprof.data", 3);
     // The main binary is pprof's main file.
     let top = pprof(&go, &["-top"], &dir.path().join("out.pb.gz"));
