@@ -16,7 +16,7 @@ use std::time::Instant;
 use rprof_events::Tasks;
 use rprof_perf::RingBuffer;
 
-use crate::probes::{probe_attr, Start, UprobePmu};
+use crate::probes::{probe_attr, UprobePmu};
 use crate::resolve::{resolve, Modules};
 
 /// The symbol timed.
@@ -61,15 +61,9 @@ pub fn probe_cost(pmu: UprobePmu) -> Result<f64, String> {
     let plain = time_calls();
     // SAFETY: gettid has no preconditions.
     let tid = unsafe { libc::gettid() } as u32;
-    let start = Start {
-        enable_on_exec: false,
-        side_records: false,
-    };
     let mut fds = Vec::new();
     for ret in [false, true] {
-        let mut attr = probe_attr(pmu, &path, target.offset, ret, start);
-        // A per-task event on any CPU can be mmap'ed only without inherit.
-        attr.set_inherit(0);
+        let attr = probe_attr(pmu, &path, target.offset, ret);
         let fd = rprof_events::perf_event_open(&attr, Tasks::Of(tid), None, None, 0)
             .map_err(|e| e.to_string())?;
         fds.push(fd);

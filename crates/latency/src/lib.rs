@@ -26,7 +26,7 @@ pub mod probes;
 pub mod resolve;
 pub mod stats;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsString;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
@@ -146,6 +146,25 @@ fn monotonic_ns() -> u64 {
     ts.tv_sec.max(0) as u64 * 1_000_000_000 + ts.tv_nsec.max(0) as u64
 }
 
+/// A record waiting to be applied in time order.
+#[derive(Clone, Copy, Debug)]
+enum Item {
+    /// A probe hit or a thread exit of process `pid`.
+    Event {
+        /// The process.
+        pid: u32,
+        /// What happened.
+        event: Event,
+    },
+    /// Process `parent` created `child` (a thread when they are equal).
+    Fork {
+        /// The creating process.
+        parent: u32,
+        /// The new process.
+        child: u32,
+    },
+}
+
 /// The aggregation of one run: totals and the current interval.
 struct Aggregate {
     functions: Vec<Target>,
@@ -153,13 +172,15 @@ struct Aggregate {
     interval: Vec<(Stats, BTreeMap<u32, Stats>)>,
     per_thread: bool,
     pairer: Pairer,
-    pending: Vec<(u64, Event)>,
+    pending: Vec<(u64, Item)>,
+    /// The target's processes (pids), from the root and FORK records.
+    tracked: HashSet<u32>,
     lost: u64,
     names: BTreeMap<u32, String>,
 }
 
 impl Aggregate {
-    fn new(functions: Vec<Target>, per_thread: bool) -> Aggregate {
+    fn new(functions: Vec<Target>, per_thread: bool, root: u32) -> Aggregate {
         let n = functions.len();
         let empty = || (0..n).map(|_| (Stats::new(), BTreeMap::new())).collect();
         Aggregate {
@@ -169,6 +190,7 @@ impl Aggregate {
             per_thread,
             pairer: Pairer::new(n),
             pending: Vec::new(),
+            tracked: HashSet::from([root]),
             lost: 0,
             names: BTreeMap::new(),
         }
@@ -179,7 +201,6 @@ impl Aggregate {
         let format = probes.format();
         let mut collected = Vec::new();
         let mut lost = 0;
-        let mut names = Vec::new();
         for ring in probes.rings_mut() {
             let batch = ring.read();
             for bytes in batch.iter() {
@@ -189,17 +210,35 @@ impl Aggregate {
                 };
                 match record {
                     PerfRecord::Sample(s) => {
-                        let (Some(id), Some(tid), Some(time)) = (s.identifier, s.tid, s.time)
+                        let (Some(id), Some(pid), Some(tid), Some(time)) =
+                            (s.identifier, s.pid, s.tid, s.time)
                         else {
                             continue;
                         };
-                        collected.push((id, tid, time));
+                        collected.push((id, pid, tid, time));
                     }
-                    PerfRecord::Exit(t) => {
-                        self.pending.push((t.time, Event::ThreadExit { tid: t.tid }))
+                    PerfRecord::Exit(t) => self.pending.push((
+                        t.time,
+                        Item::Event {
+                            pid: t.pid,
+                            event: Event::ThreadExit { tid: t.tid },
+                        },
+                    )),
+                    PerfRecord::Fork(t) => {
+                        if let Some(name) = self.names.get(&t.ptid).cloned() {
+                            self.names.insert(t.tid, name);
+                        }
+                        self.pending.push((
+                        t.time,
+                        Item::Fork {
+                            parent: t.ppid,
+                            child: t.pid,
+                        },
+                    ))
                     }
                     PerfRecord::Comm(c) => {
-                        names.push((c.tid, String::from_utf8_lossy(c.name).into_owned()))
+                        self.names
+                            .insert(c.tid, String::from_utf8_lossy(c.name).into_owned());
                     }
                     PerfRecord::Lost(l) => lost += l.lost,
                     PerfRecord::LostSamples(l) => lost += l.lost,
@@ -207,18 +246,17 @@ impl Aggregate {
                 }
             }
         }
-        for (id, tid, time) in collected {
+        for (id, pid, tid, time) in collected {
             if let Some((func, ret)) = probes.probe_of(id) {
                 let event = if ret {
                     Event::Return { func, tid, time }
                 } else {
                     Event::Entry { func, tid, time }
                 };
-                self.pending.push((time, event));
+                self.pending.push((time, Item::Event { pid, event }));
             }
         }
         self.lost += lost;
-        self.names.extend(names);
     }
 
     /// Applies the pending records up to `until` (all of them with `None`), in time order.
@@ -228,8 +266,19 @@ impl Aggregate {
             Some(t) => self.pending.partition_point(|&(time, _)| time <= t),
             None => self.pending.len(),
         };
-        let ready: Vec<(u64, Event)> = self.pending.drain(..cut).collect();
-        for (_, event) in ready {
+        let ready: Vec<(u64, Item)> = self.pending.drain(..cut).collect();
+        for (_, item) in ready {
+            let event = match item {
+                Item::Fork { parent, child } => {
+                    if self.tracked.contains(&parent) {
+                        self.tracked.insert(child);
+                    }
+                    continue;
+                }
+                // A probe hit (or thread exit) of another process.
+                Item::Event { pid, .. } if !self.tracked.contains(&pid) => continue,
+                Item::Event { event, .. } => event,
+            };
             if let Some(call) = self.pairer.apply(event) {
                 for set in [&mut self.total, &mut self.interval] {
                     if let Some((stats, threads)) = set.get_mut(call.func) {
@@ -386,7 +435,8 @@ pub fn run(options: &Options, mut tell: impl FnMut(Note)) -> Result<Outcome, Lat
             (probes, None, Some(pid), targets)
         }
     };
-    let mut agg = Aggregate::new(targets, options.per_thread);
+    let root = attach_pid.or(running.as_ref().map(|r| r.pid())).unwrap_or(0);
+    let mut agg = Aggregate::new(targets, options.per_thread, root);
     let start = Instant::now();
     let mut interval_start = Instant::now();
     let end = loop {
@@ -412,6 +462,9 @@ pub fn run(options: &Options, mut tell: impl FnMut(Note)) -> Result<Outcome, Lat
             }
         }
         wait_for_records(&probes, Duration::from_millis(100));
+        if attach_pid.is_some() && start.elapsed() < Duration::from_secs(1) {
+            probes.rescan();
+        }
         agg.drain(&mut probes);
         agg.apply(Some(monotonic_ns().saturating_sub(SETTLE_NS)));
         if let Some(every) = options.interval {

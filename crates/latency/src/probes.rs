@@ -1,5 +1,5 @@
-//! The uprobe PMU of perf_event: an entry and a return probe per function, opened per CPU
-//! for a process and everything it creates, their records in one ring buffer a CPU.
+//! The uprobe PMU of perf_event: an entry and a return probe per function, one event per
+//! CPU for every process, their records filtered to the target's processes by pid.
 //!
 //! A uprobe event is opened with `type` from `/sys/bus/event_source/devices/uprobe/type`,
 //! `config1` pointing at the file's path, `config2` the file offset, and the `retprobe` bit of
@@ -7,27 +7,32 @@
 //! tracefs entry (`uprobe_events` stays untouched) and lives as long as its descriptor: every
 //! probe goes away when rprof exits, whatever way it exits.
 //!
-//! Why per CPU: a per-task event with `cpu = -1` and `inherit` (needed to follow the threads a
-//! COMMAND creates) cannot be mmap'ed, so each event is opened once per CPU with `pid` = the
-//! target and `inherit`; the first event of each CPU owns the CPU's ring buffer and the others
-//! write into it (`PERF_EVENT_IOC_SET_OUTPUT`). For `-p`, one event per thread per CPU (the
-//! kernel's `inherit` follows threads created later).
+//! Why not per task with `inherit`: the kernel initializes an inherited uprobe event again in
+//! the task that calls `clone`, reading the path through the `config1` pointer *in that task's
+//! memory*, where it means nothing: every `fork`/`pthread_create` of the target then fails with
+//! EFAULT (Linux 6.x; checked by the `threads` test). So the probes are opened per CPU for all
+//! processes (`pid = -1`, as bpftrace's uprobes are), and a software `dummy` event per CPU
+//! follows the target with `inherit` (that one is safe) and owns the CPU's ring buffer: its
+//! FORK, EXIT and COMM records say which processes belong to the target and when its threads
+//! exit; the probes write into the same ring (`PERF_EVENT_IOC_SET_OUTPUT`), and hits of other
+//! processes are dropped by pid. The cost: while rprof runs, every process that maps the
+//! probed file takes the breakpoint (for `libc:malloc`, every process on the machine).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::ffi::CString;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use perf_event_open_sys::bindings::{self as sys, perf_event_attr};
 use rprof_events::Tasks;
-use rprof_perf::{RingBuffer, SampleFormat};
+use rprof_perf::{RingBuffer, SampleFormat, SamplerError, Samplers};
 
 use crate::resolve::Target;
 use crate::LatencyError;
 
-/// Data pages of each CPU's ring buffer (512 KiB: at ~40 bytes a hit, 13,000 calls between
-/// two reads of a 100 ms poll timeout... and the reader is woken at a quarter full).
+/// Data pages of each CPU's ring buffer (512 KiB: at 40 bytes a probe hit, 6,500 calls; the
+/// reader is woken when a quarter is full and polls at least every 100 ms).
 pub const RING_PAGES: usize = 128;
 
 /// The uprobe PMU's type and where its `retprobe` bit is.
@@ -80,36 +85,16 @@ fn parse_format_bit(text: &str) -> Option<u32> {
         .filter(|&b: &u32| b < 64)
 }
 
-/// How the events start.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Start {
-    /// Disabled until the target's `execve` (a COMMAND held before exec).
-    pub enable_on_exec: bool,
-    /// Also ask for COMM and EXIT records (one event a CPU is enough).
-    pub side_records: bool,
-}
-
-/// The attr of one probe; `path` must outlive the `perf_event_open` call.
-pub fn probe_attr(pmu: UprobePmu, path: &CString, offset: u64, ret: bool, start: Start) -> perf_event_attr {
+fn base_attr() -> perf_event_attr {
     // SAFETY: all-zero is a valid perf_event_attr.
     let mut attr: perf_event_attr = unsafe { std::mem::zeroed() };
     attr.size = std::mem::size_of::<perf_event_attr>() as u32;
-    attr.type_ = pmu.type_;
-    attr.config = if ret { 1u64 << pmu.retprobe_bit } else { 0 };
-    attr.__bindgen_anon_3.uprobe_path = path.as_ptr() as u64;
-    attr.__bindgen_anon_4.probe_offset = offset;
     attr.__bindgen_anon_1.sample_period = 1;
     attr.sample_type =
         u64::from(sys::PERF_SAMPLE_IDENTIFIER | sys::PERF_SAMPLE_TID | sys::PERF_SAMPLE_TIME);
-    attr.set_disabled(u64::from(start.enable_on_exec));
-    attr.set_enable_on_exec(u64::from(start.enable_on_exec));
-    attr.set_inherit(1);
     attr.set_exclude_kernel(1);
     attr.set_exclude_hv(1);
     attr.set_sample_id_all(1);
-    attr.set_task(u64::from(start.side_records));
-    attr.set_comm(u64::from(start.side_records));
-    attr.set_comm_exec(u64::from(start.side_records));
     attr.set_use_clockid(1);
     attr.clockid = libc::CLOCK_MONOTONIC;
     attr.set_watermark(1);
@@ -118,38 +103,56 @@ pub fn probe_attr(pmu: UprobePmu, path: &CString, offset: u64, ret: bool, start:
     attr
 }
 
-/// One probe to open: which function, entry or return, where.
-struct ProbeSite {
-    func: usize,
-    ret: bool,
-    path: CString,
-    offset: u64,
+/// The attr of one probe (enabled at once, not inherited); `path` must outlive the
+/// `perf_event_open` call.
+pub fn probe_attr(pmu: UprobePmu, path: &CString, offset: u64, ret: bool) -> perf_event_attr {
+    let mut attr = base_attr();
+    attr.type_ = pmu.type_;
+    attr.config = if ret { 1u64 << pmu.retprobe_bit } else { 0 };
+    attr.__bindgen_anon_3.uprobe_path = path.as_ptr() as u64;
+    attr.__bindgen_anon_4.probe_offset = offset;
+    attr
 }
 
-/// A CPU's ring buffer and the event that owns it.
-pub struct CpuRing {
-    /// The owning event.
-    pub fd: OwnedFd,
-    /// The buffer.
-    pub ring: RingBuffer,
+/// The attr of the `dummy` event that follows the target: inherited, FORK/EXIT/COMM records,
+/// and (for a COMMAND held before exec) enabled at its `execve`.
+fn tracker_attr(enable_on_exec: bool) -> perf_event_attr {
+    let mut attr = base_attr();
+    attr.type_ = sys::PERF_TYPE_SOFTWARE;
+    attr.config = u64::from(sys::PERF_COUNT_SW_DUMMY);
+    attr.set_inherit(1);
+    attr.set_disabled(u64::from(enable_on_exec));
+    attr.set_enable_on_exec(u64::from(enable_on_exec));
+    attr.set_task(1);
+    attr.set_comm(1);
+    attr.set_comm_exec(1);
+    attr
 }
 
 /// Every probe of one measurement.
 pub struct Probes {
-    pmu: UprobePmu,
-    sites: Vec<ProbeSite>,
-    start: Start,
-    rings: Vec<(u32, CpuRing)>,
-    redirected: Vec<OwnedFd>,
+    tracker: Samplers,
+    /// The probes (kept open: closing one removes it).
+    probes: Vec<OwnedFd>,
     /// Event id → (function, is the return probe).
     ids: HashMap<u64, (usize, bool)>,
-    attached: BTreeSet<u32>,
     pid: u32,
 }
 
-fn open_error(e: rprof_events::OpenError, site: &ProbeSite, targets: &[Target]) -> LatencyError {
-    let name = targets.get(site.func).map_or("?", |t| t.name.as_str());
-    let probe = format!("uprobe{} on {name}", if site.ret { " (return)" } else { "" });
+fn sampler_error(e: SamplerError, pid: u32) -> LatencyError {
+    match e {
+        SamplerError::Gone { pid } => LatencyError::Gone(pid),
+        SamplerError::Threads { pid, .. } => LatencyError::Gone(pid),
+        SamplerError::Open(e) if e.is_no_such_process() => LatencyError::Gone(pid),
+        SamplerError::Open(e) => LatencyError::Open(e),
+        e => LatencyError::Io {
+            what: "follow the target's threads".into(),
+            error: std::io::Error::other(e.to_string()),
+        },
+    }
+}
+
+fn open_error(e: rprof_events::OpenError, probe: &str) -> LatencyError {
     if e.is_permission() {
         return LatencyError::Permission(format!(
             "cannot open the {probe}: permission denied; uprobes need root or CAP_PERFMON \
@@ -157,166 +160,101 @@ fn open_error(e: rprof_events::OpenError, site: &ProbeSite, targets: &[Target]) 
              with sudo, or `sudo setcap cap_perfmon+ep $(command -v rprof)`"
         ));
     }
-    if e.is_no_such_process() {
-        return LatencyError::Gone(match e.tasks {
-            Tasks::Of(p) => p,
-            Tasks::All => 0,
-        });
-    }
-    LatencyError::Open(e.with_event(&probe))
+    LatencyError::Open(e.with_event(probe))
 }
 
 impl Probes {
-    fn new(pmu: UprobePmu, targets: &[Target], start: Start, pid: u32) -> Result<Probes, LatencyError> {
-        let mut sites = Vec::with_capacity(targets.len() * 2);
-        for (func, t) in targets.iter().enumerate() {
-            let path = CString::new(t.path.as_os_str().as_bytes()).map_err(|_| {
-                LatencyError::Usage(format!("the path of '{}' contains a NUL byte", t.name))
-            })?;
-            for ret in [false, true] {
-                sites.push(ProbeSite {
-                    func,
-                    ret,
-                    path: path.clone(),
-                    offset: t.offset,
-                });
-            }
-        }
-        Ok(Probes {
-            pmu,
-            sites,
-            start,
-            rings: Vec::new(),
-            redirected: Vec::new(),
-            ids: HashMap::new(),
-            attached: BTreeSet::new(),
-            pid,
-        })
-    }
-
-    fn attr(&self, i: usize) -> perf_event_attr {
-        let s = &self.sites[i];
-        let start = Start {
-            side_records: self.start.side_records && i == 0,
-            ..self.start
-        };
-        probe_attr(self.pmu, &s.path, s.offset, s.ret, start)
-    }
-
-    /// Probes on process `pid` (a COMMAND held before exec) and every thread and process it
-    /// creates, one event per probe per CPU.
+    /// Probes for COMMAND `pid`, held before exec: the tracker follows it and what it creates
+    /// from its `execve` on.
     pub fn open_process(
         pmu: UprobePmu,
         targets: &[Target],
         pid: u32,
         cpus: &[u32],
     ) -> Result<Probes, LatencyError> {
-        let start = Start {
-            enable_on_exec: true,
-            side_records: true,
-        };
-        let mut probes = Probes::new(pmu, targets, start, pid)?;
-        for &cpu in cpus {
-            probes.open_on(pid, cpu, targets)?;
-        }
-        Ok(probes)
+        let tracker = Samplers::open_process("dummy", &tracker_attr(true), pid, cpus, RING_PAGES)
+            .map_err(|e| sampler_error(e, pid))?;
+        Probes::with_tracker(pmu, targets, tracker, pid)
     }
 
-    /// Probes on every thread of the running process `pid` (and what they create later).
+    /// Probes for the running process `pid`: the tracker is attached to each of its threads.
     pub fn attach(
         pmu: UprobePmu,
         targets: &[Target],
         pid: u32,
         cpus: &[u32],
     ) -> Result<Probes, LatencyError> {
-        let start = Start {
-            enable_on_exec: false,
-            side_records: true,
+        let tracker = Samplers::attach("dummy", &tracker_attr(false), pid, cpus, RING_PAGES)
+            .map_err(|e| sampler_error(e, pid))?;
+        Probes::with_tracker(pmu, targets, tracker, pid)
+    }
+
+    fn with_tracker(
+        pmu: UprobePmu,
+        targets: &[Target],
+        tracker: Samplers,
+        pid: u32,
+    ) -> Result<Probes, LatencyError> {
+        let mut probes = Probes {
+            tracker,
+            probes: Vec::new(),
+            ids: HashMap::new(),
+            pid,
         };
-        let mut probes = Probes::new(pmu, targets, start, pid)?;
-        for _ in 0..16 {
-            let tids = rprof_perf::list_threads(pid).map_err(|_| LatencyError::Gone(pid))?;
-            let new: Vec<u32> = tids
-                .into_iter()
-                .filter(|t| !probes.attached.contains(t))
-                .collect();
-            if new.is_empty() {
-                break;
+        for (func, t) in targets.iter().enumerate() {
+            let path = CString::new(t.path.as_os_str().as_bytes()).map_err(|_| {
+                LatencyError::Usage(format!("the path of '{}' contains a NUL byte", t.name))
+            })?;
+            for ret in [false, true] {
+                let name = format!("uprobe{} on {}", if ret { " (return)" } else { "" }, t.name);
+                let attr = probe_attr(pmu, &path, t.offset, ret);
+                probes.open_probe(&attr, &name, func, ret)?;
             }
-            for tid in new {
-                probes.attached.insert(tid);
-                for &cpu in cpus {
-                    match probes.open_on(tid, cpu, targets) {
-                        Ok(()) => {}
-                        // The thread exited meanwhile: nothing to measure there.
-                        Err(LatencyError::Gone(_)) if tid != pid => break,
-                        Err(e) => return Err(e),
-                    }
-                }
-            }
-        }
-        if probes.rings.is_empty() {
-            return Err(LatencyError::Gone(pid));
         }
         Ok(probes)
     }
 
-    /// Opens every probe for task `tid` on `cpu`; the CPU's first event gets the ring buffer.
-    fn open_on(&mut self, tid: u32, cpu: u32, targets: &[Target]) -> Result<(), LatencyError> {
-        let mut fds = Vec::with_capacity(self.sites.len());
-        for i in 0..self.sites.len() {
-            let attr = self.attr(i);
-            let fd = rprof_events::perf_event_open(&attr, Tasks::Of(tid), Some(cpu), None, 0)
-                .map_err(|e| open_error(e, &self.sites[i], targets))?;
+    /// Opens one probe on every CPU, writing into that CPU's ring.
+    fn open_probe(
+        &mut self,
+        attr: &perf_event_attr,
+        name: &str,
+        func: usize,
+        ret: bool,
+    ) -> Result<(), LatencyError> {
+        let mut opened = Vec::new();
+        for buffer in self.tracker.buffers() {
+            let fd = rprof_events::perf_event_open(attr, Tasks::All, Some(buffer.cpu), None, 0)
+                .map_err(|e| open_error(e, name))?;
             let mut id = 0u64;
             // SAFETY: ID writes the event's id into the u64 we pass.
             let rc = unsafe { perf_event_open_sys::ioctls::ID(fd.as_raw_fd(), &mut id) };
-            if rc < 0 {
+            // SAFETY: SET_OUTPUT between two perf descriptors we own, on the same CPU.
+            let rc2 = unsafe {
+                perf_event_open_sys::ioctls::SET_OUTPUT(fd.as_raw_fd(), buffer.fd().as_raw_fd())
+            };
+            if rc < 0 || rc2 < 0 {
                 return Err(LatencyError::Io {
-                    what: "read a probe's event id".into(),
+                    what: format!("send the records of the {name} into the ring of CPU {}", buffer.cpu),
                     error: std::io::Error::last_os_error(),
                 });
             }
-            self.ids.insert(id, (self.sites[i].func, self.sites[i].ret));
-            fds.push(fd);
+            self.ids.insert(id, (func, ret));
+            opened.push(fd);
         }
-        for fd in fds {
-            match self.rings.iter().find(|(c, _)| *c == cpu) {
-                Some((_, owner)) => {
-                    // SAFETY: SET_OUTPUT between two perf descriptors we own, same CPU.
-                    let rc = unsafe {
-                        perf_event_open_sys::ioctls::SET_OUTPUT(
-                            fd.as_raw_fd(),
-                            owner.fd.as_raw_fd(),
-                        )
-                    };
-                    if rc < 0 {
-                        return Err(LatencyError::Io {
-                            what: format!("send a probe's records into the ring of CPU {cpu}"),
-                            error: std::io::Error::last_os_error(),
-                        });
-                    }
-                    self.redirected.push(fd);
-                }
-                None => {
-                    let ring = RingBuffer::map(fd.as_fd(), RING_PAGES).map_err(|e| {
-                        LatencyError::Io {
-                            what: format!(
-                                "{e} (CPU {cpu}); raise `ulimit -l` or kernel.perf_event_mlock_kb"
-                            ),
-                            error: std::io::Error::from_raw_os_error(e.errno),
-                        }
-                    })?;
-                    self.rings.push((cpu, CpuRing { fd, ring }));
-                }
-            }
-        }
+        self.probes.extend(opened);
         Ok(())
     }
 
-    /// The layout of the records.
+    /// Attach mode: follows threads created while attaching (see `Samplers::rescan`).
+    pub fn rescan(&mut self) {
+        // A failure leaves those threads' exits unseen: their open calls count as in progress.
+        let _ = self.tracker.rescan();
+    }
+
+    /// The layout of the records (the same for the tracker and the probes).
     pub fn format(&self) -> SampleFormat {
-        SampleFormat::from_attr(&self.attr(0))
+        self.tracker.format()
     }
 
     /// Which probe an event id belongs to: (function, is the return probe).
@@ -326,17 +264,17 @@ impl Probes {
 
     /// The ring buffers, for reading.
     pub fn rings_mut(&mut self) -> impl Iterator<Item = &mut RingBuffer> {
-        self.rings.iter_mut().map(|(_, r)| &mut r.ring)
+        self.tracker.buffers_mut().iter_mut().map(|b| &mut b.ring)
     }
 
     /// The descriptors to poll (one a ring).
     pub fn poll_fds(&self) -> Vec<BorrowedFd<'_>> {
-        self.rings.iter().map(|(_, r)| r.fd.as_fd()).collect()
+        self.tracker.buffers().iter().map(|b| b.fd()).collect()
     }
 
-    /// Number of threads probes were attached to (`-p`).
+    /// Number of threads the tracker was attached to (`-p`).
     pub fn attached_threads(&self) -> usize {
-        self.attached.len()
+        self.tracker.attached_threads()
     }
 
     /// The process.
@@ -359,23 +297,27 @@ mod tests {
     }
 
     #[test]
-    fn return_probe_sets_the_bit() {
+    fn probes_are_never_inherited() {
         let pmu = UprobePmu {
             type_: 8,
             retprobe_bit: 0,
         };
         let path = CString::new("/bin/true").unwrap();
-        let start = Start {
-            enable_on_exec: true,
-            side_records: false,
-        };
-        let entry = probe_attr(pmu, &path, 0x1234, false, start);
-        let ret = probe_attr(pmu, &path, 0x1234, true, start);
+        let entry = probe_attr(pmu, &path, 0x1234, false);
+        let ret = probe_attr(pmu, &path, 0x1234, true);
         assert_eq!(entry.config, 0);
         assert_eq!(ret.config, 1);
         // SAFETY: the union holds probe_offset, as set.
         assert_eq!(unsafe { ret.__bindgen_anon_4.probe_offset }, 0x1234);
-        assert_eq!(ret.inherit(), 1);
-        assert_eq!(ret.enable_on_exec(), 1);
+        // An inherited uprobe event makes the target's clone() fail (module docs).
+        assert_eq!(ret.inherit(), 0);
+        assert_eq!(entry.inherit(), 0);
+        let tracker = tracker_attr(true);
+        assert_eq!(tracker.inherit(), 1);
+        assert_eq!(tracker.enable_on_exec(), 1);
+        assert_eq!(
+            SampleFormat::from_attr(&tracker),
+            SampleFormat::from_attr(&ret)
+        );
     }
 }
