@@ -475,6 +475,7 @@ pub fn run(options: &Options, mut tell: impl FnMut(Note)) -> Result<Outcome, Lat
             }
         }
     };
+    probes.stop();
     agg.drain(&mut probes);
     agg.apply(None);
     drop(probes);

@@ -132,8 +132,8 @@ fn tracker_attr(enable_on_exec: bool) -> perf_event_attr {
 /// Every probe of one measurement.
 pub struct Probes {
     tracker: Samplers,
-    /// The probes (kept open: closing one removes it).
-    probes: Vec<OwnedFd>,
+    /// The probes and whether each is a return probe (kept open: closing one removes it).
+    probes: Vec<(OwnedFd, bool)>,
     /// Event id → (function, is the return probe).
     ids: HashMap<u64, (usize, bool)>,
     pid: u32,
@@ -205,7 +205,9 @@ impl Probes {
             let path = CString::new(t.path.as_os_str().as_bytes()).map_err(|_| {
                 LatencyError::Usage(format!("the path of '{}' contains a NUL byte", t.name))
             })?;
-            for ret in [false, true] {
+            // The return probe first: a call that starts between the two is then a return
+            // without an entry (dropped), not an entry that never returns.
+            for ret in [true, false] {
                 let name = format!("uprobe{} on {}", if ret { " (return)" } else { "" }, t.name);
                 let attr = probe_attr(pmu, &path, t.offset, ret);
                 probes.open_probe(&attr, &name, func, ret)?;
@@ -240,10 +242,28 @@ impl Probes {
                 });
             }
             self.ids.insert(id, (func, ret));
-            opened.push(fd);
+            opened.push((fd, ret));
         }
         self.probes.extend(opened);
         Ok(())
+    }
+
+    /// Stops every probe: entry probes first, then return probes (so a call whose entry was
+    /// recorded keeps its return). Disabling takes microseconds, while closing a uprobe waits
+    /// for RCU grace periods (tens of milliseconds each on a busy machine), during which the
+    /// other probes would still record. Done before the last read, so that no hit arrives
+    /// after it. The descriptors are closed when the `Probes` are dropped.
+    pub fn stop(&mut self) {
+        for entry_first in [false, true] {
+            for (fd, ret) in &self.probes {
+                if *ret == entry_first {
+                    // SAFETY: DISABLE on a perf event descriptor we own; the argument is unused.
+                    // A failure leaves that probe recording until it is closed: nothing worse
+                    // than without the disable.
+                    unsafe { perf_event_open_sys::ioctls::DISABLE(fd.as_raw_fd(), 0) };
+                }
+            }
+        }
     }
 
     /// Attach mode: follows threads created while attaching (see `Samplers::rescan`).

@@ -391,6 +391,27 @@ pub fn resolve(text: &str, modules: &Modules) -> Result<Target, LatencyError> {
     addresses.sort_unstable();
     addresses.dedup();
     let module = path.display();
+    if let Some(sym) = found.iter().find(|s| s.ifunc) {
+        let base = sym.raw.trim_start_matches('_');
+        let mut impls: Vec<&str> = syms
+            .iter()
+            .filter(|s| !s.ifunc && s.raw != sym.raw && s.raw.contains(base))
+            .map(|s| s.raw.as_str())
+            .collect();
+        impls.sort_unstable();
+        impls.dedup();
+        impls.truncate(6);
+        return Err(LatencyError::Usage(format!(
+            "'{name}' in {module} is an IFUNC (GNU indirect function): its symbol is a \
+             resolver run once at load time, not the code that runs per call; probe the \
+             implementation the CPU uses{}",
+            if impls.is_empty() {
+                String::new()
+            } else {
+                format!(", one of: {}", impls.join(", "))
+            }
+        )));
+    }
     match addresses.as_slice() {
         [] => {
             if undefined.contains(name) {
@@ -408,6 +429,13 @@ pub fn resolve(text: &str, modules: &Modules) -> Result<Target, LatencyError> {
                 )));
             }
             let close = close_matches(name, &syms);
+            if close.is_empty() && spec.module.is_none() {
+                if let Some(lib) = defined_in_library(name, modules) {
+                    return Err(LatencyError::Usage(format!(
+                        "no function '{name}' in {module}, but {lib} defines it: use '{lib}:{name}'"
+                    )));
+                }
+            }
             Err(LatencyError::Usage(format!(
                 "no function '{name}' in {module}{}",
                 if close.is_empty() {
@@ -423,27 +451,6 @@ pub fn resolve(text: &str, modules: &Modules) -> Result<Target, LatencyError> {
                 .find(|s| s.address == *address)
                 .copied()
                 .ok_or_else(|| LatencyError::Usage(format!("no function '{name}'")))?;
-            if sym.ifunc {
-                let base = sym.raw.trim_start_matches('_');
-                let mut impls: Vec<&str> = syms
-                    .iter()
-                    .filter(|s| !s.ifunc && s.raw != sym.raw && s.raw.contains(base))
-                    .map(|s| s.raw.as_str())
-                    .collect();
-                impls.sort_unstable();
-                impls.dedup();
-                impls.truncate(6);
-                return Err(LatencyError::Usage(format!(
-                    "'{name}' in {module} is an IFUNC (GNU indirect function): its symbol is a \
-                     resolver run once at load time, not the code that runs per call; probe the \
-                     implementation the CPU uses{}",
-                    if impls.is_empty() {
-                        String::new()
-                    } else {
-                        format!(", one of: {}", impls.join(", "))
-                    }
-                )));
-            }
             let offset = file_offset(&obj, *address).ok_or_else(|| {
                 LatencyError::Usage(format!(
                     "'{name}' in {module} is at {address:#x}, outside every loadable segment"
@@ -473,6 +480,19 @@ pub fn resolve(text: &str, modules: &Modules) -> Result<Target, LatencyError> {
             )))
         }
     }
+}
+
+/// The file name of the first library of `modules` that defines code symbol `name`.
+fn defined_in_library(name: &str, modules: &Modules) -> Option<String> {
+    modules.libraries.iter().find_map(|lib| {
+        let data = map_elf(lib).ok()?;
+        let obj = object::File::parse(&*data).ok()?;
+        let (syms, _) = symbols(&obj);
+        syms.iter()
+            .any(|s| s.raw == name)
+            .then(|| lib.file_name()?.to_str().map(String::from))
+            .flatten()
+    })
 }
 
 /// Up to 5 names close to `name`: those containing it (or contained in it), then the nearest
