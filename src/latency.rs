@@ -63,11 +63,9 @@ pub struct Args {
 fn plan(args: &Args) -> anyhow::Result<Options> {
     let what = match (&args.pid, args.command.is_empty()) {
         (Some(_), false) => return Err(usage("give either -p PID or a COMMAND, not both")),
-        (None, true) => {
-            return Err(usage(
-                "nothing to measure: give a COMMAND after `--` or -p PID (see rprof latency --help)",
-            ))
-        }
+        (None, true) => return Err(usage(
+            "nothing to measure: give a COMMAND after `--` or -p PID (see rprof latency --help)",
+        )),
         (Some(pid), true) => {
             let pid: u32 = pid
                 .trim()
@@ -84,7 +82,7 @@ fn plan(args: &Args) -> anyhow::Result<Options> {
         (None, false) => What::Command(args.command.clone()),
     };
     let interval = match args.interval {
-        Some(s) if s.is_finite() && s >= 0.1 && s <= 86_400.0 => Some(Duration::from_secs_f64(s)),
+        Some(s) if (0.1..=86_400.0).contains(&s) => Some(Duration::from_secs_f64(s)),
         Some(s) => {
             return Err(usage(format!(
                 "--interval {s}: give a number of seconds from 0.1 to 86400"

@@ -11,6 +11,7 @@ mod export;
 mod flame;
 mod hostile_files;
 mod hostile_names;
+mod latency;
 mod outputs;
 mod pipeline;
 mod profile_input;

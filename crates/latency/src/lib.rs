@@ -168,6 +168,8 @@ enum Item {
 /// The aggregation of one run: totals and the current interval.
 struct Aggregate {
     functions: Vec<Target>,
+    /// Per FUNCTION argument: its name and its index in `functions`.
+    names_given: Vec<(String, usize)>,
     total: Vec<(Stats, BTreeMap<u32, Stats>)>,
     interval: Vec<(Stats, BTreeMap<u32, Stats>)>,
     per_thread: bool,
@@ -180,11 +182,17 @@ struct Aggregate {
 }
 
 impl Aggregate {
-    fn new(functions: Vec<Target>, per_thread: bool, root: u32) -> Aggregate {
+    fn new(
+        functions: Vec<Target>,
+        names_given: Vec<(String, usize)>,
+        per_thread: bool,
+        root: u32,
+    ) -> Aggregate {
         let n = functions.len();
         let empty = || (0..n).map(|_| (Stats::new(), BTreeMap::new())).collect();
         Aggregate {
             functions,
+            names_given,
             total: empty(),
             interval: empty(),
             per_thread,
@@ -229,12 +237,12 @@ impl Aggregate {
                             self.names.insert(t.tid, name);
                         }
                         self.pending.push((
-                        t.time,
-                        Item::Fork {
-                            parent: t.ppid,
-                            child: t.pid,
-                        },
-                    ))
+                            t.time,
+                            Item::Fork {
+                                parent: t.ppid,
+                                child: t.pid,
+                            },
+                        ))
                     }
                     PerfRecord::Comm(c) => {
                         self.names
@@ -292,7 +300,12 @@ impl Aggregate {
         }
     }
 
-    fn report(&mut self, interval: bool, elapsed_ns: u64, cost: &(Option<f64>, Option<String>)) -> Report {
+    fn report(
+        &mut self,
+        interval: bool,
+        elapsed_ns: u64,
+        cost: &(Option<f64>, Option<String>),
+    ) -> Report {
         let unpaired = if interval {
             self.pairer.unpaired().to_vec()
         } else {
@@ -300,24 +313,26 @@ impl Aggregate {
         };
         let n = self.functions.len();
         let fresh = || (0..n).map(|_| (Stats::new(), BTreeMap::new())).collect();
-        let sets = if interval {
+        let sets: Vec<(Stats, BTreeMap<u32, Stats>)> = if interval {
             std::mem::replace(&mut self.interval, fresh())
         } else {
             self.total.clone()
         };
         let functions = self
-            .functions
+            .names_given
             .iter()
-            .zip(sets)
-            .enumerate()
-            .map(|(i, (t, (stats, threads)))| FunctionReport {
-                name: t.name.clone(),
-                path: t.path.display().to_string(),
-                symbol: t.symbol.clone(),
-                offset: t.offset,
-                stats,
-                threads,
-                unpaired: unpaired.get(i).copied().unwrap_or_default(),
+            .filter_map(|(name, i)| {
+                let t = self.functions.get(*i)?;
+                let (stats, threads) = sets.get(*i)?.clone();
+                Some(FunctionReport {
+                    name: name.clone(),
+                    path: t.path.display().to_string(),
+                    symbol: t.symbol.clone(),
+                    offset: t.offset,
+                    stats,
+                    threads,
+                    unpaired: unpaired.get(*i).copied().unwrap_or_default(),
+                })
             })
             .collect();
         Report {
@@ -332,8 +347,29 @@ impl Aggregate {
     }
 }
 
-fn resolve_all(functions: &[String], modules: &Modules) -> Result<Vec<Target>, LatencyError> {
-    functions.iter().map(|f| resolve::resolve(f, modules)).collect()
+/// The targets of `functions`, one per distinct (file, offset) — two names of one function
+/// share its probes, since two entry probes at one address would interleave with its returns
+/// in no defined order — and, for each FUNCTION, the index of its target.
+fn resolve_all(
+    functions: &[String],
+    modules: &Modules,
+) -> Result<(Vec<Target>, Vec<usize>), LatencyError> {
+    let mut unique: Vec<Target> = Vec::new();
+    let mut index = Vec::with_capacity(functions.len());
+    for f in functions {
+        let t = resolve::resolve(f, modules)?;
+        match unique
+            .iter()
+            .position(|u| u.path == t.path && u.offset == t.offset)
+        {
+            Some(i) => index.push(i),
+            None => {
+                index.push(unique.len());
+                unique.push(t);
+            }
+        }
+    }
+    Ok((unique, index))
 }
 
 fn io(what: &str) -> impl FnOnce(std::io::Error) -> LatencyError + '_ {
@@ -393,11 +429,11 @@ pub fn run(options: &Options, mut tell: impl FnMut(Note)) -> Result<Outcome, Lat
     } else {
         (None, None)
     };
-    let (mut probes, mut running, attach_pid, targets) = match &options.what {
+    let (mut probes, mut running, attach_pid, targets, index) = match &options.what {
         What::Command(argv) => {
             let pending = spawn_pending(argv)?;
             let modules = Modules::of_command(pending.path());
-            let targets = match resolve_all(&options.functions, &modules) {
+            let (targets, index) = match resolve_all(&options.functions, &modules) {
                 Ok(t) => t,
                 Err(e) => {
                     pending.abort();
@@ -416,7 +452,7 @@ pub fn run(options: &Options, mut tell: impl FnMut(Note)) -> Result<Outcome, Lat
                 return Err(io("install signal handlers")(e));
             }
             let running = pending.start()?;
-            (probes, Some(running), None, targets)
+            (probes, Some(running), None, targets, index)
         }
         What::Pid { pid, .. } => {
             let pid = *pid;
@@ -424,7 +460,7 @@ pub fn run(options: &Options, mut tell: impl FnMut(Note)) -> Result<Outcome, Lat
                 return Err(LatencyError::Gone(pid));
             }
             let modules = Modules::of_process(pid)?;
-            let targets = resolve_all(&options.functions, &modules)?;
+            let (targets, index) = resolve_all(&options.functions, &modules)?;
             rprof_launch::catch_interrupts().map_err(io("install signal handlers"))?;
             let probes = Probes::attach(pmu, &targets, pid, &cpus)?;
             tell(Note::Message(format!(
@@ -432,11 +468,14 @@ pub fn run(options: &Options, mut tell: impl FnMut(Note)) -> Result<Outcome, Lat
                 targets.len() * 2,
                 probes.attached_threads()
             )));
-            (probes, None, Some(pid), targets)
+            (probes, None, Some(pid), targets, index)
         }
     };
-    let root = attach_pid.or(running.as_ref().map(|r| r.pid())).unwrap_or(0);
-    let mut agg = Aggregate::new(targets, options.per_thread, root);
+    let root = attach_pid
+        .or(running.as_ref().map(|r| r.pid()))
+        .unwrap_or(0);
+    let names_given = options.functions.iter().cloned().zip(index).collect();
+    let mut agg = Aggregate::new(targets, names_given, options.per_thread, root);
     let start = Instant::now();
     let mut interval_start = Instant::now();
     let end = loop {

@@ -171,7 +171,12 @@ mod tests {
 
     #[test]
     fn recursion_nests() {
-        let (calls, unpaired) = run(&[entry(0, 1, 10), entry(0, 1, 20), ret(0, 1, 25), ret(0, 1, 40)]);
+        let (calls, unpaired) = run(&[
+            entry(0, 1, 10),
+            entry(0, 1, 20),
+            ret(0, 1, 25),
+            ret(0, 1, 40),
+        ]);
         let d: Vec<u64> = calls.iter().map(|c| c.duration).collect();
         assert_eq!(d, vec![5, 30]);
         assert_eq!(unpaired[0], Unpaired::default());
@@ -179,7 +184,12 @@ mod tests {
 
     #[test]
     fn threads_do_not_mix() {
-        let (calls, _) = run(&[entry(0, 1, 10), entry(0, 2, 12), ret(0, 1, 15), ret(0, 2, 30)]);
+        let (calls, _) = run(&[
+            entry(0, 1, 10),
+            entry(0, 2, 12),
+            ret(0, 1, 15),
+            ret(0, 2, 30),
+        ]);
         let d: Vec<(u32, u64)> = calls.iter().map(|c| (c.tid, c.duration)).collect();
         assert_eq!(d, vec![(1, 5), (2, 18)]);
     }

@@ -51,15 +51,18 @@ impl UprobePmu {
     pub fn detect() -> Result<UprobePmu, LatencyError> {
         let read = |name: &str| {
             let path = format!("{PMU_DIR}/{name}");
-            rprof_fs::read::read_bounded(Path::new(&path), &rprof_fs::read::Options::new("a sysfs file", 4096))
-                .map(|b| String::from_utf8_lossy(&b).trim().to_string())
-                .map_err(|e| {
-                    LatencyError::Unsupported(format!(
-                        "this kernel has no uprobe PMU ({path}: {}); rprof latency needs \
+            rprof_fs::read::read_bounded(
+                Path::new(&path),
+                &rprof_fs::read::Options::new("a sysfs file", 4096),
+            )
+            .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+            .map_err(|e| {
+                LatencyError::Unsupported(format!(
+                    "this kernel has no uprobe PMU ({path}: {}); rprof latency needs \
                          Linux 4.17+ built with CONFIG_UPROBE_EVENTS",
-                        e.reason()
-                    ))
-                })
+                    e.reason()
+                ))
+            })
         };
         let type_ = read("type")?;
         let format = read("format/retprobe")?;
@@ -237,7 +240,10 @@ impl Probes {
             };
             if rc < 0 || rc2 < 0 {
                 return Err(LatencyError::Io {
-                    what: format!("send the records of the {name} into the ring of CPU {}", buffer.cpu),
+                    what: format!(
+                        "send the records of the {name} into the ring of CPU {}",
+                        buffer.cpu
+                    ),
                     error: std::io::Error::last_os_error(),
                 });
             }

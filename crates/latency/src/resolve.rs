@@ -133,7 +133,10 @@ impl Modules {
     pub fn of_process(pid: u32) -> Result<Modules, LatencyError> {
         let maps = rprof_fs::read::read_bounded(
             Path::new(&format!("/proc/{pid}/maps")),
-            &rprof_fs::read::Options::new("a process's memory map", rprof_fs::read::PROC_MAPS_LIMIT),
+            &rprof_fs::read::Options::new(
+                "a process's memory map",
+                rprof_fs::read::PROC_MAPS_LIMIT,
+            ),
         )
         .map_err(|_| LatencyError::Gone(pid))?;
         let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
@@ -206,8 +209,10 @@ fn system_dirs() -> Vec<PathBuf> {
         let mut confs: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
         confs.sort();
         for conf in confs {
-            let Ok(text) = rprof_fs::read::read_bounded(&conf, &rprof_fs::read::Options::new("a ld.so.conf file", 1 << 20))
-            else {
+            let Ok(text) = rprof_fs::read::read_bounded(
+                &conf,
+                &rprof_fs::read::Options::new("a ld.so.conf file", 1 << 20),
+            ) else {
                 continue;
             };
             for line in String::from_utf8_lossy(&text).lines() {
@@ -294,9 +299,7 @@ struct Sym {
 /// The demangled name without a Rust legacy hash (`::h0123456789abcdef`).
 fn without_hash(name: &str) -> &str {
     match name.rfind("::h") {
-        Some(i)
-            if name.len() - i == 19 && name[i + 3..].bytes().all(|b| b.is_ascii_hexdigit()) =>
-        {
+        Some(i) if name.len() - i == 19 && name[i + 3..].bytes().all(|b| b.is_ascii_hexdigit()) => {
             &name[..i]
         }
         _ => name,
@@ -367,11 +370,13 @@ pub fn resolve(text: &str, modules: &Modules) -> Result<Target, LatencyError> {
             LatencyError::Usage("no executable to look the function up in".into())
         })?,
     };
-    let data = map_elf(&path).map_err(|why| {
-        LatencyError::Usage(format!("cannot read '{}': {why}", path.display()))
-    })?;
+    let data = map_elf(&path)
+        .map_err(|why| LatencyError::Usage(format!("cannot read '{}': {why}", path.display())))?;
     let obj = object::File::parse(&*data).map_err(|e| {
-        LatencyError::Usage(format!("'{}' is not an ELF file rprof can read: {e}", path.display()))
+        LatencyError::Usage(format!(
+            "'{}' is not an ELF file rprof can read: {e}",
+            path.display()
+        ))
     })?;
     let (syms, undefined) = symbols(&obj);
     let name = spec.name.as_str();
@@ -415,9 +420,10 @@ pub fn resolve(text: &str, modules: &Modules) -> Result<Target, LatencyError> {
     match addresses.as_slice() {
         [] => {
             if undefined.contains(name) {
+                let lib = defined_in_library(name, modules).unwrap_or_else(|| "LIBRARY".into());
                 return Err(LatencyError::Usage(format!(
                     "'{name}' is not defined in {module}: it is imported from a shared library; \
-                     probe it where it is defined, e.g. 'libc:{name}' or 'LIBRARY:{name}'"
+                     probe it where it is defined: '{lib}:{name}'"
                 )));
             }
             if inlined_only(&obj, name) {
@@ -562,7 +568,9 @@ fn inlined_only(obj: &object::File<'_>, name: &str) -> bool {
     let dwarf = sections.borrow(|s| gimli::EndianSlice::new(s, gimli::LittleEndian));
     let mut units = dwarf.units();
     while let Ok(Some(header)) = units.next() {
-        let Ok(unit) = dwarf.unit(header) else { continue };
+        let Ok(unit) = dwarf.unit(header) else {
+            continue;
+        };
         let mut entries = unit.entries();
         while let Ok(Some(entry)) = entries.next_dfs() {
             if entry.tag() != gimli::DW_TAG_subprogram {
@@ -622,6 +630,9 @@ mod tests {
 
     #[test]
     fn own_function_resolves_to_a_file_offset() {
+        // Referenced, so that the test binary's linker keeps it.
+        let f: extern "C" fn(u64) -> u64 = crate::calibrate::rprof_latency_calibration_target;
+        assert_eq!(std::hint::black_box(f)(1), 2);
         let exe = std::fs::read_link("/proc/self/exe").unwrap();
         let modules = Modules {
             executable: Some(exe.clone()),
@@ -632,7 +643,8 @@ mod tests {
         assert!(t.offset > 0 && t.offset <= t.address, "{t:?}");
         let e = resolve("rprof_latency_calibration_targte", &modules).unwrap_err();
         assert!(
-            e.to_string().contains("close matches: rprof_latency_calibration_target"),
+            e.to_string()
+                .contains("close matches: rprof_latency_calibration_target"),
             "{e}"
         );
         let e = resolve("malloc@plt", &modules).unwrap_err();

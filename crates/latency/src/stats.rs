@@ -253,7 +253,11 @@ pub fn render_text(report: &Report, per_thread: bool) -> String {
     let _ = writeln!(
         out,
         "rprof latency: {} {:.3} s",
-        if report.interval { "interval of" } else { "over" },
+        if report.interval {
+            "interval of"
+        } else {
+            "over"
+        },
         report.elapsed_ns as f64 / 1e9
     );
     for f in &report.functions {
@@ -341,10 +345,12 @@ fn function_json(report: &Report, f: &FunctionReport, per_thread: bool, buckets:
     m.insert("file_offset".into(), json!(f.offset));
     m.insert("unfinished".into(), json!(f.unpaired.unfinished));
     m.insert("in_progress".into(), json!(f.unpaired.in_progress));
-    m.insert("unmatched_returns".into(), json!(f.unpaired.unmatched_returns));
-    let hist = |s: &Stats| {
-        json!({"significant_digits": SIGNIFICANT_DIGITS, "buckets": s.buckets()})
-    };
+    m.insert(
+        "unmatched_returns".into(),
+        json!(f.unpaired.unmatched_returns),
+    );
+    let hist =
+        |s: &Stats| json!({"significant_digits": SIGNIFICANT_DIGITS, "buckets": s.buckets()});
     if buckets {
         m.insert("histogram".into(), hist(&f.stats));
     } else {
@@ -431,7 +437,10 @@ mod tests {
         assert_eq!(s.count, 1000);
         assert_eq!(s.min, 200_000);
         assert_eq!(s.max, 10_000_000);
-        assert_eq!(s.mean, (900 * 200_000 + 90 * 2_000_000 + 10 * 10_000_000) / 1000);
+        assert_eq!(
+            s.mean,
+            (900 * 200_000 + 90 * 2_000_000 + 10 * 10_000_000) / 1000
+        );
         let near = |v: u64, want: u64| v.abs_diff(want) * 1000 <= want;
         assert!(near(s.p50, 200_000), "{s:?}");
         assert!(near(s.p90, 200_000), "{s:?}");
