@@ -5,8 +5,8 @@
 //! The function is `rprof_latency_calibration_target` in the rprof binary itself, found in
 //! `/proc/self/exe` with the same resolver as a user's FUNCTION and probed the same way (the
 //! same PMU, sample type and a ring buffer that takes the records), on rprof's own thread only.
-//! Calls run in batches; the cheapest batch of each kind is kept (the least disturbed by other
-//! load), and the cost is the difference per call.
+//! Calls run in batches of 500 (5 without probes, 15 with); the cost is the difference of the
+//! median batches' time per call.
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd};
@@ -32,21 +32,26 @@ pub extern "C" fn rprof_latency_calibration_target(x: u64) -> u64 {
 const BATCH: u32 = 500;
 const BATCHES: u32 = 5;
 
-/// The cheapest per-call time of `BATCHES` batches, in ns.
-fn time_calls() -> f64 {
+/// The per-call time of each of `BATCHES` batches, in ns.
+fn time_calls() -> Vec<f64> {
     let f: extern "C" fn(u64) -> u64 = std::hint::black_box(rprof_latency_calibration_target);
-    let mut best = f64::MAX;
+    let mut times = Vec::with_capacity(BATCHES as usize);
     let mut acc = 0u64;
     for _ in 0..BATCHES {
         let start = Instant::now();
         for i in 0..BATCH {
             acc = acc.wrapping_add(f(u64::from(i)));
         }
-        let per_call = start.elapsed().as_nanos() as f64 / f64::from(BATCH);
-        best = best.min(per_call);
+        times.push(start.elapsed().as_nanos() as f64 / f64::from(BATCH));
     }
     std::hint::black_box(acc);
-    best
+    times
+}
+
+/// The median of `v` (not empty).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// Measures the added time of one probed call (entry and return probe), in ns.
@@ -58,7 +63,7 @@ pub fn probe_cost(pmu: UprobePmu) -> Result<f64, String> {
     };
     let target = resolve(TARGET_SYMBOL, &modules).map_err(|e| e.to_string())?;
     let path = CString::new(target.path.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
-    let plain = time_calls();
+    let plain = median(time_calls());
     // SAFETY: gettid has no preconditions.
     let tid = unsafe { libc::gettid() } as u32;
     let mut fds = Vec::new();
@@ -75,10 +80,10 @@ pub fn probe_cost(pmu: UprobePmu) -> Result<f64, String> {
     if rc < 0 {
         return Err(std::io::Error::last_os_error().to_string());
     }
-    let mut best = f64::MAX;
+    let mut probed = Vec::new();
     let mut bytes = 0u64;
     for _ in 0..3 {
-        best = best.min(time_calls());
+        probed.extend(time_calls());
         bytes += ring.read().len();
     }
     drop(ring);
@@ -86,5 +91,5 @@ pub fn probe_cost(pmu: UprobePmu) -> Result<f64, String> {
     if bytes == 0 {
         return Err("the probes on rprof's own calibration function never fired".into());
     }
-    Ok((best - plain).max(0.0))
+    Ok((median(probed) - plain).max(0.0))
 }
