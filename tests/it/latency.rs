@@ -480,3 +480,70 @@ fn histogram_file_and_intervals() {
         .sum();
     assert_eq!(total, 1000);
 }
+
+/// Issue 15: a Rust function named by its demangled path (no hash), timed like a C one.
+#[test]
+fn rust_function_by_demangled_path() {
+    if !is_root() {
+        return skip("uprobes need root or CAP_PERFMON");
+    }
+    let exe = {
+        let _guard = LIB_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let exe = fixture_out_dir().join("latency_rust");
+        let tmp = fixture_out_dir().join("latency_rust.tmp");
+        let status = Command::new("rustc")
+            .args([
+                "-C",
+                "opt-level=2",
+                "-C",
+                "debuginfo=2",
+                "--edition",
+                "2021",
+                "-o",
+            ])
+            .arg(&tmp)
+            .arg(repo_root().join("fixtures").join("latency_rust.rs"))
+            .status()
+            .expect("rustc runs");
+        assert!(status.success());
+        std::fs::rename(&tmp, &exe).unwrap();
+        exe
+    };
+    let dir = tempdir();
+    let truth = dir.path().join("truth.txt");
+    let out = rprof(
+        dir.path(),
+        &[
+            "latency",
+            "--json",
+            "--no-calibrate",
+            "latency_rust::server::handle",
+            "--",
+            exe.to_str().unwrap(),
+            truth.to_str().unwrap(),
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    let f = function(&json, "latency_rust::server::handle");
+    assert_eq!(f["count"], 200, "{f}");
+    assert!(
+        f["symbol"]
+            .as_str()
+            .unwrap()
+            .starts_with("_ZN12latency_rust6server6handle17h"),
+        "{f}"
+    );
+    let mut truth: Vec<u64> = std::fs::read_to_string(&truth)
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    truth.sort_unstable();
+    assert!(
+        within(f["p50_ns"].as_u64().unwrap(), quantile(&truth, 0.5), 10.0),
+        "{f}"
+    );
+}
