@@ -51,6 +51,11 @@ pub struct Args {
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     output: Option<PathBuf>,
 
+    /// Also show the caller stacks of the N slowest calls of each function (copies the user
+    /// stack at every entry: more overhead per call).
+    #[arg(long, value_name = "N")]
+    stacks: Option<usize>,
+
     /// Do not measure the cost of a probed call at startup.
     #[arg(long = "no-calibrate")]
     no_calibrate: bool,
@@ -96,6 +101,13 @@ fn plan(args: &Args) -> anyhow::Result<Options> {
         interval,
         per_thread: args.per_thread,
         calibrate: !args.no_calibrate,
+        stacks: match args.stacks {
+            Some(0) | Some(1001..) => {
+                return Err(usage("--stacks N: give a number of calls from 1 to 1000"))
+            }
+            Some(n) => n,
+            None => 0,
+        },
     })
 }
 

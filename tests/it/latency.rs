@@ -547,3 +547,51 @@ fn rust_function_by_demangled_path() {
         "{f}"
     );
 }
+
+/// Issue 15: `--stacks N` shows who made the N slowest calls: the two threads' calls come
+/// from `half` (started by pthread), unwound from a stack copy taken at the entry probe.
+#[test]
+fn stacks_of_the_slowest_calls_name_their_callers() {
+    if !is_root() {
+        return skip("uprobes need root or CAP_PERFMON");
+    }
+    let (json, truth) = measure(
+        &fixture(),
+        &["timed_call"],
+        "threads",
+        &["--stacks", "3", "--no-calibrate"],
+    );
+    let f = function(&json, "timed_call");
+    assert_eq!(f["count"], 1000, "{f}");
+    let slowest = f["slowest"].as_array().unwrap();
+    assert_eq!(slowest.len(), 3, "{f}");
+    // Slowest first, and they are the slowest: the longest is the run's max.
+    assert_eq!(slowest[0]["duration_ns"], f["max_ns"], "{f}");
+    assert!(
+        within(
+            slowest[0]["duration_ns"].as_u64().unwrap(),
+            truth[999],
+            10.0
+        ),
+        "{f}"
+    );
+    for call in slowest {
+        let stack: Vec<&str> = call["stack"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap())
+            .collect();
+        assert_eq!(stack.first(), Some(&"timed_call"), "{call}");
+        assert_eq!(stack.get(1), Some(&"half"), "{call}");
+    }
+    // In main mode the caller is main.
+    let (json, _) = measure(
+        &fixture(),
+        &["timed_call"],
+        "main",
+        &["--stacks", "1", "--no-calibrate"],
+    );
+    let stack = &function(&json, "timed_call")["slowest"][0]["stack"];
+    assert_eq!(stack[1], "main", "{stack}");
+}

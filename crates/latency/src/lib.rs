@@ -24,6 +24,7 @@ pub mod calibrate;
 pub mod pairing;
 pub mod probes;
 pub mod resolve;
+pub mod stacks;
 pub mod stats;
 
 use std::collections::{BTreeMap, HashSet};
@@ -37,6 +38,7 @@ use rprof_perf::{parse_record, PerfRecord};
 use crate::pairing::{Event, Pairer};
 use crate::probes::{Probes, UprobePmu};
 use crate::resolve::{Modules, Target};
+use crate::stacks::Stacks;
 use crate::stats::{FunctionReport, Report, Stats};
 
 /// Why a latency measurement failed.
@@ -98,6 +100,8 @@ pub struct Options {
     pub per_thread: bool,
     /// Measure the probe cost at startup. Default: true.
     pub calibrate: bool,
+    /// Keep the caller stacks of this many slowest calls per function (0: none).
+    pub stacks: usize,
 }
 
 /// What the binary is told while the measurement runs.
@@ -147,7 +151,7 @@ fn monotonic_ns() -> u64 {
 }
 
 /// A record waiting to be applied in time order.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 enum Item {
     /// A probe hit or a thread exit of process `pid`.
     Event {
@@ -162,6 +166,19 @@ enum Item {
         parent: u32,
         /// The new process.
         child: u32,
+    },
+    /// Process `pid` called execve (`--stacks`: its address space starts over).
+    Exec {
+        /// The process.
+        pid: u32,
+    },
+    /// Process `pid` mapped a file (`--stacks`: a call's stack is unwound when it returns, in
+    /// the address space as it was then).
+    Mmap {
+        /// The process.
+        pid: u32,
+        /// The mapping.
+        mapping: Box<rprof_unwind::Mapping>,
     },
 }
 
@@ -179,6 +196,8 @@ struct Aggregate {
     tracked: HashSet<u32>,
     lost: u64,
     names: BTreeMap<u32, String>,
+    /// `--stacks`: copies waiting for their calls, the slowest calls.
+    stacks: Option<Stacks>,
 }
 
 impl Aggregate {
@@ -187,6 +206,7 @@ impl Aggregate {
         names_given: Vec<(String, usize)>,
         per_thread: bool,
         root: u32,
+        stacks: usize,
     ) -> Aggregate {
         let n = functions.len();
         let empty = || (0..n).map(|_| (Stats::new(), BTreeMap::new())).collect();
@@ -201,19 +221,20 @@ impl Aggregate {
             tracked: HashSet::from([root]),
             lost: 0,
             names: BTreeMap::new(),
+            stacks: (stacks > 0).then(|| Stacks::new(stacks, n)),
         }
     }
 
     /// Reads every ring; records go to `pending`.
     fn drain(&mut self, probes: &mut Probes) {
-        let format = probes.format();
+        let layouts = probes.layouts();
         let mut collected = Vec::new();
         let mut lost = 0;
         for ring in probes.rings_mut() {
             let batch = ring.read();
             for bytes in batch.iter() {
                 // A record that does not parse can only cost one call.
-                let Ok(record) = parse_record(&format, bytes) else {
+                let Ok(record) = parse_record(&layouts.format_of(bytes), bytes) else {
                     continue;
                 };
                 match record {
@@ -224,6 +245,39 @@ impl Aggregate {
                             continue;
                         };
                         collected.push((id, pid, tid, time));
+                        if let (Some(stacks), Some(regs), Some(stack)) =
+                            (self.stacks.as_mut(), s.regs_user, s.stack_user)
+                        {
+                            use rprof_perf::parse::x86_64;
+                            let regs = rprof_unwind::Regs {
+                                ip: regs.get(x86_64::IP).unwrap_or(0),
+                                sp: regs.get(x86_64::SP).unwrap_or(0),
+                                bp: regs.get(x86_64::BP).unwrap_or(0),
+                            };
+                            stacks.entry(pid, tid, time, regs, stack);
+                        }
+                    }
+                    PerfRecord::Mmap(m) if self.stacks.is_some() => {
+                        let (build_id, inode) = match m.file_id {
+                            Some(rprof_perf::parse::FileId::BuildId(id)) => (Some(id.to_vec()), 0),
+                            Some(rprof_perf::parse::FileId::Inode { ino, .. }) => (None, ino),
+                            None => (None, 0),
+                        };
+                        let mapping = rprof_unwind::Mapping {
+                            start: m.addr,
+                            end: m.addr.saturating_add(m.len),
+                            pgoff: m.pgoff,
+                            path: String::from_utf8_lossy(m.filename).into_owned(),
+                            build_id,
+                            inode,
+                            executable: m.is_executable(),
+                        };
+                        let time = m.sample_id.time.unwrap_or(0);
+                        let item = Item::Mmap {
+                            pid: m.pid,
+                            mapping: Box::new(mapping),
+                        };
+                        self.pending.push((time, item));
                     }
                     PerfRecord::Exit(t) => self.pending.push((
                         t.time,
@@ -247,6 +301,10 @@ impl Aggregate {
                     PerfRecord::Comm(c) => {
                         self.names
                             .insert(c.tid, String::from_utf8_lossy(c.name).into_owned());
+                        if c.exec {
+                            let time = c.sample_id.time.unwrap_or(0);
+                            self.pending.push((time, Item::Exec { pid: c.pid }));
+                        }
                     }
                     PerfRecord::Lost(l) => lost += l.lost,
                     PerfRecord::LostSamples(l) => lost += l.lost,
@@ -255,7 +313,7 @@ impl Aggregate {
             }
         }
         for (id, pid, tid, time) in collected {
-            if let Some((func, ret)) = probes.probe_of(id) {
+            if let Some((func, ret)) = layouts.probe_of(id) {
                 let event = if ret {
                     Event::Return { func, tid, time }
                 } else {
@@ -269,9 +327,9 @@ impl Aggregate {
 
     /// Applies the pending records up to `until` (all of them with `None`), in time order.
     fn apply(&mut self, until: Option<u64>) {
-        self.pending.sort_by_key(|&(t, _)| t);
+        self.pending.sort_by_key(|(t, _)| *t);
         let cut = match until {
-            Some(t) => self.pending.partition_point(|&(time, _)| time <= t),
+            Some(t) => self.pending.partition_point(|(time, _)| *time <= t),
             None => self.pending.len(),
         };
         let ready: Vec<(u64, Item)> = self.pending.drain(..cut).collect();
@@ -280,14 +338,39 @@ impl Aggregate {
                 Item::Fork { parent, child } => {
                     if self.tracked.contains(&parent) {
                         self.tracked.insert(child);
+                        if let (Some(stacks), true) = (self.stacks.as_mut(), parent != child) {
+                            stacks.fork(parent, child);
+                        }
+                    }
+                    continue;
+                }
+                Item::Exec { pid } => {
+                    if let Some(stacks) = self.stacks.as_mut() {
+                        stacks.exec(pid);
+                    }
+                    continue;
+                }
+                Item::Mmap { pid, mapping } => {
+                    if let Some(stacks) = self.stacks.as_mut() {
+                        stacks.mapping(pid, *mapping);
                     }
                     continue;
                 }
                 // A probe hit (or thread exit) of another process.
-                Item::Event { pid, .. } if !self.tracked.contains(&pid) => continue,
+                Item::Event { pid, event } if !self.tracked.contains(&pid) => {
+                    if let (Some(stacks), Event::Entry { tid, time, .. }) =
+                        (self.stacks.as_mut(), event)
+                    {
+                        stacks.forget(tid, time);
+                    }
+                    continue;
+                }
                 Item::Event { event, .. } => event,
             };
             if let Some(call) = self.pairer.apply(event) {
+                if let Some(stacks) = self.stacks.as_mut() {
+                    stacks.returned(call.func, call.tid, call.start, call.duration);
+                }
                 for set in [&mut self.total, &mut self.interval] {
                     if let Some((stats, threads)) = set.get_mut(call.func) {
                         stats.record(call.duration);
@@ -311,6 +394,11 @@ impl Aggregate {
         } else {
             self.pairer.finish()
         };
+        let mut symbolizer = rprof_symbols::Symbolizer::new();
+        let mut slowest = |i: usize| match (&self.stacks, interval) {
+            (Some(stacks), false) => stacks.named(i, &mut symbolizer),
+            _ => Vec::new(),
+        };
         let n = self.functions.len();
         let fresh = || (0..n).map(|_| (Stats::new(), BTreeMap::new())).collect();
         let sets: Vec<(Stats, BTreeMap<u32, Stats>)> = if interval {
@@ -332,6 +420,7 @@ impl Aggregate {
                     stats,
                     threads,
                     unpaired: unpaired.get(*i).copied().unwrap_or_default(),
+                    slowest: slowest(*i),
                 })
             })
             .collect();
@@ -440,13 +529,15 @@ pub fn run(options: &Options, mut tell: impl FnMut(Note)) -> Result<Outcome, Lat
                     return Err(e);
                 }
             };
-            let probes = match Probes::open_process(pmu, &targets, pending.pid(), &cpus) {
-                Ok(p) => p,
-                Err(e) => {
-                    pending.abort();
-                    return Err(e);
-                }
-            };
+            let probes =
+                match Probes::open_process(pmu, &targets, pending.pid(), &cpus, options.stacks > 0)
+                {
+                    Ok(p) => p,
+                    Err(e) => {
+                        pending.abort();
+                        return Err(e);
+                    }
+                };
             if let Err(e) = rprof_launch::forward_signals_to(pending.pid()) {
                 pending.abort();
                 return Err(io("install signal handlers")(e));
@@ -462,7 +553,7 @@ pub fn run(options: &Options, mut tell: impl FnMut(Note)) -> Result<Outcome, Lat
             let modules = Modules::of_process(pid)?;
             let (targets, index) = resolve_all(&options.functions, &modules)?;
             rprof_launch::catch_interrupts().map_err(io("install signal handlers"))?;
-            let probes = Probes::attach(pmu, &targets, pid, &cpus)?;
+            let probes = Probes::attach(pmu, &targets, pid, &cpus, options.stacks > 0)?;
             tell(Note::Message(format!(
                 "attached {} probes to {} threads of process {pid}; Ctrl-C to stop",
                 targets.len() * 2,
@@ -475,7 +566,16 @@ pub fn run(options: &Options, mut tell: impl FnMut(Note)) -> Result<Outcome, Lat
         .or(running.as_ref().map(|r| r.pid()))
         .unwrap_or(0);
     let names_given = options.functions.iter().cloned().zip(index).collect();
-    let mut agg = Aggregate::new(targets, names_given, options.per_thread, root);
+    let mut agg = Aggregate::new(
+        targets,
+        names_given,
+        options.per_thread,
+        root,
+        options.stacks,
+    );
+    if let (Some(stacks), Some(pid)) = (agg.stacks.as_mut(), attach_pid) {
+        stacks.load_process(pid);
+    }
     let start = Instant::now();
     let mut interval_start = Instant::now();
     let end = loop {

@@ -31,6 +31,17 @@ use rprof_perf::{RingBuffer, SampleFormat, SamplerError, Samplers};
 use crate::resolve::Target;
 use crate::LatencyError;
 
+/// Data pages of a ring with `--stacks` (4 MiB: 500 entry copies of 8 KiB).
+pub const RING_PAGES_STACKS: usize = 1024;
+
+fn ring_pages(stacks: bool) -> usize {
+    if stacks {
+        RING_PAGES_STACKS
+    } else {
+        RING_PAGES
+    }
+}
+
 /// Data pages of each CPU's ring buffer (512 KiB: at 40 bytes a probe hit, 6,500 calls; the
 /// reader is woken when a quarter is full and polls at least every 100 ms).
 pub const RING_PAGES: usize = 128;
@@ -119,7 +130,7 @@ pub fn probe_attr(pmu: UprobePmu, path: &CString, offset: u64, ret: bool) -> per
 
 /// The attr of the `dummy` event that follows the target: inherited, FORK/EXIT/COMM records,
 /// and (for a COMMAND held before exec) enabled at its `execve`.
-fn tracker_attr(enable_on_exec: bool) -> perf_event_attr {
+fn tracker_attr(enable_on_exec: bool, mappings: bool) -> perf_event_attr {
     let mut attr = base_attr();
     attr.type_ = sys::PERF_TYPE_SOFTWARE;
     attr.config = u64::from(sys::PERF_COUNT_SW_DUMMY);
@@ -129,7 +140,53 @@ fn tracker_attr(enable_on_exec: bool) -> perf_event_attr {
     attr.set_task(1);
     attr.set_comm(1);
     attr.set_comm_exec(1);
+    attr.set_mmap(u64::from(mappings));
+    attr.set_mmap2(u64::from(mappings));
     attr
+}
+
+/// Adds a copy of the user registers and stack to an entry probe's samples (`--stacks`).
+fn with_stack_copy(mut attr: perf_event_attr) -> perf_event_attr {
+    attr.sample_type |= u64::from(sys::PERF_SAMPLE_REGS_USER | sys::PERF_SAMPLE_STACK_USER);
+    attr.sample_regs_user = rprof_perf::attr::REGS_USER_MASK;
+    attr.sample_stack_user = crate::stacks::STACK_COPY;
+    attr
+}
+
+/// How to read the records of the rings, and which probe each event id is.
+#[derive(Clone, Debug)]
+pub struct Layouts {
+    base: SampleFormat,
+    entry: Option<SampleFormat>,
+    ids: HashMap<u64, (usize, bool)>,
+}
+
+impl Layouts {
+    /// Which probe an event id belongs to: (function, is the return probe).
+    pub fn probe_of(&self, id: u64) -> Option<(usize, bool)> {
+        self.ids.get(&id).copied()
+    }
+
+    /// The layout of the record `bytes`: entry samples carry a stack copy with `--stacks`;
+    /// every other record is laid out as the tracker's (the `sample_id` trailer does not
+    /// depend on the stack copy). A sample starts with its IDENTIFIER, after the header.
+    pub fn format_of(&self, bytes: &[u8]) -> SampleFormat {
+        const PERF_RECORD_SAMPLE: u32 = 9;
+        let Some(entry) = self.entry else {
+            return self.base;
+        };
+        let word = |at: usize| {
+            bytes
+                .get(at..at + 8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_ne_bytes)
+        };
+        let is_sample = word(0).is_some_and(|w| w as u32 == PERF_RECORD_SAMPLE);
+        match word(8).and_then(|id| self.probe_of(id)) {
+            Some((_, false)) if is_sample => entry,
+            _ => self.base,
+        }
+    }
 }
 
 /// Every probe of one measurement.
@@ -139,6 +196,8 @@ pub struct Probes {
     probes: Vec<(OwnedFd, bool)>,
     /// Event id → (function, is the return probe).
     ids: HashMap<u64, (usize, bool)>,
+    /// The layout of entry samples when they carry a stack copy (`--stacks`).
+    entry_format: Option<SampleFormat>,
     pid: u32,
 }
 
@@ -174,10 +233,12 @@ impl Probes {
         targets: &[Target],
         pid: u32,
         cpus: &[u32],
+        stacks: bool,
     ) -> Result<Probes, LatencyError> {
-        let tracker = Samplers::open_process("dummy", &tracker_attr(true), pid, cpus, RING_PAGES)
+        let attr = tracker_attr(true, stacks);
+        let tracker = Samplers::open_process("dummy", &attr, pid, cpus, ring_pages(stacks))
             .map_err(|e| sampler_error(e, pid))?;
-        Probes::with_tracker(pmu, targets, tracker, pid)
+        Probes::with_tracker(pmu, targets, tracker, pid, stacks)
     }
 
     /// Probes for the running process `pid`: the tracker is attached to each of its threads.
@@ -186,10 +247,12 @@ impl Probes {
         targets: &[Target],
         pid: u32,
         cpus: &[u32],
+        stacks: bool,
     ) -> Result<Probes, LatencyError> {
-        let tracker = Samplers::attach("dummy", &tracker_attr(false), pid, cpus, RING_PAGES)
+        let attr = tracker_attr(false, stacks);
+        let tracker = Samplers::attach("dummy", &attr, pid, cpus, ring_pages(stacks))
             .map_err(|e| sampler_error(e, pid))?;
-        Probes::with_tracker(pmu, targets, tracker, pid)
+        Probes::with_tracker(pmu, targets, tracker, pid, stacks)
     }
 
     fn with_tracker(
@@ -197,11 +260,13 @@ impl Probes {
         targets: &[Target],
         tracker: Samplers,
         pid: u32,
+        stacks: bool,
     ) -> Result<Probes, LatencyError> {
         let mut probes = Probes {
             tracker,
             probes: Vec::new(),
             ids: HashMap::new(),
+            entry_format: None,
             pid,
         };
         for (func, t) in targets.iter().enumerate() {
@@ -212,7 +277,11 @@ impl Probes {
             // without an entry (dropped), not an entry that never returns.
             for ret in [true, false] {
                 let name = format!("uprobe{} on {}", if ret { " (return)" } else { "" }, t.name);
-                let attr = probe_attr(pmu, &path, t.offset, ret);
+                let mut attr = probe_attr(pmu, &path, t.offset, ret);
+                if stacks && !ret {
+                    attr = with_stack_copy(attr);
+                    probes.entry_format = Some(SampleFormat::from_attr(&attr));
+                }
                 probes.open_probe(&attr, &name, func, ret)?;
             }
         }
@@ -278,9 +347,13 @@ impl Probes {
         let _ = self.tracker.rescan();
     }
 
-    /// The layout of the records (the same for the tracker and the probes).
-    pub fn format(&self) -> SampleFormat {
-        self.tracker.format()
+    /// How to read the records of the rings.
+    pub fn layouts(&self) -> Layouts {
+        Layouts {
+            base: self.tracker.format(),
+            entry: self.entry_format,
+            ids: self.ids.clone(),
+        }
     }
 
     /// Which probe an event id belongs to: (function, is the return probe).
@@ -338,7 +411,7 @@ mod tests {
         // An inherited uprobe event makes the target's clone() fail (module docs).
         assert_eq!(ret.inherit(), 0);
         assert_eq!(entry.inherit(), 0);
-        let tracker = tracker_attr(true);
+        let tracker = tracker_attr(true, false);
         assert_eq!(tracker.inherit(), 1);
         assert_eq!(tracker.enable_on_exec(), 1);
         assert_eq!(

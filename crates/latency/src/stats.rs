@@ -182,6 +182,8 @@ pub struct FunctionReport {
     pub threads: BTreeMap<u32, Stats>,
     /// What did not pair.
     pub unpaired: Unpaired,
+    /// `--stacks`: the slowest calls with their callers, slowest first.
+    pub slowest: Vec<crate::stacks::SlowCall>,
 }
 
 /// A summary (at the end, or of one `--interval`).
@@ -286,6 +288,19 @@ pub fn render_text(report: &Report, per_thread: bool) -> String {
                 u.unfinished, u.in_progress, u.unmatched_returns
             );
         }
+        if !f.slowest.is_empty() {
+            let _ = writeln!(out, "\n  slowest calls and their callers:");
+            for call in &f.slowest {
+                let _ = writeln!(
+                    out,
+                    "    {} on thread {}: {}{}",
+                    human(call.duration_ns),
+                    call.tid,
+                    call.stack.join(" <- "),
+                    if call.truncated { " <- ..." } else { "" }
+                );
+            }
+        }
         if per_thread {
             for (tid, stats) in &f.threads {
                 let ts = stats.summary();
@@ -361,6 +376,17 @@ fn function_json(report: &Report, f: &FunctionReport, per_thread: bool, buckets:
             .map(|&(k, n)| json!({"from_ns": 1u64 << k, "to_ns": 1u128 << (k + 1), "count": n}))
             .collect();
         m.insert("log2_histogram".into(), Value::Array(log2));
+    }
+    if !f.slowest.is_empty() {
+        let slowest: Vec<Value> = f
+            .slowest
+            .iter()
+            .map(|c| {
+                json!({"duration_ns": c.duration_ns, "tid": c.tid, "stack": c.stack,
+                       "truncated": c.truncated})
+            })
+            .collect();
+        m.insert("slowest".into(), Value::Array(slowest));
     }
     if per_thread {
         let threads: Vec<Value> = f
