@@ -113,7 +113,7 @@ impl Stacks {
             frames,
             truncated: outcome == Outcome::Truncated,
         });
-        list.sort_by(|a, b| b.duration.cmp(&a.duration));
+        list.sort_by_key(|s| std::cmp::Reverse(s.duration));
         list.truncate(self.keep);
     }
 
