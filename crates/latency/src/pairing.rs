@@ -6,8 +6,9 @@
 //!   (recursion nests: the innermost call returns first). Entries above it on the stack are
 //!   calls that will never return through their return probe (left by `longjmp`, an exception
 //!   or a lost record): they are dropped and counted as *unfinished*;
-//! - a return with no open entry of F on its thread (the call began before the probes were in
-//!   place, or its entry record was lost) is dropped and counted as *unmatched*;
+//! - a return with no open entry of F on its thread is dropped and counted as *unmatched*
+//!   (only a lost entry record causes it: a call already running when the probes were placed
+//!   returns without a return probe, since the kernel arms the return probe at the entry);
 //! - a thread that exits leaves its open entries *unfinished*; so do calls still open when the
 //!   measurement ends.
 //!
@@ -65,8 +66,7 @@ pub struct Unpaired {
     pub unfinished: u64,
     /// Entries still open when the measurement ended.
     pub in_progress: u64,
-    /// Returns without an entry (the call began before the probes were in place, or its entry
-    /// record was lost).
+    /// Returns without an entry (their entry record was lost).
     pub unmatched_returns: u64,
 }
 
