@@ -588,3 +588,43 @@ fn stacks_of_the_slowest_calls_name_their_callers() {
     let stack = &function(&json, "timed_call")["slowest"][0]["stack"];
     assert_eq!(stack[1], "main", "{stack}");
 }
+
+/// Issue 15: Ctrl-C (SIGINT to rprof) is passed to COMMAND, which ends, and the summary
+/// follows; rprof exits with COMMAND's status (130).
+#[test]
+fn interrupt_ends_command_and_prints_the_summary() {
+    if !is_root() {
+        return skip("uprobes need root or CAP_PERFMON");
+    }
+    let exe = fixture();
+    let dir = tempdir();
+    let mut child = rprof(
+        dir.path(),
+        &[
+            "latency",
+            "--no-calibrate",
+            "timed_call",
+            "--",
+            exe.to_str().unwrap(),
+            "forever",
+            "/dev/null",
+        ],
+    )
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    let text = stderr(&out);
+    let calls: u64 = text
+        .lines()
+        .find_map(|l| l.strip_suffix(" calls")?.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no call count in:\n{text}"));
+    assert!(calls > 0, "{text}");
+}
