@@ -598,7 +598,7 @@ fn interrupt_ends_command_and_prints_the_summary() {
     }
     let exe = fixture();
     let dir = tempdir();
-    let mut child = rprof(
+    let child = rprof(
         dir.path(),
         &[
             "latency",
