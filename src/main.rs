@@ -10,6 +10,7 @@ mod exit;
 mod export;
 mod flame;
 mod generate;
+mod latency;
 mod naming;
 mod progress;
 mod record;
@@ -43,6 +44,8 @@ enum Command {
     Stat(stat::Args),
     /// Show a function's source lines with the samples on each.
     Annotate(annotate::Args),
+    /// Time every call of a function (uprobes): percentiles and a histogram.
+    Latency(latency::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(generate::CompletionsArgs),
     /// Write man pages (rprof.1 and one per command) into a directory.
@@ -76,6 +79,7 @@ fn main() {
         Command::Export(args) => export::run(args),
         Command::Stat(args) => stat::run(args),
         Command::Annotate(args) => annotate::run(args),
+        Command::Latency(args) => latency::run(args),
         Command::Completions(args) => {
             generate::completions(args, <Cli as clap::CommandFactory>::command())
         }

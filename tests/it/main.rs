@@ -11,6 +11,7 @@ mod export;
 mod flame;
 mod hostile_files;
 mod hostile_names;
+mod latency;
 mod off_cpu;
 mod outputs;
 mod pipeline;
