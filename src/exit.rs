@@ -2,10 +2,10 @@
 //!
 //! | code | meaning |
 //! |------|---------|
-//! | 0 | success (or, for `record`/`stat` with a COMMAND: the COMMAND's own exit code) |
+//! | 0 | success (or, for `record`/`stat`/`latency` with a COMMAND: the COMMAND's own exit code) |
 //! | 1 | `diff --fail-if-slower PCT`: NEW is more than PCT % slower than BASE |
-//! | 1 | rprof failed: unreadable profile, I/O error, the kernel refused (a tracepoint tracefs will not show included), `-p` of a process that is gone, ... |
-//! | 2 | usage: bad option value, unknown event, nothing to do, `diff` of profiles of different events; also every error of the argument parser (clap), printed as one `rprof:` line |
+//! | 1 | rprof failed: unreadable profile, I/O error, the kernel refused (a tracepoint tracefs will not show included; uprobes without root or CAP_PERFMON), `-p` of a process that is gone, ... |
+//! | 2 | usage: bad option value, unknown event, nothing to do, `diff` of profiles of different events, `--off-cpu`/`--wall`/`timeline` on a profile without off-CPU data, a function `annotate` does not find or `latency` cannot probe; also every error of the argument parser (clap), printed as one `rprof:` line |
 //! | 126 | COMMAND exists but cannot be executed |
 //! | 127 | COMMAND not found |
 //! | 128+N | COMMAND was killed by signal N |
