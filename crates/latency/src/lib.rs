@@ -468,19 +468,6 @@ fn io(what: &str) -> impl FnOnce(std::io::Error) -> LatencyError + '_ {
     }
 }
 
-fn process_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            let state = stat
-                .rfind(')')
-                .and_then(|i| stat.get(i + 1..))
-                .and_then(|rest| rest.split_whitespace().next());
-            !matches!(state, Some("Z") | Some("X") | None)
-        }
-        Err(_) => false,
-    }
-}
-
 /// Waits up to `timeout` for records on any ring.
 fn wait_for_records(probes: &Probes, timeout: Duration) {
     let mut pfds: Vec<libc::pollfd> = probes
@@ -547,7 +534,7 @@ pub fn run(options: &Options, mut tell: impl FnMut(Note)) -> Result<Outcome, Lat
         }
         What::Pid { pid, .. } => {
             let pid = *pid;
-            if pid == 0 || !process_alive(pid) {
+            if pid == 0 || !rprof_launch::process_alive(pid) {
                 return Err(LatencyError::Gone(pid));
             }
             let modules = Modules::of_process(pid)?;
@@ -588,7 +575,7 @@ pub fn run(options: &Options, mut tell: impl FnMut(Note)) -> Result<Outcome, Lat
             if let Some(sig) = rprof_launch::interrupted() {
                 break End::Interrupted(sig);
             }
-            if !process_alive(pid) {
+            if !rprof_launch::process_alive(pid) {
                 break End::Exited;
             }
             if let What::Pid {

@@ -159,6 +159,22 @@ impl std::fmt::Display for Exit {
     }
 }
 
+/// True while process `pid` exists and has not exited: its state in `/proc/PID/stat` (after
+/// the command name, which may itself hold parentheses) is neither zombie (`Z`) nor dead
+/// (`X`). One place for the recorder, `stat` and `latency` to ask whether a target still runs.
+pub fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat
+                .rfind(')')
+                .and_then(|i| stat.get(i + 1..))
+                .and_then(|rest| rest.split_whitespace().next());
+            !matches!(state, Some("Z") | Some("X") | None)
+        }
+        Err(_) => false,
+    }
+}
+
 /// Finds the file a shell would execute for `argv0`: a name with a '/' is used as is, any
 /// other name is searched in `PATH` (an empty entry is the current directory; without `PATH`,
 /// `/usr/local/bin:/usr/bin:/bin`).
@@ -594,6 +610,24 @@ impl Running {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn process_alive_tells_running_from_exited() {
+        assert!(process_alive(std::process::id()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Exited but not reaped yet: a zombie is not alive.
+        while std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(!process_alive(pid));
+        child.wait().unwrap();
+        assert!(!process_alive(pid));
+        assert!(!process_alive(u32::MAX));
+    }
 
     fn argv(args: &[&str]) -> Vec<OsString> {
         args.iter().map(OsString::from).collect()

@@ -32,14 +32,8 @@ pub(crate) fn has_exited(pid: u32, exit_watch: Option<&OwnedFd>) -> bool {
             return n > 0;
         }
     }
-    // Without a pidfd: the state in /proc/PID/stat, after the command name in parentheses.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state == "Z" || state == "X"),
-        Err(_) => true,
-    }
+    // Without a pidfd: the state in /proc/PID/stat.
+    !rprof_launch::process_alive(pid)
 }
 
 /// Sends `signal` to our child `pid` (a child that is gone is no error: it is ending anyway).

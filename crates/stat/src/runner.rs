@@ -403,20 +403,6 @@ pub enum AttachEnd {
     Duration,
 }
 
-fn process_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            // The state follows the last ')' (the comm may contain parentheses).
-            let state = stat
-                .rfind(')')
-                .and_then(|i| stat.get(i + 1..))
-                .and_then(|rest| rest.split_whitespace().next());
-            !matches!(state, Some("Z") | Some("X") | None)
-        }
-        Err(_) => false,
-    }
-}
-
 /// Counts every existing thread of `pid` (and what they create later, folded into their
 /// creator) until the process exits, an interrupt arrives, or `duration` passes.
 pub fn attach(
@@ -425,7 +411,7 @@ pub fn attach(
     duration: Option<Duration>,
     per_thread: bool,
 ) -> Result<(RunResult, AttachEnd), StatError> {
-    if pid == 0 || !process_alive(pid) {
+    if pid == 0 || !rprof_launch::process_alive(pid) {
         return Err(StatError::NoSuchProcess(pid));
     }
     rprof_launch::catch_interrupts().map_err(|source| StatError::Io {
@@ -458,7 +444,7 @@ pub fn attach(
         if let Some(sig) = rprof_launch::interrupted() {
             break AttachEnd::Interrupted(sig);
         }
-        if !process_alive(pid) {
+        if !rprof_launch::process_alive(pid) {
             break AttachEnd::Exited;
         }
         let left = match duration {
