@@ -427,19 +427,8 @@ fn differential_flame_graph_zooms_in_chromium() {
              install it with `apt-get install -y chromium` (.ci/run does)",
         );
     let scratch = tempdir();
-    let out = std::process::Command::new("timeout")
-        .arg("120")
-        .arg(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--no-first-run",
-            "--disable-dev-shm-usage",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", scratch.path().display()))
+    let out = crate::util::headless_chromium(std::path::Path::new(chromium), scratch.path())
+        .arg("--dump-dom")
         .arg(format!("file://{}?z=f_same", svg.display()))
         .output()
         .expect("chromium runs");

@@ -449,23 +449,8 @@ fn speedscope_page(release: &Path, profile: &Path) -> String {
     let base = format!("http://127.0.0.1:{}", server.port);
     let url = format!("{base}/index.html#profileURL={base}/profile.json&view=sandwich");
     let scratch = tempdir();
-    let out = Command::new("timeout")
-        .arg("120")
-        .arg(chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-            "--virtual-time-budget=20000",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", scratch.path().display()))
+    let out = crate::util::headless_chromium(&chromium(), scratch.path())
+        .args(["--virtual-time-budget=20000", "--dump-dom"])
         .arg(&url)
         .output()
         .expect("chromium runs");

@@ -82,17 +82,7 @@ fn chromium() -> PathBuf {
 }
 
 fn chromium_command(scratch: &Path) -> Command {
-    let mut cmd = Command::new("timeout");
-    cmd.arg("120").arg(chromium()).args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--no-first-run",
-        "--disable-dev-shm-usage",
-    ]);
-    cmd.arg(format!("--user-data-dir={}", scratch.display()));
-    cmd
+    crate::util::headless_chromium(&chromium(), scratch)
 }
 
 /// The DOM of `svg` after its scripts ran, with `?s=SEARCH` in the URL (inferno's search).

@@ -4,7 +4,7 @@
 //! and bad input failing like `rprof report`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use rprof_profile::{Header, OffCpu, Profile, Record, Sample, Summary, Writer};
 
@@ -32,21 +32,7 @@ fn dump_dom(url: &str) -> Option<String> {
         return None;
     };
     let scratch = tempdir();
-    let out = Command::new("timeout")
-        .arg("120")
-        .arg(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-        ])
-        .arg(format!("--user-data-dir={}", scratch.path().display()))
+    let out = crate::util::headless_chromium(&chromium, scratch.path())
         .arg("--dump-dom")
         .arg(url)
         .output()

@@ -23,6 +23,26 @@ pub fn run_rprof(dir: &Path, args: &[&str]) -> Output {
     rprof(dir, args).output().expect("rprof runs")
 }
 
+/// Headless Chromium (`chromium` is its path) under a 120 s `timeout`, with a fresh profile in
+/// `scratch` and the flags that keep it off the network (this machine refuses connections);
+/// the caller adds `--dump-dom` or `--screenshot` and the URL.
+pub fn headless_chromium(chromium: &Path, scratch: &Path) -> Command {
+    let mut cmd = Command::new("timeout");
+    cmd.arg("120").arg(chromium).args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+    ]);
+    cmd.arg(format!("--user-data-dir={}", scratch.display()));
+    cmd
+}
+
 /// Runs `rprof SUBCOMMAND ARGS` in `dir` and requires success (the failure shows stderr).
 pub fn rprof_ok(dir: &Path, subcommand: &str, args: &[&str]) -> Output {
     let mut all = vec![subcommand];
