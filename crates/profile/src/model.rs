@@ -249,6 +249,59 @@ pub enum Record {
     Summary(Summary),
     /// An off-CPU block (kind 9, issue 11). Readers before it skip it as an unknown kind.
     OffCpu(OffCpu),
+    /// Lock-contention data (kind 10, issue 17): futex wake-ups and where modules were loaded.
+    /// Readers before it skip it as an unknown kind.
+    Lock(LockRecord),
+}
+
+/// What `rprof record --off-cpu` adds for lock analyses (`rprof report --locks`, issue 17).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LockRecord {
+    /// Whether wake-ups ([`Wake`]) were recorded; written once when the recording begins. When
+    /// not, `note` says why (e.g. the privilege it needs).
+    Wakers {
+        /// Wake-ups were recorded.
+        recorded: bool,
+        /// Why they were not (empty when they were).
+        note: String,
+    },
+    /// Where a module's ELF file is loaded in a process: `base` is the process address minus
+    /// the address in the file (SVMA), the same for all its segments, so that a data address
+    /// (a lock in `.data` or `.bss`) can be looked up in the file's symbol tables.
+    Base {
+        /// Process id.
+        pid: u32,
+        /// The module.
+        module: ModuleId,
+        /// Process address − SVMA.
+        base: u64,
+    },
+    /// A thread called a waking futex operation (the `syscalls:sys_enter_futex` tracepoint
+    /// filtered to wake operations): the code that released a lock others waited on.
+    Wake(Wake),
+}
+
+/// One waking futex call (`FUTEX_WAKE`, `FUTEX_WAKE_BITSET`, `FUTEX_WAKE_OP`,
+/// `FUTEX_UNLOCK_PI`, `FUTEX_CMP_REQUEUE`...), in the calling thread's context.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Wake {
+    /// Time in nanoseconds (the kernel's perf clock).
+    pub time: u64,
+    /// Process id of the waker.
+    pub pid: u32,
+    /// Thread id of the waker.
+    pub tid: u32,
+    /// CPU it ran on.
+    pub cpu: u32,
+    /// The system call's first three arguments (user DI, SI, DX): the futex word's address,
+    /// the operation and the value (for a wake: how many to wake).
+    pub args: Vec<u64>,
+    /// User-space frames, leaf first (the convention of [`Sample::user`]).
+    pub user: Vec<Address>,
+    /// Kernel frames, leaf first.
+    pub kernel: Vec<Address>,
+    /// The root of the user stack is missing (as [`Sample::truncated`]).
+    pub truncated: bool,
 }
 
 /// The address to look up for the frame at `index` of a leaf-first stack: the instruction pointer

@@ -9,8 +9,8 @@ use std::path::Path;
 use crate::format::{BlockReader, End, ReadError, ReadNotes};
 use crate::lookup::LookupSet;
 use crate::model::{
-    lookup_address, Address, Header, Module, ModuleId, ModuleKind, OffCpu, Record, Sample, Summary,
-    Symbols,
+    lookup_address, Address, Header, LockRecord, Module, ModuleId, ModuleKind, OffCpu, Record,
+    Sample, Summary, Symbols, Wake,
 };
 use crate::off_cpu::{classify, OffCpuInterval, ReasonSource, ThreadActivity, WaitReason};
 
@@ -143,6 +143,14 @@ pub struct Profile {
     pub samples: Vec<Sample>,
     /// Off-CPU blocks in file order (`rprof record --off-cpu`; empty otherwise).
     pub off_cpu: Vec<OffCpu>,
+    /// Futex wake-ups in file order (`rprof record --off-cpu` with the privilege to record
+    /// them; see [`wakers`](Self::wakers)).
+    pub wakes: Vec<Wake>,
+    /// Whether the recording asked for wake-ups: `None` when it said nothing (an older rprof,
+    /// or no `--off-cpu`), else whether they were recorded and, if not, why.
+    pub wakers: Option<(bool, String)>,
+    /// Where modules' files were loaded: (pid, module, process address − SVMA).
+    pub bases: Vec<(u32, ModuleId, u64)>,
     /// Threads by thread id.
     pub threads: BTreeMap<u32, Thread>,
     /// Processes by process id.
@@ -168,6 +176,8 @@ pub struct Profile {
     sample_stacks: Vec<StackId>,
     /// Per off-CPU block: its stack (the reason frame first) and its reason.
     off_cpu_stacks: Vec<(StackId, WaitReason, ReasonSource)>,
+    /// Per wake-up: its stack.
+    wake_stacks: Vec<StackId>,
     /// Per thread id: (created, exited, first time seen), from FORK, EXIT and any timed record.
     lifetimes: BTreeMap<u32, Lifetime>,
     /// The latest time of any record (nanoseconds, perf clock).
@@ -275,6 +285,9 @@ impl Profile {
             modules: BTreeMap::new(),
             samples: Vec::new(),
             off_cpu: Vec::new(),
+            wakes: Vec::new(),
+            wakers: None,
+            bases: Vec::new(),
             threads: BTreeMap::new(),
             processes: BTreeMap::new(),
             summary: None,
@@ -288,6 +301,7 @@ impl Profile {
             stacks: Vec::new(),
             sample_stacks: Vec::new(),
             off_cpu_stacks: Vec::new(),
+            wake_stacks: Vec::new(),
             lifetimes: BTreeMap::new(),
             last_time: 0,
             missing: LookupSet::new(),
@@ -419,6 +433,18 @@ impl Profile {
             }
             Record::Symbols(block) => symbols.push(block),
             Record::Summary(summary) => self.summary = Some(summary),
+            Record::Lock(LockRecord::Wakers { recorded, note }) => {
+                self.wakers = Some((recorded, note));
+            }
+            Record::Lock(LockRecord::Base { pid, module, base }) => {
+                if !self.bases.contains(&(pid, module, base)) {
+                    self.bases.push((pid, module, base));
+                }
+            }
+            Record::Lock(LockRecord::Wake(wake)) => {
+                self.seen(wake.tid, wake.time);
+                self.wakes.push(wake);
+            }
         }
     }
 
@@ -665,7 +691,8 @@ impl Profile {
         // this skips naming their frames again.
         let mut raw_ids: HashMap<(&[Address], &[Address], bool), StackId> = HashMap::default();
         let mut stacks: Vec<Vec<FrameId>> = Vec::new();
-        let mut sample_stacks = Vec::with_capacity(self.samples.len() + self.off_cpu.len());
+        let mut sample_stacks =
+            Vec::with_capacity(self.samples.len() + self.off_cpu.len() + self.wakes.len());
         let mut intern = |key: FrameKey| -> FrameId {
             *frame_ids.entry(key).or_insert_with(|| {
                 let id = FrameId(frames.len() as u32);
@@ -683,6 +710,11 @@ impl Profile {
                 self.off_cpu
                     .iter()
                     .map(|b| (&b.kernel[..], &b.user[..], b.truncated)),
+            )
+            .chain(
+                self.wakes
+                    .iter()
+                    .map(|w| (&w.kernel[..], &w.user[..], w.truncated)),
             );
         for raw in raws {
             let (kernel, user, raw_truncated) = raw;
@@ -731,6 +763,7 @@ impl Profile {
             sample_stacks.push(id);
         }
         // Off-CPU blocks: the reason (found from the names of the plain stack) as the leaf.
+        let wake_stacks = sample_stacks.split_off(self.samples.len() + self.off_cpu.len());
         let block_stacks = sample_stacks.split_off(self.samples.len());
         self.frames = frames;
         let mut reason_frames = [FrameId(0); 5];
@@ -767,6 +800,7 @@ impl Profile {
         }
         self.sample_stacks = sample_stacks;
         self.off_cpu_stacks = off_cpu_stacks;
+        self.wake_stacks = wake_stacks;
         self.missing = missing;
     }
 
@@ -780,6 +814,12 @@ impl Profile {
     /// kernel and user frames as for a sample.
     pub fn off_cpu_stack(&self, index: usize) -> StackId {
         self.off_cpu_stacks[index].0
+    }
+
+    /// The stack of the wake-up at `index` in [`wakes`](Self::wakes): kernel and user frames as
+    /// for a sample.
+    pub fn wake_stack(&self, index: usize) -> StackId {
+        self.wake_stacks[index]
     }
 
     /// Why the off-CPU block at `index` waited, and what that was found from.
