@@ -52,6 +52,14 @@ pub enum SamplerError {
         /// The process.
         pid: u32,
     },
+    /// The kernel refused a companion event's tracepoint filter.
+    #[error("cannot set the filter of {event}: {source}")]
+    Filter {
+        /// The event.
+        event: String,
+        /// The ioctl failure.
+        source: io::Error,
+    },
     /// Enabling the events failed.
     #[error("cannot enable the perf events: {0}")]
     Enable(io::Error),
@@ -67,6 +75,9 @@ pub struct Companion<'a> {
     pub event: &'a str,
     /// Its attr.
     pub attr: perf_event_attr,
+    /// A tracepoint filter (`PERF_EVENT_IOC_SET_FILTER`, ftrace's syntax) set on each event
+    /// opened; inherited events use their parent's.
+    pub filter: Option<&'a str>,
 }
 
 /// The ring buffer of one CPU and the event that owns it.
@@ -97,15 +108,32 @@ pub struct Samplers {
     /// Threads with events (attach mode).
     attached: BTreeSet<u32>,
     pid: u32,
-    /// Companion events opened wherever the sampler is (their descriptors are in `redirected`).
-    companions: Vec<(String, perf_event_attr)>,
+    /// Companion events opened wherever the sampler is (their descriptors are in `redirected`),
+    /// with their filters.
+    companions: Vec<(String, perf_event_attr, Option<String>)>,
     /// The ids (PERF_EVENT_IOC_ID) of every companion event opened.
     companion_ids: Vec<u64>,
+    /// For each of `companion_ids`, the index of its companion in `companions`.
+    companion_of: Vec<usize>,
 }
 
 fn open(event: &str, attr: &perf_event_attr, tid: u32, cpu: u32) -> Result<OwnedFd, OpenError> {
     rprof_events::perf_event_open(attr, Tasks::Of(tid), Some(cpu), None, 0)
         .map_err(|e| e.with_event(event))
+}
+
+/// Sets a tracepoint filter on an event (`PERF_EVENT_IOC_SET_FILTER`).
+fn set_filter(fd: BorrowedFd<'_>, filter: &str) -> io::Result<()> {
+    let filter = std::ffi::CString::new(filter).map_err(io::Error::other)?;
+    // SAFETY: SET_FILTER on a perf event descriptor we hold, with a NUL-terminated string that
+    // lives across the call (the kernel copies it).
+    let rc = unsafe {
+        perf_event_open_sys::ioctls::SET_FILTER(fd.as_raw_fd(), filter.as_ptr().cast_mut())
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn map(fd: OwnedFd, cpu: u32, data_pages: usize) -> Result<CpuBuffer, SamplerError> {
@@ -181,9 +209,10 @@ impl Samplers {
             pid,
             companions: companions
                 .iter()
-                .map(|c| (c.event.to_string(), c.attr))
+                .map(|c| (c.event.to_string(), c.attr, c.filter.map(str::to_string)))
                 .collect(),
             companion_ids: Vec::new(),
+            companion_of: Vec::new(),
         }
     }
 
@@ -191,17 +220,24 @@ impl Samplers {
     /// the buffers; false if the task has exited.
     fn open_companions(&mut self, tid: u32) -> Result<bool, SamplerError> {
         let mut fds = Vec::with_capacity(self.buffers.len() * self.companions.len());
-        for (event, attr) in &self.companions {
+        for (companion, (event, attr, _)) in self.companions.iter().enumerate() {
             for (index, buffer) in self.buffers.iter().enumerate() {
                 match open(event, attr, tid, buffer.cpu) {
-                    Ok(fd) => fds.push((index, fd)),
+                    Ok(fd) => fds.push((index, companion, fd)),
                     Err(e) if e.is_no_such_process() => return Ok(false),
                     Err(e) => return Err(e.into()),
                 }
             }
         }
-        for (index, fd) in fds {
+        for (index, companion, fd) in fds {
             let buffer = &self.buffers[index];
+            let (event, _, filter) = &self.companions[companion];
+            if let Some(filter) = filter {
+                set_filter(fd.as_fd(), filter).map_err(|source| SamplerError::Filter {
+                    event: event.clone(),
+                    source,
+                })?;
+            }
             set_output(fd.as_fd(), buffer.fd.as_fd()).map_err(|source| {
                 SamplerError::SetOutput {
                     cpu: buffer.cpu,
@@ -218,6 +254,7 @@ impl Samplers {
                 });
             }
             self.companion_ids.push(id);
+            self.companion_of.push(companion);
             self.redirected.push((index, fd));
         }
         Ok(true)
@@ -227,6 +264,16 @@ impl Samplers {
     /// report the id of the event they were inherited from).
     pub fn companion_ids(&self) -> &[u64] {
         &self.companion_ids
+    }
+
+    /// The ids of the companion events named `event` (as [`Companion::event`]).
+    pub fn companion_ids_of(&self, event: &str) -> Vec<u64> {
+        self.companion_ids
+            .iter()
+            .zip(&self.companion_of)
+            .filter(|(_, &c)| self.companions.get(c).is_some_and(|(e, _, _)| e == event))
+            .map(|(&id, _)| id)
+            .collect()
     }
 
     /// Samplers for the running process `pid`: one event per existing thread per CPU (with

@@ -22,8 +22,9 @@
 //!            call_graph:u8 (0 none, 1 fp, 2 dwarf) reserved:u16 stack_size:u32
 //!            max_stack:u64 build_id_len:u16 build_id:[u8; build_id_len]
 //!            [companions:u16 companion_id:u64 * companions]   (added for --off-cpu)
+//!            [wakes:u16 wake_id:u64 * wakes]      (added for lock wake-ups, issue 17)
 //!            (header_len bytes; a reader skips fields added after these, and a header
-//!            without the companion ids has none)
+//!            without the companion or wake ids has none)
 //! round   := buffers:u32 buffer*
 //! buffer  := flags:u32 (bit 0: the ring reported an inconsistency) records:u32 record*
 //! record  := len:u32 bytes:[u8; len]       (len <= 65535, the largest perf record)
@@ -93,7 +94,12 @@ impl CaptureWriter {
         })
     }
 
-    fn header(&mut self, format: &SampleFormat, companion_ids: &[u64]) -> io::Result<()> {
+    fn header(
+        &mut self,
+        format: &SampleFormat,
+        companion_ids: &[u64],
+        wake_ids: &[u64],
+    ) -> io::Result<()> {
         let build_id = self.kernel_build_id.as_deref().unwrap_or(&[]);
         let build_id = &build_id[..build_id.len().min(usize::from(u16::MAX))];
         let (kind, stack_size) = match self.call_graph {
@@ -117,6 +123,11 @@ impl CaptureWriter {
         for id in ids {
             h.extend_from_slice(&id.to_le_bytes());
         }
+        let ids = &wake_ids[..wake_ids.len().min(usize::from(u16::MAX))];
+        h.extend_from_slice(&(ids.len() as u16).to_le_bytes());
+        for id in ids {
+            h.extend_from_slice(&id.to_le_bytes());
+        }
         self.out.write_all(MAGIC)?;
         self.out.write_all(&VERSION.to_le_bytes())?;
         self.out.write_all(&(h.len() as u32).to_le_bytes())?;
@@ -129,11 +140,12 @@ impl CaptureWriter {
         &mut self,
         format: &SampleFormat,
         companion_ids: &[u64],
+        wake_ids: &[u64],
         buffers: &[BufferRecords<'_>],
     ) -> io::Result<()> {
         match self.format {
             None => {
-                self.header(format, companion_ids)?;
+                self.header(format, companion_ids, wake_ids)?;
                 self.format = Some(*format);
             }
             Some(f) if f != *format => {
@@ -243,6 +255,8 @@ pub struct Capture {
     kernel_build_id: Option<Vec<u8>>,
     /// The companion events' ids (the off-CPU sampler of an `--off-cpu` recording).
     companion_ids: Vec<u64>,
+    /// Of those, the wake-up sampler's (issue 17).
+    wake_ids: Vec<u64>,
     /// Offset of each round.
     rounds: Vec<usize>,
 }
@@ -328,6 +342,14 @@ impl Capture {
                 companion_ids.push(h.u64("header.companion_id").map_err(at)?);
             }
         }
+        // Added later still: the wake-up sampler's ids.
+        let mut wake_ids = Vec::new();
+        if h.pos < header.len() {
+            let count = h.u16("header.wakes").map_err(at)?;
+            for _ in 0..count {
+                wake_ids.push(h.u64("header.wake_id").map_err(at)?);
+            }
+        }
         let mut rounds = Vec::new();
         while c.pos < bytes.len() {
             rounds.push(c.pos);
@@ -359,6 +381,7 @@ impl Capture {
             max_stack,
             kernel_build_id,
             companion_ids,
+            wake_ids,
             rounds,
             bytes,
         })
@@ -465,6 +488,10 @@ impl RecordSource for Replay<'_> {
 
     fn companion_ids(&self) -> &[u64] {
         &self.capture.companion_ids
+    }
+
+    fn wake_ids(&self) -> Vec<u64> {
+        self.capture.wake_ids.clone()
     }
 
     fn read_round(

@@ -33,6 +33,7 @@ compile_error!(
 
 pub mod capture;
 pub mod error;
+pub mod locks;
 pub mod note;
 pub mod open;
 mod output;
@@ -172,6 +173,10 @@ pub struct Recorder<W: Write> {
     user_scratch: Vec<u64>,
     /// Identifiers of the off-CPU sampler's events: their samples are switch-out stacks.
     switch_ids: Vec<u64>,
+    /// Identifiers of the wake-up sampler's events (`locks`): their samples are futex wakes.
+    wake_ids: Vec<u64>,
+    /// Module bases already written, by (pid, module, base) (`locks`).
+    bases_written: HashSet<(u32, ModuleIndex, u64)>,
     /// Per thread, the stack its last switch sample captured, until its switch-out record.
     switch_stacks: HashMap<u32, SwitchStack>,
     /// Threads off the CPU, by thread id.
@@ -294,6 +299,8 @@ impl<W: Write> Recorder<W> {
             kernel_scratch: Vec::new(),
             user_scratch: Vec::new(),
             switch_ids: Vec::new(),
+            wake_ids: Vec::new(),
+            bases_written: HashSet::new(),
             switch_stacks: HashMap::new(),
             blocked: HashMap::new(),
             switched: HashSet::new(),
@@ -359,6 +366,10 @@ impl<W: Write> Recorder<W> {
         if ids.len() != self.switch_ids.len() {
             self.switch_ids = ids.to_vec();
         }
+        let wake_ids = source.wake_ids();
+        if wake_ids.len() != self.wake_ids.len() {
+            self.wake_ids = wake_ids;
+        }
         source.read_round(&mut |buffers| self.apply_round(&format, buffers))
     }
 
@@ -368,7 +379,7 @@ impl<W: Write> Recorder<W> {
         buffers: &[BufferRecords<'_>],
     ) -> io::Result<()> {
         if let Some(capture) = &mut self.capture {
-            capture.round(format, &self.switch_ids, buffers)?;
+            capture.round(format, &self.switch_ids, &self.wake_ids, buffers)?;
         }
         let mut records = Vec::new();
         for buffer in buffers {
@@ -400,6 +411,9 @@ impl<W: Write> Recorder<W> {
 
     fn apply(&mut self, record: &PerfRecord<'_>) -> io::Result<()> {
         match record {
+            PerfRecord::Sample(s) if s.identifier.is_some_and(|id| self.wake_ids.contains(&id)) => {
+                self.wake_sample(s)?
+            }
             PerfRecord::Sample(s)
                 if s.identifier.is_some_and(|id| self.switch_ids.contains(&id)) =>
             {
@@ -722,6 +736,9 @@ impl<W: Write> Recorder<W> {
         }
         self.note_thread(blocked.pid, tid);
         self.lookups.add_stack(&stack.user, &stack.kernel);
+        if !stack.args.is_empty() && !stack.user.is_empty() {
+            self.note_bases(blocked.pid)?;
+        }
         self.push(Record::OffCpu(OffCpu {
             pid: blocked.pid,
             tid,

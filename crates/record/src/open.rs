@@ -44,6 +44,8 @@ pub(crate) struct Request<'a> {
 pub(crate) struct Opened {
     pub samplers: Samplers,
     pub event: Event,
+    /// With `--off-cpu`: whether the wake-up sampler (`crate::locks`) is on, or why not.
+    pub wakers: Option<Result<(), String>>,
 }
 
 /// True when the kernel lets us lock as much memory as we like for ring buffers.
@@ -125,6 +127,9 @@ pub(crate) fn open_samplers(
     // even when only user stacks are wanted; refused that, it is user-only and never fires.
     let mut switch_kernel = true;
     let mut switch_refused = None;
+    // The wake-up sampler of lock analyses (`crate::locks`): tried with `--off-cpu`, dropped
+    // (and the reason kept for the profile) when the kernel refuses it.
+    let mut wakers: Option<Result<(), String>> = request.off_cpu.then_some(Ok(()));
     let mut options = SamplingOptions {
         rate: request.rate,
         call_graph: request.call_graph,
@@ -162,8 +167,27 @@ pub(crate) fn open_samplers(
             companions.push(Companion {
                 event: "context-switches",
                 attr: switch,
+                filter: None,
             });
+            if !switch_kernel {
+                wakers = Some(Err(
+                    "kernel-space sampling was refused (the futex tracepoint fires in the \
+                     kernel); run rprof record as root"
+                        .into(),
+                ));
+            }
+            if let Some(Ok(())) = wakers {
+                match crate::locks::waker_attr(&switch) {
+                    Ok(attr) => companions.push(Companion {
+                        event: crate::locks::WAKER_EVENT,
+                        attr,
+                        filter: Some(crate::locks::WAKE_FILTER),
+                    }),
+                    Err(why) => wakers = Some(Err(why)),
+                }
+            }
         }
+        let with_wakers = companions.len() > 1;
         let result = if attach {
             Samplers::attach_with(&event.name, &attr, &companions, pid, &cpus, pages)
         } else {
@@ -180,7 +204,25 @@ pub(crate) fn open_samplers(
                 if pages != asked {
                     tell(Note::SmallerBuffers { asked, pages });
                 }
-                return Ok(Opened { samplers, event });
+                return Ok(Opened {
+                    samplers,
+                    event,
+                    wakers,
+                });
+            }
+            // The wake-up sampler refused (no permission for the tracepoint, a kernel without
+            // its filter): record without it, and say why in the profile.
+            Err(SamplerError::Open(e)) if with_wakers && e.is_permission() => {
+                wakers = Some(Err(format!(
+                    "the kernel refused the {} tracepoint ({e}); run rprof record as root",
+                    crate::locks::WAKER_EVENT
+                )));
+            }
+            Err(SamplerError::Filter { source, .. }) if with_wakers => {
+                wakers = Some(Err(format!(
+                    "the kernel refused the filter of the {} tracepoint ({source})",
+                    crate::locks::WAKER_EVENT
+                )));
             }
             // Kernels before 5.12 do not know attr.build_id: MMAP2 records then carry the inode.
             Err(SamplerError::Open(e)) if e.errno == libc::EINVAL && options.mmap_build_id => {

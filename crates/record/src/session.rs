@@ -197,6 +197,12 @@ fn start_command(
     // Recording has begun: the profile replaces the destination now and is kept whatever
     // happens next (a `kill -9` of rprof included). Records wait in the ring buffers meanwhile.
     recording.place(output);
+    if let Some(wakers) = &opened.wakers {
+        recording
+            .recorder
+            .push(crate::locks::wakers_record(wakers))
+            .map_err(|e| RecordError::io(CANNOT_WRITE, e))?;
+    }
     recording
         .recorder
         .push(Record::Comm {
@@ -249,6 +255,12 @@ fn start_attach(
     let header = header(options, &opened.event, Vec::new(), Some(pid));
     let mut recording = Recording::start(&output, &header, options.call_graph)?;
     recording.place(output);
+    if let Some(wakers) = &opened.wakers {
+        recording
+            .recorder
+            .push(crate::locks::wakers_record(wakers))
+            .map_err(|e| RecordError::io(CANNOT_WRITE, e))?;
+    }
     rprof_launch::catch_interrupts()
         .map_err(|e| RecordError::io("cannot install the Ctrl-C handler", e))?;
     let started = Instant::now();

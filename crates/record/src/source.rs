@@ -30,6 +30,13 @@ pub trait RecordSource {
         &[]
     }
 
+    /// The identifiers of the wake-up sampler's events (`--off-cpu` as root, see
+    /// [`crate::locks`]): their samples are futex wake calls; they are among
+    /// [`companion_ids`](Self::companion_ids) too. None by default.
+    fn wake_ids(&self) -> Vec<u64> {
+        Vec::new()
+    }
+
     /// Reads one round: every buffer's records so far, all handed to `apply` at once (the
     /// recorder sorts a round's records by time across buffers). Their space is released when
     /// `apply` returns. A source with nothing left calls `apply` with empty buffers.
@@ -46,6 +53,10 @@ impl RecordSource for Samplers {
 
     fn companion_ids(&self) -> &[u64] {
         Samplers::companion_ids(self)
+    }
+
+    fn wake_ids(&self) -> Vec<u64> {
+        self.companion_ids_of(crate::locks::WAKER_EVENT)
     }
 
     fn read_round(

@@ -335,6 +335,25 @@ impl Unwinder {
             })
     }
 
+    /// Where the ELF files of process `pid` are loaded, as far as known: each module whose
+    /// executable mapping was used (an address in it located or unwound), with the process
+    /// address of its file's SVMA 0. The same base holds for the file's data segments, so a
+    /// data address (a lock in `.bss`) minus the base is its address in the file.
+    pub fn bases(&self, pid: u32) -> Vec<(ModuleIndex, u64)> {
+        let Some(process) = self.processes.get(&pid) else {
+            return Vec::new();
+        };
+        let mut out: Vec<(ModuleIndex, u64)> = process
+            .maps
+            .iter()
+            .filter(|m| m.kind == ModuleKind::Elf)
+            .filter_map(|m| Some((m.module, m.base?)))
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
     /// Every module seen so far, indexed by [`ModuleIndex`]; it never shrinks.
     pub fn modules(&self) -> &[ModuleInfo] {
         &self.modules.infos
