@@ -57,6 +57,10 @@ pub struct Args {
     /// folded counts are microseconds.
     #[arg(long)]
     pub wall: bool,
+    /// Draw the waits for contended locks, each lock the root frame of its waiting stacks (a
+    /// profile recorded with `--off-cpu`); folded counts are microseconds.
+    #[arg(long, conflicts_with_all = ["off_cpu", "wall", "thread", "reverse", "no_inline"])]
+    pub locks: bool,
 }
 
 /// Runs `rprof flame`.
@@ -68,9 +72,19 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         )));
     }
     let profile = open_profile(&args.input)?;
+    let lock_lines = if args.locks {
+        let analysis = crate::report::lock_analysis(&profile, "flame", args.pid, None)?;
+        let lines = rprof_locks::render::folded_lines(&profile, &analysis);
+        if lines.is_empty() {
+            anyhow::bail!("{}: nothing to draw", rprof_locks::render::NO_LOCK_WAITS);
+        }
+        Some(lines)
+    } else {
+        None
+    };
     let (mut selection, _) = selection(&profile, args.thread.as_deref(), args.pid, args.no_inline)?;
     selection.weight = weight(&profile, "flame", args.off_cpu, args.wall)?;
-    if StackCounts::new(&profile, &selection).samples == 0 {
+    if lock_lines.is_none() && StackCounts::new(&profile, &selection).samples == 0 {
         anyhow::bail!("{}", no_samples(&profile, selection.weight));
     }
     let output = args
@@ -95,7 +109,24 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             anyhow::Error::new(e).context(format!("cannot write {}", output.display()))
         }
     };
-    let what = if args.folded {
+    let what = if let Some(lines) = &lock_lines {
+        if args.folded {
+            for line in lines {
+                writeln!(out, "{line}").map_err(written)?;
+            }
+            "folded lock stacks"
+        } else {
+            let micros: u64 = lines
+                .iter()
+                .filter_map(|l| l.rsplit_once(' ')?.1.parse::<u64>().ok())
+                .sum();
+            let title = args.title.clone().unwrap_or_else(|| {
+                format!("rprof: lock waits ({:.3} s blocked)", micros as f64 / 1e6)
+            });
+            rprof_locks::render::flame(lines, &title, &mut out).map_err(written)?;
+            "lock flame graph"
+        }
+    } else if args.folded {
         let options = FoldedOptions {
             selection,
             ..FoldedOptions::default()

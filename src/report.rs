@@ -61,6 +61,11 @@ pub struct Args {
     /// `rprof record --off-cpu`).
     #[arg(long)]
     pub wall: bool,
+    /// Lock contention: one row per lock (futex word) with its blocking waits, wait times,
+    /// waiting threads and call sites, and who woke the waiters (a profile recorded with
+    /// `rprof record --off-cpu`; docs/off-cpu.md).
+    #[arg(long, conflicts_with_all = ["off_cpu", "wall", "lines", "threads", "thread"])]
+    pub locks: bool,
 }
 
 /// Ranking of the table.
@@ -87,6 +92,9 @@ pub enum Color {
 /// Runs `rprof report`.
 pub fn run(args: Args) -> anyhow::Result<i32> {
     let profile = open_profile(&args.input)?;
+    if args.locks {
+        return locks(&profile, &args);
+    }
     let (mut selection, label) =
         selection(&profile, args.thread.as_deref(), args.pid, args.no_inline)?;
     selection.weight = weight(&profile, "report", args.off_cpu, args.wall)?;
@@ -136,6 +144,43 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     }
     out.flush().map_err(stdout_error)?;
     Ok(0)
+}
+
+/// `rprof report --locks`.
+fn locks(profile: &Profile, args: &Args) -> anyhow::Result<i32> {
+    let analysis = lock_analysis(profile, "report", args.pid, args.top)?;
+    let mut out = BufWriter::new(io::stdout().lock());
+    if args.json {
+        rprof_locks::render::json(&analysis, &mut out).map_err(stdout_error)?;
+    } else {
+        rprof_locks::render::table(&analysis, &mut out).map_err(stdout_error)?;
+    }
+    out.flush().map_err(stdout_error)?;
+    Ok(0)
+}
+
+/// The lock analysis of `--locks` (`command` names the subcommand in messages); a usage
+/// error (exit 2) on a profile without off-CPU data, or for a process it does not hold.
+pub(crate) fn lock_analysis(
+    profile: &Profile,
+    command: &str,
+    pid: Option<u32>,
+    sites: Option<usize>,
+) -> anyhow::Result<rprof_locks::Analysis> {
+    if !profile.has_off_cpu() {
+        return Err(usage(format!(
+            "{command} --locks: the profile holds no off-CPU data (it was recorded without \
+             --off-cpu); record it again with `rprof record --off-cpu -- COMMAND`"
+        )));
+    }
+    if let Some(pid) = pid {
+        selection(profile, None, Some(pid), false)?;
+    }
+    let options = rprof_locks::Options {
+        pid,
+        sites: sites.filter(|&n| n > 0).unwrap_or(5),
+    };
+    Ok(rprof_locks::analyze(profile, &options))
 }
 
 /// A failed write to stdout, saying it was stdout (`rprof report > /dev/full`). A broken pipe
