@@ -148,6 +148,10 @@ pub struct Analysis {
     /// Blocks waiting in a futex whose address is unknown (no user registers captured, or
     /// `futex_waitv`): counted here, not in any lock.
     pub unaddressed: u64,
+    /// Off-CPU blocks that carry the user registers (the futex arguments): none when the
+    /// recording could not sample in kernel space (an unprivileged user), where the off-CPU
+    /// sampler fires.
+    pub with_registers: u64,
 }
 
 /// Waits of one lock while they are gathered.
@@ -254,7 +258,11 @@ pub fn analyze(profile: &Profile, options: &Options) -> Analysis {
     let mut gathered: HashMap<(u32, u64), Gather> = HashMap::new();
     let mut unaddressed = 0u64;
     let retry = retries(profile);
+    let mut with_registers = 0u64;
     for (index, block) in profile.off_cpu.iter().enumerate() {
+        if !block.args.is_empty() {
+            with_registers += 1;
+        }
         if options.pid.is_some_and(|pid| pid != block.pid) {
             continue;
         }
@@ -368,6 +376,7 @@ pub fn analyze(profile: &Profile, options: &Options) -> Analysis {
         wall_ns: wall_ns(profile),
         wakers,
         unaddressed,
+        with_registers,
     }
 }
 
@@ -414,3 +423,6 @@ fn wall_ns(profile: &Profile) -> u64 {
         .min();
     first.map_or(0, |first| profile.last_time().saturating_sub(first))
 }
+
+#[cfg(test)]
+mod tests;

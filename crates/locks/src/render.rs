@@ -49,7 +49,15 @@ fn site_label(site: &Site) -> String {
 /// The table of `rprof report --locks`: contention first, then the other futex waits.
 pub fn table(analysis: &Analysis, mut out: impl Write) -> io::Result<()> {
     if analysis.locks.is_empty() && analysis.other.is_empty() {
-        writeln!(out, "{NO_LOCK_WAITS}")?;
+        if analysis.with_registers == 0 {
+            writeln!(
+                out,
+                "{NO_LOCK_WAITS}: the off-CPU blocks carry no stacks or registers (kernel-space \
+                 sampling was refused: record as root, or with kernel.perf_event_paranoid <= 1)"
+            )?;
+        } else {
+            writeln!(out, "{NO_LOCK_WAITS}")?;
+        }
         return unaddressed(analysis, &mut out);
     }
     let contended: u64 = analysis.locks.iter().map(|l| l.contended).sum();
@@ -231,6 +239,7 @@ pub fn json(analysis: &Analysis, mut out: impl Write) -> io::Result<()> {
         "wakers_recorded": recorded,
         "wakers_note": note,
         "unaddressed_waits": analysis.unaddressed,
+        "blocks_with_registers": analysis.with_registers,
         "locks": analysis.locks.iter().map(|l| lock_json(analysis, l)).collect::<Vec<_>>(),
         "other_waits": analysis.other.iter().map(|l| lock_json(analysis, l)).collect::<Vec<_>>(),
     });

@@ -563,8 +563,9 @@ mod replay {
             use crate::RecordSource;
             source
                 .read_round(&mut |buffers: &[BufferRecords<'_>]| {
-                    // Issue 11: the off-CPU sampler's ids travel in the header.
-                    writer.round(&original.format(), &[42, 43], buffers)
+                    // Issue 11: the off-CPU sampler's ids travel in the header; issue 17: so
+                    // do the wake-up sampler's.
+                    writer.round(&original.format(), &[42, 43], &[43], buffers)
                 })
                 .unwrap();
         }
@@ -578,8 +579,10 @@ mod replay {
         assert_eq!(copy.settings(), original.settings());
         assert!(copy.records().eq(original.records()));
         assert_eq!(copy.companion_ids(), [42, 43]);
+        assert_eq!(crate::RecordSource::wake_ids(&copy.replay()), [43]);
         // A capture written before the ids were added has none.
         assert!(original.companion_ids().is_empty());
+        assert!(crate::RecordSource::wake_ids(&original.replay()).is_empty());
     }
 
     /// Captures are parsed without trusting them: every truncation and a few corruptions are
