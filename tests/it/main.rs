@@ -12,6 +12,7 @@ mod flame;
 mod hostile_files;
 mod hostile_names;
 mod latency;
+mod locks;
 mod off_cpu;
 mod outputs;
 mod pipeline;
