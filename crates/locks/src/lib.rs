@@ -324,7 +324,9 @@ pub fn analyze(profile: &Profile, options: &Options) -> Analysis {
         let sites = top_sites(g.sites, options.sites);
         let wakers = top_sites(g.wakers, options.sites);
         let (name, named_by) = match namer.find(profile, pid, address) {
-            Some(Found::Symbol { name, offset, .. }) if offset == 0 => (name, NamedBy::Symbol),
+            Some(Found::Symbol {
+                name, offset: 0, ..
+            }) => (name, NamedBy::Symbol),
             Some(Found::Symbol { name, offset, .. }) => {
                 (format!("{name}+{offset:#x}"), NamedBy::Symbol)
             }
