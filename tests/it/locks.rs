@@ -364,3 +364,53 @@ fn unprivileged_report_says_why() {
         "{report:#}"
     );
 }
+
+/// Issue 17: as root on a kernel without the futex tracepoint (simulated: tracefs shows no
+/// events in a private mount namespace), the recording says wake-ups are not recorded and the
+/// report says why on every lock instead of leaving the column blank.
+#[test]
+fn wakers_unavailable_report_says_why() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        skip("needs root to hide tracefs in a private mount namespace");
+        return;
+    }
+    let dir = tempdir();
+    let empty = dir.path().join("no-tracefs");
+    std::fs::create_dir_all(empty.join("events")).unwrap();
+    let out = Command::new("unshare")
+        .args([
+            "-m",
+            "sh",
+            "-c",
+            "mount --bind \"$0\" /sys/kernel/tracing && exec \"$@\"",
+        ])
+        .arg(&empty)
+        .arg(rprof_bin())
+        .args(["record", "--off-cpu", "--"])
+        .arg(build_c("locks.c", "locks", &["-O1", "-g"]))
+        .current_dir(dir.path())
+        .output()
+        .expect("unshare runs");
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("lock wake-ups (who held a lock, rprof report --locks) are not recorded"),
+        "{err}"
+    );
+    let text = stdout(&run_rprof(dir.path(), &["report", "--locks"]));
+    assert!(
+        text.contains("\nWakers: not recorded: the kernel offers no"),
+        "{text}"
+    );
+    assert!(text.contains("woken by: not recorded"), "{text}");
+    assert!(text.starts_with("Lock contention:"), "{text}");
+    let report: Value = serde_json::from_str(&stdout(&run_rprof(
+        dir.path(),
+        &["report", "--locks", "--json"],
+    )))
+    .unwrap();
+    assert_eq!(report["wakers_recorded"], false);
+    assert_eq!(report["locks"][0]["name"], "order_book");
+    assert!(report["locks"][0]["wakers"].is_null(), "{report:#}");
+}

@@ -39,7 +39,12 @@ pub const WAKE_FILTER: &str = "op == 1 || op == 129 || op == 3 || op == 131 || o
 pub(crate) fn waker_attr(switch: &perf_event_attr) -> Result<perf_event_attr, String> {
     // Parsing a tracepoint's name reads its id from tracefs.
     let event = rprof_events::parse(WAKER_EVENT).map_err(|e| {
-        format!("the {WAKER_EVENT} tracepoint is not available ({e}); run rprof record as root")
+        if nix::unistd::geteuid().is_root() {
+            // Root reads tracefs: the kernel has no syscall tracepoints (CONFIG_FTRACE_SYSCALLS).
+            format!("the kernel offers no {WAKER_EVENT} tracepoint ({e})")
+        } else {
+            format!("the {WAKER_EVENT} tracepoint is not available ({e}); run rprof record as root")
+        }
     })?;
     let tracepoint = event.attr();
     let mut attr = *switch;

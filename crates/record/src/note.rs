@@ -28,6 +28,8 @@ pub enum Note {
         /// `kernel.perf_event_paranoid`, if readable.
         paranoid: Option<i32>,
     },
+    /// `--off-cpu` with stacks, but without the lock wake-up sampler (`crate::locks`): why.
+    NoWakers(String),
     /// The default ring buffers were over the locked-memory limit: smaller ones are used.
     SmallerBuffers {
         /// Data pages per CPU asked for.
@@ -73,6 +75,10 @@ impl fmt::Display for Note {
                     "the kernel refuses the off-CPU stack sampler (kernel.perf_event_paranoid is {level}): off-CPU time is recorded without stacks; run as root or `sudo sysctl kernel.perf_event_paranoid=1` for stacks"
                 )
             }
+            Note::NoWakers(why) => write!(
+                f,
+                "lock wake-ups (who held a lock, rprof report --locks) are not recorded: {why}"
+            ),
             Note::SmallerBuffers { asked, pages } => write!(
                 f,
                 "the kernel refused ring buffers of {asked} pages per CPU (locked-memory limit); using {pages} pages, samples may be lost (see docs/permissions.md)"

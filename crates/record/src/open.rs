@@ -200,6 +200,9 @@ pub(crate) fn open_samplers(
                 }
                 if let Some(note) = switch_refused.take() {
                     tell(note);
+                } else if let Some(Err(why)) = &wakers {
+                    // (Without kernel stacks, the note above says more.)
+                    tell(Note::NoWakers(why.clone()));
                 }
                 if pages != asked {
                     tell(Note::SmallerBuffers { asked, pages });
