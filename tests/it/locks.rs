@@ -1,6 +1,6 @@
 //! Issue 17: `rprof report --locks` and `rprof flame --locks` on `fixtures/locks.c` (two global
 //! mutexes, three threads, a condition variable) and `fixtures/locks_rust.rs` (a
-//! `std::sync::Mutex` in an `Arc`), each of which counts its own contended acquisitions
+//! `std::sync::Mutex` in an `Arc`, and a static one), each of which counts its own contended acquisitions
 //! (`trylock` first) and prints the lock's address: rprof's rows are checked against that.
 //!
 //! Margins hold on a loaded 2-core machine: the fixtures pause 0.5 ms outside the lock, so a
@@ -240,6 +240,28 @@ fn rust_heap_mutex_is_named_by_its_waiter() {
     let hand = r.hand_count("book");
     assert!(hand >= 100, "the fixture contended only {hand} times");
     let contended = n(&top["contended"]);
+    assert!(
+        agrees(contended, hand),
+        "rprof {contended}, hand count {hand}"
+    );
+}
+
+/// Issue 17: a Rust static `Mutex` is named by its demangled symbol.
+#[test]
+fn rust_static_mutex_is_named_by_its_symbol() {
+    let r = rust_recording();
+    let report = r.locks_json();
+    let journal = report["locks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == "locks_rust::JOURNAL")
+        .unwrap_or_else(|| panic!("{report:#}"));
+    assert_eq!(journal["named_by"], "symbol");
+    assert_eq!(journal["address"], r.printed("address", "JOURNAL"));
+    let hand = r.hand_count("JOURNAL");
+    assert!(hand >= 30, "the fixture contended only {hand} times");
+    let contended = n(&journal["contended"]);
     assert!(
         agrees(contended, hand),
         "rprof {contended}, hand count {hand}"
