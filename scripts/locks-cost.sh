@@ -41,15 +41,24 @@ wall() {
     echo "$b - $a" | bc
 }
 median() { sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
-declare -A result
+declare -A result lost
+# The samples a run lost and the switch records that did not pair up, from its messages.
+lost_of() {
+    local n unpaired
+    n=$(grep -o '[0-9]* lost samples' last.err | grep -o '^[0-9]*' || echo "-")
+    unpaired=$(grep -o '[0-9]* context-switch records did not pair up' last.err | grep -o '^[0-9]*' || true)
+    if [ -n "$unpaired" ]; then echo "$n (+$unpaired unpaired)"; else echo "$n"; fi
+}
 run() {
     local name=$1
     shift
-    local times=()
+    local times=() losses=()
     for _ in $(seq "$N"); do
         times+=("$(wall "$@")")
+        losses+=("$(lost_of)")
     done
     result[$name]=$(printf '%s\n' "${times[@]}" | median)
+    lost[$name]=$(IFS=';'; echo "${losses[*]}" | sed 's/;/; /g')
 }
 without() {
     unshare -m sh -c 'mount --bind "$0" /sys/kernel/tracing && exec "$@"' \
@@ -68,13 +77,13 @@ print(json.load(sys.stdin)["wakers_recorded"])')
 
 echo "Workload: $LABEL; N=$N, median wall seconds"
 echo
-echo "| run | wall s | vs alone |"
-echo "|---|---|---|"
+echo "| run | wall s | vs alone | lost samples, run by run |"
+echo "|---|---|---|---|"
 for name in alone "rprof record --off-cpu, no wake-ups" "rprof record --off-cpu (wake-ups)"; do
-    printf '| %s | %.2f | %.2fx |\n' "$name" "${result[$name]}" \
-        "$(echo "${result[$name]} / ${result[alone]}" | bc -l)"
+    printf '| %s | %.2f | %.2fx | %s |\n' "$name" "${result[$name]}" \
+        "$(echo "${result[$name]} / ${result[alone]}" | bc -l)" "${lost[$name]}"
 done
 echo
-echo "Wake calls on waited-for words recorded: ${wakes% *} (wakers_recorded: ${wakes#* };" \
-    "without: $nowakes). Profile sizes: $(stat -c %s n.data) bytes without," \
+echo "Last runs: wake calls on waited-for words recorded: ${wakes% *} (wakers_recorded:" \
+    "${wakes#* }; without: $nowakes). Profile sizes: $(stat -c %s n.data) bytes without," \
     "$(stat -c %s w.data) bytes with."

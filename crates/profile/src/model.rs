@@ -276,13 +276,14 @@ pub enum LockRecord {
         /// Process address − SVMA.
         base: u64,
     },
-    /// A thread called a waking futex operation (the `syscalls:sys_enter_futex` tracepoint
-    /// filtered to wake operations): the code that released a lock others waited on.
+    /// A thread's futex call woke a waiter (the `syscalls:sys_exit_futex` tracepoint filtered
+    /// to calls that returned a positive count): the code that released a lock others waited
+    /// on.
     Wake(Wake),
 }
 
-/// One waking futex call (`FUTEX_WAKE`, `FUTEX_WAKE_BITSET`, `FUTEX_WAKE_OP`,
-/// `FUTEX_UNLOCK_PI`, `FUTEX_CMP_REQUEUE`...), in the calling thread's context.
+/// One futex call that woke (or requeued) waiters (`FUTEX_WAKE`, `FUTEX_WAKE_BITSET`,
+/// `FUTEX_WAKE_OP`, `FUTEX_CMP_REQUEUE`...), in the calling thread's context.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Wake {
     /// Time in nanoseconds (the kernel's perf clock).

@@ -177,6 +177,8 @@ pub struct Recorder<W: Write> {
     wake_ids: Vec<u64>,
     /// Module bases already written, by (pid, module, base) (`locks`).
     bases_written: HashSet<(u32, ModuleIndex, u64)>,
+    /// (pid, module) pairs seen in off-CPU and wake-up stacks (`locks`).
+    bases_seen: HashSet<(u32, ModuleId)>,
     /// Per thread, the stack its last switch sample captured, until its switch-out record.
     switch_stacks: HashMap<u32, SwitchStack>,
     /// Threads off the CPU, by thread id.
@@ -301,6 +303,7 @@ impl<W: Write> Recorder<W> {
             switch_ids: Vec::new(),
             wake_ids: Vec::new(),
             bases_written: HashSet::new(),
+            bases_seen: HashSet::new(),
             switch_stacks: HashMap::new(),
             blocked: HashMap::new(),
             switched: HashSet::new(),
@@ -443,6 +446,8 @@ impl<W: Write> Recorder<W> {
             PerfRecord::Comm(c) => {
                 if c.exec {
                     self.unwinder.exec(c.pid);
+                    // Its modules load at new bases (`locks`).
+                    self.bases_seen.retain(|&(pid, _)| pid != c.pid);
                 }
                 self.note_thread(c.pid, c.tid);
                 self.push(Record::Comm {
@@ -736,8 +741,8 @@ impl<W: Write> Recorder<W> {
         }
         self.note_thread(blocked.pid, tid);
         self.lookups.add_stack(&stack.user, &stack.kernel);
-        if !stack.args.is_empty() && !stack.user.is_empty() {
-            self.note_bases(blocked.pid)?;
+        if !stack.args.is_empty() {
+            self.note_bases(blocked.pid, &stack.user)?;
         }
         self.push(Record::OffCpu(OffCpu {
             pid: blocked.pid,
