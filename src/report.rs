@@ -22,7 +22,7 @@ pub struct Args {
     #[arg(short, long, value_name = "FILE", default_value = "rprof.data")]
     pub input: PathBuf,
     /// Show the N hottest functions (0: all) [default: a screenful on a terminal, else 50; all
-    /// with --json].
+    /// with --json]. With --locks: the waiting and waking sites listed per lock [default: 5].
     #[arg(long, value_name = "N")]
     pub top: Option<usize>,
     /// Rank by samples in the function itself (self) or including its callees (total).
