@@ -32,6 +32,7 @@ compile_error!(
 );
 
 pub mod capture;
+mod cgroup;
 pub mod error;
 pub mod note;
 pub mod open;
@@ -195,6 +196,9 @@ pub struct Recorder<W: Write> {
     last_time: u64,
     /// When the recording stopped (perf clock), for blocks still open at the end.
     stop_time: Option<u64>,
+    /// Processes whose samples are skipped until their `execve` (COMM exec record): a command
+    /// sampled on its cgroup from before its release, while it still runs rprof's code.
+    awaiting_exec: HashSet<u32>,
 }
 
 impl<W: Write> Recorder<W> {
@@ -303,6 +307,7 @@ impl<W: Write> Recorder<W> {
             start_time: None,
             last_time: 0,
             stop_time: None,
+            awaiting_exec: HashSet::new(),
         })
     }
 
@@ -317,6 +322,12 @@ impl<W: Write> Recorder<W> {
     /// block that ends there ([`OffCpu::ended`] false). Without it, the latest record's time.
     pub fn set_stop_time(&mut self, time: u64) {
         self.stop_time = Some(time);
+    }
+
+    /// Skips the samples of process `pid` until its next `execve` (a launched command that is
+    /// sampled from before its release: until then it runs rprof's code).
+    pub fn await_exec(&mut self, pid: u32) {
+        self.awaiting_exec.insert(pid);
     }
 
     /// Adds a record of the caller's (e.g. thread names read from /proc when attaching).
@@ -405,6 +416,8 @@ impl<W: Write> Recorder<W> {
             {
                 self.switch_sample(s)?
             }
+            PerfRecord::Sample(s) if s.pid.is_some_and(|pid| self.awaiting_exec.contains(&pid)) => {
+            }
             PerfRecord::Sample(s) => self.sample(s)?,
             PerfRecord::Switch(sw) => self.switch(sw)?,
             PerfRecord::Mmap(m) => {
@@ -429,6 +442,7 @@ impl<W: Write> Recorder<W> {
             PerfRecord::Comm(c) => {
                 if c.exec {
                     self.unwinder.exec(c.pid);
+                    self.awaiting_exec.remove(&c.pid);
                 }
                 self.note_thread(c.pid, c.tid);
                 self.push(Record::Comm {

@@ -13,6 +13,7 @@
 use rprof_events::{Event, OpenError};
 use rprof_perf::{CallGraph, Companion, MapError, Rate, SamplerError, Samplers, SamplingOptions};
 
+use crate::cgroup::Cgroup;
 use crate::error::RecordError;
 use crate::note::Note;
 
@@ -44,6 +45,9 @@ pub(crate) struct Request<'a> {
 pub(crate) struct Opened {
     pub samplers: Samplers,
     pub event: Event,
+    /// The samplers are per-CPU events on the command's cgroup, opened disabled: the caller
+    /// enables them when it releases the command (else: inherited, enabled at its `execve`).
+    pub on_cgroup: bool,
 }
 
 /// True when the kernel lets us lock as much memory as we like for ring buffers.
@@ -103,12 +107,18 @@ pub fn affordable_pages() -> Option<usize> {
 /// Opens the samplers for `pid` (`attach`: every existing thread of a running process; else a
 /// held child, enabled at its exec), with the fallbacks of this module. Notes go to `tell`
 /// once the samplers are open.
+///
+/// With `cgroup` (a launched command already moved into it, no `--off-cpu`), the samplers are
+/// per-CPU events on the cgroup (see [`crate::cgroup`]); if the kernel refuses those, inherited
+/// per-task events as without it.
 pub(crate) fn open_samplers(
     request: &Request<'_>,
     pid: u32,
     attach: bool,
+    cgroup: Option<&Cgroup>,
     tell: &mut dyn FnMut(Note),
 ) -> Result<Opened, RecordError> {
+    let mut cgroup = cgroup.filter(|_| !attach && !request.off_cpu);
     let cpus = rprof_events::online_cpus().map_err(|error| RecordError::Io {
         what: "cannot list the online CPUs".to_string(),
         error,
@@ -164,7 +174,13 @@ pub(crate) fn open_samplers(
                 attr: switch,
             });
         }
-        let result = if attach {
+        let result = if let Some(cgroup) = cgroup {
+            let mut attr = attr;
+            attr.set_inherit(0);
+            attr.set_enable_on_exec(0);
+            attr.set_disabled(1);
+            Samplers::open_cgroup(&event.name, &attr, cgroup.fd(), pid, &cpus, pages)
+        } else if attach {
             Samplers::attach_with(&event.name, &attr, &companions, pid, &cpus, pages)
         } else {
             Samplers::open_process_with(&event.name, &attr, &companions, pid, &cpus, pages)
@@ -180,12 +196,19 @@ pub(crate) fn open_samplers(
                 if pages != asked {
                     tell(Note::SmallerBuffers { asked, pages });
                 }
-                return Ok(Opened { samplers, event });
+                return Ok(Opened {
+                    samplers,
+                    event,
+                    on_cgroup: cgroup.is_some(),
+                });
             }
             // Kernels before 5.12 do not know attr.build_id: MMAP2 records then carry the inode.
             Err(SamplerError::Open(e)) if e.errno == libc::EINVAL && options.mmap_build_id => {
                 options.mmap_build_id = false;
             }
+            // CPU-wide events on the cgroup refused (not root nor CAP_PERFMON, a kernel without
+            // cgroup events): inherited per-task events, as without a cgroup.
+            Err(SamplerError::Open(_)) if cgroup.is_some() => cgroup = None,
             Err(SamplerError::Open(e))
                 if e.is_permission()
                     && e.counts_kernel

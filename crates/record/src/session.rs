@@ -24,6 +24,7 @@ use rprof_launch::Running;
 use rprof_perf::{CallGraph, Rate, Samplers};
 use rprof_profile::{Header, LookupSet, Module, Record};
 
+use crate::cgroup::Cgroup;
 use crate::error::{with_causes, RecordError};
 use crate::note::Note;
 use crate::open::{default_pages, open_samplers, Request};
@@ -123,6 +124,8 @@ struct Session {
     pid: u32,
     exit_watch: Option<OwnedFd>,
     started: Instant,
+    /// The command's own cgroup, when the samplers are on it; removed after the last drain.
+    cgroup: Option<Cgroup>,
     followed: Followed,
 }
 
@@ -152,7 +155,16 @@ fn start_command(
     let output = output::create(&options.output, tell)?;
     let pending = rprof_launch::spawn_pending(argv)?;
     let pid = pending.pid();
-    let opened = match open_samplers(&request, pid, false, tell) {
+    // Short processes are sampled at the rate asked for only on a cgroup of the command's own
+    // (crate::cgroup); without one (not root, no cgroup v2), inherited events.
+    let cgroup = if options.off_cpu {
+        None
+    } else {
+        Cgroup::create()
+            .ok()
+            .filter(|cgroup| cgroup.add(pid).is_ok())
+    };
+    let opened = match open_samplers(&request, pid, false, cgroup.as_ref(), tell) {
         Ok(opened) => opened,
         Err(e) => {
             pending.abort();
@@ -189,6 +201,15 @@ fn start_command(
     let exit_watch = pidfd_open(pid).ok();
     rprof_launch::forward_signals_to(pid)
         .map_err(|e| RecordError::io("cannot install the Ctrl-C handler", e))?;
+    let cgroup = cgroup.filter(|_| opened.on_cgroup);
+    if cgroup.is_some() {
+        // Until its execve, the command is rprof's code: not sampled.
+        recording.recorder.await_exec(pid);
+        if let Err(e) = opened.samplers.enable() {
+            pending.abort();
+            return Err(RecordError::Sampler(e));
+        }
+    }
     let started = Instant::now();
     // Timed before COMMAND is released, so that the kernel's COMM of every `exec` it runs is
     // later and wins: its samples must not go back to this name (issue 9.11).
@@ -213,6 +234,7 @@ fn start_command(
         pid,
         exit_watch,
         started,
+        cgroup,
         followed: Followed::Command {
             running,
             shown,
@@ -236,7 +258,7 @@ fn start_attach(
         return Err(RecordError::Gone(pid));
     }
     let output = output::create(&options.output, tell)?;
-    let opened = match open_samplers(&request, pid, true, tell) {
+    let opened = match open_samplers(&request, pid, true, None, tell) {
         Ok(opened) => opened,
         Err(_) if has_exited(pid, exit_watch.as_ref()) => return Err(RecordError::Gone(pid)),
         Err(e) => return Err(e),
@@ -278,6 +300,7 @@ fn start_attach(
         pid,
         exit_watch,
         started,
+        cgroup: None,
         followed: Followed::Process,
     })
 }
@@ -321,6 +344,7 @@ impl Session {
             .drain(&mut self.samplers)
             .map_err(|e| RecordError::io(CANNOT_WRITE, e))?;
         drop(self.samplers);
+        drop(self.cgroup.take());
         // Threads still off the CPU are counted up to now (docs/off-cpu.md).
         self.recording.recorder.set_stop_time(now_monotonic_ns());
         let (outcome, exit_code) = match &mut self.followed {
