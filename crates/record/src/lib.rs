@@ -37,6 +37,7 @@ pub mod error;
 pub mod note;
 pub mod open;
 mod output;
+mod priority;
 mod process;
 pub mod session;
 pub mod source;
@@ -199,6 +200,8 @@ pub struct Recorder<W: Write> {
     /// Processes whose samples are skipped until their `execve` (COMM exec record): a command
     /// sampled on its cgroup from before its release, while it still runs rprof's code.
     awaiting_exec: HashSet<u32>,
+    /// Threads seen and not exited.
+    live: HashSet<u32>,
 }
 
 impl<W: Write> Recorder<W> {
@@ -308,6 +311,7 @@ impl<W: Write> Recorder<W> {
             last_time: 0,
             stop_time: None,
             awaiting_exec: HashSet::new(),
+            live: HashSet::new(),
         })
     }
 
@@ -343,6 +347,11 @@ impl<W: Write> Recorder<W> {
     /// The unwinder, e.g. to load the mappings of an attached process from /proc.
     pub fn unwinder_mut(&mut self) -> &mut Unwinder {
         &mut self.unwinder
+    }
+
+    /// Threads of the target seen in records and not exited yet.
+    pub fn live_threads(&self) -> usize {
+        self.live.len()
     }
 
     /// What the recording has counted so far.
@@ -485,6 +494,7 @@ impl<W: Write> Recorder<W> {
                 })?;
             }
             PerfRecord::Exit(t) => {
+                self.live.remove(&t.tid);
                 if t.pid == t.tid {
                     self.exited.push(t.pid);
                 }
@@ -529,6 +539,7 @@ impl<W: Write> Recorder<W> {
     }
 
     fn note_thread(&mut self, pid: u32, tid: u32) {
+        self.live.insert(tid);
         self.stats.threads.insert((pid, tid));
         self.stats.processes.insert(pid);
     }

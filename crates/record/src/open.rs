@@ -5,7 +5,11 @@
 //! `attr.build_id` (MMAP2 records then carry the inode); a kernel that refuses kernel-space
 //! sampling gets user-only samplers (said in a [`Note::UserOnly`]); a ring buffer of the
 //! default size over the locked-memory limit is halved down to [`MIN_PAGES`] (said in a
-//! [`Note::SmallerBuffers`]). A size asked for with `-m` is never reduced.
+//! [`Note::SmallerBuffers`]). A size asked for with `-m` is never reduced. Rings below the
+//! default size get a user-stack copy that leaves room for [`MIN_SAMPLES_PER_RING`] samples
+//! ([`fitted_stack_copy`], said in a [`Note::SmallerStackCopy`]). A launched command on a
+//! cgroup of its own gets per-CPU events on that cgroup ([`crate::cgroup`]), else inherited
+//! per-task events.
 //!
 //! It leaves to others the samplers themselves (`rprof-perf`) and what is recorded from them
 //! ([`crate::session`]).
@@ -26,6 +30,30 @@ pub const MIN_PAGES: usize = 8;
 /// sampler's default. A deeper stack is marked truncated. (Samples of one ring buffer may
 /// differ in stack size: each records its own.)
 pub const OFF_CPU_STACK_COPY: u32 = 8192;
+
+/// Samples a ring buffer holds at least when its size is capped (by the locked-memory limits,
+/// or halved after a refusal): the user-stack copy is made smaller to fit (issue 13). 128
+/// samples of 4 KiB fill the 512 KiB an unprivileged user may lock per CPU by default
+/// (`kernel.perf_event_mlock_kb`): 128 ms of a busy CPU at 999 Hz before the reader must run;
+/// with `ulimit -l` at 8 MiB (4 MiB rings) the copy is 31 KiB, about what samply copies.
+pub const MIN_SAMPLES_PER_RING: usize = 128;
+
+/// Bytes a dwarf sample takes besides its stack copy, at most in practice: header, ids,
+/// registers, size fields and a kernel callchain of up to 100 frames.
+const SAMPLE_OVERHEAD: usize = 1024;
+
+/// The smallest user-stack copy fitting chooses: below it, too few frames unwind to be useful.
+pub const MIN_FITTED_STACK_COPY: u32 = 2048;
+
+/// The user-stack copy (bytes) that lets a ring buffer of `pages` data pages hold
+/// [`MIN_SAMPLES_PER_RING`] samples: `asked` if it fits, else as much as does (a multiple of 8,
+/// at least [`MIN_FITTED_STACK_COPY`]).
+pub fn fitted_stack_copy(pages: usize, asked: u32) -> u32 {
+    let ring = pages.saturating_mul(rprof_perf::ring::page_size());
+    let room = (ring / MIN_SAMPLES_PER_RING).saturating_sub(SAMPLE_OVERHEAD);
+    let room = u32::try_from(room).unwrap_or(u32::MAX) & !7;
+    asked.min(room.max(MIN_FITTED_STACK_COPY))
+}
 
 /// What the samplers sample, as the session asks for it.
 pub(crate) struct Request<'a> {
@@ -48,6 +76,8 @@ pub(crate) struct Opened {
     /// The samplers are per-CPU events on the command's cgroup, opened disabled: the caller
     /// enables them when it releases the command (else: inherited, enabled at its `execve`).
     pub on_cgroup: bool,
+    /// The call graph as opened: the user-stack copy fitted to capped ring buffers.
+    pub call_graph: CallGraph,
 }
 
 /// True when the kernel lets us lock as much memory as we like for ring buffers.
@@ -144,6 +174,19 @@ pub(crate) fn open_samplers(
         mmap_build_id: true,
     };
     loop {
+        // Rings capped below the default size (and not sized with -m) get a stack copy that
+        // leaves room for MIN_SAMPLES_PER_RING samples: with 64 KiB copies a 512 KiB ring
+        // holds 7, and an unprivileged recording of many busy threads lost 40-90% of them.
+        options.call_graph = match request.call_graph {
+            CallGraph::Dwarf { stack_size }
+                if !request.explicit_pages && pages < default_dwarf_pages() =>
+            {
+                CallGraph::Dwarf {
+                    stack_size: fitted_stack_copy(pages, stack_size),
+                }
+            }
+            call_graph => call_graph,
+        };
         // Wake up when a quarter of the buffer is used; with the off-CPU sampler, every 32nd:
         // at tens of thousands of switches a second, each with a stack copy, a quarter fills
         // in milliseconds and a late reader loses records (docs/off-cpu.md, Cost).
@@ -196,10 +239,20 @@ pub(crate) fn open_samplers(
                 if pages != asked {
                     tell(Note::SmallerBuffers { asked, pages });
                 }
+                if let (
+                    CallGraph::Dwarf { stack_size: asked },
+                    CallGraph::Dwarf { stack_size: used },
+                ) = (request.call_graph, options.call_graph)
+                {
+                    if used < asked {
+                        tell(Note::SmallerStackCopy { asked, used, pages });
+                    }
+                }
                 return Ok(Opened {
                     samplers,
                     event,
                     on_cgroup: cgroup.is_some(),
+                    call_graph: options.call_graph,
                 });
             }
             // Kernels before 5.12 do not know attr.build_id: MMAP2 records then carry the inode.
@@ -305,5 +358,24 @@ mod tests {
             let pages = default_pages(cg);
             assert!(pages.is_power_of_two() && pages >= 1, "{pages}");
         }
+    }
+
+    /// Issue 13: a ring capped by the locked-memory limit holds MIN_SAMPLES_PER_RING samples;
+    /// a large ring keeps the copy asked for.
+    #[test]
+    fn stack_copies_fit_capped_rings() {
+        let page = rprof_perf::ring::page_size();
+        let unprivileged = (512 << 10) / page;
+        let copy = fitted_stack_copy(unprivileged, rprof_perf::MAX_STACK_COPY);
+        assert_eq!(copy % 8, 0);
+        assert!((MIN_FITTED_STACK_COPY..4096).contains(&copy), "{copy}");
+        let sample = copy as usize + SAMPLE_OVERHEAD;
+        assert!((512 << 10) / sample >= MIN_SAMPLES_PER_RING);
+        assert_eq!(
+            fitted_stack_copy(default_dwarf_pages(), rprof_perf::MAX_STACK_COPY),
+            rprof_perf::MAX_STACK_COPY
+        );
+        assert_eq!(fitted_stack_copy(unprivileged, 2048), 2048);
+        assert_eq!(fitted_stack_copy(1, 65528), MIN_FITTED_STACK_COPY);
     }
 }

@@ -27,8 +27,9 @@ use rprof_profile::{Header, LookupSet, Module, Record};
 use crate::cgroup::Cgroup;
 use crate::error::{with_causes, RecordError};
 use crate::note::Note;
-use crate::open::{default_pages, open_samplers, Request};
+use crate::open::{default_pages, open_samplers, Opened, Request};
 use crate::output::{self, Recording, CANNOT_WRITE};
+use crate::priority;
 use crate::process::{has_exited, now_monotonic_ns, pidfd_open, raise_fd_limit, signal_child};
 use crate::Stats;
 
@@ -187,8 +188,8 @@ fn start_command(
         .collect();
     // The header reaches the file while COMMAND is still held: if it cannot be written (a full
     // disk), COMMAND never runs.
-    let header = header(options, &opened.event, command, None);
-    let mut recording = match Recording::start(&output, &header, options.call_graph) {
+    let header = header(options, &opened, command, None);
+    let mut recording = match Recording::start(&output, &header, opened.call_graph) {
         Ok(recording) => recording,
         Err(e) => {
             pending.abort();
@@ -268,8 +269,8 @@ fn start_attach(
     if has_exited(pid, exit_watch.as_ref()) {
         return Err(RecordError::Gone(pid));
     }
-    let header = header(options, &opened.event, Vec::new(), Some(pid));
-    let mut recording = Recording::start(&output, &header, options.call_graph)?;
+    let header = header(options, &opened, Vec::new(), Some(pid));
+    let mut recording = Recording::start(&output, &header, opened.call_graph)?;
     recording.place(output);
     rprof_launch::catch_interrupts()
         .map_err(|e| RecordError::io("cannot install the Ctrl-C handler", e))?;
@@ -318,7 +319,47 @@ impl Session {
             Followed::Command { shown, .. } => shown.clone(),
             Followed::Process => format!("process {pid}"),
         };
+        let recorder_tid = priority::current_tid();
+        // A launched COMMAND is watched from the start (its threads may starve the recorder
+        // before it reads their FORK records); the recorder also acts when it sees itself
+        // behind. Either acts once.
+        let mut watch = match self.followed {
+            Followed::Command { .. } => Some(priority::Watch::start(
+                pid,
+                recorder_tid,
+                self.samplers.buffers().len(),
+            )),
+            Followed::Process => None,
+        };
+        let mut kept_up = false;
         loop {
+            if let Some(w) = &watch {
+                if let Some(note) = w.take_note() {
+                    kept_up = true;
+                    tell(note);
+                }
+                if w.finished() {
+                    watch = None;
+                }
+            }
+            if !kept_up && self.behind() {
+                kept_up = true;
+                drop(watch.take());
+                let pids = match self.followed {
+                    Followed::Command { .. } => {
+                        let mut pids: Vec<u32> = (self.recording.recorder.stats().processes)
+                            .iter()
+                            .copied()
+                            .chain([pid])
+                            .collect();
+                        pids.sort_unstable();
+                        pids.dedup();
+                        pids
+                    }
+                    Followed::Process => Vec::new(),
+                };
+                tell(priority::keep_up(recorder_tid, &pids));
+            }
             let exited = self
                 .recording
                 .recorder
@@ -343,6 +384,7 @@ impl Session {
             .recorder
             .drain(&mut self.samplers)
             .map_err(|e| RecordError::io(CANNOT_WRITE, e))?;
+        drop(watch);
         drop(self.samplers);
         drop(self.cgroup.take());
         // Threads still off the CPU are counted up to now (docs/off-cpu.md).
@@ -364,6 +406,20 @@ impl Session {
             self.recording
                 .finish(name, self.started.elapsed(), &options.output, &outcome)?;
         Ok(Outcome { summary, exit_code })
+    }
+
+    /// True when the recorder is falling behind, or is about to: the target has more live
+    /// threads than [`priority::THREADS_PER_CPU`] per ring buffer (CPU), a ring buffer is more
+    /// than half full at the start of a round, or records were lost.
+    fn behind(&self) -> bool {
+        let recorder = &self.recording.recorder;
+        recorder.live_threads() > priority::THREADS_PER_CPU * self.samplers.buffers().len()
+            || recorder.stats().lost > 0
+            || self
+                .samplers
+                .buffers()
+                .iter()
+                .any(|b| priority::behind(b.ring.pending(), b.ring.data_size()))
     }
 
     /// True when the target has ended (seen otherwise than through the exit watch): COMMAND
@@ -411,7 +467,8 @@ fn call_graph_name(call_graph: CallGraph) -> String {
     }
 }
 
-fn header(options: &Options, event: &Event, command: Vec<String>, pid: Option<u32>) -> Header {
+fn header(options: &Options, opened: &Opened, command: Vec<String>, pid: Option<u32>) -> Header {
+    let event = &opened.event;
     let uname = nix::sys::utsname::uname().ok();
     let (frequency, period) = match options.rate {
         Rate::Frequency(hz) => (Some(hz), None),
@@ -424,7 +481,7 @@ fn header(options: &Options, event: &Event, command: Vec<String>, pid: Option<u3
         event: event.name.clone(),
         frequency,
         period,
-        call_graph: call_graph_name(options.call_graph),
+        call_graph: call_graph_name(opened.call_graph),
         start_unix_ns: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64),
