@@ -58,6 +58,8 @@ pub fn fitted_stack_copy(pages: usize, asked: u32) -> u32 {
 /// What the samplers sample, as the session asks for it.
 pub(crate) struct Request<'a> {
     pub event: &'a Event,
+    /// The ring size the rate wants ([`wanted_pages`]): rings below it are capped.
+    pub wanted_pages: usize,
     pub rate: Rate,
     pub call_graph: CallGraph,
     /// Sample user space only (`--no-kernel`).
@@ -95,22 +97,50 @@ pub fn privileged() -> bool {
         .is_some_and(|caps| caps & (1 << 14) != 0)
 }
 
-/// The default ring-buffer size per CPU (data pages): room for ~250 ms of dwarf samples at the
-/// default rate on a busy CPU; without privileges, at most [`affordable_pages`]. If the kernel
-/// refuses it anyway, the samplers are opened with half of it, and so on.
-pub fn default_pages(call_graph: CallGraph) -> usize {
-    let page = rprof_perf::ring::page_size();
-    let wanted = match call_graph {
-        CallGraph::Dwarf { .. } => default_dwarf_pages(),
-        _ => (1 << 20) / page,
-    };
+/// How long a default dwarf ring buffer lasts on a CPU the target keeps busy, at least: the
+/// reader must have run by then. Rounded up to a power of two of pages: 1/16 s becomes 62-125
+/// ms. At 10 kHz the largest ring ([`default_dwarf_pages`]) holds 25 ms, and lost nothing in
+/// the benchmarks (docs/benchmarks.md): lower rates keep more than twice that margin.
+pub const RING_FRACTION_OF_SECOND: u64 = 16;
+
+/// The smallest default ring buffer for dwarf stacks (bytes per CPU).
+pub const MIN_DWARF_RING: usize = 256 << 10;
+
+/// The default ring-buffer size per CPU (data pages): for dwarf stacks at a frequency, room
+/// for 1/[`RING_FRACTION_OF_SECOND`] s of samples on a busy CPU (issue 13: 4 MiB at 999 Hz
+/// with 64 KiB copies, where a fixed 16 MiB took 32 MiB of the recorder's memory on 2 CPUs),
+/// between [`MIN_DWARF_RING`] and [`default_dwarf_pages`]; at a period (rate unknown), the
+/// largest. Without privileges, at most [`affordable_pages`]. If the kernel refuses it anyway,
+/// the samplers are opened with half of it, and so on.
+pub fn default_pages(call_graph: CallGraph, rate: Rate) -> usize {
+    let wanted = wanted_pages(call_graph, rate);
     if privileged() {
         return wanted;
     }
     affordable_pages().map_or(wanted, |pages| pages.min(wanted))
 }
 
-/// The default ring-buffer size per CPU for dwarf stacks (data pages): 16 MiB.
+/// [`default_pages`] before the locked-memory limits.
+pub fn wanted_pages(call_graph: CallGraph, rate: Rate) -> usize {
+    let page = rprof_perf::ring::page_size();
+    match (call_graph, rate) {
+        (CallGraph::Dwarf { stack_size }, Rate::Frequency(hz)) => {
+            let sample = u64::from(stack_size) + SAMPLE_OVERHEAD as u64;
+            let bytes = hz.saturating_mul(sample) / RING_FRACTION_OF_SECOND;
+            let bytes = usize::try_from(bytes)
+                .unwrap_or(usize::MAX)
+                .max(MIN_DWARF_RING);
+            (bytes.div_ceil(page))
+                .checked_next_power_of_two()
+                .unwrap_or(usize::MAX)
+                .min(default_dwarf_pages())
+        }
+        (CallGraph::Dwarf { .. }, Rate::Period(_)) => default_dwarf_pages(),
+        _ => (1 << 20) / page,
+    }
+}
+
+/// The largest default ring-buffer size per CPU for dwarf stacks (data pages): 16 MiB.
 pub fn default_dwarf_pages() -> usize {
     (16 << 20) / rprof_perf::ring::page_size()
 }
@@ -179,7 +209,7 @@ pub(crate) fn open_samplers(
         // holds 7, and an unprivileged recording of many busy threads lost 40-90% of them.
         options.call_graph = match request.call_graph {
             CallGraph::Dwarf { stack_size }
-                if !request.explicit_pages && pages < default_dwarf_pages() =>
+                if !request.explicit_pages && pages < request.wanted_pages =>
             {
                 CallGraph::Dwarf {
                     stack_size: fitted_stack_copy(pages, stack_size),
@@ -355,8 +385,40 @@ mod tests {
             CallGraph::FramePointer,
             CallGraph::None,
         ] {
-            let pages = default_pages(cg);
+            let pages = default_pages(cg, Rate::Frequency(999));
             assert!(pages.is_power_of_two() && pages >= 1, "{pages}");
+        }
+    }
+
+    /// Issue 13: dwarf rings are sized for the rate: 4 MiB at 999 Hz with 64 KiB copies, the
+    /// largest from about 4 kHz, the smallest at low rates or small copies.
+    #[test]
+    fn rings_are_sized_for_the_rate() {
+        let page = rprof_perf::ring::page_size();
+        let dwarf = CallGraph::Dwarf {
+            stack_size: rprof_perf::MAX_STACK_COPY,
+        };
+        let bytes = |cg, rate| wanted_pages(cg, rate) * page;
+        assert_eq!(bytes(dwarf, Rate::Frequency(999)), 4 << 20);
+        assert_eq!(bytes(dwarf, Rate::Frequency(10_000)), 16 << 20);
+        assert_eq!(bytes(dwarf, Rate::Period(1000)), 16 << 20);
+        assert_eq!(bytes(dwarf, Rate::Frequency(1)), MIN_DWARF_RING);
+        let small = CallGraph::Dwarf { stack_size: 8192 };
+        assert_eq!(bytes(small, Rate::Frequency(999)), 1 << 20);
+        assert_eq!(
+            bytes(CallGraph::FramePointer, Rate::Frequency(999)),
+            1 << 20
+        );
+        for hz in [1, 99, 999, 4999, 10_000, 100_000] {
+            let pages = wanted_pages(dwarf, Rate::Frequency(hz));
+            assert!(pages.is_power_of_two(), "{hz}: {pages}");
+            // The ring lasts at least 1/16 s or is the largest.
+            let sample = (rprof_perf::MAX_STACK_COPY as usize + SAMPLE_OVERHEAD) as u64;
+            assert!(
+                (pages * page) as u64 * RING_FRACTION_OF_SECOND >= hz * sample
+                    || pages == default_dwarf_pages(),
+                "{hz}"
+            );
         }
     }
 

@@ -27,7 +27,7 @@ use rprof_profile::{Header, LookupSet, Module, Record};
 use crate::cgroup::Cgroup;
 use crate::error::{with_causes, RecordError};
 use crate::note::Note;
-use crate::open::{default_pages, open_samplers, Opened, Request};
+use crate::open::{default_pages, open_samplers, wanted_pages, Opened, Request};
 use crate::output::{self, Recording, CANNOT_WRITE};
 use crate::priority;
 use crate::process::{has_exited, now_monotonic_ns, pidfd_open, raise_fd_limit, signal_child};
@@ -133,13 +133,14 @@ struct Session {
 fn request<'a>(options: &'a Options) -> Request<'a> {
     Request {
         event: &options.event,
+        wanted_pages: wanted_pages(options.call_graph, options.rate),
         rate: options.rate,
         call_graph: options.call_graph,
         no_kernel: options.no_kernel,
         off_cpu: options.off_cpu,
         pages: options
             .pages
-            .unwrap_or_else(|| default_pages(options.call_graph)),
+            .unwrap_or_else(|| default_pages(options.call_graph, options.rate)),
         explicit_pages: options.pages.is_some(),
     }
 }
