@@ -335,11 +335,13 @@ impl Session {
         let mut kept_up = false;
         loop {
             if let Some(w) = &watch {
+                // Finished first: a note set just before it finished is still taken.
+                let finished = w.finished();
                 if let Some(note) = w.take_note() {
                     kept_up = true;
                     tell(note);
                 }
-                if w.finished() {
+                if finished {
                     watch = None;
                 }
             }
