@@ -49,6 +49,22 @@ fn short_processes_are_sampled_at_the_rate_asked_for() {
     let bin = build_c("record_short_procs.c", "record_short_procs", &["-O1", "-g"]);
     let bin = bin.to_string_lossy();
     let dir = tempdir();
+    // A cgroup left by an rprof that was killed (its pid no longer runs) is removed.
+    let mount = cgroup2_mount().expect("cgroup2 is mounted");
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let own = own
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .unwrap_or("/")
+        .trim_start_matches('/')
+        .to_string();
+    let mut gone = Command::new("true").spawn().expect("true runs");
+    let gone_pid = gone.id();
+    gone.wait().expect("true ends");
+    let stale = Path::new(&mount)
+        .join(&own)
+        .join(format!("rprof-{gone_pid}"));
+    std::fs::create_dir(&stale).expect("create a stale cgroup");
     let child = rprof(
         dir.path(),
         &["record", "-F", "199", "-o", "s.data", "--", &bin, "1000"],
@@ -91,18 +107,15 @@ fn short_processes_are_sampled_at_the_rate_asked_for() {
         "{children} samples in the children for {cpu:.3} s of their CPU at 199 Hz (~{expected:.0} expected)\n{}",
         stderr(&out)
     );
-    // The cgroup (rprof-PID beside the test's own) is gone once the recording ends.
-    let mount = cgroup2_mount().expect("cgroup2 is mounted");
-    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    let own = own
-        .lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .unwrap_or("/")
-        .trim_start_matches('/');
+    // The cgroup (rprof-PID beside the test's own) is gone once the recording ends, and so
+    // is the stale one.
     let cgroup = Path::new(&mount)
-        .join(own)
+        .join(&own)
         .join(format!("rprof-{rprof_pid}"));
     assert!(!cgroup.exists(), "{} was left behind", cgroup.display());
+    let stale_left = stale.exists();
+    let _ = std::fs::remove_dir(&stale);
+    assert!(!stale_left, "{} was not removed", stale.display());
 }
 
 /// Runs `command` as user `nobody` with `ulimit -l` 64 KiB: its ring buffers are then capped by

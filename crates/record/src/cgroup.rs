@@ -12,7 +12,8 @@
 //! The cgroup is made beside rprof's own, in the cgroup v2 hierarchy (`/proc/self/mountinfo`,
 //! `/proc/self/cgroup`); the held child is moved into it before its `execve`, and everything it
 //! starts stays in it. At the end, tasks still in it (a daemon the command left behind) are
-//! moved back to the parent cgroup and the directory is removed. Creating it needs write access
+//! moved back to the parent cgroup and the directory is removed; empty ones left by an rprof
+//! that was killed are removed by the next recording. Creating it needs write access
 //! to the hierarchy (root); when anything fails the caller falls back to inherited events.
 //!
 //! It leaves to others opening the events on it (`rprof-perf`) and when to use it
@@ -66,6 +67,27 @@ fn own_cgroup(proc_cgroup: &str) -> Option<&str> {
         .filter(|path| path.starts_with('/') && !path.contains(".."))
 }
 
+/// Removes the empty `rprof-PID` cgroups in `parent` whose rprof is gone (killed before it
+/// could remove its own). A cgroup that still holds tasks cannot be removed and stays.
+fn remove_stale(parent: &Path) {
+    let Ok(entries) = fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten().take(4096) {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("rprof-"))
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = fs::remove_dir(entry.path());
+        }
+    }
+}
+
 impl Cgroup {
     /// Makes `rprof-PID` (PID: rprof's) beside rprof's own cgroup.
     pub(crate) fn create() -> io::Result<Cgroup> {
@@ -75,6 +97,7 @@ impl Cgroup {
         let text = read_bounded(Path::new("/proc/self/cgroup"))?;
         let own = own_cgroup(&text).ok_or_else(|| unavailable("no cgroup v2 path for rprof"))?;
         let parent = mount.join(own.trim_start_matches('/'));
+        remove_stale(&parent);
         let dir = parent.join(format!("rprof-{}", std::process::id()));
         fs::create_dir(&dir)?;
         match File::open(&dir) {
