@@ -19,6 +19,7 @@ mod pipeline;
 mod profile_input;
 mod progress;
 mod record;
+mod record_cost;
 mod report;
 mod stat;
 mod timeline;

@@ -15,6 +15,9 @@ pub enum Tasks {
     Of(u32),
     /// Every process and thread on one CPU (the syscall's `pid = -1`; needs a CPU).
     All,
+    /// The tasks of one cgroup (v2) on one CPU: the descriptor of its open directory is the
+    /// syscall's `pid`, with `PERF_FLAG_PID_CGROUP` (needs a CPU).
+    Cgroup(i32),
 }
 
 impl Tasks {
@@ -24,6 +27,7 @@ impl Tasks {
         match self {
             Tasks::Of(pid) => i32::try_from(pid).ok().filter(|&p| p > 0),
             Tasks::All => Some(-1),
+            Tasks::Cgroup(fd) => Some(fd).filter(|&fd| fd >= 0),
         }
     }
 }
@@ -50,7 +54,10 @@ pub fn perf_event_open(
     };
     let mut attr_copy = *attr;
     let group_fd = group.map_or(-1, |fd| fd.as_raw_fd());
-    let flags = flags | u64::from(bindings::PERF_FLAG_FD_CLOEXEC);
+    let mut flags = flags | u64::from(bindings::PERF_FLAG_FD_CLOEXEC);
+    if let Tasks::Cgroup(_) = tasks {
+        flags |= u64::from(bindings::PERF_FLAG_PID_CGROUP);
+    }
     loop {
         // SAFETY: attr_copy is a valid, initialized perf_event_attr that outlives the call; the
         // kernel only reads it (and may write the size field back on E2BIG).
@@ -150,6 +157,8 @@ impl OpenError {
             (Tasks::All, Some(cpu)) => format!(" on CPU {cpu}"),
             (Tasks::All, None) => " for every process on every CPU".to_string(),
             (Tasks::Of(pid), _) => format!(" for pid {pid}"),
+            (Tasks::Cgroup(_), Some(cpu)) => format!(" for a cgroup on CPU {cpu}"),
+            (Tasks::Cgroup(_), None) => " for a cgroup".to_string(),
         }
     }
 }

@@ -193,6 +193,38 @@ impl Samplers {
         Ok(samplers)
     }
 
+    /// Samplers for the tasks of one cgroup (v2), whose directory is open as `cgroup`: one
+    /// event per CPU scoped to the cgroup, each with its own ring buffer of `data_pages` pages.
+    /// `pid` is the process the cgroup was made for (for messages).
+    ///
+    /// Unlike an inherited per-task event, whose copy in every new task starts a full period
+    /// from zero (a process shorter than one period is never sampled), a cgroup event's timer
+    /// runs across every task of the cgroup on its CPU: short processes are sampled at the rate
+    /// asked for. It needs CPU-wide events (root or CAP_PERFMON). `attr` must not have
+    /// `inherit` or `enable_on_exec` (open it `disabled` and [`Samplers::enable`] it).
+    pub fn open_cgroup(
+        event: &str,
+        attr: &perf_event_attr,
+        cgroup: BorrowedFd<'_>,
+        pid: u32,
+        cpus: &[u32],
+        data_pages: usize,
+    ) -> Result<Samplers, SamplerError> {
+        let mut samplers = Samplers::empty(event, attr, &[], pid, cpus.len());
+        for &cpu in cpus {
+            let fd = rprof_events::perf_event_open(
+                attr,
+                Tasks::Cgroup(cgroup.as_raw_fd()),
+                Some(cpu),
+                None,
+                0,
+            )
+            .map_err(|e| e.with_event(event))?;
+            samplers.buffers.push(map(fd, cpu, data_pages)?);
+        }
+        Ok(samplers)
+    }
+
     fn empty(
         event: &str,
         attr: &perf_event_attr,

@@ -32,11 +32,13 @@ compile_error!(
 );
 
 pub mod capture;
+mod cgroup;
 pub mod error;
 pub mod locks;
 pub mod note;
 pub mod open;
 mod output;
+mod priority;
 mod process;
 pub mod session;
 pub mod source;
@@ -202,6 +204,11 @@ pub struct Recorder<W: Write> {
     last_time: u64,
     /// When the recording stopped (perf clock), for blocks still open at the end.
     stop_time: Option<u64>,
+    /// Processes whose samples are skipped until their `execve` (COMM exec record): a command
+    /// sampled on its cgroup from before its release, while it still runs rprof's code.
+    awaiting_exec: HashSet<u32>,
+    /// Threads seen and not exited.
+    live: HashSet<u32>,
 }
 
 impl<W: Write> Recorder<W> {
@@ -313,6 +320,8 @@ impl<W: Write> Recorder<W> {
             start_time: None,
             last_time: 0,
             stop_time: None,
+            awaiting_exec: HashSet::new(),
+            live: HashSet::new(),
         })
     }
 
@@ -329,6 +338,12 @@ impl<W: Write> Recorder<W> {
         self.stop_time = Some(time);
     }
 
+    /// Skips the samples of process `pid` until its next `execve` (a launched command that is
+    /// sampled from before its release: until then it runs rprof's code).
+    pub fn await_exec(&mut self, pid: u32) {
+        self.awaiting_exec.insert(pid);
+    }
+
     /// Adds a record of the caller's (e.g. thread names read from /proc when attaching).
     pub fn push(&mut self, record: Record) -> io::Result<()> {
         if let Record::Comm { tid, .. } = record {
@@ -342,6 +357,11 @@ impl<W: Write> Recorder<W> {
     /// The unwinder, e.g. to load the mappings of an attached process from /proc.
     pub fn unwinder_mut(&mut self) -> &mut Unwinder {
         &mut self.unwinder
+    }
+
+    /// Threads of the target seen in records and not exited yet.
+    pub fn live_threads(&self) -> usize {
+        self.live.len()
     }
 
     /// What the recording has counted so far.
@@ -422,6 +442,8 @@ impl<W: Write> Recorder<W> {
             {
                 self.switch_sample(s)?
             }
+            PerfRecord::Sample(s) if s.pid.is_some_and(|pid| self.awaiting_exec.contains(&pid)) => {
+            }
             PerfRecord::Sample(s) => self.sample(s)?,
             PerfRecord::Switch(sw) => self.switch(sw)?,
             PerfRecord::Mmap(m) => {
@@ -448,6 +470,7 @@ impl<W: Write> Recorder<W> {
                     self.unwinder.exec(c.pid);
                     // Its modules load at new bases (`locks`).
                     self.bases_seen.retain(|&(pid, _)| pid != c.pid);
+                    self.awaiting_exec.remove(&c.pid);
                 }
                 self.note_thread(c.pid, c.tid);
                 self.push(Record::Comm {
@@ -490,6 +513,7 @@ impl<W: Write> Recorder<W> {
                 })?;
             }
             PerfRecord::Exit(t) => {
+                self.live.remove(&t.tid);
                 if t.pid == t.tid {
                     self.exited.push(t.pid);
                 }
@@ -534,6 +558,7 @@ impl<W: Write> Recorder<W> {
     }
 
     fn note_thread(&mut self, pid: u32, tid: u32) {
+        self.live.insert(tid);
         self.stats.threads.insert((pid, tid));
         self.stats.processes.insert(pid);
     }

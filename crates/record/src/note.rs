@@ -37,6 +37,19 @@ pub enum Note {
         /// Data pages per CPU in use.
         pages: usize,
     },
+    /// The ring buffers are capped (locked-memory limit): the user-stack copy was made smaller
+    /// so that each holds enough samples; deeper stacks are marked truncated.
+    SmallerStackCopy {
+        /// Bytes asked for (`--call-graph dwarf,SIZE`, or the default).
+        asked: u32,
+        /// Bytes copied.
+        used: u32,
+        /// Data pages per CPU.
+        pages: usize,
+    },
+    /// The recorder fell behind the target's busy threads (its ring buffers filled up): its
+    /// priority was raised, or the target's lowered.
+    KeepUp(String),
     /// The mappings of the attached process could not be read (its samples from code mapped
     /// before the recording cannot be unwound).
     NoMaps {
@@ -83,6 +96,11 @@ impl fmt::Display for Note {
                 f,
                 "the kernel refused ring buffers of {asked} pages per CPU (locked-memory limit); using {pages} pages, samples may be lost (see docs/permissions.md)"
             ),
+            Note::SmallerStackCopy { asked, used, pages } => write!(
+                f,
+                "ring buffers of {pages} pages per CPU (locked-memory limit) hold few stack copies of {asked} bytes: copying {used} bytes of user stack per sample (deeper stacks show as truncated); raise `kernel.perf_event_mlock_kb` or `ulimit -l`, or run as root, for more (see docs/permissions.md)"
+            ),
+            Note::KeepUp(what) => write!(f, "{what}"),
             Note::NoMaps { pid, error } => write!(f, "cannot read /proc/{pid}/maps: {error}"),
             Note::WriteStopped {
                 path,

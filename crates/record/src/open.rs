@@ -5,7 +5,11 @@
 //! `attr.build_id` (MMAP2 records then carry the inode); a kernel that refuses kernel-space
 //! sampling gets user-only samplers (said in a [`Note::UserOnly`]); a ring buffer of the
 //! default size over the locked-memory limit is halved down to [`MIN_PAGES`] (said in a
-//! [`Note::SmallerBuffers`]). A size asked for with `-m` is never reduced.
+//! [`Note::SmallerBuffers`]). A size asked for with `-m` is never reduced. Rings below the
+//! default size get a user-stack copy that leaves room for [`MIN_SAMPLES_PER_RING`] samples
+//! ([`fitted_stack_copy`], said in a [`Note::SmallerStackCopy`]). A launched command on a
+//! cgroup of its own gets per-CPU events on that cgroup ([`crate::cgroup`]), else inherited
+//! per-task events.
 //!
 //! It leaves to others the samplers themselves (`rprof-perf`) and what is recorded from them
 //! ([`crate::session`]).
@@ -13,6 +17,7 @@
 use rprof_events::{Event, OpenError};
 use rprof_perf::{CallGraph, Companion, MapError, Rate, SamplerError, Samplers, SamplingOptions};
 
+use crate::cgroup::Cgroup;
 use crate::error::RecordError;
 use crate::note::Note;
 
@@ -26,9 +31,35 @@ pub const MIN_PAGES: usize = 8;
 /// differ in stack size: each records its own.)
 pub const OFF_CPU_STACK_COPY: u32 = 8192;
 
+/// Samples a ring buffer holds at least when its size is capped (by the locked-memory limits,
+/// or halved after a refusal): the user-stack copy is made smaller to fit (issue 13). 128
+/// samples of 4 KiB fill the 512 KiB an unprivileged user may lock per CPU by default
+/// (`kernel.perf_event_mlock_kb`): 128 ms of a busy CPU at 999 Hz before the reader must run;
+/// with `ulimit -l` at 8 MiB (4 MiB rings) the copy is 31 KiB, about what samply copies.
+pub const MIN_SAMPLES_PER_RING: usize = 128;
+
+/// Bytes a dwarf sample takes besides its stack copy, at most in practice: header, ids,
+/// registers, size fields and a kernel callchain of up to 100 frames.
+const SAMPLE_OVERHEAD: usize = 1024;
+
+/// The smallest user-stack copy fitting chooses: below it, too few frames unwind to be useful.
+pub const MIN_FITTED_STACK_COPY: u32 = 2048;
+
+/// The user-stack copy (bytes) that lets a ring buffer of `pages` data pages hold
+/// [`MIN_SAMPLES_PER_RING`] samples: `asked` if it fits, else as much as does (a multiple of 8,
+/// at least [`MIN_FITTED_STACK_COPY`]).
+pub fn fitted_stack_copy(pages: usize, asked: u32) -> u32 {
+    let ring = pages.saturating_mul(rprof_perf::ring::page_size());
+    let room = (ring / MIN_SAMPLES_PER_RING).saturating_sub(SAMPLE_OVERHEAD);
+    let room = u32::try_from(room).unwrap_or(u32::MAX) & !7;
+    asked.min(room.max(MIN_FITTED_STACK_COPY))
+}
+
 /// What the samplers sample, as the session asks for it.
 pub(crate) struct Request<'a> {
     pub event: &'a Event,
+    /// The ring size the rate wants ([`wanted_pages`]): rings below it are capped.
+    pub wanted_pages: usize,
     pub rate: Rate,
     pub call_graph: CallGraph,
     /// Sample user space only (`--no-kernel`).
@@ -46,6 +77,11 @@ pub(crate) struct Opened {
     pub event: Event,
     /// With `--off-cpu`: whether the wake-up sampler (`crate::locks`) is on, or why not.
     pub wakers: Option<Result<(), String>>,
+    /// The samplers are per-CPU events on the command's cgroup, opened disabled: the caller
+    /// enables them when it releases the command (else: inherited, enabled at its `execve`).
+    pub on_cgroup: bool,
+    /// The call graph as opened: the user-stack copy fitted to capped ring buffers.
+    pub call_graph: CallGraph,
 }
 
 /// True when the kernel lets us lock as much memory as we like for ring buffers.
@@ -63,22 +99,50 @@ pub fn privileged() -> bool {
         .is_some_and(|caps| caps & (1 << 14) != 0)
 }
 
-/// The default ring-buffer size per CPU (data pages): room for ~250 ms of dwarf samples at the
-/// default rate on a busy CPU; without privileges, at most [`affordable_pages`]. If the kernel
-/// refuses it anyway, the samplers are opened with half of it, and so on.
-pub fn default_pages(call_graph: CallGraph) -> usize {
-    let page = rprof_perf::ring::page_size();
-    let wanted = match call_graph {
-        CallGraph::Dwarf { .. } => default_dwarf_pages(),
-        _ => (1 << 20) / page,
-    };
+/// How long a default dwarf ring buffer lasts on a CPU the target keeps busy, at least: the
+/// reader must have run by then. Rounded up to a power of two of pages: 1/16 s becomes 62-125
+/// ms. At 10 kHz the largest ring ([`default_dwarf_pages`]) holds 25 ms, and lost nothing in
+/// the benchmarks (docs/benchmarks.md): lower rates keep more than twice that margin.
+pub const RING_FRACTION_OF_SECOND: u64 = 16;
+
+/// The smallest default ring buffer for dwarf stacks (bytes per CPU).
+pub const MIN_DWARF_RING: usize = 256 << 10;
+
+/// The default ring-buffer size per CPU (data pages): for dwarf stacks at a frequency, room
+/// for 1/[`RING_FRACTION_OF_SECOND`] s of samples on a busy CPU (issue 13: 4 MiB at 999 Hz
+/// with 64 KiB copies, where a fixed 16 MiB took 32 MiB of the recorder's memory on 2 CPUs),
+/// between [`MIN_DWARF_RING`] and [`default_dwarf_pages`]; at a period (rate unknown), the
+/// largest. Without privileges, at most [`affordable_pages`]. If the kernel refuses it anyway,
+/// the samplers are opened with half of it, and so on.
+pub fn default_pages(call_graph: CallGraph, rate: Rate) -> usize {
+    let wanted = wanted_pages(call_graph, rate);
     if privileged() {
         return wanted;
     }
     affordable_pages().map_or(wanted, |pages| pages.min(wanted))
 }
 
-/// The default ring-buffer size per CPU for dwarf stacks (data pages): 16 MiB.
+/// [`default_pages`] before the locked-memory limits.
+pub fn wanted_pages(call_graph: CallGraph, rate: Rate) -> usize {
+    let page = rprof_perf::ring::page_size();
+    match (call_graph, rate) {
+        (CallGraph::Dwarf { stack_size }, Rate::Frequency(hz)) => {
+            let sample = u64::from(stack_size) + SAMPLE_OVERHEAD as u64;
+            let bytes = hz.saturating_mul(sample) / RING_FRACTION_OF_SECOND;
+            let bytes = usize::try_from(bytes)
+                .unwrap_or(usize::MAX)
+                .max(MIN_DWARF_RING);
+            (bytes.div_ceil(page))
+                .checked_next_power_of_two()
+                .unwrap_or(usize::MAX)
+                .min(default_dwarf_pages())
+        }
+        (CallGraph::Dwarf { .. }, Rate::Period(_)) => default_dwarf_pages(),
+        _ => (1 << 20) / page,
+    }
+}
+
+/// The largest default ring-buffer size per CPU for dwarf stacks (data pages): 16 MiB.
 pub fn default_dwarf_pages() -> usize {
     (16 << 20) / rprof_perf::ring::page_size()
 }
@@ -105,12 +169,18 @@ pub fn affordable_pages() -> Option<usize> {
 /// Opens the samplers for `pid` (`attach`: every existing thread of a running process; else a
 /// held child, enabled at its exec), with the fallbacks of this module. Notes go to `tell`
 /// once the samplers are open.
+///
+/// With `cgroup` (a launched command already moved into it, no `--off-cpu`), the samplers are
+/// per-CPU events on the cgroup (see [`crate::cgroup`]); if the kernel refuses those, inherited
+/// per-task events as without it.
 pub(crate) fn open_samplers(
     request: &Request<'_>,
     pid: u32,
     attach: bool,
+    cgroup: Option<&Cgroup>,
     tell: &mut dyn FnMut(Note),
 ) -> Result<Opened, RecordError> {
+    let mut cgroup = cgroup.filter(|_| !attach && !request.off_cpu);
     let cpus = rprof_events::online_cpus().map_err(|error| RecordError::Io {
         what: "cannot list the online CPUs".to_string(),
         error,
@@ -139,6 +209,19 @@ pub(crate) fn open_samplers(
         mmap_build_id: true,
     };
     loop {
+        // Rings capped below the default size (and not sized with -m) get a stack copy that
+        // leaves room for MIN_SAMPLES_PER_RING samples: with 64 KiB copies a 512 KiB ring
+        // holds 7, and an unprivileged recording of many busy threads lost 40-90% of them.
+        options.call_graph = match request.call_graph {
+            CallGraph::Dwarf { stack_size }
+                if !request.explicit_pages && pages < request.wanted_pages =>
+            {
+                CallGraph::Dwarf {
+                    stack_size: fitted_stack_copy(pages, stack_size),
+                }
+            }
+            call_graph => call_graph,
+        };
         // Wake up when a quarter of the buffer is used; with the off-CPU sampler, every 32nd:
         // at tens of thousands of switches a second, each with a stack copy, a quarter fills
         // in milliseconds and a late reader loses records (docs/off-cpu.md, Cost).
@@ -188,7 +271,13 @@ pub(crate) fn open_samplers(
             }
         }
         let with_wakers = companions.len() > 1;
-        let result = if attach {
+        let result = if let Some(cgroup) = cgroup {
+            let mut attr = attr;
+            attr.set_inherit(0);
+            attr.set_enable_on_exec(0);
+            attr.set_disabled(1);
+            Samplers::open_cgroup(&event.name, &attr, cgroup.fd(), pid, &cpus, pages)
+        } else if attach {
             Samplers::attach_with(&event.name, &attr, &companions, pid, &cpus, pages)
         } else {
             Samplers::open_process_with(&event.name, &attr, &companions, pid, &cpus, pages)
@@ -207,10 +296,21 @@ pub(crate) fn open_samplers(
                 if pages != asked {
                     tell(Note::SmallerBuffers { asked, pages });
                 }
+                if let (
+                    CallGraph::Dwarf { stack_size: asked },
+                    CallGraph::Dwarf { stack_size: used },
+                ) = (request.call_graph, options.call_graph)
+                {
+                    if used < asked {
+                        tell(Note::SmallerStackCopy { asked, used, pages });
+                    }
+                }
                 return Ok(Opened {
                     samplers,
                     event,
                     wakers,
+                    on_cgroup: cgroup.is_some(),
+                    call_graph: options.call_graph,
                 });
             }
             // The wake-up sampler refused (no permission for the tracepoint, a kernel without
@@ -231,6 +331,9 @@ pub(crate) fn open_samplers(
             Err(SamplerError::Open(e)) if e.errno == libc::EINVAL && options.mmap_build_id => {
                 options.mmap_build_id = false;
             }
+            // CPU-wide events on the cgroup refused (not root nor CAP_PERFMON, a kernel without
+            // cgroup events): inherited per-task events, as without a cgroup.
+            Err(SamplerError::Open(_)) if cgroup.is_some() => cgroup = None,
             Err(SamplerError::Open(e))
                 if e.is_permission()
                     && e.counts_kernel
@@ -324,8 +427,59 @@ mod tests {
             CallGraph::FramePointer,
             CallGraph::None,
         ] {
-            let pages = default_pages(cg);
+            let pages = default_pages(cg, Rate::Frequency(999));
             assert!(pages.is_power_of_two() && pages >= 1, "{pages}");
         }
+    }
+
+    /// Issue 13: dwarf rings are sized for the rate: 4 MiB at 999 Hz with 64 KiB copies, the
+    /// largest from about 4 kHz, the smallest at low rates or small copies.
+    #[test]
+    fn rings_are_sized_for_the_rate() {
+        let page = rprof_perf::ring::page_size();
+        let dwarf = CallGraph::Dwarf {
+            stack_size: rprof_perf::MAX_STACK_COPY,
+        };
+        let bytes = |cg, rate| wanted_pages(cg, rate) * page;
+        assert_eq!(bytes(dwarf, Rate::Frequency(999)), 4 << 20);
+        assert_eq!(bytes(dwarf, Rate::Frequency(10_000)), 16 << 20);
+        assert_eq!(bytes(dwarf, Rate::Period(1000)), 16 << 20);
+        assert_eq!(bytes(dwarf, Rate::Frequency(1)), MIN_DWARF_RING);
+        let small = CallGraph::Dwarf { stack_size: 8192 };
+        assert_eq!(bytes(small, Rate::Frequency(999)), 1 << 20);
+        assert_eq!(
+            bytes(CallGraph::FramePointer, Rate::Frequency(999)),
+            1 << 20
+        );
+        for hz in [1, 99, 999, 4999, 10_000, 100_000] {
+            let pages = wanted_pages(dwarf, Rate::Frequency(hz));
+            assert!(pages.is_power_of_two(), "{hz}: {pages}");
+            // The ring lasts at least 1/16 s or is the largest.
+            let sample = (rprof_perf::MAX_STACK_COPY as usize + SAMPLE_OVERHEAD) as u64;
+            assert!(
+                (pages * page) as u64 * RING_FRACTION_OF_SECOND >= hz * sample
+                    || pages == default_dwarf_pages(),
+                "{hz}"
+            );
+        }
+    }
+
+    /// Issue 13: a ring capped by the locked-memory limit holds MIN_SAMPLES_PER_RING samples;
+    /// a large ring keeps the copy asked for.
+    #[test]
+    fn stack_copies_fit_capped_rings() {
+        let page = rprof_perf::ring::page_size();
+        let unprivileged = (512 << 10) / page;
+        let copy = fitted_stack_copy(unprivileged, rprof_perf::MAX_STACK_COPY);
+        assert_eq!(copy % 8, 0);
+        assert!((MIN_FITTED_STACK_COPY..4096).contains(&copy), "{copy}");
+        let sample = copy as usize + SAMPLE_OVERHEAD;
+        assert!((512 << 10) / sample >= MIN_SAMPLES_PER_RING);
+        assert_eq!(
+            fitted_stack_copy(default_dwarf_pages(), rprof_perf::MAX_STACK_COPY),
+            rprof_perf::MAX_STACK_COPY
+        );
+        assert_eq!(fitted_stack_copy(unprivileged, 2048), 2048);
+        assert_eq!(fitted_stack_copy(1, 65528), MIN_FITTED_STACK_COPY);
     }
 }

@@ -24,10 +24,12 @@ use rprof_launch::Running;
 use rprof_perf::{CallGraph, Rate, Samplers};
 use rprof_profile::{Header, LookupSet, Module, Record};
 
+use crate::cgroup::Cgroup;
 use crate::error::{with_causes, RecordError};
 use crate::note::Note;
-use crate::open::{default_pages, open_samplers, Request};
+use crate::open::{default_pages, open_samplers, wanted_pages, Opened, Request};
 use crate::output::{self, Recording, CANNOT_WRITE};
+use crate::priority;
 use crate::process::{has_exited, now_monotonic_ns, pidfd_open, raise_fd_limit, signal_child};
 use crate::Stats;
 
@@ -123,19 +125,22 @@ struct Session {
     pid: u32,
     exit_watch: Option<OwnedFd>,
     started: Instant,
+    /// The command's own cgroup, when the samplers are on it; removed after the last drain.
+    cgroup: Option<Cgroup>,
     followed: Followed,
 }
 
 fn request<'a>(options: &'a Options) -> Request<'a> {
     Request {
         event: &options.event,
+        wanted_pages: wanted_pages(options.call_graph, options.rate),
         rate: options.rate,
         call_graph: options.call_graph,
         no_kernel: options.no_kernel,
         off_cpu: options.off_cpu,
         pages: options
             .pages
-            .unwrap_or_else(|| default_pages(options.call_graph)),
+            .unwrap_or_else(|| default_pages(options.call_graph, options.rate)),
         explicit_pages: options.pages.is_some(),
     }
 }
@@ -152,7 +157,16 @@ fn start_command(
     let output = output::create(&options.output, tell)?;
     let pending = rprof_launch::spawn_pending(argv)?;
     let pid = pending.pid();
-    let opened = match open_samplers(&request, pid, false, tell) {
+    // Short processes are sampled at the rate asked for only on a cgroup of the command's own
+    // (crate::cgroup); without one (not root, no cgroup v2), inherited events.
+    let cgroup = if options.off_cpu {
+        None
+    } else {
+        Cgroup::create()
+            .ok()
+            .filter(|cgroup| cgroup.add(pid).is_ok())
+    };
+    let opened = match open_samplers(&request, pid, false, cgroup.as_ref(), tell) {
         Ok(opened) => opened,
         Err(e) => {
             pending.abort();
@@ -175,8 +189,8 @@ fn start_command(
         .collect();
     // The header reaches the file while COMMAND is still held: if it cannot be written (a full
     // disk), COMMAND never runs.
-    let header = header(options, &opened.event, command, None);
-    let mut recording = match Recording::start(&output, &header, options.call_graph) {
+    let header = header(options, &opened, command, None);
+    let mut recording = match Recording::start(&output, &header, opened.call_graph) {
         Ok(recording) => recording,
         Err(e) => {
             pending.abort();
@@ -189,6 +203,15 @@ fn start_command(
     let exit_watch = pidfd_open(pid).ok();
     rprof_launch::forward_signals_to(pid)
         .map_err(|e| RecordError::io("cannot install the Ctrl-C handler", e))?;
+    let cgroup = cgroup.filter(|_| opened.on_cgroup);
+    if cgroup.is_some() {
+        // Until its execve, the command is rprof's code: not sampled.
+        recording.recorder.await_exec(pid);
+        if let Err(e) = opened.samplers.enable() {
+            pending.abort();
+            return Err(RecordError::Sampler(e));
+        }
+    }
     let started = Instant::now();
     // Timed before COMMAND is released, so that the kernel's COMM of every `exec` it runs is
     // later and wins: its samples must not go back to this name (issue 9.11).
@@ -219,6 +242,7 @@ fn start_command(
         pid,
         exit_watch,
         started,
+        cgroup,
         followed: Followed::Command {
             running,
             shown,
@@ -242,7 +266,7 @@ fn start_attach(
         return Err(RecordError::Gone(pid));
     }
     let output = output::create(&options.output, tell)?;
-    let opened = match open_samplers(&request, pid, true, tell) {
+    let opened = match open_samplers(&request, pid, true, None, tell) {
         Ok(opened) => opened,
         Err(_) if has_exited(pid, exit_watch.as_ref()) => return Err(RecordError::Gone(pid)),
         Err(e) => return Err(e),
@@ -252,8 +276,8 @@ fn start_attach(
     if has_exited(pid, exit_watch.as_ref()) {
         return Err(RecordError::Gone(pid));
     }
-    let header = header(options, &opened.event, Vec::new(), Some(pid));
-    let mut recording = Recording::start(&output, &header, options.call_graph)?;
+    let header = header(options, &opened, Vec::new(), Some(pid));
+    let mut recording = Recording::start(&output, &header, opened.call_graph)?;
     recording.place(output);
     if let Some(wakers) = &opened.wakers {
         recording
@@ -290,6 +314,7 @@ fn start_attach(
         pid,
         exit_watch,
         started,
+        cgroup: None,
         followed: Followed::Process,
     })
 }
@@ -307,7 +332,49 @@ impl Session {
             Followed::Command { shown, .. } => shown.clone(),
             Followed::Process => format!("process {pid}"),
         };
+        let recorder_tid = priority::current_tid();
+        // A launched COMMAND is watched from the start (its threads may starve the recorder
+        // before it reads their FORK records); the recorder also acts when it sees itself
+        // behind. Either acts once.
+        let mut watch = match self.followed {
+            Followed::Command { .. } => Some(priority::Watch::start(
+                pid,
+                recorder_tid,
+                self.samplers.buffers().len(),
+            )),
+            Followed::Process => None,
+        };
+        let mut kept_up = false;
         loop {
+            if let Some(w) = &watch {
+                // Finished first: a note set just before it finished is still taken.
+                let finished = w.finished();
+                if let Some(note) = w.take_note() {
+                    kept_up = true;
+                    tell(note);
+                }
+                if finished {
+                    watch = None;
+                }
+            }
+            if !kept_up && self.behind() {
+                kept_up = true;
+                drop(watch.take());
+                let pids = match self.followed {
+                    Followed::Command { .. } => {
+                        let mut pids: Vec<u32> = (self.recording.recorder.stats().processes)
+                            .iter()
+                            .copied()
+                            .chain([pid])
+                            .collect();
+                        pids.sort_unstable();
+                        pids.dedup();
+                        pids
+                    }
+                    Followed::Process => Vec::new(),
+                };
+                tell(priority::keep_up(recorder_tid, &pids));
+            }
             let exited = self
                 .recording
                 .recorder
@@ -332,7 +399,9 @@ impl Session {
             .recorder
             .drain(&mut self.samplers)
             .map_err(|e| RecordError::io(CANNOT_WRITE, e))?;
+        drop(watch);
         drop(self.samplers);
+        drop(self.cgroup.take());
         // Threads still off the CPU are counted up to now (docs/off-cpu.md).
         self.recording.recorder.set_stop_time(now_monotonic_ns());
         let (outcome, exit_code) = match &mut self.followed {
@@ -352,6 +421,20 @@ impl Session {
             self.recording
                 .finish(name, self.started.elapsed(), &options.output, &outcome)?;
         Ok(Outcome { summary, exit_code })
+    }
+
+    /// True when the recorder is falling behind, or is about to: the target has more live
+    /// threads than [`priority::THREADS_PER_CPU`] per ring buffer (CPU), a ring buffer is more
+    /// than half full at the start of a round, or records were lost.
+    fn behind(&self) -> bool {
+        let recorder = &self.recording.recorder;
+        recorder.live_threads() > priority::THREADS_PER_CPU * self.samplers.buffers().len()
+            || recorder.stats().lost > 0
+            || self
+                .samplers
+                .buffers()
+                .iter()
+                .any(|b| priority::behind(b.ring.pending(), b.ring.data_size()))
     }
 
     /// True when the target has ended (seen otherwise than through the exit watch): COMMAND
@@ -399,7 +482,8 @@ fn call_graph_name(call_graph: CallGraph) -> String {
     }
 }
 
-fn header(options: &Options, event: &Event, command: Vec<String>, pid: Option<u32>) -> Header {
+fn header(options: &Options, opened: &Opened, command: Vec<String>, pid: Option<u32>) -> Header {
+    let event = &opened.event;
     let uname = nix::sys::utsname::uname().ok();
     let (frequency, period) = match options.rate {
         Rate::Frequency(hz) => (Some(hz), None),
@@ -412,7 +496,7 @@ fn header(options: &Options, event: &Event, command: Vec<String>, pid: Option<u3
         event: event.name.clone(),
         frequency,
         period,
-        call_graph: call_graph_name(options.call_graph),
+        call_graph: call_graph_name(opened.call_graph),
         start_unix_ns: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64),
