@@ -57,6 +57,10 @@ pub struct Args {
     /// `rprof record --off-cpu`).
     #[arg(long, conflicts_with = "wall")]
     pub off_cpu: bool,
+    /// Report allocations (a profile of `rprof record --alloc`; the default for one): sites
+    /// by calls, bytes, peak and leaks, and the summary (docs/alloc.md).
+    #[arg(long, conflicts_with_all = ["off_cpu", "wall", "lines", "threads"])]
+    pub alloc: bool,
     /// Rank functions by wall-clock time: on-CPU plus off-CPU (a profile recorded with
     /// `rprof record --off-cpu`).
     #[arg(long)]
@@ -87,6 +91,12 @@ pub enum Color {
 /// Runs `rprof report`.
 pub fn run(args: Args) -> anyhow::Result<i32> {
     let profile = open_profile(&args.input)?;
+    if args.alloc {
+        crate::alloc::require(&profile, &args.input)?;
+    }
+    if args.alloc || (profile.alloc_summary.is_some() && profile.samples.is_empty()) {
+        return crate::alloc::report(&profile, args.json, args.top);
+    }
     let (mut selection, label) =
         selection(&profile, args.thread.as_deref(), args.pid, args.no_inline)?;
     selection.weight = weight(&profile, "report", args.off_cpu, args.wall)?;

@@ -9,8 +9,8 @@ use std::path::Path;
 use crate::format::{BlockReader, End, ReadError, ReadNotes};
 use crate::lookup::LookupSet;
 use crate::model::{
-    lookup_address, Address, Header, Module, ModuleId, ModuleKind, OffCpu, Record, Sample, Summary,
-    Symbols,
+    lookup_address, Address, AllocStack, AllocSummary, Header, Module, ModuleId, ModuleKind,
+    OffCpu, Record, Sample, Summary, Symbols,
 };
 use crate::off_cpu::{classify, OffCpuInterval, ReasonSource, ThreadActivity, WaitReason};
 
@@ -143,6 +143,10 @@ pub struct Profile {
     pub samples: Vec<Sample>,
     /// Off-CPU blocks in file order (`rprof record --off-cpu`; empty otherwise).
     pub off_cpu: Vec<OffCpu>,
+    /// Allocation stacks in file order (`rprof record --alloc`; empty otherwise).
+    pub alloc: Vec<AllocStack>,
+    /// The totals of an allocation recording (`rprof record --alloc`).
+    pub alloc_summary: Option<AllocSummary>,
     /// Threads by thread id.
     pub threads: BTreeMap<u32, Thread>,
     /// Processes by process id.
@@ -168,6 +172,8 @@ pub struct Profile {
     sample_stacks: Vec<StackId>,
     /// Per off-CPU block: its stack (the reason frame first) and its reason.
     off_cpu_stacks: Vec<(StackId, WaitReason, ReasonSource)>,
+    /// Per allocation stack: its stack of named frames.
+    alloc_stacks: Vec<StackId>,
     /// Per thread id: (created, exited, first time seen), from FORK, EXIT and any timed record.
     lifetimes: BTreeMap<u32, Lifetime>,
     /// The latest time of any record (nanoseconds, perf clock).
@@ -275,6 +281,8 @@ impl Profile {
             modules: BTreeMap::new(),
             samples: Vec::new(),
             off_cpu: Vec::new(),
+            alloc: Vec::new(),
+            alloc_summary: None,
             threads: BTreeMap::new(),
             processes: BTreeMap::new(),
             summary: None,
@@ -288,6 +296,7 @@ impl Profile {
             stacks: Vec::new(),
             sample_stacks: Vec::new(),
             off_cpu_stacks: Vec::new(),
+            alloc_stacks: Vec::new(),
             lifetimes: BTreeMap::new(),
             last_time: 0,
             missing: LookupSet::new(),
@@ -419,6 +428,13 @@ impl Profile {
             }
             Record::Symbols(block) => symbols.push(block),
             Record::Summary(summary) => self.summary = Some(summary),
+            Record::AllocStack(stack) => {
+                self.process(stack.pid);
+                self.alloc.push(stack);
+            }
+            Record::AllocSummary(summary) => self.alloc_summary = Some(summary),
+            // Never decoded (the reader skips kind 10).
+            Record::Kind10Reserved => {}
         }
     }
 
@@ -683,6 +699,11 @@ impl Profile {
                 self.off_cpu
                     .iter()
                     .map(|b| (&b.kernel[..], &b.user[..], b.truncated)),
+            )
+            .chain(
+                self.alloc
+                    .iter()
+                    .map(|a| (&[][..], &a.user[..], a.truncated)),
             );
         for raw in raws {
             let (kernel, user, raw_truncated) = raw;
@@ -731,6 +752,7 @@ impl Profile {
             sample_stacks.push(id);
         }
         // Off-CPU blocks: the reason (found from the names of the plain stack) as the leaf.
+        let alloc_stacks = sample_stacks.split_off(self.samples.len() + self.off_cpu.len());
         let block_stacks = sample_stacks.split_off(self.samples.len());
         self.frames = frames;
         let mut reason_frames = [FrameId(0); 5];
@@ -767,7 +789,14 @@ impl Profile {
         }
         self.sample_stacks = sample_stacks;
         self.off_cpu_stacks = off_cpu_stacks;
+        self.alloc_stacks = alloc_stacks;
         self.missing = missing;
+    }
+
+    /// The stack of the allocation stack at `index` in [`alloc`](Self::alloc): its frames
+    /// named, the allocator function first.
+    pub fn alloc_stack(&self, index: usize) -> StackId {
+        self.alloc_stacks[index]
     }
 
     /// True when the profile holds off-CPU blocks (recorded with `rprof record --off-cpu`).
