@@ -243,7 +243,7 @@ pub fn load(program: &[Insn]) -> Result<OwnedFd, String> {
     put(&mut attr, 24, &1u32.to_ne_bytes()); // log_level
     put(&mut attr, 28, &(log.len() as u32).to_ne_bytes());
     put(&mut attr, 32, &(log.as_mut_ptr() as u64).to_ne_bytes());
-    put(&mut attr, 48, b"rprof_alloc\0");
+    put(&mut attr, 48, PROGRAM_NAME.as_bytes());
     match bpf(5, &mut attr) {
         // BPF_PROG_LOAD
         Ok(raw) => Ok(fd(raw)),
@@ -276,6 +276,48 @@ pub fn attach(event: BorrowedFd<'_>, program: BorrowedFd<'_>) -> io::Result<()> 
         Ok(())
     }
 }
+
+/// How many BPF programs named `name` are loaded in the kernel (by any process): walks the
+/// kernel's program ids (`BPF_PROG_GET_NEXT_ID`) and reads each one's name. Used to check that
+/// nothing of rprof stays in the kernel after it exits.
+pub fn programs_named(name: &str) -> io::Result<usize> {
+    let mut count = 0;
+    let mut id = 0u32;
+    loop {
+        let mut attr = [0u8; 128];
+        put(&mut attr, 0, &id.to_ne_bytes());
+        match bpf(11, &mut attr) {
+            // BPF_PROG_GET_NEXT_ID
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(count),
+            Err(e) => return Err(e),
+        }
+        id = u32::from_ne_bytes([attr[4], attr[5], attr[6], attr[7]]);
+        let mut attr = [0u8; 128];
+        put(&mut attr, 0, &id.to_ne_bytes());
+        // BPF_PROG_GET_FD_BY_ID; a program freed meanwhile is skipped.
+        let Ok(raw) = bpf(13, &mut attr) else {
+            continue;
+        };
+        let prog = fd(raw);
+        let mut info = [0u8; 96];
+        let mut attr = [0u8; 128];
+        put(&mut attr, 0, &(prog.as_raw_fd() as u32).to_ne_bytes());
+        put(&mut attr, 4, &(info.len() as u32).to_ne_bytes());
+        put(&mut attr, 8, &(info.as_mut_ptr() as u64).to_ne_bytes());
+        // BPF_OBJ_GET_INFO_BY_FD: struct bpf_prog_info, `name` at 64.
+        if bpf(15, &mut attr).is_ok() {
+            let raw_name = &info[64..80];
+            let end = raw_name.iter().position(|&b| b == 0).unwrap_or(16);
+            if &raw_name[..end] == name.as_bytes() {
+                count += 1;
+            }
+        }
+    }
+}
+
+/// The name rprof's programs are loaded under.
+pub const PROGRAM_NAME: &str = "rprof_alloc";
 
 #[cfg(test)]
 mod tests {
