@@ -100,10 +100,10 @@ pub fn report(profile: &Profile, json: bool, top: Option<usize>) -> anyhow::Resu
 /// Says why a profile has no allocation data for `--alloc`.
 pub fn require(profile: &Profile, path: &Path) -> anyhow::Result<()> {
     if profile.alloc_summary.is_none() {
-        anyhow::bail!(
+        return Err(crate::exit::usage(format!(
             "{} has no allocation data: record one with `rprof record --alloc -- COMMAND`",
             path.display()
-        );
+        )));
     }
     Ok(())
 }

@@ -916,6 +916,34 @@ fn header(options: &Options) -> Header {
     }
 }
 
+/// The ELF file that will run for `path`: the file itself, or the interpreter of a `#!` script
+/// (`#!/usr/bin/env NAME` looked up in `PATH`), one level deep.
+fn executable(path: &std::path::Path) -> PathBuf {
+    use std::io::Read;
+    let mut head = Vec::new();
+    let opened = rprof_fs::read::open_regular(
+        path,
+        &rprof_fs::read::Options::new("a program", rprof_fs::read::ELF_LIMIT),
+    );
+    if let Ok((file, _)) = opened {
+        // Only the first line matters; a read error leaves the program as it is.
+        let _ = file.take(256).read_to_end(&mut head);
+    }
+    let Some(line) = head.strip_prefix(b"#!") else {
+        return path.to_path_buf();
+    };
+    let line = String::from_utf8_lossy(line);
+    let line = line.lines().next().unwrap_or("");
+    let mut words = line.split_whitespace();
+    match (words.next(), words.next()) {
+        (Some(env), Some(name)) if env.ends_with("/env") => {
+            rprof_launch::find_program(std::ffi::OsStr::new(name)).unwrap_or_else(|_| path.into())
+        }
+        (Some(interpreter), _) => PathBuf::from(interpreter),
+        _ => path.to_path_buf(),
+    }
+}
+
 /// Checks what `--alloc` needs before anything starts: the uprobe PMU.
 fn pmu() -> Result<UprobePmu, AllocError> {
     UprobePmu::detect().map_err(|e| {
@@ -940,7 +968,7 @@ pub fn record(
     let (mut probes, mut running, attach_pid, allocator, file) = match &options.what {
         What::Command(argv) => {
             let pending = spawn_pending(argv)?;
-            let modules = Modules::of_command(pending.path());
+            let modules = Modules::of_command(&executable(pending.path()));
             let what = pending.path().display().to_string();
             let prepared = allocator::find(&modules, &what).and_then(|allocator| {
                 let probes = Probes::open_process(pmu, &allocator, pending.pid(), &cpus, sample)?;
