@@ -32,7 +32,7 @@ pub fn parse_sample(text: &str) -> anyhow::Result<u64> {
         .filter(|&n| n <= rprof_alloc::bpf::MAX_SAMPLE_BYTES);
     n.ok_or_else(|| {
         crate::exit::usage(format!(
-            "--alloc-sample '{text}': give a byte count such as 512K, up to 2G, or 0 for a \
+            "--alloc-sample '{text}': give a byte count such as 512K, below 2G, or 0 for a \
              stack on every call"
         ))
     })
@@ -54,7 +54,7 @@ fn alloc_error(e: AllocError) -> anyhow::Error {
 pub fn record(options: &Options) -> anyhow::Result<i32> {
     let outcome = rprof_alloc::record(
         options,
-        |modules, lookups| crate::naming::symbolize(modules, lookups),
+        crate::naming::symbolize,
         |m| eprintln!("rprof: note: {m}"),
     )
     .map_err(alloc_error)?;

@@ -59,6 +59,7 @@ const JEQ: u8 = 0x10;
 const JNE: u8 = 0x50;
 const JGE: u8 = 0x30;
 const JLT: u8 = 0xa0;
+const JA: u8 = 0x00;
 const CALL: u8 = 0x80;
 const EXIT: u8 = 0x90;
 const PSEUDO_MAP_FD: u8 = 1;
@@ -147,7 +148,8 @@ pub fn program(map_fd: i32, sample: Option<(SizeArg, u64)>) -> Vec<Insn> {
         p.push(insn(JMP | JLT | X, 0, 7, 0, 0));
     } else {
         to_keep.push(p.len());
-        p.push(insn(JMP | 0x00, 0, 0, 0, 0)); // goto keep
+        #[allow(clippy::identity_op)]
+        p.push(insn(JMP | JA, 0, 0, 0, 0)); // goto keep
     }
     let drop = p.len();
     p.push(insn(ALU64 | MOV | K, 0, 0, 0, 0));
