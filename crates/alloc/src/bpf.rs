@@ -328,15 +328,23 @@ mod tests {
     #[test]
     fn jumps_land_on_drop_and_keep() {
         let p = program(3, Some((SizeArg::Product, 512 * 1024)));
-        let exits: Vec<usize> = (0..p.len()).filter(|&i| p[i].code == JMP | EXIT).collect();
-        assert_eq!(exits.len(), 2);
+        let n = p.len();
+        // The program ends with `r0 = 0; exit; r0 = 1; exit`.
+        let (drop, keep) = (n - 4, n - 2);
+        assert_eq!((p[drop].imm, p[keep].imm), (0, 1));
+        assert_eq!(p[n - 1].code, JMP | EXIT);
+        let target = |i: usize| (i as i64 + 1 + i64::from(p[i].off)) as usize;
         for (i, ins) in p.iter().enumerate() {
-            let class = ins.code & 0x07;
             let op = ins.code & 0xf0;
-            if class == JMP && op != CALL && op != EXIT {
-                let to = (i as i64 + 1 + i64::from(ins.off)) as usize;
-                // Every jump lands on `r0 = 0` or `r0 = 1` just before an exit.
-                assert!(exits.contains(&(to + 1)), "jump at {i} to {to}");
+            if ins.code & 0x07 != JMP || op == CALL || op == EXIT {
+                continue;
+            }
+            match op {
+                JEQ => assert_eq!(target(i), drop, "the pid lookup fails to drop"),
+                JGE | JLT => assert_eq!(target(i), keep, "the size test passes to keep"),
+                // size 0 → 1: skips one instruction.
+                JNE => assert_eq!(target(i), i + 2),
+                _ => panic!("unexpected jump {ins:?}"),
             }
         }
         // The map is referenced through the pseudo map fd, one ld_imm64.
