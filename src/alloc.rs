@@ -52,11 +52,9 @@ fn alloc_error(e: AllocError) -> anyhow::Error {
 
 /// Runs `rprof record --alloc`; returns COMMAND's exit code (0 for `-p`).
 pub fn record(options: &Options) -> anyhow::Result<i32> {
-    let outcome = rprof_alloc::record(
-        options,
-        crate::naming::symbolize,
-        |m| eprintln!("rprof: note: {m}"),
-    )
+    let outcome = rprof_alloc::record(options, crate::naming::symbolize, |m| {
+        eprintln!("rprof: note: {m}")
+    })
     .map_err(alloc_error)?;
     let s = &outcome.summary;
     eprintln!("rprof: {}", rprof_alloc::report::summary_line(s));

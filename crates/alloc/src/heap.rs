@@ -167,7 +167,10 @@ impl Heap {
             s.bytes = s.bytes.saturating_add(size);
         }
         if ptr == 0 {
-            // A failed allocation: counted as a call, nothing to free.
+            // A failed allocation: counted as a call, nothing to free, never live.
+            if let Some(s) = sample.and_then(|i| self.sampled.get_mut(i as usize)) {
+                s.freed = Some(time);
+            }
             return;
         }
         if let Some(old) = self.live.remove(&(pid, ptr)) {
@@ -370,5 +373,8 @@ mod tests {
         assert_eq!(h.sampled[0].calls(), 10.0);
         assert!(h.live_at_peak(&h.sampled[0]) && h.live_at_peak(&h.sampled[1]));
         assert!(h.sampled[1].temporary && h.sampled[0].freed.is_none());
+        // A failed allocation's sample is never live, never leaked.
+        h.alloc(1, 1, 4, 0, 1 << 40, 0, Some((9, weight(1 << 40, 1000))));
+        assert_eq!(h.sampled[2].freed, Some(4));
     }
 }
