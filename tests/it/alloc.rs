@@ -135,7 +135,8 @@ fn designed_profile_is_measured_exactly() {
 
 /// Issue 14: with the default byte sampling, the sampled stacks (flame graphs) put the peak
 /// on the right sites: the 32 MiB buffer is always sampled (a call of R bytes or more always
-/// is), and what else the peak holds is the leaks and the growing block.
+/// is), and what else the peak holds is the leaks and the growing block. The stacks carry
+/// their call site's exact numbers (calibrated), not raw estimates.
 #[test]
 fn sampled_stacks_name_the_peak_and_the_callers() {
     if !is_root() {
@@ -172,6 +173,12 @@ fn sampled_stacks_name_the_peak_and_the_callers() {
     // Every stack reaches main: the callers are unwound.
     let bytes = folded("bytes");
     assert!(bytes.lines().all(|l| l.contains(";main;")), "{bytes}");
+    // The sampled stacks share their call site's exact numbers: 200,000 × 64 B through the
+    // one call site of temporaries (about 24 stacks expected; none with probability e^-24).
+    assert!(bytes.contains(";main;temporaries 12800000\n"), "{bytes}");
+    assert!(bytes.contains(";main;peak_buffer 33554432\n"), "{bytes}");
+    let count = folded("count");
+    assert!(count.contains(";main;temporaries 200000\n"), "{count}");
     // The SVG.
     let out = rprof(
         dir.path(),

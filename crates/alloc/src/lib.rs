@@ -760,6 +760,7 @@ impl Session {
                 e[6] += bytes;
             }
         }
+        self.calibrate(&mut estimates);
         for ((pid, keys, truncated), e) in self.stack_list.iter().zip(&estimates) {
             let r = |x: f64| x.round() as u64;
             stacks.push(AllocStack {
@@ -833,6 +834,58 @@ impl Session {
         records.extend(stacks.into_iter().map(Record::AllocStack));
         records.push(Record::AllocSummary(summary.clone()));
         (records, modules, lookups, summary)
+    }
+}
+
+impl Session {
+    /// Makes the sampled stacks' numbers add up to the exact numbers of their call site: the
+    /// stacks through one call site (the allocator function and the return address, the first
+    /// two frames of a stack) share that site's exact calls, bytes, leaks, temporaries and
+    /// bytes at the peak in proportion to their sampled weights (a ratio estimate: only how
+    /// the site's numbers split among its callers is estimated). A number no sampled stack of
+    /// the site has stays with the site alone (the sites table), and a stack whose site is
+    /// unknown keeps its plain estimate.
+    fn calibrate(&self, estimates: &mut [[f64; 7]]) {
+        let mut exact: HashMap<(Key, Key), [f64; 7]> = HashMap::new();
+        for (s, (_, leaf, caller)) in self.heap.sites().iter().zip(&self.site_list) {
+            let e = exact.entry((*leaf, *caller)).or_default();
+            let numbers = [
+                s.calls,
+                s.bytes,
+                s.leaked_calls,
+                s.leaked_bytes,
+                s.temporary_calls,
+                s.peak_calls,
+                s.peak_bytes,
+            ];
+            for (total, n) in e.iter_mut().zip(numbers) {
+                *total += n as f64;
+            }
+        }
+        let mut sampled: HashMap<(Key, Key), [f64; 7]> = HashMap::new();
+        let site_of = |keys: &[Key]| match keys {
+            [leaf, caller, ..] => Some((*leaf, *caller)),
+            _ => None,
+        };
+        for ((_, keys, _), e) in self.stack_list.iter().zip(estimates.iter()) {
+            if let Some(site) = site_of(keys) {
+                let sum = sampled.entry(site).or_default();
+                for (total, n) in sum.iter_mut().zip(e) {
+                    *total += n;
+                }
+            }
+        }
+        for ((_, keys, _), e) in self.stack_list.iter().zip(estimates.iter_mut()) {
+            let Some(site) = site_of(keys) else { continue };
+            let (Some(exact), Some(sum)) = (exact.get(&site), sampled.get(&site)) else {
+                continue;
+            };
+            for m in 0..7 {
+                if sum[m] > 0.0 {
+                    e[m] = exact[m] * e[m] / sum[m];
+                }
+            }
+        }
     }
 }
 

@@ -148,7 +148,8 @@ pub struct OffCpu {
 /// function and that return address (`truncated`). A **sampled** one is a full stack taken for
 /// a sample of the calls (a call of `s` bytes is picked with probability `min(1, s / R)`,
 /// `R` = [`AllocSummary::sample_bytes`]); its numbers are estimates (each picked call counts
-/// `max(s, R)` bytes and `max(1, R / s)` calls).
+/// `max(s, R)` bytes and `max(1, R / s)` calls), calibrated so that the sampled stacks through
+/// one call site add up to that site's exact numbers.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct AllocStack {
     /// Process id.
