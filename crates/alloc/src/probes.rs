@@ -108,6 +108,9 @@ pub fn probe_attr(
     let mut attr = rprof_latency::probes::probe_attr(pmu, path, offset, role == Role::Return);
     let wakeup = base_attr();
     attr.__bindgen_anon_2 = wakeup.__bindgen_anon_2;
+    // Opened disabled and enabled once its BPF filter is attached: enabled at once, it would
+    // record every process's calls (and copy their stacks) until then.
+    attr.set_disabled(1);
     attr.sample_type |= u64::from(sys::PERF_SAMPLE_REGS_USER);
     match role {
         Role::Entry => {
@@ -255,6 +258,14 @@ impl Probes {
                 };
                 let name = format!("{role:?} probe on {}", f.name).to_lowercase();
                 probes.open_probe(&attr, &name, index, role, program)?;
+            }
+        }
+        for (fd, _) in &probes.probes {
+            // SAFETY: ENABLE on a perf event descriptor we own; the argument is unused.
+            if unsafe { perf_event_open_sys::ioctls::ENABLE(fd.as_raw_fd(), 0) } < 0 {
+                return Err(io_error("enable the allocator probes".into())(
+                    std::io::Error::last_os_error(),
+                ));
             }
         }
         Ok(probes)
