@@ -59,8 +59,12 @@ pub struct Args {
     pub wall: bool,
     /// Draw the waits for contended locks, each lock the root frame of its waiting stacks (a
     /// profile recorded with `--off-cpu`); folded counts are microseconds.
-    #[arg(long, conflicts_with_all = ["off_cpu", "wall", "thread", "reverse", "no_inline"])]
+    #[arg(long, conflicts_with_all = ["off_cpu", "wall", "thread", "reverse", "no_inline", "alloc"])]
     pub locks: bool,
+    /// Draw allocations (a profile of `rprof record --alloc`), weighed by bytes allocated,
+    /// calls, bytes leaked or bytes live at the peak; estimated from the sampled stacks.
+    #[arg(long, value_name = "WHAT", value_parser = ["bytes", "count", "leaked", "peak"], conflicts_with_all = ["off_cpu", "wall", "thread", "pid"])]
+    pub alloc: Option<String>,
 }
 
 /// Runs `rprof flame`.
@@ -82,9 +86,26 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     } else {
         None
     };
+    let metric = args
+        .alloc
+        .as_deref()
+        .and_then(rprof_alloc::report::Metric::parse);
+    if let Some(metric) = metric {
+        crate::alloc::require(&profile, &args.input)?;
+        if rprof_alloc::report::folded(&profile, metric).is_empty() {
+            anyhow::bail!(
+                "no sampled allocation stack has {} to draw (record with a smaller \
+                 --alloc-sample for more stacks)",
+                metric.title()
+            );
+        }
+    }
     let (mut selection, _) = selection(&profile, args.thread.as_deref(), args.pid, args.no_inline)?;
     selection.weight = weight(&profile, "flame", args.off_cpu, args.wall)?;
-    if lock_lines.is_none() && StackCounts::new(&profile, &selection).samples == 0 {
+    if lock_lines.is_none()
+        && metric.is_none()
+        && StackCounts::new(&profile, &selection).samples == 0
+    {
         anyhow::bail!("{}", no_samples(&profile, selection.weight));
     }
     let output = args
@@ -126,6 +147,15 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
             rprof_locks::render::flame(lines, &title, &mut out).map_err(written)?;
             "lock flame graph"
         }
+    } else if let (Some(metric), true) = (metric, args.folded) {
+        for line in rprof_alloc::report::folded(&profile, metric) {
+            writeln!(out, "{line}").map_err(written)?;
+        }
+        "folded stacks"
+    } else if let Some(metric) = metric {
+        rprof_alloc::report::render_flame(&profile, metric, args.title, &mut out)
+            .map_err(written)?;
+        "flame graph"
     } else if args.folded {
         let options = FoldedOptions {
             selection,

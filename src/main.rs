@@ -4,6 +4,7 @@
 //! arguments to the library crates under `crates/`, and maps every failure to one line on stderr
 //! and an exit code (see [`exit`]).
 
+mod alloc;
 mod annotate;
 mod diff;
 mod exit;

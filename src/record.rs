@@ -82,6 +82,16 @@ pub struct Args {
     #[arg(long = "off-cpu")]
     off_cpu: bool,
 
+    /// Record allocations instead of CPU samples: every call of the C library's allocator
+    /// functions (uprobes), stacks for a sample of them; see `rprof report`, docs/alloc.md.
+    #[arg(long, conflicts_with_all = ["freq", "period", "event", "call_graph", "off_cpu", "mmap_pages", "no_kernel"])]
+    alloc: bool,
+
+    /// With --alloc: a stack for about one call per BYTES allocated (default 512K; 0: every
+    /// call).
+    #[arg(long = "alloc-sample", value_name = "BYTES", requires = "alloc")]
+    alloc_sample: Option<String>,
+
     /// The command to run and its arguments (after `--`).
     #[arg(
         value_name = "COMMAND",
@@ -98,6 +108,9 @@ fn note(message: impl std::fmt::Display) {
 
 /// Runs `rprof record`; returns COMMAND's exit code (0 for `-p`).
 pub fn run(args: Args) -> anyhow::Result<i32> {
+    if args.alloc {
+        return crate::alloc::record(&plan::validate_alloc(args)?);
+    }
     let options = plan::validate(args)?;
     let outcome = rprof_record::record(&options, crate::naming::symbolize, &mut |n| note(n))
         .map_err(record_error)?;

@@ -57,6 +57,10 @@ pub struct Args {
     /// `rprof record --off-cpu`).
     #[arg(long, conflicts_with = "wall")]
     pub off_cpu: bool,
+    /// Report allocations (a profile of `rprof record --alloc`; the default for one): sites
+    /// by calls, bytes, peak and leaks, and the summary (docs/alloc.md).
+    #[arg(long, conflicts_with_all = ["off_cpu", "wall", "lines", "threads"])]
+    pub alloc: bool,
     /// Rank functions by wall-clock time: on-CPU plus off-CPU (a profile recorded with
     /// `rprof record --off-cpu`).
     #[arg(long)]
@@ -64,7 +68,7 @@ pub struct Args {
     /// Lock contention: one row per lock (futex word) with its blocking waits, wait times,
     /// waiting threads and call sites, and who woke the waiters (a profile recorded with
     /// `rprof record --off-cpu`; docs/off-cpu.md).
-    #[arg(long, conflicts_with_all = ["off_cpu", "wall", "lines", "threads", "thread"])]
+    #[arg(long, conflicts_with_all = ["off_cpu", "wall", "lines", "threads", "thread", "alloc"])]
     pub locks: bool,
 }
 
@@ -94,6 +98,12 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
     let profile = open_profile(&args.input)?;
     if args.locks {
         return locks(&profile, &args);
+    }
+    if args.alloc {
+        crate::alloc::require(&profile, &args.input)?;
+    }
+    if args.alloc || (profile.alloc_summary.is_some() && profile.samples.is_empty()) {
+        return crate::alloc::report(&profile, args.json, args.top);
     }
     let (mut selection, label) =
         selection(&profile, args.thread.as_deref(), args.pid, args.no_inline)?;

@@ -174,6 +174,39 @@ pub fn validate(args: Args) -> anyhow::Result<Options> {
     })
 }
 
+/// Validates `rprof record --alloc` (issue 14): the target, `--duration` with `-p`,
+/// `--alloc-sample`.
+pub fn validate_alloc(args: Args) -> anyhow::Result<rprof_alloc::Options> {
+    let duration = args.duration.map(parse_duration).transpose()?;
+    let what = match (args.pid, args.command.is_empty()) {
+        (Some(_), false) => return Err(usage("give either -p PID or a COMMAND to run, not both")),
+        (None, true) => return Err(usage(
+            "nothing to record: give a COMMAND (rprof record --alloc -- COMMAND ARGS...) or -p PID",
+        )),
+        (Some(pid), true) => match pid.trim().parse::<u32>() {
+            Ok(pid) if pid > 0 && pid <= i32::MAX as u32 => {
+                rprof_alloc::What::Pid { pid, duration }
+            }
+            _ => return Err(usage(format!("invalid process id '{pid}' for -p"))),
+        },
+        (None, false) => {
+            if duration.is_some() {
+                return Err(usage("--duration with --alloc: only with -p PID"));
+            }
+            rprof_alloc::What::Command(args.command)
+        }
+    };
+    let sample_bytes = match args.alloc_sample.as_deref() {
+        Some(text) => crate::alloc::parse_sample(text)?,
+        None => rprof_alloc::DEFAULT_SAMPLE_BYTES,
+    };
+    Ok(rprof_alloc::Options {
+        what,
+        output: args.output,
+        sample_bytes,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

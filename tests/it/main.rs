@@ -2,6 +2,7 @@
 //!
 //! One entry point (this file); one module per command. Shared helpers live in `util`.
 
+mod alloc;
 mod annotate;
 mod cargo_rprof;
 mod completions;

@@ -40,8 +40,8 @@ const KIND_HEADER: u8 = 1;
 const KIND_RECORDS: u8 = 2;
 /// A writer ends a block once it holds this many encoded bytes.
 const BLOCK_TARGET: usize = 1 << 20;
-/// Variant index of the last [`Record`] variant this reader knows (`Lock`, kind 10).
-const LAST_KNOWN_TAG: u64 = 10;
+/// Variant index of the last [`Record`] variant this reader knows (`AllocSummary`, kind 12).
+const LAST_KNOWN_TAG: u64 = 12;
 /// Why a profile could not be read.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

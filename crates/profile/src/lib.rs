@@ -28,8 +28,8 @@ mod profile;
 pub use format::{ReadError, ReadNotes, Writer, FORMAT_VERSION};
 pub use lookup::LookupSet;
 pub use model::{
-    lookup_address, Address, Header, LockRecord, Module, ModuleId, ModuleKind, OffCpu, Record,
-    Sample, StoredFrame, Summary, Symbols, Wake,
+    lookup_address, Address, AllocStack, AllocSummary, Header, LockRecord, Module, ModuleId,
+    ModuleKind, OffCpu, Record, Sample, StoredFrame, Summary, Symbols, Wake,
 };
 pub use off_cpu::{OffCpuInterval, ReasonSource, ThreadActivity, WaitReason};
 pub use profile::{FrameId, FrameInfo, FrameKind, Process, Profile, StackId, Thread, ThreadName};

@@ -141,6 +141,81 @@ pub struct OffCpu {
     pub args: Vec<u64>,
 }
 
+/// The allocations made from one stack (`rprof record --alloc`, docs/alloc.md).
+///
+/// Two sorts share the record. An **exact** one is a call site: every call of an allocator
+/// function that returned to one address, counted one by one; its stack is only the allocator
+/// function and that return address (`truncated`). A **sampled** one is a full stack taken for
+/// a sample of the calls (a call of `s` bytes is picked with probability `min(1, s / R)`,
+/// `R` = [`AllocSummary::sample_bytes`]); its numbers are estimates (each picked call counts
+/// `max(s, R)` bytes and `max(1, R / s)` calls), calibrated so that the sampled stacks through
+/// one call site add up to that site's exact numbers.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AllocStack {
+    /// Process id.
+    pub pid: u32,
+    /// Frames leaf first: `[0]` is the allocator function entered (its first instruction), the
+    /// rest return addresses (the convention of [`Sample::user`]).
+    pub user: Vec<Address>,
+    /// The root of the stack is missing (always for an exact call site).
+    pub truncated: bool,
+    /// Exact totals of every call (a call site) rather than estimates from sampled stacks.
+    pub exact: bool,
+    /// Calls of allocation functions (`malloc`, `calloc`, `realloc`, `aligned_alloc`, ...).
+    pub calls: u64,
+    /// Bytes they asked for.
+    pub bytes: u64,
+    /// Of those, the calls whose block was never freed (still live when the process ended or
+    /// the recording stopped).
+    pub leaked_calls: u64,
+    /// Bytes of those blocks.
+    pub leaked_bytes: u64,
+    /// Calls whose block was the next thing its thread freed (docs/alloc.md: temporary).
+    pub temporary_calls: u64,
+    /// Blocks of this stack live at the moment of the peak.
+    pub peak_calls: u64,
+    /// Their bytes.
+    pub peak_bytes: u64,
+}
+
+/// The totals of an allocation recording (`rprof record --alloc`): every call counted, none
+/// estimated.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AllocSummary {
+    /// The allocator library probed (its path).
+    pub allocator: String,
+    /// Stack sampling: about one stack per this many bytes allocated (0: every call).
+    pub sample_bytes: u64,
+    /// Calls of allocation functions (everything but `free`).
+    pub alloc_calls: u64,
+    /// Bytes asked for by them.
+    pub alloc_bytes: u64,
+    /// Calls of `free` (and `realloc` to size 0) with a pointer rprof saw allocated.
+    pub free_calls: u64,
+    /// Frees of pointers never seen allocated (allocated before `-p` attached, or by an
+    /// allocator that is not probed) and of NULL: ignored.
+    pub unknown_frees: u64,
+    /// Allocations freed by the next free of their thread (docs/alloc.md).
+    pub temporary_calls: u64,
+    /// Blocks never freed, and their bytes.
+    pub leaked_calls: u64,
+    /// Bytes of the blocks never freed.
+    pub leaked_bytes: u64,
+    /// The largest sum of live bytes (what the program asked for, not the allocator's
+    /// overhead).
+    pub peak_bytes: u64,
+    /// When the peak was reached, ns after the first recorded call.
+    pub peak_time_ns: u64,
+    /// From the first recorded call to the end, ns.
+    pub duration_ns: u64,
+    /// Calls per allocator function (`malloc`, `free`, ...), in a fixed order.
+    pub calls_by_function: Vec<(String, u64)>,
+    /// Stacks taken.
+    pub stacks: u64,
+    /// Records the kernel dropped (a full ring): totals are then short.
+    pub lost: u64,
+}
+
 /// One frame of a symbolized address, as stored in the profile.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredFrame {
@@ -252,6 +327,10 @@ pub enum Record {
     /// Lock-contention data (kind 10, issue 17): futex wake-ups and where modules were loaded.
     /// Readers before it skip it as an unknown kind.
     Lock(LockRecord),
+    /// The allocations of one stack (kind 11, issue 14: `rprof record --alloc`).
+    AllocStack(AllocStack),
+    /// The totals of an allocation recording (kind 12, issue 14).
+    AllocSummary(AllocSummary),
 }
 
 /// What `rprof record --off-cpu` adds for lock analyses (`rprof report --locks`, issue 17).

@@ -9,8 +9,8 @@ use std::path::Path;
 use crate::format::{BlockReader, End, ReadError, ReadNotes};
 use crate::lookup::LookupSet;
 use crate::model::{
-    lookup_address, Address, Header, LockRecord, Module, ModuleId, ModuleKind, OffCpu, Record,
-    Sample, Summary, Symbols, Wake,
+    lookup_address, Address, AllocStack, AllocSummary, Header, LockRecord, Module, ModuleId,
+    ModuleKind, OffCpu, Record, Sample, Summary, Symbols, Wake,
 };
 use crate::off_cpu::{classify, OffCpuInterval, ReasonSource, ThreadActivity, WaitReason};
 
@@ -151,6 +151,10 @@ pub struct Profile {
     pub wakers: Option<(bool, String)>,
     /// Where modules' files were loaded: (pid, module, process address − SVMA).
     pub bases: Vec<(u32, ModuleId, u64)>,
+    /// Allocation stacks in file order (`rprof record --alloc`; empty otherwise).
+    pub alloc: Vec<AllocStack>,
+    /// The totals of an allocation recording (`rprof record --alloc`).
+    pub alloc_summary: Option<AllocSummary>,
     /// Threads by thread id.
     pub threads: BTreeMap<u32, Thread>,
     /// Processes by process id.
@@ -178,6 +182,8 @@ pub struct Profile {
     off_cpu_stacks: Vec<(StackId, WaitReason, ReasonSource)>,
     /// Per wake-up: its stack.
     wake_stacks: Vec<StackId>,
+    /// Per allocation stack: its stack of named frames.
+    alloc_stacks: Vec<StackId>,
     /// Per thread id: (created, exited, first time seen), from FORK, EXIT and any timed record.
     lifetimes: BTreeMap<u32, Lifetime>,
     /// The latest time of any record (nanoseconds, perf clock).
@@ -288,6 +294,8 @@ impl Profile {
             wakes: Vec::new(),
             wakers: None,
             bases: Vec::new(),
+            alloc: Vec::new(),
+            alloc_summary: None,
             threads: BTreeMap::new(),
             processes: BTreeMap::new(),
             summary: None,
@@ -302,6 +310,7 @@ impl Profile {
             sample_stacks: Vec::new(),
             off_cpu_stacks: Vec::new(),
             wake_stacks: Vec::new(),
+            alloc_stacks: Vec::new(),
             lifetimes: BTreeMap::new(),
             last_time: 0,
             missing: LookupSet::new(),
@@ -445,6 +454,11 @@ impl Profile {
                 self.seen(wake.tid, wake.time);
                 self.wakes.push(wake);
             }
+            Record::AllocStack(stack) => {
+                self.process(stack.pid);
+                self.alloc.push(stack);
+            }
+            Record::AllocSummary(summary) => self.alloc_summary = Some(summary),
         }
     }
 
@@ -715,6 +729,11 @@ impl Profile {
                 self.wakes
                     .iter()
                     .map(|w| (&w.kernel[..], &w.user[..], w.truncated)),
+            )
+            .chain(
+                self.alloc
+                    .iter()
+                    .map(|a| (&[][..], &a.user[..], a.truncated)),
             );
         for raw in raws {
             let (kernel, user, raw_truncated) = raw;
@@ -763,6 +782,8 @@ impl Profile {
             sample_stacks.push(id);
         }
         // Off-CPU blocks: the reason (found from the names of the plain stack) as the leaf.
+        let alloc_stacks =
+            sample_stacks.split_off(self.samples.len() + self.off_cpu.len() + self.wakes.len());
         let wake_stacks = sample_stacks.split_off(self.samples.len() + self.off_cpu.len());
         let block_stacks = sample_stacks.split_off(self.samples.len());
         self.frames = frames;
@@ -801,7 +822,14 @@ impl Profile {
         self.sample_stacks = sample_stacks;
         self.off_cpu_stacks = off_cpu_stacks;
         self.wake_stacks = wake_stacks;
+        self.alloc_stacks = alloc_stacks;
         self.missing = missing;
+    }
+
+    /// The stack of the allocation stack at `index` in [`alloc`](Self::alloc): its frames
+    /// named, the allocator function first.
+    pub fn alloc_stack(&self, index: usize) -> StackId {
+        self.alloc_stacks[index]
     }
 
     /// True when the profile holds off-CPU blocks (recorded with `rprof record --off-cpu`).
