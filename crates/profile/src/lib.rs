@@ -19,6 +19,7 @@
 
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
+mod compact;
 pub mod format;
 mod lookup;
 mod model;
