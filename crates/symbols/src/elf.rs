@@ -548,6 +548,9 @@ fn load_dwarf(
     if let Some(sup) = load_altlink(file, path, roots) {
         dwarf.set_sup(sup);
     }
+    // Units that share an abbreviation table (common in dwz-processed and in Rust debug info)
+    // share one parsed copy: addr2line parses every unit's table when it opens a module.
+    dwarf.populate_abbreviations_cache(gimli::AbbreviationsCacheStrategy::All);
     addr2line::Context::from_dwarf(dwarf).map_err(|e| e.to_string())
 }
 
