@@ -182,7 +182,8 @@ impl<W: Write> Writer<W> {
     }
 
     /// Adds an already encoded record (its tag varint and fields) to the current block. Tests
-    /// use it to write records of kinds a later rprof may add.
+    /// use it to write records of kinds a later rprof may add. A `Sample` must be in its
+    /// version 3 form (`compact`), not postcard's: use [`push`](Self::push) for samples.
     #[doc(hidden)]
     pub fn push_encoded(&mut self, encoded: &[u8]) {
         put_varint(&mut self.pending, encoded.len() as u64);

@@ -768,7 +768,13 @@ mod tests {
         ] {
             assert!(used_for_names(id), "{id:?}");
         }
-        for id in [DebugLoc, DebugLocLists, DebugMacinfo, DebugMacro, DebugTypes] {
+        for id in [
+            DebugLoc,
+            DebugLocLists,
+            DebugMacinfo,
+            DebugMacro,
+            DebugTypes,
+        ] {
             assert!(!used_for_names(id), "{id:?}");
         }
     }
