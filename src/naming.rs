@@ -49,6 +49,9 @@ pub fn symbolize(modules: &[Module], wanted: &LookupSet) -> Vec<Record> {
             progress.inc(batch.len() as u64);
         }
         progress.suspend(|| warn_about(&symbolizer.module_status(&source)));
+        // Each module's DWARF is dropped once its addresses are named: the recorder's peak
+        // memory is then that of its largest module, not of all of them (issue 13).
+        symbolizer.forget(&source);
         records.push(Record::Symbols(packer.finish()));
     }
     records

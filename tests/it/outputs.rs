@@ -333,8 +333,9 @@ impl Drop for SmallDisk {
 #[test]
 fn a_disk_that_fills_mid_run_does_not_orphan_the_command() {
     let spin = spin();
-    // Room for the header and the first blocks (a block holds at most 250 ms of samples, about
-    // 11 KB for one busy thread), not for the whole run.
+    // Room for the header and the first blocks (a block holds at most 250 ms of samples), not
+    // for the whole run. Compressed (issue 13), one busy thread's block at the default 999 Hz is
+    // about 1 KB: the recording samples at 10 kHz so that the file still grows by pages.
     let disk = SmallDisk::mount("64k");
     let scratch = tempdir();
     let marker = scratch.path().join("finished");
@@ -342,8 +343,8 @@ fn a_disk_that_fills_mid_run_does_not_orphan_the_command() {
     // minute: then it exits 99 and the exit-code check below fails), then works on. "No free
     // block" still leaves up to a page of room in the profile's last block, and spin counts
     // wall time: on a loaded machine 0.3 s of it gave too few samples to overflow that page
-    // (the disk then filled only while naming, at the end). 2 s of wall time is hundreds of
-    // samples even at a tenth of a CPU, many times a page.
+    // (the disk then filled only while naming, at the end). 2 s of wall time at 10 kHz is
+    // thousands of samples even at a tenth of a CPU: compressed, still several pages.
     let script = format!(
         "i=0; while [ \"$(stat -f -c %a {disk})\" != 0 ]; do {spin} 0.2; i=$((i+1)); \
          [ $i -gt 300 ] && exit 99; done; {spin} 2 && echo done > {marker} && exit 3",
@@ -356,6 +357,8 @@ fn a_disk_that_fills_mid_run_does_not_orphan_the_command() {
         scratch.path(),
         &[
             "record",
+            "-F",
+            "10000",
             "-o",
             profile.to_str().unwrap(),
             "--",

@@ -3,8 +3,10 @@
 //! ```text
 //! file    := magic[8] version:u32le flags:u32le block*
 //! block   := len:u32le crc32:u32le kind:u8 payload[len - 1]
-//! records := seq:varint record*                      (version 2; version 1: postcard Vec<Record>)
+//! records := seq:varint raw_len:varint zstd(record*)  (version 3)
+//!          | seq:varint record*                       (version 2; version 1: postcard Vec<Record>)
 //! record  := size:varint bytes[size]                  bytes = postcard(Record): tag varint, fields
+//!                                                     (version 3 samples: see `compact`)
 //! ```
 //! `crc32` covers `kind` and `payload`. Kind 1 is the [`Header`] (always the first block), kind 2
 //! a block of records. A recording appends blocks as it goes, so a profile cut short (rprof
@@ -17,12 +19,22 @@
 //! instead of ending the read. Version 1 files (no numbers, no sizes) are still read; there a
 //! block that repeats an earlier one byte for byte is taken as a repeat.
 //!
+//! Version 3 compresses the records of each block with zstd (a block still stands alone: it
+//! decodes without any other) and stores samples compactly: a block's stacks as a tree, times as
+//! jitter ([`crate::compact`]). `raw_len` is the size of the records once decompressed; a reader
+//! refuses a block that claims more than [`MAX_RAW`] or decompresses to anything but `raw_len`
+//! bytes, so that a small hostile block cannot expand without limit. Blocks that hold names are
+//! compressed harder than the blocks written while recording.
+//!
 //! This module only frames, checks and decodes blocks; what the records mean, and the warnings a
 //! reader shows, are `profile.rs`'s.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 
+use crate::compact::{
+    put_varint, take_varint, SampleDecoder, SampleEncoder, BLOCK_FRAMES, SAMPLE_TAG,
+};
 use crate::model::{Header, Record, Summary};
 
 /// First bytes of every rprof profile. The CR LF catches text-mode mangling, as PNG's does.
@@ -32,9 +44,20 @@ pub const MAGIC: [u8; 8] = *b"RPROF\0\r\n";
 /// Version 2 (rprof 0.1, issue 9/10): records blocks carry a sequence number and every record
 /// its size. A version-1 reader would take the new records blocks for damage, so the version
 /// was bumped; version 1 files are still read.
-pub const FORMAT_VERSION: u32 = 2;
+///
+/// Version 3 (issue 13): records blocks are zstd-compressed and samples stored compactly. A
+/// version-2 reader would take them for damage, so the version was bumped; versions 1 and 2
+/// are still read.
+pub const FORMAT_VERSION: u32 = 3;
 /// Largest block a reader accepts; anything larger is taken as corruption.
 pub const MAX_BLOCK: u32 = 256 << 20;
+/// Largest decompressed records payload a reader accepts (version 3). A writer's blocks hold
+/// about 1 MiB, more only for a single big record (the names of a module).
+pub const MAX_RAW: u64 = 256 << 20;
+/// zstd level of the blocks written while recording: cheap enough to keep up with sampling.
+const RECORDS_LEVEL: i32 = 6;
+/// zstd level of blocks that hold names (written once, when recording has ended).
+const NAMES_LEVEL: i32 = 19;
 
 const KIND_HEADER: u8 = 1;
 const KIND_RECORDS: u8 = 2;
@@ -99,9 +122,13 @@ pub enum ReadError {
 /// recording: whatever was flushed survives a crash of the writer.
 pub struct Writer<W: Write> {
     out: W,
-    /// The encoded records of the current block, after its sequence number.
+    /// The encoded records of the current block, each with its size.
     pending: Vec<u8>,
     pending_records: usize,
+    /// The current block holds names: it is compressed harder.
+    pending_names: bool,
+    /// The stack tree and clock of the current block's samples.
+    samples: SampleEncoder,
     /// Sequence number of the next records block (the first is 1).
     next_seq: u64,
     scratch: Vec<u8>,
@@ -120,6 +147,8 @@ impl<W: Write> Writer<W> {
             out,
             pending: Vec::new(),
             pending_records: 0,
+            pending_names: false,
+            samples: SampleEncoder::default(),
             next_seq: 1,
             scratch: Vec::new(),
             bytes_written: start.len() as u64,
@@ -132,24 +161,31 @@ impl<W: Write> Writer<W> {
 
     /// Adds a record to the current block.
     pub fn push(&mut self, record: Record) -> io::Result<()> {
-        let encoded = postcard::to_extend(&record, std::mem::take(&mut self.scratch))
-            .map_err(io::Error::other)?;
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        let encoded = match &record {
+            Record::Sample(sample) => {
+                self.samples.encode(sample, &mut scratch);
+                scratch
+            }
+            other => {
+                self.pending_names |= matches!(other, Record::Symbols(_));
+                postcard::to_extend(other, scratch).map_err(io::Error::other)?
+            }
+        };
         self.push_encoded(&encoded);
         self.scratch = encoded;
-        self.scratch.clear();
-        if self.pending.len() >= BLOCK_TARGET {
+        if self.pending.len() >= BLOCK_TARGET || self.samples.frames >= BLOCK_FRAMES {
             self.write_pending()?;
         }
         Ok(())
     }
 
     /// Adds an already encoded record (its tag varint and fields) to the current block. Tests
-    /// use it to write records of kinds a later rprof may add.
+    /// use it to write records of kinds a later rprof may add. A `Sample` must be in its
+    /// version 3 form (`compact`), not postcard's: use [`push`](Self::push) for samples.
     #[doc(hidden)]
     pub fn push_encoded(&mut self, encoded: &[u8]) {
-        if self.pending.is_empty() {
-            put_varint(&mut self.pending, self.next_seq);
-        }
         put_varint(&mut self.pending, encoded.len() as u64);
         self.pending.extend_from_slice(encoded);
         self.pending_records += 1;
@@ -185,11 +221,17 @@ impl<W: Write> Writer<W> {
         if self.pending_records == 0 {
             return Ok(());
         }
-        let payload = std::mem::take(&mut self.pending);
+        let level = if self.pending_names {
+            NAMES_LEVEL
+        } else {
+            RECORDS_LEVEL
+        };
+        let payload = records_payload(self.next_seq, &self.pending, level)?;
         self.write_block(KIND_RECORDS, &payload)?;
-        self.pending = payload;
         self.pending.clear();
         self.pending_records = 0;
+        self.pending_names = false;
+        self.samples.reset();
         self.next_seq += 1;
         Ok(())
     }
@@ -213,30 +255,38 @@ impl<W: Write> Writer<W> {
     }
 }
 
-/// Appends `value` as a LEB128 varint (postcard's encoding of integers).
-fn put_varint(out: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        out.push((value as u8) | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
+/// The payload of a version 3 records block numbered `seq`: `records` (each framed by its
+/// size) compressed at zstd `level`. Tests and the fuzz target use it to build blocks.
+#[doc(hidden)]
+pub fn records_payload(seq: u64, records: &[u8], level: i32) -> io::Result<Vec<u8>> {
+    let mut payload = Vec::with_capacity(records.len() / 4 + 16);
+    put_varint(&mut payload, seq);
+    put_varint(&mut payload, records.len() as u64);
+    let compressed = zstd::bulk::compress(records, level)?;
+    payload.extend_from_slice(&compressed);
+    Ok(payload)
 }
 
-/// Reads a LEB128 varint from the front of `bytes`: the value and the rest, or `None` when it
-/// runs off the end or past 64 bits.
-fn take_varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
-    let mut value = 0u64;
-    for (i, &b) in bytes.iter().enumerate().take(10) {
-        let bits = u64::from(b & 0x7f);
-        if i == 9 && b > 1 {
-            return None;
-        }
-        value |= bits << (7 * i);
-        if b & 0x80 == 0 {
-            return Some((value, &bytes[i + 1..]));
-        }
+/// Decompresses a version 3 records payload (after `seq`) to exactly the size it states, never
+/// more than [`MAX_RAW`].
+fn decompress(payload: &[u8]) -> Result<Vec<u8>, String> {
+    let (raw_len, compressed) =
+        take_varint(payload).ok_or("the block's decompressed size does not decode")?;
+    if raw_len > MAX_RAW {
+        return Err(format!(
+            "the block claims {raw_len} bytes once decompressed, more than the {MAX_RAW} \
+             a reader accepts"
+        ));
     }
-    None
+    let records = zstd::bulk::decompress(compressed, raw_len as usize)
+        .map_err(|e| format!("the block does not decompress: {e}"))?;
+    if records.len() as u64 != raw_len {
+        return Err(format!(
+            "the block decompresses to {} bytes, not the {raw_len} it states",
+            records.len()
+        ));
+    }
+    Ok(records)
 }
 
 /// How a stream of blocks ended.
@@ -389,7 +439,7 @@ impl<R: Read> BlockReader<R> {
             };
             let decoded = match kind {
                 KIND_RECORDS if self.version == 1 => self.records_v1(crc, &payload),
-                KIND_RECORDS => self.records_v2(crc, &payload),
+                KIND_RECORDS => self.records_numbered(crc, &payload),
                 KIND_HEADER => {
                     self.end = Some(End::SecondHeader { offset: start });
                     return Ok(None);
@@ -428,9 +478,14 @@ impl<R: Read> BlockReader<R> {
             .map_err(|e| format!("records do not decode: {e}"))
     }
 
-    /// Version 2: a sequence number, then records each framed by its size.
-    fn records_v2(&mut self, crc: u32, payload: &[u8]) -> Result<Option<Vec<Record>>, String> {
-        let (seq, mut rest) =
+    /// Versions 2 and 3: a sequence number, then records each framed by its size (version 3:
+    /// compressed, samples in their compact form).
+    fn records_numbered(
+        &mut self,
+        crc: u32,
+        payload: &[u8],
+    ) -> Result<Option<Vec<Record>>, String> {
+        let (seq, rest) =
             take_varint(payload).ok_or("the block's sequence number does not decode")?;
         match self.seen_seq.get(&seq) {
             Some(&seen) if seen == crc => {
@@ -443,6 +498,15 @@ impl<R: Read> BlockReader<R> {
             }
             None => {}
         }
+        let compact = self.version >= 3;
+        let decompressed;
+        let mut rest = if compact {
+            decompressed = decompress(rest)?;
+            &decompressed[..]
+        } else {
+            rest
+        };
+        let mut samples = SampleDecoder::new();
         let mut records = Vec::new();
         let mut unknown = 0u64;
         while !rest.is_empty() {
@@ -456,6 +520,11 @@ impl<R: Read> BlockReader<R> {
             let (tag, _) = take_varint(bytes).ok_or("a record has no kind")?;
             if tag > LAST_KNOWN_TAG {
                 unknown += 1;
+                continue;
+            }
+            if compact && tag == SAMPLE_TAG {
+                let (_, fields) = take_varint(bytes).ok_or("a record has no kind")?;
+                records.push(Record::Sample(samples.decode(fields)?));
                 continue;
             }
             // Bytes after the fields this reader knows are ignored: a newer rprof may append

@@ -1,8 +1,8 @@
 //! The rprof profile: what `rprof record` writes and `rprof report`/`rprof flame` read.
 //!
-//! A profile is a stream of checksummed blocks (see [`format`] and `docs/file-format.md`),
-//! written while recording so that an interrupted recording still reads up to its last complete
-//! block. Nothing in a file is trusted: blocks read twice are counted once, the summary is
+//! A profile is a stream of checksummed, zstd-compressed blocks (see [`format`] and
+//! `docs/file-format.md`), written while recording so that an interrupted recording still reads
+//! up to its last complete block; within a block, samples share their stacks (`compact`). Nothing in a file is trusted: blocks read twice are counted once, the summary is
 //! checked against the records, and records of kinds a newer rprof added are skipped with a
 //! warning. A finished profile is self-contained: samples hold stacks already unwound into
 //! module-relative addresses, and [`Symbols`] records name those addresses, so reports work after
@@ -19,6 +19,7 @@
 
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
+mod compact;
 pub mod format;
 mod lookup;
 mod model;

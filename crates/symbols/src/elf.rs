@@ -521,7 +521,27 @@ pub(crate) fn endian(file: &object::File<'_>) -> gimli::RunTimeEndian {
 
 fn dwarf_sections(file: &object::File<'_>, base: &Base) -> Result<gimli::Dwarf<Reader>, String> {
     let endian = endian(file);
-    gimli::Dwarf::load(|id| section_bytes(file, base, id.name()).map(|b| Reader::new(b, endian)))
+    gimli::Dwarf::load(|id| {
+        if !used_for_names(id) {
+            return Ok(Reader::new(Bytes::empty(), endian));
+        }
+        section_bytes(file, base, id.name()).map(|b| Reader::new(b, endian))
+    })
+}
+
+/// Whether naming addresses (addr2line: units, functions, inline frames, lines) reads section
+/// `id`. Variable locations, macros and type units are not read, so they are not loaded: a
+/// compressed debug file would otherwise decompress them into memory (libc's location lists
+/// are larger than its line tables; issue 13).
+fn used_for_names(id: gimli::SectionId) -> bool {
+    !matches!(
+        id,
+        gimli::SectionId::DebugLoc
+            | gimli::SectionId::DebugLocLists
+            | gimli::SectionId::DebugMacinfo
+            | gimli::SectionId::DebugMacro
+            | gimli::SectionId::DebugTypes
+    )
 }
 
 /// The `.dwo` sections of a split DWARF file or package.
@@ -531,8 +551,10 @@ pub(crate) fn dwo_sections(
 ) -> Result<gimli::Dwarf<Reader>, String> {
     let endian = endian(file);
     gimli::Dwarf::load(|id| match id.dwo_name() {
-        Some(name) => section_bytes(file, base, name).map(|b| Reader::new(b, endian)),
-        None => Ok(Reader::new(Bytes::empty(), endian)),
+        Some(name) if used_for_names(id) => {
+            section_bytes(file, base, name).map(|b| Reader::new(b, endian))
+        }
+        _ => Ok(Reader::new(Bytes::empty(), endian)),
     })
 }
 
@@ -548,6 +570,9 @@ fn load_dwarf(
     if let Some(sup) = load_altlink(file, path, roots) {
         dwarf.set_sup(sup);
     }
+    // Units that share an abbreviation table (common in dwz-processed and in Rust debug info)
+    // share one parsed copy: addr2line parses every unit's table when it opens a module.
+    dwarf.populate_abbreviations_cache(gimli::AbbreviationsCacheStrategy::All);
     addr2line::Context::from_dwarf(dwarf).map_err(|e| e.to_string())
 }
 
@@ -723,6 +748,36 @@ fn plt_jump_slot(entry: &[u8], addr: u64) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 13: what naming reads is loaded; variable locations, macros and type units (which
+    /// a compressed debug file would decompress into memory for nothing) are not.
+    #[test]
+    fn only_the_sections_naming_reads_are_loaded() {
+        use gimli::SectionId::*;
+        for id in [
+            DebugAbbrev,
+            DebugAddr,
+            DebugAranges,
+            DebugInfo,
+            DebugLine,
+            DebugLineStr,
+            DebugRanges,
+            DebugRngLists,
+            DebugStr,
+            DebugStrOffsets,
+        ] {
+            assert!(used_for_names(id), "{id:?}");
+        }
+        for id in [
+            DebugLoc,
+            DebugLocLists,
+            DebugMacinfo,
+            DebugMacro,
+            DebugTypes,
+        ] {
+            assert!(!used_for_names(id), "{id:?}");
+        }
+    }
 
     #[test]
     fn plt_entries_decode() {

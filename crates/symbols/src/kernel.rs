@@ -1,8 +1,9 @@
 //! Kernel symbols from `/proc/kallsyms`.
 
+use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 
-use rprof_fs::read::{read_bounded, Options, KALLSYMS_LIMIT};
+use rprof_fs::read::{open_regular, Options, ReadError, KALLSYMS_LIMIT};
 
 use crate::status::{ModuleProblem, ModuleStatus};
 use crate::symtab::{Rank, RawSymbol, SymbolTable};
@@ -21,73 +22,59 @@ pub(crate) struct KernelSymbols {
 
 impl KernelSymbols {
     /// Reads and parses a kallsyms file (a regular file of at most [`KALLSYMS_LIMIT`] bytes); a
-    /// missing, unreadable or refused file gives an empty table.
+    /// missing, unreadable or refused file gives an empty table. The file is read a line at a
+    /// time: its text (5 MB and more) is never held whole, only the text symbols it names.
     pub(crate) fn load(path: &Path) -> KernelSymbols {
         let options = Options::new("a kernel symbol list", KALLSYMS_LIMIT);
-        match read_bounded(path, &options) {
-            Ok(bytes) => Self::parse(&String::from_utf8_lossy(&bytes)),
-            Err(e) => KernelSymbols {
-                table: SymbolTable::default(),
-                status: ModuleStatus {
-                    problem: Some(ModuleProblem::from_read(&e)),
-                    ..ModuleStatus::default()
-                },
+        let failed = |e: ReadError| KernelSymbols {
+            table: SymbolTable::default(),
+            status: ModuleStatus {
+                problem: Some(ModuleProblem::from_read(&e)),
+                ..ModuleStatus::default()
             },
+        };
+        let file = match open_regular(path, &options) {
+            Ok((file, _)) => file,
+            Err(e) => return failed(e),
+        };
+        let mut input = BufReader::new(file.take(KALLSYMS_LIMIT.saturating_add(1)));
+        let mut parser = Parser::default();
+        let mut line = Vec::new();
+        let mut read = 0u64;
+        loop {
+            line.clear();
+            match input.read_until(b'\n', &mut line) {
+                Ok(0) => break,
+                Ok(n) => read += n as u64,
+                Err(source) => {
+                    return failed(ReadError::Read {
+                        path: path.to_path_buf(),
+                        source,
+                    })
+                }
+            }
+            parser.line(&String::from_utf8_lossy(&line));
         }
+        if read > KALLSYMS_LIMIT {
+            return failed(ReadError::TooLarge {
+                path: path.to_path_buf(),
+                size: read,
+                limit: KALLSYMS_LIMIT,
+                what: "a kernel symbol list".to_string(),
+            });
+        }
+        parser.finish()
     }
 
     /// Parses kallsyms text: `ADDRESS TYPE NAME [MODULE]` per line. Only text symbols are kept;
     /// the module name stays in brackets after the function name.
+    #[cfg(test)]
     pub(crate) fn parse(text: &str) -> KernelSymbols {
-        let mut raw = Vec::new();
-        let mut lines = 0usize;
-        let mut nonzero = false;
+        let mut parser = Parser::default();
         for line in text.lines() {
-            let mut fields = line.split_ascii_whitespace();
-            let (Some(addr), Some(kind), Some(name)) =
-                (fields.next(), fields.next(), fields.next())
-            else {
-                continue;
-            };
-            let Ok(addr) = u64::from_str_radix(addr, 16) else {
-                continue;
-            };
-            lines += 1;
-            nonzero |= addr != 0;
-            let binding = match kind {
-                "T" => 0,
-                "W" | "w" => 1,
-                "t" => 2,
-                _ => continue,
-            };
-            // Rust code in the kernel has v0-mangled names.
-            let shown = crate::demangle::demangle(name);
-            let full: Box<str> = match fields.next() {
-                Some(module) if module.starts_with('[') => format!("{shown} {module}").into(),
-                _ => shown.into(),
-            };
-            raw.push(RawSymbol {
-                addr,
-                size: 0,
-                limit: addr.saturating_add(LAST_SYMBOL_SPAN),
-                rank: Rank::new(false, binding, name),
-                name: full,
-            });
+            parser.line(line);
         }
-        let hidden = lines > 0 && !nonzero;
-        let table = if hidden {
-            SymbolTable::default()
-        } else {
-            SymbolTable::new(raw)
-        };
-        KernelSymbols {
-            status: ModuleStatus {
-                symbol_count: table.len(),
-                problem: hidden.then_some(ModuleProblem::KernelAddressesHidden),
-                ..ModuleStatus::default()
-            },
-            table,
-        }
+        parser.finish()
     }
 
     pub(crate) fn locate(&self, addr: u64) -> Location {
@@ -107,6 +94,66 @@ impl KernelSymbols {
 
     pub(crate) fn status(&self) -> &ModuleStatus {
         &self.status
+    }
+}
+
+/// The text symbols of kallsyms, a line at a time.
+#[derive(Default)]
+struct Parser {
+    raw: Vec<RawSymbol>,
+    lines: usize,
+    nonzero: bool,
+}
+
+impl Parser {
+    /// One line: `ADDRESS TYPE NAME [MODULE]`.
+    fn line(&mut self, line: &str) {
+        let mut fields = line.split_ascii_whitespace();
+        let (Some(addr), Some(kind), Some(name)) = (fields.next(), fields.next(), fields.next())
+        else {
+            return;
+        };
+        let Ok(addr) = u64::from_str_radix(addr, 16) else {
+            return;
+        };
+        self.lines += 1;
+        self.nonzero |= addr != 0;
+        let binding = match kind {
+            "T" => 0,
+            "W" | "w" => 1,
+            "t" => 2,
+            _ => return,
+        };
+        // Rust code in the kernel has v0-mangled names.
+        let shown = crate::demangle::demangle(name);
+        let full: Box<str> = match fields.next() {
+            Some(module) if module.starts_with('[') => format!("{shown} {module}").into(),
+            _ => shown.into(),
+        };
+        self.raw.push(RawSymbol {
+            addr,
+            size: 0,
+            limit: addr.saturating_add(LAST_SYMBOL_SPAN),
+            rank: Rank::new(false, binding, name),
+            name: full,
+        });
+    }
+
+    fn finish(self) -> KernelSymbols {
+        let hidden = self.lines > 0 && !self.nonzero;
+        let table = if hidden {
+            SymbolTable::default()
+        } else {
+            SymbolTable::new(self.raw)
+        };
+        KernelSymbols {
+            status: ModuleStatus {
+                symbol_count: table.len(),
+                problem: hidden.then_some(ModuleProblem::KernelAddressesHidden),
+                ..ModuleStatus::default()
+            },
+            table,
+        }
     }
 }
 

@@ -23,8 +23,9 @@
 //! status says why.
 //!
 //! Names are demangled ([`demangle`]: Rust legacy and v0 without hash, C++). Every module is
-//! parsed once (files are memory-mapped) and kept for later batches; [`Symbolizer::module_status`]
-//! tells what was found and what went wrong. Missing, unreadable or malformed files give empty
+//! parsed once (files are memory-mapped) and kept for later batches until
+//! [`Symbolizer::forget`] drops it; [`Symbolizer::module_status`] tells what was found and what
+//! went wrong. Missing, unreadable or malformed files give empty
 //! locations, never a panic.
 //!
 //! Left to others: turning process addresses into module addresses and subtracting 1 from return
@@ -219,6 +220,23 @@ impl Symbolizer {
     /// missing or untrusted, if any.
     pub fn module_status(&mut self, module: &ModuleSource<'_>) -> ModuleStatus {
         self.load(module).status().clone()
+    }
+
+    /// Drops what was loaded for `module` (its parsed DWARF, symbol tables and file mappings),
+    /// so that naming many modules one after the other holds one at a time. Asking for the
+    /// module again loads it again.
+    pub fn forget(&mut self, module: &ModuleSource<'_>) {
+        match *module {
+            ModuleSource::Elf { path, build_id } => {
+                self.elf
+                    .remove(&(path.to_owned(), build_id.map(<[u8]>::to_vec)));
+            }
+            ModuleSource::Vdso => self.vdso = None,
+            ModuleSource::Kernel => self.kernel = None,
+            ModuleSource::JitMap { pid } => {
+                self.jit.remove(&pid);
+            }
+        }
     }
 
     fn load(&mut self, module: &ModuleSource<'_>) -> Loaded<'_> {

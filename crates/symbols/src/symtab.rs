@@ -70,18 +70,20 @@ impl SymbolTable {
                 s.addr >= covered_until
             }
         });
+        // Names are moved, not copied: a kernel's 100,000 names are held once (issue 13).
         let mut symbols: Vec<Symbol> = Vec::with_capacity(raw.len());
-        for (i, s) in raw.iter().enumerate() {
+        let mut raw = raw.into_iter().peekable();
+        while let Some(s) = raw.next() {
+            let next = raw.peek().map_or(u64::MAX, |n| n.addr);
             let end = if s.size > 0 {
                 s.addr.saturating_add(s.size)
             } else {
-                let next = raw.get(i + 1).map_or(u64::MAX, |n| n.addr);
                 next.min(s.limit)
             };
             symbols.push(Symbol {
                 addr: s.addr,
                 end: end.max(s.addr.saturating_add(1)),
-                name: s.name.clone(),
+                name: s.name,
             });
         }
         SymbolTable { symbols }

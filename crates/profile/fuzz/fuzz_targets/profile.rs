@@ -197,19 +197,26 @@ fn fix_crc(block: &mut [u8]) {
     block[4..8].copy_from_slice(&crc.to_le_bytes());
 }
 
-/// A records block as a file of `version` holds it (version 2: numbered `seq`).
+/// A records block as a file of `version` holds it (version 2: numbered `seq`; version 3: the
+/// records compressed, as `rprof_profile::format::records_payload` builds them).
 fn records_block(version: u32, seq: u64, records: &[Record]) -> Vec<u8> {
     let payload = if version == 1 {
         postcard::to_stdvec(records).unwrap_or_default()
     } else {
-        let mut payload = Vec::new();
-        varint(&mut payload, seq);
+        let mut framed = Vec::new();
         for record in records {
             let bytes = postcard::to_stdvec(record).unwrap_or_default();
-            varint(&mut payload, bytes.len() as u64);
-            payload.extend_from_slice(&bytes);
+            varint(&mut framed, bytes.len() as u64);
+            framed.extend_from_slice(&bytes);
         }
-        payload
+        if version >= 3 {
+            rprof_profile::format::records_payload(seq, &framed, 1).unwrap_or_default()
+        } else {
+            let mut payload = Vec::new();
+            varint(&mut payload, seq);
+            payload.extend_from_slice(&framed);
+            payload
+        }
     };
     block(2, &payload)
 }

@@ -1,0 +1,418 @@
+//! The compact encoding of samples inside a records block (format version 3).
+//!
+//! Most samples of a block share most of their stack with an earlier one: the same callers,
+//! another leaf. Version 3 therefore stores each block's stacks as a tree of *nodes*, built as
+//! the block goes: a node is one frame (its module, its address, user or kernel) under a parent
+//! node (0: the root, above the outermost frame). A sample names the deepest node it shares with
+//! the stacks written before it in the block, then the frames below that node that are new,
+//! which become nodes in turn. A stack seen before costs two bytes. Times are stored as the
+//! difference from when the sample was due (the thread's previous sample plus the period), so
+//! that only the jitter is left; periods as the change from the previous sample's.
+//!
+//! ```text
+//! sample := tag=4 time:zigzag pid tid cpu period:zigzag flags:u8 base:varint count:varint
+//!           frame[count]
+//! frame  := module_kernel:varint address:zigzag     (module + 1, 0: none) * 2 + kernel;
+//!                                                   address - the parent node's address
+//! ```
+//! `flags` bit 0 is `truncated`. The chain from the root runs through the user stack from its
+//! outermost frame to the instruction pointer, then through the kernel stack likewise.
+//!
+//! The tree starts empty in every block, so that blocks stay independent: a block read twice,
+//! out of order or alone decodes the same. A reader bounds the depth of a node and the frames a
+//! block may expand to ([`MAX_DEPTH`], [`MAX_BLOCK_FRAMES`]): a hostile block of a few bytes
+//! cannot make it build stacks without end.
+//!
+//! This module leaves the block framing and compression to `format`.
+
+use std::collections::HashMap;
+
+use crate::model::{Address, ModuleId, Sample};
+
+/// Deepest stack (user and kernel frames together) a reader accepts: rprof-unwind stops at 4,096
+/// user frames and the kernel's callchains are shorter still.
+pub(crate) const MAX_DEPTH: u32 = 16_384;
+/// Most frames the samples of one block may expand to; a writer ends its block well before.
+pub(crate) const MAX_BLOCK_FRAMES: u64 = 1 << 26;
+/// A writer ends a block once its samples hold this many frames.
+pub(crate) const BLOCK_FRAMES: u64 = 1 << 22;
+
+/// The tag of a `Sample` record (its variant index in [`crate::Record`]).
+pub(crate) const SAMPLE_TAG: u64 = 4;
+
+/// Appends `value` as a LEB128 varint.
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// Reads a LEB128 varint from the front of `bytes`: the value and the rest, or `None` when it
+/// runs off the end or past 64 bits.
+pub(crate) fn take_varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let mut value = 0u64;
+    for (i, &b) in bytes.iter().enumerate().take(10) {
+        let bits = u64::from(b & 0x7f);
+        if i == 9 && b > 1 {
+            return None;
+        }
+        value |= bits << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((value, &bytes[i + 1..]));
+        }
+    }
+    None
+}
+
+fn zigzag(value: u64) -> u64 {
+    let value = value as i64;
+    ((value << 1) ^ (value >> 63)) as u64
+}
+
+fn unzigzag(value: u64) -> u64 {
+    ((value >> 1) as i64 ^ -((value & 1) as i64)) as u64
+}
+
+/// One node of a block's stack tree, as a reader holds it.
+#[derive(Debug, Clone, Copy)]
+struct Node {
+    parent: u32,
+    kernel: bool,
+    address: Address,
+    depth: u32,
+}
+
+/// What identifies a node while writing: its parent, user or kernel, module + 1, address.
+type NodeKey = (u32, bool, u32, u64);
+
+/// The time and period a block's next sample is compared with.
+#[derive(Debug, Default)]
+struct Clock {
+    /// Per thread, the time of its last sample in the block.
+    last: HashMap<u32, u64>,
+    /// The time of the block's last sample.
+    previous_time: u64,
+    /// The period of the block's last sample.
+    previous_period: u64,
+}
+
+impl Clock {
+    fn due(&self, tid: u32, period: u64) -> u64 {
+        self.last
+            .get(&tid)
+            .map_or(self.previous_time, |&t| t.wrapping_add(period))
+    }
+
+    fn saw(&mut self, tid: u32, time: u64, period: u64) {
+        self.last.insert(tid, time);
+        self.previous_time = time;
+        self.previous_period = period;
+    }
+}
+
+/// Encodes the samples of one block; [`reset`](Self::reset) at every new block.
+#[derive(Debug, Default)]
+pub(crate) struct SampleEncoder {
+    nodes: HashMap<NodeKey, u32>,
+    /// Address of every node, by id (index 0: the root).
+    addresses: Vec<u64>,
+    clock: Clock,
+    /// Frames the block's samples hold.
+    pub frames: u64,
+}
+
+impl SampleEncoder {
+    /// Forgets the tree and the clock: the next sample starts a block.
+    pub fn reset(&mut self) {
+        self.nodes.clear();
+        self.addresses.clear();
+        self.clock = Clock::default();
+        self.frames = 0;
+    }
+
+    /// Appends the bytes of `sample`'s record (tag first) to `out`.
+    pub fn encode(&mut self, sample: &Sample, out: &mut Vec<u8>) {
+        if self.addresses.is_empty() {
+            self.addresses.push(0);
+        }
+        put_varint(out, SAMPLE_TAG);
+        let due = self.clock.due(sample.tid, sample.period);
+        put_varint(out, zigzag(sample.time.wrapping_sub(due)));
+        put_varint(out, u64::from(sample.pid));
+        put_varint(out, u64::from(sample.tid));
+        put_varint(out, u64::from(sample.cpu));
+        put_varint(
+            out,
+            zigzag(sample.period.wrapping_sub(self.clock.previous_period)),
+        );
+        self.clock.saw(sample.tid, sample.time, sample.period);
+        out.push(u8::from(sample.truncated));
+        let chain = sample
+            .user
+            .iter()
+            .rev()
+            .map(|a| (false, a))
+            .chain(sample.kernel.iter().rev().map(|a| (true, a)));
+        let key = |parent: u32, (kernel, a): (bool, &Address)| {
+            (parent, kernel, a.module.map_or(0, |m| m.0 + 1), a.address)
+        };
+        let mut base = 0u32;
+        let mut shared = 0usize;
+        for frame in chain.clone() {
+            match self.nodes.get(&key(base, frame)) {
+                Some(&node) => {
+                    base = node;
+                    shared += 1;
+                }
+                None => break,
+            }
+        }
+        let depth = sample.user.len() + sample.kernel.len();
+        put_varint(out, u64::from(base));
+        put_varint(out, (depth - shared) as u64);
+        let mut parent = base;
+        for frame in chain.skip(shared) {
+            let (kernel, address) = frame;
+            let module = address.module.map_or(0, |m| m.0 + 1);
+            put_varint(out, u64::from(module) * 2 + u64::from(kernel));
+            let above = self.addresses.get(parent as usize).copied().unwrap_or(0);
+            put_varint(out, zigzag(address.address.wrapping_sub(above)));
+            let node = self.addresses.len() as u32;
+            self.addresses.push(address.address);
+            self.nodes.insert(key(parent, frame), node);
+            parent = node;
+        }
+        self.frames += depth as u64;
+    }
+}
+
+/// Decodes the samples of one block: the tree of the samples read so far.
+#[derive(Debug)]
+pub(crate) struct SampleDecoder {
+    /// Index 0: the root.
+    nodes: Vec<Node>,
+    clock: Clock,
+    /// Frames the block's samples expanded to so far.
+    frames: u64,
+}
+
+impl SampleDecoder {
+    pub fn new() -> SampleDecoder {
+        SampleDecoder {
+            nodes: vec![Node {
+                parent: 0,
+                kernel: false,
+                address: Address {
+                    module: None,
+                    address: 0,
+                },
+                depth: 0,
+            }],
+            clock: Clock::default(),
+            frames: 0,
+        }
+    }
+
+    /// Decodes a sample record's bytes after its tag; bytes after the fields (a newer rprof's
+    /// additions) are ignored.
+    pub fn decode(&mut self, bytes: &[u8]) -> Result<Sample, String> {
+        let mut rest = bytes;
+        let mut next = |what: &str| -> Result<u64, String> {
+            let (value, after) =
+                take_varint(rest).ok_or_else(|| format!("a sample's {what} does not decode"))?;
+            rest = after;
+            Ok(value)
+        };
+        let time_offset = unzigzag(next("time")?);
+        let small = |value: u64, what: &str| {
+            u32::try_from(value).map_err(|_| format!("a sample's {what} is out of range"))
+        };
+        let pid = small(next("pid")?, "pid")?;
+        let tid = small(next("tid")?, "tid")?;
+        let cpu = small(next("cpu")?, "cpu")?;
+        let period = self
+            .clock
+            .previous_period
+            .wrapping_add(unzigzag(next("period")?));
+        let time = self.clock.due(tid, period).wrapping_add(time_offset);
+        self.clock.saw(tid, time, period);
+        let flags = next("flags")?;
+        let base = next("stack")?;
+        let count = next("frame count")?;
+        let mut parent = u32::try_from(base)
+            .ok()
+            .filter(|&b| (b as usize) < self.nodes.len())
+            .ok_or("a sample refers to a stack frame not defined before it")?;
+        for _ in 0..count {
+            let module_kernel = next("frame")?;
+            let delta = unzigzag(next("frame address")?);
+            let above = self.nodes[parent as usize];
+            if above.depth >= MAX_DEPTH {
+                return Err(format!(
+                    "a sample's stack is deeper than {MAX_DEPTH} frames"
+                ));
+            }
+            let module = u32::try_from(module_kernel / 2)
+                .map_err(|_| "a frame's module is out of range".to_string())?;
+            self.nodes.push(Node {
+                parent,
+                kernel: module_kernel & 1 == 1,
+                address: Address {
+                    module: module.checked_sub(1).map(ModuleId),
+                    address: above.address.address.wrapping_add(delta),
+                },
+                depth: above.depth + 1,
+            });
+            parent = (self.nodes.len() - 1) as u32;
+        }
+        let leaf = self.nodes[parent as usize];
+        self.frames = self.frames.saturating_add(u64::from(leaf.depth));
+        if self.frames > MAX_BLOCK_FRAMES {
+            return Err(format!(
+                "the block's samples expand to more than {MAX_BLOCK_FRAMES} frames"
+            ));
+        }
+        let mut user = Vec::new();
+        let mut kernel = Vec::new();
+        let mut node = leaf;
+        let mut at = parent;
+        while at != 0 {
+            if node.kernel {
+                kernel.push(node.address);
+            } else {
+                user.push(node.address);
+            }
+            at = node.parent;
+            node = self.nodes[at as usize];
+        }
+        Ok(Sample {
+            time,
+            pid,
+            tid,
+            cpu,
+            period,
+            user,
+            kernel,
+            truncated: flags & 1 == 1,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(module: u32, address: u64) -> Address {
+        Address {
+            module: Some(ModuleId(module)),
+            address,
+        }
+    }
+
+    fn sample(time: u64, tid: u32, user: Vec<Address>, kernel: Vec<Address>) -> Sample {
+        Sample {
+            time,
+            pid: 7,
+            tid,
+            cpu: tid % 2,
+            period: 1_001_001,
+            user,
+            kernel,
+            truncated: time.is_multiple_of(3),
+        }
+    }
+
+    fn round_trip(samples: &[Sample]) -> Vec<u8> {
+        let mut encoder = SampleEncoder::default();
+        let mut decoder = SampleDecoder::new();
+        let mut all = Vec::new();
+        for s in samples {
+            let mut bytes = Vec::new();
+            encoder.encode(s, &mut bytes);
+            let (tag, rest) = take_varint(&bytes).unwrap();
+            assert_eq!(tag, SAMPLE_TAG);
+            assert_eq!(&decoder.decode(rest).unwrap(), s);
+            all.extend_from_slice(&bytes);
+        }
+        all
+    }
+
+    /// Issue 13: stacks that share callers are stored once; every field comes back as written.
+    #[test]
+    fn samples_round_trip_and_shared_stacks_cost_a_few_bytes() {
+        let callers = vec![at(0, 0x1200), at(0, 0x1100), at(0, 0x1000)];
+        let kernel = vec![at(1, 0xffff_ffff_8100_0010), at(1, 0xffff_ffff_8100_2000)];
+        let mut samples = Vec::new();
+        for i in 0..100u64 {
+            let mut user = vec![at(0, 0x2000 + i % 4)];
+            user.extend_from_slice(&callers);
+            let k = if i % 2 == 0 {
+                kernel.clone()
+            } else {
+                Vec::new()
+            };
+            samples.push(sample(
+                1_000_000_000 + i * 1_001_003,
+                (i % 3) as u32 + 10,
+                user,
+                k,
+            ));
+        }
+        // No module, a truncated stack, an empty stack, time going backwards.
+        samples.push(sample(
+            5,
+            99,
+            vec![Address {
+                module: None,
+                address: u64::MAX,
+            }],
+            vec![],
+        ));
+        samples.push(sample(3, 99, vec![], vec![]));
+        let bytes = round_trip(&samples);
+        assert!(bytes.len() < 100 * 16, "{} bytes", bytes.len());
+    }
+
+    /// Issue 13: a hostile block cannot make the reader build stacks without end.
+    #[test]
+    fn deep_and_expanding_stacks_are_refused() {
+        let mut decoder = SampleDecoder::new();
+        let mut bytes = vec![0, 1, 1, 0, 0, 0, 0];
+        put_varint(&mut bytes, u64::from(MAX_DEPTH) + 1);
+        for _ in 0..=MAX_DEPTH {
+            bytes.extend_from_slice(&[2, 2]);
+        }
+        let error = decoder.decode(&bytes).unwrap_err();
+        assert!(error.contains("deeper than"), "{error}");
+
+        let mut decoder = SampleDecoder::new();
+        let mut deep = vec![0, 1, 1, 0, 0, 0, 0];
+        put_varint(&mut deep, u64::from(MAX_DEPTH) - 1);
+        for _ in 1..MAX_DEPTH {
+            deep.extend_from_slice(&[2, 2]);
+        }
+        decoder.decode(&deep).unwrap();
+        let mut again = vec![0, 1, 1, 0, 0, 0];
+        put_varint(&mut again, u64::from(MAX_DEPTH) - 1);
+        again.push(0);
+        let mut error = None;
+        for _ in 0..(MAX_BLOCK_FRAMES / u64::from(MAX_DEPTH) + 2) {
+            if let Err(e) = decoder.decode(&again) {
+                error = Some(e);
+                break;
+            }
+        }
+        let error = error.expect("the block's frames are bounded");
+        assert!(error.contains("expand to more than"), "{error}");
+    }
+
+    #[test]
+    fn references_to_undefined_nodes_and_cut_samples_are_errors() {
+        let mut decoder = SampleDecoder::new();
+        assert!(decoder.decode(&[0, 1, 1, 0, 0, 0, 5, 0]).is_err());
+        assert!(decoder.decode(&[0, 1, 1, 0, 0, 0, 0, 2, 2]).is_err());
+        assert!(decoder.decode(&[0, 1]).is_err());
+    }
+}

@@ -1,0 +1,279 @@
+//! Issue 13: format version 3, compressed blocks and compact samples. A profile must stay
+//! readable up to its last good block when a crash cuts it short, a hostile block must not
+//! expand without limit, and the files of versions 1 and 2 still read.
+
+use std::path::PathBuf;
+
+use rprof_profile::format::{records_payload, MAX_RAW};
+use rprof_profile::*;
+
+fn header() -> Header {
+    Header {
+        rprof_version: "0.1.0".into(),
+        command: vec!["app".into()],
+        event: "cpu-clock".into(),
+        frequency: Some(999),
+        call_graph: "dwarf,65528".into(),
+        ..Header::default()
+    }
+}
+
+fn at(module: u32, address: u64) -> Address {
+    Address {
+        module: Some(ModuleId(module)),
+        address,
+    }
+}
+
+/// Sample `i` of a recording: three threads, user stacks under a few shared callers, a kernel
+/// stack on every third, a time with jitter.
+fn sample(i: u64) -> Sample {
+    let mut user = vec![at(0, 0x4000 + (i * 7) % 50)];
+    user.extend((0..20).map(|d| at(0, 0x1000 + d * 0x40 + (i / 200) % 3)));
+    let kernel = if i.is_multiple_of(3) {
+        vec![
+            at(1, 0xffff_ffff_8123_4567 + i % 5),
+            at(1, 0xffff_ffff_8100_0100),
+        ]
+    } else {
+        Vec::new()
+    };
+    Sample {
+        time: 1_000_000_000 + i * 333_667 + (i * 7919) % 4000,
+        pid: 100,
+        tid: 100 + (i % 3) as u32,
+        cpu: (i % 2) as u32,
+        period: 1_001_001,
+        user,
+        kernel,
+        truncated: i.is_multiple_of(97),
+    }
+}
+
+/// A finished profile of `blocks` blocks of 400 samples each, its names in a last block.
+fn recording(blocks: u64) -> (Vec<u8>, Vec<Sample>) {
+    let mut w = Writer::new(Vec::new(), &header()).unwrap();
+    for (id, path, kind) in [
+        (0, "/bin/app", ModuleKind::Elf),
+        (1, "[kernel.kallsyms]", ModuleKind::Kernel),
+    ] {
+        w.push(Record::Module(Module {
+            id: ModuleId(id),
+            path: path.into(),
+            build_id: None,
+            kind,
+            jit_pid: None,
+        }))
+        .unwrap();
+    }
+    let mut samples = Vec::new();
+    for i in 0..blocks * 400 {
+        let s = sample(i);
+        samples.push(s.clone());
+        w.push(Record::Sample(s)).unwrap();
+        if i % 400 == 399 {
+            w.flush().unwrap();
+        }
+    }
+    w.push(Record::Symbols(Symbols {
+        module: Some(ModuleId(0)),
+        strings: vec!["main".into(), "app.c".into()],
+        entries: vec![(
+            0x1000,
+            vec![StoredFrame {
+                function: 0,
+                file: 1,
+                line: 3,
+                inlined: false,
+            }],
+        )],
+    }))
+    .unwrap();
+    let truncated = samples.iter().filter(|s| s.truncated).count() as u64;
+    let bytes = w
+        .finish(Summary {
+            samples: samples.len() as u64,
+            truncated,
+            ..Summary::default()
+        })
+        .unwrap();
+    (bytes, samples)
+}
+
+/// Offsets where each block starts, and the end of the file.
+fn block_starts(bytes: &[u8]) -> Vec<usize> {
+    let mut starts = vec![16];
+    let mut at = 16;
+    while at + 4 <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        at += 8 + len;
+        starts.push(at);
+    }
+    starts
+}
+
+/// The file with a block of `kind` holding `payload` appended (its checksum right).
+fn with_block(bytes: &[u8], kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    out.extend_from_slice(&(payload.len() as u32 + 1).to_le_bytes());
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&[kind]);
+    crc.update(payload);
+    out.extend_from_slice(&crc.finalize().to_le_bytes());
+    out.push(kind);
+    out.extend_from_slice(payload);
+    out
+}
+
+fn varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+#[test]
+fn samples_come_back_exactly_and_the_file_is_small() {
+    let (bytes, samples) = recording(5);
+    assert_eq!(bytes[8], 3, "rprof writes format version 3");
+    let p = Profile::read(&bytes[..], "p.rprof").unwrap();
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    assert_eq!(p.samples, samples);
+    // 23 frames a sample: about 400 bytes a sample in version 2.
+    let per_sample = bytes.len() as f64 / samples.len() as f64;
+    assert!(per_sample < 12.0, "{per_sample:.1} bytes a sample");
+}
+
+/// Issue 13: a compressed profile cut short by a crash reads up to its last complete block,
+/// wherever the cut falls.
+#[test]
+fn a_cut_compressed_profile_reads_up_to_its_last_complete_block() {
+    let (bytes, samples) = recording(4);
+    let starts = block_starts(&bytes);
+    // Header block, 4 sample blocks (the first with the modules), the names and summary.
+    assert_eq!(starts.len(), 7, "{starts:?}");
+    let cuts = (starts[1]..bytes.len())
+        .step_by(7)
+        .chain(starts[1..6].iter().copied());
+    for cut in cuts {
+        let p = Profile::read(&bytes[..cut], "cut.rprof").unwrap();
+        let complete = starts
+            .iter()
+            .filter(|&&s| s <= cut)
+            .count()
+            .saturating_sub(2);
+        let expected = (complete * 400).min(samples.len());
+        assert_eq!(p.samples.len(), expected, "cut at {cut}");
+        assert_eq!(p.samples[..], samples[..expected], "cut at {cut}");
+        // Cut inside a block: "cut short"; between two: the recording did not finish.
+        let said = if starts.contains(&cut) {
+            "did not finish"
+        } else {
+            "cut short"
+        };
+        assert!(
+            p.warnings.iter().any(|w| w.contains(said)),
+            "cut at {cut}: {:?}",
+            p.warnings
+        );
+    }
+}
+
+fn damage(p: &Profile) -> String {
+    p.warnings
+        .iter()
+        .find(|w| w.contains("damaged"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no damage reported: {:?}", p.warnings))
+}
+
+/// Issue 13: decompression is bounded: a block that claims more than `MAX_RAW` bytes, or whose
+/// data expands past the size it states, ends reading with a clear warning; what came before
+/// is kept.
+#[test]
+fn a_block_cannot_expand_without_limit() {
+    let (bytes, _) = recording(1);
+    let good = &bytes[..block_starts(&bytes)[2]];
+
+    // Claims 1 TiB.
+    let mut payload = Vec::new();
+    varint(&mut payload, 9);
+    varint(&mut payload, 1 << 40);
+    payload.extend_from_slice(&zstd::bulk::compress(&[0u8; 64], 3).unwrap());
+    let p = Profile::read(&with_block(good, 2, &payload)[..], "big.rprof").unwrap();
+    assert_eq!(p.samples.len(), 400);
+    assert!(damage(&p).contains(&format!("more than the {MAX_RAW}")));
+
+    // States 1 KiB, holds 64 MiB of zeros (a few kilobytes compressed).
+    let zeros = vec![0u8; 64 << 20];
+    let bomb = zstd::bulk::compress(&zeros, 1).unwrap();
+    assert!(bomb.len() < 64 << 10, "{}", bomb.len());
+    let mut payload = Vec::new();
+    varint(&mut payload, 9);
+    varint(&mut payload, 1024);
+    payload.extend_from_slice(&bomb);
+    let p = Profile::read(&with_block(good, 2, &payload)[..], "bomb.rprof").unwrap();
+    assert_eq!(p.samples.len(), 400);
+    assert!(damage(&p).contains("does not decompress"), "{}", damage(&p));
+
+    // States more than it holds.
+    let mut records = Vec::new();
+    let lost = [5u8, 1, 2];
+    varint(&mut records, lost.len() as u64);
+    records.extend_from_slice(&lost);
+    let mut payload = records_payload(9, &records, 3).unwrap();
+    payload[1] += 1;
+    let p = Profile::read(&with_block(good, 2, &payload)[..], "short.rprof").unwrap();
+    assert!(damage(&p).contains("not the 5 it states"), "{}", damage(&p));
+
+    // Not zstd at all.
+    let mut payload = Vec::new();
+    varint(&mut payload, 9);
+    varint(&mut payload, 4);
+    payload.extend_from_slice(b"junk");
+    let p = Profile::read(&with_block(good, 2, &payload)[..], "junk.rprof").unwrap();
+    assert!(damage(&p).contains("does not decompress"), "{}", damage(&p));
+}
+
+/// A block built by hand from records (the fuzz target does the same) reads like a written one.
+#[test]
+fn a_block_of_plain_records_reads() {
+    let (bytes, _) = recording(1);
+    let good = &bytes[..block_starts(&bytes)[2]];
+    let mut records = Vec::new();
+    let lost = postcard::to_stdvec(&Record::Lost { time: 7, count: 3 }).unwrap();
+    varint(&mut records, lost.len() as u64);
+    records.extend_from_slice(&lost);
+    let payload = records_payload(2, &records, 3).unwrap();
+    let p = Profile::read(&with_block(good, 2, &payload)[..], "lost.rprof").unwrap();
+    assert_eq!(p.lost, 3);
+    assert_eq!(p.samples.len(), 400);
+}
+
+fn saved(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/profiles")
+        .join(name);
+    std::fs::read(path).unwrap()
+}
+
+/// Issue 13: the committed version 2 profiles (real recordings) still read, every sample named.
+#[test]
+fn version_2_fixtures_still_read() {
+    for name in [
+        "exec.rprof",
+        "regress-base.rprof",
+        "regress-new.rprof",
+        "threads-offcpu.rprof",
+    ] {
+        let bytes = saved(name);
+        assert_eq!(bytes[8], 2, "{name} is a version 2 file");
+        let p = Profile::read(&bytes[..], name).unwrap();
+        assert!(p.warnings.is_empty(), "{name}: {:?}", p.warnings);
+        let summary = p.summary.as_ref().unwrap();
+        assert_eq!(summary.samples, p.samples.len() as u64, "{name}");
+        assert!(!p.samples.is_empty(), "{name}");
+        assert!(p.missing_lookups().is_empty(), "{name}");
+    }
+}
