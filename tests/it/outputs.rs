@@ -370,7 +370,12 @@ fn a_disk_that_fills_mid_run_does_not_orphan_the_command() {
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(marker.exists(), "COMMAND must run to its end: {err}");
-    let lines: Vec<&str> = err.lines().collect();
+    // On a loaded machine the recorder may also say it raised its own priority (issue 13);
+    // that note is not about the disk.
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| !l.starts_with("rprof: note: the recorder fell behind"))
+        .collect();
     assert_eq!(lines.len(), 2, "{err}");
     assert!(
         lines[0].starts_with("rprof: note: cannot write to '")
