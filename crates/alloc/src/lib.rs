@@ -1217,6 +1217,7 @@ mod tests {
                 offset: 0,
                 symbol: name.into(),
             },
+            probe_offset: 0,
         }
     }
 
