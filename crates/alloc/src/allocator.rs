@@ -5,6 +5,9 @@
 //! `reallocarray`, ...) reach the same addresses (`__libc_malloc` is `malloc`), so they count.
 //! Allocators linked into the executable (jemalloc, mimalloc, tcmalloc statically, Rust's
 //! `#[global_allocator]` crates) are not probed: their calls are not seen (docs/alloc.md).
+//!
+//! Each function's probes go on its entry, or on its second instruction when the first only
+//! sets flags and the kernel would single-step it ([`probe_skip`]: glibc's `free`).
 
 use std::path::PathBuf;
 
