@@ -262,12 +262,24 @@ struct Session {
 
 impl Session {
     fn new(allocator: Allocator, probes: &Probes, root: u32, attach: bool, sample: u64) -> Self {
+        let (ids, format) = (probes.ids(), probes.tracker_format());
+        Session::with_ids(allocator, ids, format, root, attach, sample)
+    }
+
+    fn with_ids(
+        allocator: Allocator,
+        ids: HashMap<u64, ProbeId>,
+        tracker_format: rprof_perf::SampleFormat,
+        root: u32,
+        attach: bool,
+        sample: u64,
+    ) -> Self {
         let n = allocator.functions.len();
         Session {
             allocator,
             sample_bytes: sample,
-            ids: probes.ids(),
-            tracker_format: probes.tracker_format(),
+            ids,
+            tracker_format,
             pending: Vec::new(),
             tracked: HashSet::from([root]),
             started: if attach {
@@ -637,8 +649,11 @@ impl Session {
                 };
                 // Entries above it never returned through their probe (a lost record).
                 self.unpaired += (state.open.len() - at - 1) as u64;
-                let mut above = state.open.split_off(at);
-                let open = above.remove(0);
+                // Drained in place: `split_off` would allocate, and rprof's own `malloc`
+                // takes the breakpoints too (the probes are per CPU), once per record here.
+                let Some(open) = state.open.drain(at..).next() else {
+                    return;
+                };
                 if !open.nested {
                     self.returned(pid, tid, time, open, result);
                 }
@@ -1157,4 +1172,123 @@ pub fn record(
     let size = write(&file).map_err(io("write the profile"))?;
     file.commit()?;
     Ok(Outcome { summary, end, size })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    use super::*;
+    use crate::allocator::Function;
+    use rprof_latency::resolve::Target;
+
+    /// Counts the allocations of the current thread.
+    struct Counting;
+
+    thread_local! {
+        static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+    }
+
+    // SAFETY: forwards to the system allocator; the counter is a thread-local Cell.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+            // SAFETY: the caller's layout, passed on.
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            // SAFETY: a block of System's, with its layout.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+    }
+
+    #[global_allocator]
+    static COUNTING: Counting = Counting;
+
+    fn function(name: &'static str, kind: Kind) -> Function {
+        Function {
+            name,
+            kind,
+            target: Target {
+                name: name.into(),
+                path: "/lib/libc.so.6".into(),
+                address: 0,
+                offset: 0,
+                symbol: name.into(),
+            },
+            probe_offset: 0,
+        }
+    }
+
+    /// Issue 14 (cost): applying a malloc/free pair allocates nothing in rprof. The probes are
+    /// per CPU, so rprof's own `malloc` takes the breakpoint too: one allocation per record
+    /// (a `split_off` per return did that) doubled the traps of a recording and took a third
+    /// of its time.
+    #[test]
+    fn pairing_a_call_allocates_nothing() {
+        let allocator = Allocator {
+            path: "/lib/libc.so.6".into(),
+            functions: vec![
+                function("malloc", Kind::Malloc),
+                function("free", Kind::Free),
+            ],
+        };
+        let format = rprof_perf::SampleFormat::from_attr(&probes::probe_attr(
+            rprof_latency::probes::UprobePmu {
+                type_: 8,
+                retprobe_bit: 0,
+            },
+            &std::ffi::CString::default(),
+            0,
+            Kind::Malloc,
+            Role::Return,
+        ));
+        let mut session = Session::with_ids(allocator, HashMap::new(), format, 7, true, 0);
+        let mut time = 0;
+        let mut pair = |session: &mut Session, i: u64| {
+            let block = 0x10_000 + (i % 512) * 64;
+            let entry = Item::Entry {
+                function: 0,
+                pid: 7,
+                tid: 7,
+                args: [48, 0],
+                ip: 0x1000,
+                ret: Some(0x2000),
+            };
+            let ret = Item::Return {
+                function: 0,
+                pid: 7,
+                tid: 7,
+                result: block,
+            };
+            let free = Item::Entry {
+                function: 1,
+                pid: 7,
+                tid: 7,
+                args: [block, 0],
+                ip: 0x3000,
+                ret: None,
+            };
+            for item in [entry, ret, free] {
+                time += 100;
+                session.apply_one(time, item);
+            }
+        };
+        // Tables grow to their size first.
+        for i in 0..2_000 {
+            pair(&mut session, i);
+        }
+        let before = ALLOCATIONS.with(|n| n.get());
+        for i in 0..10_000 {
+            pair(&mut session, i);
+        }
+        let allocations = ALLOCATIONS.with(|n| n.get()) - before;
+        assert!(
+            allocations < 100,
+            "{allocations} allocations for 10,000 pairs"
+        );
+        assert_eq!(session.heap.alloc_calls, 12_000);
+        assert_eq!(session.heap.free_calls, 12_000);
+    }
 }

@@ -251,7 +251,7 @@ impl Probes {
                 roles.push(Role::Stack);
             }
             for role in roles {
-                let attr = probe_attr(pmu, &path, f.target.offset, f.kind, role);
+                let attr = probe_attr(pmu, &path, f.probe_offset, f.kind, role);
                 let program = match (role, &stack_filter) {
                     (Role::Stack, Some(p)) => p.as_fd(),
                     _ => filter.as_fd(),
