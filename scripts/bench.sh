@@ -30,7 +30,9 @@
 #   BENCH_LARGE_SAMPLES [110000] samples wanted in figure 6's profile
 #   BENCH_SINGLE_ROUNDS [60] bench_single's work;  BENCH_THREADS_SCALE [10] bench_threads' work
 #   BENCH_WORKLOADS ["single threads rg"]  which workloads to run
-#   BENCH_FIGURES ["4 6"]  optional parts: 4 (lost samples) and 6 (large profile); figures
+#   BENCH_FIGURES ["4 6 alloc"]  optional parts: 4 (lost samples), 6 (large profile) and alloc (the
+#                          cost of record --alloc against heaptrack and dhat: scripts/bench-alloc.sh,
+#                          BENCH_ALLOC_CALLS [1000000] malloc/free pairs, appended to the report); figures
 #                          1, 2, 3 and 5 come from the same runs and always run
 #   BENCH_CACHE [~/.cache/rprof-bench]  where ripgrep is installed (kept between runs)
 #   BENCH_KEEP [0]         1: keep the scratch directory (profiles, raw results)
@@ -48,7 +50,7 @@ LARGE_SAMPLES=${BENCH_LARGE_SAMPLES:-110000}
 SINGLE_ROUNDS=${BENCH_SINGLE_ROUNDS:-60}
 THREADS_SCALE=${BENCH_THREADS_SCALE:-10}
 WORKLOADS=${BENCH_WORKLOADS:-single threads rg}
-FIGURES=${BENCH_FIGURES-4 6}
+FIGURES=${BENCH_FIGURES-4 6 alloc}
 CACHE=${BENCH_CACHE:-$HOME/.cache/rprof-bench}
 ANALYZE="python3 $REPO/scripts/bench/analyze.py"
 
@@ -388,3 +390,15 @@ else
     report
 fi
 if [ -n "${BENCH_OUT:-}" ]; then cp "$RESULTS" "$BENCH_OUT.tsv"; fi
+# Allocation profiling (issue 14): its own script, so that it can also run alone.
+alloc_report() {
+    echo
+    echo "## Allocation profiling: record --alloc against heaptrack and valgrind --tool=dhat"
+    echo
+    echo "\`RPROF=$RPROF scripts/bench-alloc.sh ${BENCH_ALLOC_CALLS:-1000000} $N\`:"
+    echo
+    RPROF="$RPROF" "$REPO/scripts/bench-alloc.sh" "${BENCH_ALLOC_CALLS:-1000000}" "$N"
+}
+if has_figure alloc; then
+    if [ -n "${BENCH_OUT:-}" ]; then alloc_report | tee -a "$BENCH_OUT"; else alloc_report; fi
+fi
