@@ -29,7 +29,6 @@ pub mod report;
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::io::{BufWriter, Write};
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -915,25 +914,10 @@ fn io(what: &str) -> impl FnOnce(std::io::Error) -> AllocError + '_ {
     }
 }
 
+/// Waits up to `timeout` for records on any ring; when every task is gone, a moment more (the
+/// caller sees the exit then).
 fn wait_for_records(probes: &Probes, timeout: Duration) {
-    let mut pfds: Vec<libc::pollfd> = probes
-        .poll_fds()
-        .iter()
-        .map(|fd| libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
-    // SAFETY: pfds is a valid array of pollfd of the given length.
-    let n = unsafe {
-        libc::poll(
-            pfds.as_mut_ptr(),
-            pfds.len() as libc::nfds_t,
-            timeout.as_millis().min(1000) as libc::c_int,
-        )
-    };
-    if n > 0 && pfds.iter().all(|p| p.revents & libc::POLLHUP != 0) {
+    if rprof_perf::ring::wait_for_records(&probes.poll_fds(), timeout) {
         std::thread::sleep(Duration::from_millis(5));
     }
 }

@@ -76,6 +76,29 @@ impl fmt::Display for RingError {
 
 impl std::error::Error for RingError {}
 
+/// Waits up to `timeout` (at most one second) for records on any of the rings `fds` belong to
+/// (POLLIN). Returns true when every ring has hung up (POLLHUP: all the tasks it followed are
+/// gone), so that a caller's loop can tell the end from a quiet moment.
+pub fn wait_for_records(fds: &[BorrowedFd<'_>], timeout: std::time::Duration) -> bool {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|fd| libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: pfds is a valid array of pollfd of the given length.
+    let n = unsafe {
+        libc::poll(
+            pfds.as_mut_ptr(),
+            pfds.len() as libc::nfds_t,
+            timeout.as_millis().min(1000) as libc::c_int,
+        )
+    };
+    n > 0 && pfds.iter().all(|p| p.revents & libc::POLLHUP != 0)
+}
+
 /// The system page size.
 pub fn page_size() -> usize {
     // SAFETY: sysconf has no preconditions.
