@@ -27,7 +27,6 @@ pub mod probes;
 pub mod report;
 
 use std::collections::{HashMap, HashSet};
-use std::ffi::OsString;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -85,19 +84,9 @@ pub enum AllocError {
     },
 }
 
-/// What to record.
-#[derive(Clone, Debug)]
-pub enum What {
-    /// Run this command.
-    Command(Vec<OsString>),
-    /// Attach to a running process.
-    Pid {
-        /// The process.
-        pid: u32,
-        /// Stop after this long (else when it exits or on Ctrl-C).
-        duration: Option<Duration>,
-    },
-}
+/// What to record: a command to run, or a running process (the same choice as
+/// `rprof latency`'s).
+pub use rprof_latency::What;
 
 /// Everything `rprof record --alloc` needs.
 #[derive(Clone, Debug)]
