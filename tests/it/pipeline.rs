@@ -231,9 +231,16 @@ fn c_stacks_follow_the_designed_call_tree_from_main() {
     assert_share("main;hot_b", hot_b, designed, 0.2);
     assert_share("main;deep×300;deep_leaf", deep, designed, 0.2);
     assert_share("main;lib_work;lib_inner", lib, designed, 0.2);
+    // One known limit stays out of this check: a sample inside the dynamic loader's lazy
+    // binding (`_dl_runtime_resolve_*`, the first call of a PLT entry), whose CFI finds the CFA
+    // from rbx, a register rprof does not sample (docs/benchmarks.md, issue 13). A loaded
+    // machine once put one of this workload's samples there.
     let truncated: Vec<String> = stacks
         .iter()
         .filter(|(f, _)| f.iter().any(|x| x == "[truncated]"))
+        .filter(|(f, _)| {
+            !(f.len() > 1 && f[0] == "[truncated]" && f[1].starts_with("_dl_runtime_resolve"))
+        })
         .map(|(f, n)| format!("{n} × {}", f.join(";")))
         .collect();
     assert!(
