@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use rprof_latency::probes::UprobePmu;
 use rprof_latency::resolve::Modules;
-use rprof_launch::{spawn_pending, Exit, LaunchError};
+use rprof_launch::{spawn_pending, LaunchError};
 use rprof_perf::parse::{x86_64, FileId};
 use rprof_perf::{parse_record, PerfRecord};
 use rprof_profile::{
@@ -100,18 +100,8 @@ pub struct Options {
     pub sample_bytes: u64,
 }
 
-/// How the recording ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum End {
-    /// COMMAND ended like this.
-    Command(Exit),
-    /// The attached process exited.
-    Exited,
-    /// Ctrl-C while attached.
-    Interrupted(i32),
-    /// `--duration` passed.
-    Duration,
-}
+/// How the recording ended (as `rprof latency`'s measurement).
+pub use rprof_latency::End;
 
 /// The totals and how the target ended.
 #[derive(Debug)]
@@ -1058,26 +1048,9 @@ pub fn record(
     }
     let start = Instant::now();
     let end = loop {
-        if let Some(running) = running.as_mut() {
-            if let Some(exit) = running.try_wait()? {
-                break End::Command(exit);
-            }
-        }
-        if let Some(pid) = attach_pid {
-            if let Some(sig) = rprof_launch::interrupted() {
-                break End::Interrupted(sig);
-            }
-            if !rprof_launch::process_alive(pid) {
-                break End::Exited;
-            }
-            if let What::Pid {
-                duration: Some(d), ..
-            } = options.what
-            {
-                if start.elapsed() >= d {
-                    break End::Duration;
-                }
-            }
+        if let Some(end) = rprof_latency::ended(running.as_mut(), attach_pid, &options.what, start)?
+        {
+            break end;
         }
         if !session.has_backlog() {
             wait_for_records(&probes, Duration::from_millis(50));

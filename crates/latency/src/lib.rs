@@ -125,6 +125,39 @@ pub enum End {
     Duration,
 }
 
+/// Whether a probing session is over, checked once a round: COMMAND (`running`) ended, or the
+/// process attached to (`attach_pid`) exited, was interrupted (Ctrl-C) or reached `what`'s
+/// `--duration` since `start`. Shared by `rprof latency` and `rprof record --alloc`.
+pub fn ended(
+    running: Option<&mut rprof_launch::Running>,
+    attach_pid: Option<u32>,
+    what: &What,
+    start: Instant,
+) -> Result<Option<End>, LaunchError> {
+    if let Some(running) = running {
+        if let Some(exit) = running.try_wait()? {
+            return Ok(Some(End::Command(exit)));
+        }
+    }
+    if let Some(pid) = attach_pid {
+        if let Some(sig) = rprof_launch::interrupted() {
+            return Ok(Some(End::Interrupted(sig)));
+        }
+        if !rprof_launch::process_alive(pid) {
+            return Ok(Some(End::Exited));
+        }
+        if let What::Pid {
+            duration: Some(d), ..
+        } = what
+        {
+            if start.elapsed() >= *d {
+                return Ok(Some(End::Duration));
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// The final report and how the target ended.
 #[derive(Debug)]
 pub struct Outcome {
@@ -548,26 +581,8 @@ pub fn run(options: &Options, mut tell: impl FnMut(Note)) -> Result<Outcome, Lat
     let start = Instant::now();
     let mut interval_start = Instant::now();
     let end = loop {
-        if let Some(running) = running.as_mut() {
-            if let Some(exit) = running.try_wait()? {
-                break End::Command(exit);
-            }
-        }
-        if let Some(pid) = attach_pid {
-            if let Some(sig) = rprof_launch::interrupted() {
-                break End::Interrupted(sig);
-            }
-            if !rprof_launch::process_alive(pid) {
-                break End::Exited;
-            }
-            if let What::Pid {
-                duration: Some(d), ..
-            } = options.what
-            {
-                if start.elapsed() >= d {
-                    break End::Duration;
-                }
-            }
+        if let Some(end) = ended(running.as_mut(), attach_pid, &options.what, start)? {
+            break end;
         }
         wait_for_records(&probes, Duration::from_millis(100));
         if attach_pid.is_some() && start.elapsed() < Duration::from_secs(1) {
