@@ -13,13 +13,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::util::{
-    build_c, fixture_out_dir, repo_root, rprof, rprof_bin, skip, stderr, stdout, tempdir,
+    as_nobody, build_c, fixture_out_dir, is_root, mapped_byte, repo_root, rprof, rprof_bin, skip,
+    stderr, stdout, tempdir,
 };
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
 
 fn fixture() -> PathBuf {
     build_c("alloc.c", "alloc", &["-g", "-O2"])
@@ -246,14 +242,7 @@ fn unprivileged_is_one_line_and_command_never_runs() {
     }
     let dir = tempdir();
     let marker = dir.path().join("ran");
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--reset-env",
-        ])
-        .arg(rprof_bin())
+    let out = as_nobody(&rprof_bin())
         .args([
             "record",
             "--alloc",
@@ -323,34 +312,6 @@ fn static_program_names_what_was_searched() {
     assert!(!marker.exists(), "COMMAND ran");
 }
 
-/// The first code byte of `symbol` in the libc that process `pid` maps.
-fn libc_byte(pid: u32, offset: u64, libc: &Path) -> u8 {
-    use std::io::{Read, Seek, SeekFrom};
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
-    for line in maps.lines() {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() < 6 || Path::new(f[5]) != libc {
-            continue;
-        }
-        let (start, end) = f[0].split_once('-').unwrap();
-        let start = u64::from_str_radix(start, 16).unwrap();
-        let end = u64::from_str_radix(end, 16).unwrap();
-        let map_off = u64::from_str_radix(f[2], 16).unwrap();
-        if offset >= map_off && offset - map_off < end - start {
-            let mut file = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
-            file.seek(SeekFrom::Start(start + offset - map_off))
-                .unwrap();
-            let mut b = [0u8];
-            file.read_exact(&mut b).unwrap();
-            return b[0];
-        }
-    }
-    panic!(
-        "offset {offset:#x} of {} not mapped in {pid}",
-        libc.display()
-    );
-}
-
 /// `malloc`'s file offset in `libc`, from `nm -D`-like reading through the profile's own
 /// resolver: `rprof latency` would do, but a plain ELF read keeps this test independent.
 fn malloc_offset(libc: &Path) -> u64 {
@@ -415,7 +376,7 @@ fn attach_and_probes_go_away_after_kill_9() {
         .map(PathBuf::from)
         .expect("sleep maps libc");
     let offset = malloc_offset(&libc);
-    let original = libc_byte(pid, offset, &libc);
+    let original = mapped_byte(pid, &libc, offset);
     assert_ne!(original, 0xcc, "no breakpoint before rprof runs");
     let pid_s = pid.to_string();
     // -p with --duration: a profile of a process that allocates nothing.
@@ -448,7 +409,7 @@ fn attach_and_probes_go_away_after_kill_9() {
     .spawn()
     .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while libc_byte(pid, offset, &libc) != 0xcc {
+    while mapped_byte(pid, &libc, offset) != 0xcc {
         assert!(Instant::now() < deadline, "the probe never appeared");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -456,7 +417,7 @@ fn attach_and_probes_go_away_after_kill_9() {
     running.kill().unwrap();
     running.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while libc_byte(pid, offset, &libc) != original {
+    while mapped_byte(pid, &libc, offset) != original {
         assert!(
             Instant::now() < deadline,
             "the probe stayed after rprof was killed"

@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::util::{build_c, fixture_out_dir, repo_root, rprof, skip, stderr, stdout, tempdir};
+use crate::util::{
+    as_nobody, build_c, fixture_out_dir, is_root, mapped_byte, repo_root, rprof, skip, stderr,
+    stdout, tempdir,
+};
 
 fn fixture() -> PathBuf {
     build_c("latency.c", "latency", &["-g", "-O2"])
@@ -55,10 +58,6 @@ fn lib_fixture() -> (PathBuf, PathBuf) {
     ]);
     std::fs::rename(&exe_tmp, &exe).unwrap();
     (lib, exe)
-}
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
 }
 
 /// Runs `rprof latency ARGS -- FIXTURE MODE TRUTH` with `--json`; returns the JSON summary and
@@ -252,35 +251,6 @@ fn shared_library_function() {
     assert_eq!(function(&json, "libc:fprintf")["count"], 1000, "{json}");
 }
 
-/// The first byte of the code at file offset `offset` of `exe` in process `pid`.
-fn code_byte(pid: u32, exe: &Path, offset: u64) -> u8 {
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
-    let exe = exe.canonicalize().unwrap();
-    for line in maps.lines() {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() < 6 || Path::new(f[5]) != exe {
-            continue;
-        }
-        let (start, end) = f[0].split_once('-').unwrap();
-        let start = u64::from_str_radix(start, 16).unwrap();
-        let end = u64::from_str_radix(end, 16).unwrap();
-        let map_off = u64::from_str_radix(f[2], 16).unwrap();
-        if offset >= map_off && offset - map_off < end - start {
-            use std::io::{Read, Seek, SeekFrom};
-            let mut file = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
-            file.seek(SeekFrom::Start(start + offset - map_off))
-                .unwrap();
-            let mut b = [0u8];
-            file.read_exact(&mut b).unwrap();
-            return b[0];
-        }
-    }
-    panic!(
-        "offset {offset:#x} of {} not mapped in {pid}",
-        exe.display()
-    );
-}
-
 struct Child(std::process::Child);
 
 impl Drop for Child {
@@ -329,7 +299,7 @@ fn attach_and_probes_go_away_on_every_exit() {
     assert!(f["count"].as_u64().unwrap() >= 100, "{f}");
     assert!(within(f["p50_ns"].as_u64().unwrap(), 200_000, 50.0), "{f}");
     let offset = f["file_offset"].as_u64().unwrap();
-    let original = code_byte(pid, &exe, offset);
+    let original = mapped_byte(pid, &exe, offset);
     assert_ne!(original, 0xcc, "no breakpoint before rprof runs");
     // While rprof runs, the first byte is int3; after SIGKILL it is the original again.
     let mut running = rprof(dir.path(), &["latency", "-p", &pid_s, "timed_call"])
@@ -337,14 +307,14 @@ fn attach_and_probes_go_away_on_every_exit() {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while code_byte(pid, &exe, offset) != 0xcc {
+    while mapped_byte(pid, &exe, offset) != 0xcc {
         assert!(Instant::now() < deadline, "the probe never appeared");
         std::thread::sleep(Duration::from_millis(20));
     }
     running.kill().unwrap();
     running.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
-    while code_byte(pid, &exe, offset) != original {
+    while mapped_byte(pid, &exe, offset) != original {
         assert!(
             Instant::now() < deadline,
             "the probe stayed after rprof was killed"
@@ -407,14 +377,7 @@ fn unprivileged_is_one_line_with_the_fix() {
         return skip("needs root to become another user with setpriv");
     }
     let dir = tempdir();
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--reset-env",
-        ])
-        .arg(crate::util::rprof_bin())
+    let out = as_nobody(&crate::util::rprof_bin())
         .args(["latency", "libc:getpid", "--", "/bin/true"])
         .current_dir(dir.path())
         .output()

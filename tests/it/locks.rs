@@ -14,7 +14,8 @@ use std::sync::OnceLock;
 use serde_json::Value;
 
 use crate::util::{
-    build_c, fixture_out_dir, repo_root, rprof_bin, run_rprof, skip, stderr, stdout, tempdir,
+    as_nobody, build_c, fixture_out_dir, is_root, repo_root, rprof_bin, run_rprof, skip, stderr,
+    stdout, tempdir, unprivileged_check_unavailable,
 };
 
 /// One `--off-cpu` recording of a fixture: its profile and what it printed.
@@ -205,10 +206,8 @@ fn c_condition_variable_is_not_contention() {
 /// function that holds it) is its top waker, once per wait or so.
 #[test]
 fn c_wakers_are_the_holding_function() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        skip("recording futex wake-ups needs root (tracefs and the futex tracepoint)");
-        return;
+    if !is_root() {
+        return skip("recording futex wake-ups needs root (tracefs and the futex tracepoint)");
     }
     let report = c_recording().locks_json();
     assert_eq!(report["wakers_recorded"], true, "{report:#}");
@@ -338,17 +337,8 @@ fn lock_flame_graph() {
 /// wake-ups: the report says why instead of showing nothing.
 #[test]
 fn unprivileged_report_says_why() {
-    let paranoid = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
-        .ok()
-        .and_then(|s| s.trim().parse::<i32>().ok());
-    if paranoid.is_none_or(|p| p < 2) {
-        skip("kernel.perf_event_paranoid is below 2: unprivileged kernel sampling is allowed here");
-        return;
-    }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        skip("needs root to run the recording as the user nobody");
-        return;
+    if let Some(why) = unprivileged_check_unavailable() {
+        return skip(why);
     }
     let dir = tempdir();
     std::fs::set_permissions(
@@ -356,14 +346,7 @@ fn unprivileged_report_says_why() {
         std::os::unix::fs::PermissionsExt::from_mode(0o777),
     )
     .unwrap();
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--reset-env",
-        ])
-        .arg(rprof_bin())
+    let out = as_nobody(&rprof_bin())
         .args(["record", "--off-cpu", "--"])
         .arg(build_c("locks.c", "locks", &["-O1", "-g"]))
         .current_dir(dir.path())
@@ -392,10 +375,8 @@ fn unprivileged_report_says_why() {
 /// report says why on every lock instead of leaving the column blank.
 #[test]
 fn wakers_unavailable_report_says_why() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        skip("needs root to hide tracefs in a private mount namespace");
-        return;
+    if !is_root() {
+        return skip("needs root to hide tracefs in a private mount namespace");
     }
     let dir = tempdir();
     let empty = dir.path().join("no-tracefs");

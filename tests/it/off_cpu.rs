@@ -14,7 +14,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::util::{build_c, rprof_bin, run_rprof, skip, stderr, stdout, tempdir};
+use crate::util::{
+    as_nobody, build_c, rprof_bin, run_rprof, skip, stderr, stdout, tempdir,
+    unprivileged_check_unavailable,
+};
 
 /// What one thread of the fixture measured: `thread NAME TID alive_ns cpu_ns waited_ns`.
 #[derive(Debug, Clone)]
@@ -336,17 +339,8 @@ fn attaching_records_off_cpu_time() {
 /// switch records) without stacks, and is told why.
 #[test]
 fn unprivileged_recording_times_blocks_without_stacks() {
-    let paranoid = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
-        .ok()
-        .and_then(|s| s.trim().parse::<i32>().ok());
-    if paranoid.is_none_or(|p| p < 2) {
-        skip("kernel.perf_event_paranoid is below 2: unprivileged kernel sampling is allowed here");
-        return;
-    }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        skip("needs root to run the recording as the user nobody");
-        return;
+    if let Some(why) = unprivileged_check_unavailable() {
+        return skip(why);
     }
     let dir = tempdir();
     std::fs::set_permissions(
@@ -354,14 +348,7 @@ fn unprivileged_recording_times_blocks_without_stacks() {
         std::os::unix::fs::PermissionsExt::from_mode(0o777),
     )
     .unwrap();
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--reset-env",
-        ])
-        .arg(rprof_bin())
+    let out = as_nobody(&rprof_bin())
         .args(["record", "--off-cpu", "--"])
         .arg(fixture())
         .current_dir(dir.path())

@@ -12,7 +12,10 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use rprof_profile::{ModuleKind, Profile};
 
-use crate::util::{build_c, rprof, run_rprof, skip, stderr, tempdir};
+use crate::util::{
+    as_nobody, build_c, is_root, rprof, run_rprof, skip, stderr, tempdir,
+    unprivileged_check_unavailable,
+};
 
 /// How long a test waits for rprof before calling it hung. Generous: the tests share two CPUs
 /// with each other, and symbolizing at the end of a debug-build recording takes seconds.
@@ -98,14 +101,7 @@ fn one_line(text: &str) -> &str {
 }
 
 fn run_as_nobody(dir: &Path, args: &[&str]) -> Output {
-    Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--reset-env",
-        ])
-        .arg(crate::util::rprof_bin())
+    as_nobody(&crate::util::rprof_bin())
         .args(args)
         .current_dir(dir)
         .output()
@@ -704,13 +700,9 @@ fn attaching_to_another_users_process_is_refused_with_the_fix() {
 
 #[test]
 fn refused_kernel_sampling_falls_back_to_user_space() {
-    let paranoid = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
-        .ok()
-        .and_then(|s| s.trim().parse::<i32>().ok());
     // Only meaningful where an unprivileged user may not sample the kernel.
-    if paranoid.is_none_or(|p| p < 2) {
-        skip("kernel.perf_event_paranoid is below 2: unprivileged kernel sampling is allowed here");
-        return;
+    if let Some(why) = unprivileged_check_unavailable() {
+        return skip(why);
     }
     let dir = shared_tempdir();
     // 0.3 s of CPU time.
@@ -738,10 +730,8 @@ fn refused_kernel_sampling_falls_back_to_user_space() {
 
 #[test]
 fn under_sudo_the_profile_belongs_to_the_invoking_user() {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        skip("needs root (CI runs as root)");
-        return;
+    if !is_root() {
+        return skip("needs root (CI runs as root)");
     }
     let dir = tempdir();
     let out = rprof(dir.path(), &["record", "--", "true"])

@@ -168,3 +168,69 @@ pub fn stderr(out: &Output) -> String {
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Whether the tests run as root.
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// A `Command` running `program` as the user nobody (uid and gid 65534, no supplementary groups,
+/// a reset environment) through `setpriv`. Only root can do this: check [`is_root`] first.
+pub fn as_nobody(program: &Path) -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--reset-env",
+    ])
+    .arg(program);
+    cmd
+}
+
+/// Why an unprivileged recording cannot be checked here, or `None` when it can: the check needs
+/// `kernel.perf_event_paranoid` at 2 or more (below that an unprivileged user may sample the
+/// kernel, so there is nothing to check) and root (to become the user nobody).
+pub fn unprivileged_check_unavailable() -> Option<&'static str> {
+    let paranoid = std::fs::read_to_string("/proc/sys/kernel/perf_event_paranoid")
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok());
+    if paranoid.is_none_or(|p| p < 2) {
+        return Some(
+            "kernel.perf_event_paranoid is below 2: unprivileged kernel sampling is allowed here",
+        );
+    }
+    if !is_root() {
+        return Some("needs root to run the recording as the user nobody");
+    }
+    None
+}
+
+/// The byte at file offset `offset` of `file` as process `pid` maps it, read through
+/// `/proc/PID/mem` (a breakpoint that a probe planted shows there, not in the file).
+pub fn mapped_byte(pid: u32, file: &Path, offset: u64) -> u8 {
+    use std::io::{Read, Seek, SeekFrom};
+    let file = file.canonicalize().unwrap();
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    for line in maps.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 6 || Path::new(f[5]) != file {
+            continue;
+        }
+        let (start, end) = f[0].split_once('-').unwrap();
+        let start = u64::from_str_radix(start, 16).unwrap();
+        let end = u64::from_str_radix(end, 16).unwrap();
+        let map_off = u64::from_str_radix(f[2], 16).unwrap();
+        if offset >= map_off && offset - map_off < end - start {
+            let mut mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+            mem.seek(SeekFrom::Start(start + offset - map_off)).unwrap();
+            let mut b = [0u8];
+            mem.read_exact(&mut b).unwrap();
+            return b[0];
+        }
+    }
+    panic!(
+        "offset {offset:#x} of {} not mapped in {pid}",
+        file.display()
+    );
+}
