@@ -4,6 +4,7 @@
 //! - [`resolve`]: FUNCTION (`name`, `app::server::handle`, `lib:symbol`, `path:symbol`) → the
 //!   file and file offset to probe, from `.symtab`/`.dynsym`; clear refusals for IFUNCs, PLT
 //!   stubs, imported and inlined-only functions; close matches for a typo.
+//! - [`placement`]: where a probe goes (past a first instruction the kernel would single-step).
 //! - [`probes`]: the probes, per CPU, inherited by the threads a COMMAND creates (or attached to
 //!   every thread of `-p PID`), their records in one rprof-perf ring buffer a CPU.
 //! - [`pairing`]: entry and return hits → calls, per thread (rules in that module).
@@ -22,6 +23,7 @@
 
 pub mod calibrate;
 pub mod pairing;
+pub mod placement;
 pub mod probes;
 pub mod resolve;
 pub mod stacks;

@@ -273,11 +273,15 @@ impl Probes {
             let path = CString::new(t.path.as_os_str().as_bytes()).map_err(|_| {
                 LatencyError::Usage(format!("the path of '{}' contains a NUL byte", t.name))
             })?;
+            // Past a first instruction the kernel would single-step (glibc's `free`): the
+            // registers and the stack there are the entry's, and a single step would add about
+            // 12 µs to every call, inside the measured time.
+            let offset = crate::placement::probe_offset(t);
             // The return probe first: a call that starts between the two is then a return
             // without an entry (dropped), not an entry that never returns.
             for ret in [true, false] {
                 let name = format!("uprobe{} on {}", if ret { " (return)" } else { "" }, t.name);
-                let mut attr = probe_attr(pmu, &path, t.offset, ret);
+                let mut attr = probe_attr(pmu, &path, offset, ret);
                 if stacks && !ret {
                     attr = with_stack_copy(attr);
                     probes.entry_format = Some(SampleFormat::from_attr(&attr));
