@@ -36,6 +36,7 @@
 #![deny(missing_docs)]
 
 mod demangle;
+mod dwarf;
 mod elf;
 mod fde;
 mod jit;
