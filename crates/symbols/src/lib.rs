@@ -37,6 +37,8 @@
 
 mod demangle;
 mod dwarf;
+#[cfg(test)]
+mod dwarf_diff;
 mod elf;
 mod fde;
 mod jit;
