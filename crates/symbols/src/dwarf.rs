@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use gimli::Reader as _;
 
-use crate::elf::Reader;
+use crate::elf::{Base, Reader};
 
 type Error = gimli::Error;
 type Unit = gimli::Unit<Reader>;
@@ -34,6 +34,9 @@ type UnitRef<'a> = gimli::UnitRef<'a, Reader>;
 
 /// Parsed units kept between lookups.
 const CACHED_UNITS: usize = 16;
+/// Unit headers or root entries read while indexing between two releases of the file's pages;
+/// a lookup releases them before each unit it parses (units can be megabytes).
+const HEADERS_PER_RELEASE: usize = 16;
 /// How many `DW_AT_abstract_origin`/`DW_AT_specification` links a name is followed through.
 const NAME_LINKS: usize = 16;
 
@@ -61,6 +64,25 @@ pub(crate) struct LazyDwarf {
     cache: Cache,
 }
 
+/// The file the DWARF is read from, and how many units were read since its pages were last
+/// given back ([`Base::release`]): RSS then holds the pages of the last units read, not of every
+/// unit ever read.
+struct Backing {
+    base: Base,
+    reads: usize,
+}
+
+impl Backing {
+    /// Counts one read; gives the pages back every `per_release` reads.
+    fn read(&mut self, per_release: usize) {
+        self.reads += 1;
+        if self.reads >= per_release {
+            self.base.release();
+            self.reads = 0;
+        }
+    }
+}
+
 /// What is known about the units without parsing them.
 struct Index {
     dwarf: gimli::Dwarf<Reader>,
@@ -83,10 +105,18 @@ impl LazyDwarf {
     /// Indexes the units of `dwarf`; `Err` when the unit headers or `.debug_aranges` cannot be
     /// read (addr2line refuses such a module too). Ask [`has_split_units`] first: skeleton
     /// units are not indexed.
-    pub(crate) fn new(dwarf: gimli::Dwarf<Reader>) -> Result<LazyDwarf, Error> {
+    /// `base` is the file the sections are read from.
+    pub(crate) fn new(dwarf: gimli::Dwarf<Reader>, base: Base) -> Result<LazyDwarf, Error> {
+        let mut backing = Backing { base, reads: 0 };
+        let index = Index::new(dwarf, &mut backing)?;
+        backing.base.release();
+        backing.reads = 0;
         Ok(LazyDwarf {
-            index: Index::new(dwarf)?,
-            cache: Cache::default(),
+            index,
+            cache: Cache {
+                slots: Vec::new(),
+                backing,
+            },
         })
     }
 
@@ -175,7 +205,7 @@ fn frames(
 }
 
 impl Index {
-    fn new(dwarf: gimli::Dwarf<Reader>) -> Result<Index, Error> {
+    fn new(dwarf: gimli::Dwarf<Reader>, backing: &mut Backing) -> Result<Index, Error> {
         // Aranges sets by the unit they describe.
         let mut aranges: Vec<(usize, gimli::DebugArangesOffset<usize>)> = Vec::new();
         let mut headers = dwarf.debug_aranges.headers();
@@ -188,6 +218,8 @@ impl Index {
         let mut ranges = Vec::new();
         let mut headers = dwarf.units();
         while let Some(header) = headers.next()? {
+            // Each header read maps its page of `.debug_info` (and the pages around it).
+            backing.read(HEADERS_PER_RELEASE);
             let Some(offset) = header.debug_info_offset() else {
                 continue;
             };
@@ -223,6 +255,7 @@ impl Index {
             if ranges.len() == before {
                 // Not in `.debug_aranges`: parse this unit once for its ranges, then drop it.
                 root_ranges(&dwarf, header, id, &mut ranges);
+                backing.read(HEADERS_PER_RELEASE);
             }
         }
         ranges.sort_unstable_by_key(|r| (r.end, r.unit));
@@ -275,11 +308,16 @@ impl Index {
     }
 }
 
-/// Whether `dwarf` has DWARF 5 split units (skeletons pointing to `.dwo` files), which are
-/// left to addr2line. A unit header that cannot be read ends the search.
-pub(crate) fn has_split_units(dwarf: &gimli::Dwarf<Reader>) -> bool {
+/// Whether `dwarf` (read from `base`) has DWARF 5 split units (skeletons pointing to `.dwo`
+/// files), which are left to addr2line. A unit header that cannot be read ends the search.
+pub(crate) fn has_split_units(dwarf: &gimli::Dwarf<Reader>, base: &Base) -> bool {
+    let mut backing = Backing {
+        base: base.clone(),
+        reads: 0,
+    };
     let mut headers = dwarf.units();
     while let Ok(Some(header)) = headers.next() {
+        backing.read(HEADERS_PER_RELEASE);
         if matches!(
             header.type_(),
             gimli::UnitType::Skeleton(_) | gimli::UnitType::SplitCompilation(_)
@@ -390,9 +428,9 @@ impl Ranges {
 }
 
 /// Parsed units, least recently used first, and what has been parsed from them.
-#[derive(Default)]
 struct Cache {
     slots: Vec<Slot>,
+    backing: Backing,
 }
 
 struct Slot {
@@ -412,6 +450,8 @@ impl Cache {
                 self.slots.push(slot);
             }
             None => {
+                // What the previous units' parsing read is given back first.
+                self.backing.read(1);
                 let parsed = index.parse_unit(unit)?;
                 if self.slots.len() >= CACHED_UNITS {
                     self.slots.remove(0);

@@ -32,7 +32,7 @@ fn compare(path: &Path, step: u64) -> Tally {
     let shown = path.display().to_string();
     let base = open(path).unwrap_or_else(|e| panic!("{shown}: {e:?}"));
     let file = parse(&base, &shown).unwrap_or_else(|e| panic!("{shown}: {e:?}"));
-    let mut lazy = LazyDwarf::new(dwarf_sections(&file, &base).unwrap()).unwrap();
+    let mut lazy = LazyDwarf::new(dwarf_sections(&file, &base).unwrap(), base.clone()).unwrap();
     let oracle = full_context(dwarf_sections(&file, &base).unwrap()).unwrap();
     let split = SplitDwarf::new(None);
     let mut tally = Tally::default();

@@ -40,6 +40,20 @@ impl Base {
             Base::Heap(h) => h,
         }
     }
+
+    /// Gives the pages of a file mapping that were read back to the page cache, so that they no
+    /// longer count in this process's RSS; the next read maps them again. Naming reads units
+    /// scattered over a large DWARF (and each page fault maps its neighbours too): without this
+    /// every page once read would stay in the recorder's RSS (issue 13).
+    pub(crate) fn release(&self) {
+        if let Base::Map(map) = self {
+            // SAFETY: the mapping is private and read-only, so there is nothing to lose: after
+            // MADV_DONTNEED a read maps the file's page again, with the same bytes (unless the
+            // file is rewritten in place, the risk `open` already accepts). References into the
+            // mapping stay valid; only their pages are faulted in again.
+            let _ = unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+        }
+    }
 }
 
 /// A byte range of a [`Base`]; what gimli reads DWARF sections from.
@@ -646,10 +660,10 @@ fn load_dwarf(
             dwarf.set_sup(sup);
         }
     }
-    if altlink || crate::dwarf::has_split_units(&dwarf) {
+    if altlink || crate::dwarf::has_split_units(&dwarf, base) {
         return full_context(dwarf).map(Names::Full);
     }
-    LazyDwarf::new(dwarf)
+    LazyDwarf::new(dwarf, base.clone())
         .map(|lazy| Names::Lazy(Box::new(lazy)))
         .map_err(|e| e.to_string())
 }
