@@ -1,5 +1,8 @@
 //! One ELF module (executable, shared library or vDSO image): its symbol tables, its DWARF
 //! (embedded or from a separate debug file), parsed once and queried many times.
+//!
+//! DWARF is named by the lazy namer of `dwarf.rs`, which parses only the units looked up;
+//! modules with split DWARF or a dwz supplementary file are named by an `addr2line::Context`.
 
 use std::collections::HashMap;
 use std::ops::Deref;
@@ -13,7 +16,9 @@ use object::{
 use rprof_fs::read::{open_regular, Options, ELF_LIMIT};
 
 use crate::demangle::demangle;
+use crate::dwarf::{LazyDwarf, Lookup};
 use addr2line::LookupContinuation as _;
+use gimli::Reader as _;
 
 use crate::fde::FunctionRanges;
 use crate::split::SplitDwarf;
@@ -33,6 +38,20 @@ impl Base {
         match self {
             Base::Map(m) => m,
             Base::Heap(h) => h,
+        }
+    }
+
+    /// Gives the pages of a file mapping that were read back to the page cache, so that they no
+    /// longer count in this process's RSS; the next read maps them again. Naming reads units
+    /// scattered over a large DWARF (and each page fault maps its neighbours too): without this
+    /// every page once read would stay in the recorder's RSS (issue 13).
+    pub(crate) fn release(&self) {
+        if let Base::Map(map) = self {
+            // SAFETY: the mapping is private and read-only, so there is nothing to lose: after
+            // MADV_DONTNEED a read maps the file's page again, with the same bytes (unless the
+            // file is rewritten in place, the risk `open` already accepts). References into the
+            // mapping stay valid; only their pages are faulted in again.
+            let _ = unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
         }
     }
 }
@@ -90,14 +109,14 @@ pub(crate) type Reader = gimli::EndianReader<gimli::RunTimeEndian, Bytes>;
 /// 1032:1); a larger claim in a section header is treated as malformed rather than allocated.
 const MAX_COMPRESSION_RATIO: u64 = 2048;
 /// Inline nesting deeper than this is cut off (guards against cycles in malformed DWARF).
-const MAX_INLINE_DEPTH: usize = 256;
+pub(crate) const MAX_INLINE_DEPTH: usize = 256;
 
 /// One loaded ELF module.
 pub(crate) struct ElfModule {
     symbols: SymbolTable,
     /// Function ranges from `.eh_frame`, naming code that no symbol covers.
     functions: FunctionRanges,
-    dwarf: Option<addr2line::Context<Reader>>,
+    dwarf: Option<Names>,
     status: ModuleStatus,
     /// Where split DWARF units are loaded from.
     split: SplitDwarf,
@@ -116,12 +135,20 @@ impl std::fmt::Debug for ElfModule {
     }
 }
 
+/// What names a module's DWARF.
+pub(crate) enum Names {
+    /// The lazy namer: only the units looked up are parsed.
+    Lazy(Box<LazyDwarf>),
+    /// addr2line, for split DWARF and dwz supplementary files.
+    Full(Box<addr2line::Context<Reader>>),
+}
+
 /// What was learned from the main file that guides the search for debug information.
 #[derive(Default)]
 struct Loading {
     raw_symbols: Vec<RawSymbol>,
     functions: FunctionRanges,
-    dwarf: Option<addr2line::Context<Reader>>,
+    dwarf: Option<Names>,
     debug_info: DebugInfo,
     problem: Option<ModuleProblem>,
     /// Build id used to find a separate debug file (the recorded one, else the file's own).
@@ -199,11 +226,9 @@ impl ElfModule {
 
     /// Names one lookup address (an SVMA).
     pub(crate) fn locate(&mut self, addr: u64) -> Location {
-        let mut frames = match &self.dwarf {
-            // A DWARF error for one address leaves that address to the symbol table.
-            Some(ctx) => dwarf_frames(ctx, &self.split, addr, &mut self.names).unwrap_or_default(),
-            None => Vec::new(),
-        };
+        // A DWARF error for one address leaves that address to the symbol table.
+        let mut frames =
+            dwarf_frames(&mut self.dwarf, &self.split, addr, &mut self.names).unwrap_or_default();
         let needs_symbol = frames.last().is_none_or(|f| f.function.is_none());
         let symbol = if needs_symbol {
             match self.symbols.lookup(addr) {
@@ -246,15 +271,61 @@ fn demangled(cache: &mut HashMap<Box<str>, Box<str>>, raw: &str) -> String {
 
 /// DWARF frames for `addr`, innermost first; empty when no unit covers it.
 fn dwarf_frames(
-    ctx: &addr2line::Context<Reader>,
+    names: &mut Option<Names>,
     split: &SplitDwarf,
     addr: u64,
-    names: &mut HashMap<Box<str>, Box<str>>,
+    cache: &mut HashMap<Box<str>, Box<str>>,
 ) -> Result<Vec<SymFrame>, gimli::Error> {
     if addr == u64::MAX {
         // addr2line computes `probe + 1`; no code lives at the last address anyway.
         return Ok(Vec::new());
     }
+    let mut frames = Vec::new();
+    if let Some(Names::Lazy(lazy)) = names {
+        match lazy.find_frames(addr)? {
+            Lookup::Frames(raw) => {
+                for f in raw {
+                    let name = f.name.as_ref().and_then(|n| n.to_string_lossy().ok());
+                    if !push_frame(&mut frames, cache, name.as_deref(), f.file, f.line) {
+                        break;
+                    }
+                }
+            }
+            Lookup::Split => {
+                // GNU split DWARF, seen only now: addr2line names this module from here on.
+                if let Some(Names::Lazy(lazy)) = names.take() {
+                    *names = full_context(lazy.into_dwarf()).ok().map(Names::Full);
+                }
+            }
+        }
+    }
+    if let Some(Names::Full(ctx)) = names {
+        for f in addr2line_frames(ctx, split, addr)? {
+            if !push_frame(&mut frames, cache, f.name.as_deref(), f.file, f.line) {
+                break;
+            }
+        }
+    }
+    if let Some(last) = frames.last_mut() {
+        last.inlined = false;
+    }
+    Ok(frames)
+}
+
+/// One frame as addr2line gives it: raw name, file, line (`None` for line 0).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Addr2lineFrame {
+    pub(crate) name: Option<String>,
+    pub(crate) file: Option<String>,
+    pub(crate) line: Option<u32>,
+}
+
+/// `addr2line::Context::find_frames` at `addr`, loading split units as asked.
+pub(crate) fn addr2line_frames(
+    ctx: &addr2line::Context<Reader>,
+    split: &SplitDwarf,
+    addr: u64,
+) -> Result<Vec<Addr2lineFrame>, gimli::Error> {
     let mut lookup = ctx.find_frames(addr);
     let mut iter = loop {
         match lookup {
@@ -267,37 +338,49 @@ fn dwarf_frames(
     };
     let mut frames = Vec::new();
     while let Some(frame) = iter.next()? {
-        let function = frame
-            .function
-            .as_ref()
-            .and_then(|f| f.raw_name().ok())
-            // glibc's internal aliases (`__GI_memcpy` for `memcpy`) are what its DWARF names.
-            .map(|name| demangled(names, name.strip_prefix("__GI_").unwrap_or(&name)));
+        let name = frame.function.as_ref().and_then(|f| f.raw_name().ok());
         let (file, line) = match frame.location {
-            // Line 0 means "no source line"; its file is then meaningless too.
-            Some(loc) => match loc.line.filter(|&l| l != 0) {
-                Some(line) => (loc.file.map(str::to_owned), Some(line)),
-                None => (None, None),
-            },
+            Some(loc) => (loc.file.map(str::to_owned), loc.line),
             None => (None, None),
         };
-        if function.is_none() && file.is_none() {
-            continue;
+        frames.push(Addr2lineFrame {
+            name: name.map(|n| n.into_owned()),
+            file,
+            line,
+        });
+        if frames.len() >= MAX_INLINE_DEPTH {
+            break;
         }
+    }
+    Ok(frames)
+}
+
+/// Adds one DWARF frame (raw name, file, line) to `frames` unless it names nothing; `false`
+/// when the inline depth limit is reached.
+fn push_frame(
+    frames: &mut Vec<SymFrame>,
+    cache: &mut HashMap<Box<str>, Box<str>>,
+    raw_name: Option<&str>,
+    file: Option<String>,
+    line: Option<u32>,
+) -> bool {
+    // glibc's internal aliases (`__GI_memcpy` for `memcpy`) are what its DWARF names.
+    let function =
+        raw_name.map(|name| demangled(cache, name.strip_prefix("__GI_").unwrap_or(name)));
+    // Line 0 means "no source line"; its file is then meaningless too.
+    let (file, line) = match line.filter(|&l| l != 0) {
+        Some(line) => (file, Some(line)),
+        None => (None, None),
+    };
+    if function.is_some() || file.is_some() {
         frames.push(SymFrame {
             function,
             file,
             line,
             inlined: true,
         });
-        if frames.len() >= MAX_INLINE_DEPTH {
-            break;
-        }
     }
-    if let Some(last) = frames.last_mut() {
-        last.inlined = false;
-    }
-    Ok(frames)
+    frames.len() < MAX_INLINE_DEPTH
 }
 
 /// Opens and maps a file read-only: only a regular file (a FIFO is refused without blocking) of at
@@ -519,7 +602,10 @@ pub(crate) fn endian(file: &object::File<'_>) -> gimli::RunTimeEndian {
     }
 }
 
-fn dwarf_sections(file: &object::File<'_>, base: &Base) -> Result<gimli::Dwarf<Reader>, String> {
+pub(crate) fn dwarf_sections(
+    file: &object::File<'_>,
+    base: &Base,
+) -> Result<gimli::Dwarf<Reader>, String> {
     let endian = endian(file);
     gimli::Dwarf::load(|id| {
         if !used_for_names(id) {
@@ -558,22 +644,40 @@ pub(crate) fn dwo_sections(
     })
 }
 
-/// Loads the DWARF of `file` (found at `path`) into an addr2line context, with the dwz
-/// supplementary file named by its `.gnu_debugaltlink` when that can be found and matches.
+/// Loads the DWARF of `file` (found at `path`): into the lazy namer, or, for a module with split
+/// DWARF units or a dwz supplementary file (`.gnu_debugaltlink`, loaded when it can be found
+/// and matches), into an addr2line context.
 fn load_dwarf(
     file: &object::File<'_>,
     base: &Base,
     path: &Path,
     roots: &[PathBuf],
-) -> Result<addr2line::Context<Reader>, String> {
+) -> Result<Names, String> {
     let mut dwarf = dwarf_sections(file, base)?;
-    if let Some(sup) = load_altlink(file, path, roots) {
-        dwarf.set_sup(sup);
+    let altlink = matches!(file.gnu_debugaltlink(), Ok(Some(_)));
+    if altlink {
+        if let Some(sup) = load_altlink(file, path, roots) {
+            dwarf.set_sup(sup);
+        }
     }
+    if altlink || crate::dwarf::has_split_units(&dwarf, base) {
+        return full_context(dwarf).map(Names::Full);
+    }
+    LazyDwarf::new(dwarf, base.clone())
+        .map(|lazy| Names::Lazy(Box::new(lazy)))
+        .map_err(|e| e.to_string())
+}
+
+/// An addr2line context over all of `dwarf`.
+pub(crate) fn full_context(
+    mut dwarf: gimli::Dwarf<Reader>,
+) -> Result<Box<addr2line::Context<Reader>>, String> {
     // Units that share an abbreviation table (common in dwz-processed and in Rust debug info)
     // share one parsed copy: addr2line parses every unit's table when it opens a module.
     dwarf.populate_abbreviations_cache(gimli::AbbreviationsCacheStrategy::All);
-    addr2line::Context::from_dwarf(dwarf).map_err(|e| e.to_string())
+    addr2line::Context::from_dwarf(dwarf)
+        .map(Box::new)
+        .map_err(|e| e.to_string())
 }
 
 /// The supplementary DWARF named by `.gnu_debugaltlink`, verified by its build id.

@@ -6,8 +6,9 @@
 //! (out-of-line) function last.
 //!
 //! Where names come from:
-//! - ELF modules: DWARF via `addr2line` (names, files, lines, inline frames), embedded or from a
-//!   separate debug file found by build id (`<root>/.build-id/xx/rest.debug`) or by
+//! - ELF modules: DWARF (names, files, lines, inline frames) through a lazy namer that parses
+//!   only the units holding the addresses asked for and answers as `addr2line` does (through
+//!   `addr2line` itself for split DWARF and dwz files), embedded or from a separate debug file found by build id (`<root>/.build-id/xx/rest.debug`) or by
 //!   `.gnu_debuglink` (CRC-checked), with dwz supplementary files (`.gnu_debugaltlink`),
 //!   compressed debug sections, and split DWARF (`.dwo` files, `<module>.dwp` packages).
 //!   Without DWARF for an address, the nearest preceding code symbol of `.symtab`/`.dynsym`
@@ -36,6 +37,9 @@
 #![deny(missing_docs)]
 
 mod demangle;
+mod dwarf;
+#[cfg(test)]
+mod dwarf_diff;
 mod elf;
 mod fde;
 mod jit;

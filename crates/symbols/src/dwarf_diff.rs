@@ -1,0 +1,210 @@
+//! Differential tests of the lazy namer (`dwarf.rs`) against addr2line, the oracle: for every
+//! Nth address of a module's executable sections, both must give the same frames (raw name,
+//! file, line, in the same order), or both the same error.
+//!
+//! Issue 13: naming reads only the units that hold the wanted addresses; these tests are what
+//! says it still names them as addr2line did.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use object::{Object, ObjectSection, SectionFlags};
+
+use crate::dwarf::{LazyDwarf, Lookup};
+use crate::elf::{
+    addr2line_frames, dwarf_sections, full_context, open, parse, Addr2lineFrame, MAX_INLINE_DEPTH,
+};
+use crate::split::SplitDwarf;
+
+/// What one comparison saw.
+#[derive(Debug, Default)]
+struct Tally {
+    addresses: usize,
+    /// Addresses with at least one frame.
+    named: usize,
+    /// Addresses with inlined frames.
+    inlined: usize,
+    mismatches: Vec<String>,
+}
+
+/// Compares the two namers on every `step`th address of the executable sections of `path`.
+fn compare(path: &Path, step: u64) -> Tally {
+    let shown = path.display().to_string();
+    let base = open(path).unwrap_or_else(|e| panic!("{shown}: {e:?}"));
+    let file = parse(&base, &shown).unwrap_or_else(|e| panic!("{shown}: {e:?}"));
+    let mut lazy = LazyDwarf::new(dwarf_sections(&file, &base).unwrap(), base.clone()).unwrap();
+    let oracle = full_context(dwarf_sections(&file, &base).unwrap()).unwrap();
+    let split = SplitDwarf::new(None);
+    let mut tally = Tally::default();
+    for section in file.sections() {
+        let exec = match section.flags() {
+            SectionFlags::Elf { sh_flags, .. } => sh_flags.contains(object::elf::SHF_EXECINSTR),
+            _ => false,
+        };
+        if !exec {
+            continue;
+        }
+        let end = section.address().saturating_add(section.size());
+        let mut addr = section.address();
+        while addr < end {
+            let want = addr2line_frames(&oracle, &split, addr);
+            let got = match lazy.find_frames(addr) {
+                Ok(Lookup::Frames(frames)) => Ok(frames
+                    .into_iter()
+                    .take(MAX_INLINE_DEPTH)
+                    .map(|f| Addr2lineFrame {
+                        name: f.name.and_then(|n| {
+                            gimli::Reader::to_string_lossy(&n)
+                                .ok()
+                                .map(|s| s.into_owned())
+                        }),
+                        file: f.file,
+                        line: f.line,
+                    })
+                    .collect()),
+                Ok(Lookup::Split) => panic!("{shown}: split DWARF at {addr:#x}"),
+                Err(e) => Err(e),
+            };
+            tally.addresses += 1;
+            if let Ok(frames) = &want {
+                tally.named += usize::from(!frames.is_empty());
+                tally.inlined += usize::from(frames.len() > 1);
+            }
+            if got != want {
+                tally
+                    .mismatches
+                    .push(format!("{addr:#x}: lazy {got:?}\n    addr2line {want:?}"));
+            }
+            addr = addr.saturating_add(step);
+        }
+    }
+    eprintln!(
+        "{shown}: {} addresses, {} named, {} with inline frames, {} mismatches",
+        tally.addresses,
+        tally.named,
+        tally.inlined,
+        tally.mismatches.len()
+    );
+    tally
+}
+
+fn assert_same(path: &Path, step: u64) -> Tally {
+    let tally = compare(path, step);
+    let shown: Vec<&String> = tally.mismatches.iter().take(20).collect();
+    assert!(
+        tally.mismatches.is_empty(),
+        "{}: {} of {} addresses differ, first ones:\n{}",
+        path.display(),
+        tally.mismatches.len(),
+        tally.addresses,
+        shown
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    tally
+}
+
+fn fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+fn build(dir: &Path, out: &str, program: &str, args: &[&str]) -> PathBuf {
+    let path = dir.join(out);
+    let status = Command::new(program)
+        .args(args)
+        .arg("-o")
+        .arg(&path)
+        .status()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(status.success(), "{program} {args:?} failed");
+    path
+}
+
+/// Issue 13: on C (DWARF 5 and 4), C++, gcc LTO (abstract origins in other units, through
+/// `DW_FORM_ref_addr`) and Rust (generics inlined, the standard library's units) builds of the
+/// fixtures, and on the C library's separate debug file (compressed sections, thousands of
+/// units) when the machine has it, the lazy namer gives addr2line's frames at every address.
+#[test]
+fn lazy_namer_matches_addr2line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let inline_c = fixture("symbols_inline.c");
+    let lib_c = fixture("symbols_lib.c");
+    let builds = [
+        build(d, "c5", "gcc", &["-O2", "-g", &inline_c]),
+        build(d, "c4", "gcc", &["-O2", "-gdwarf-4", &inline_c]),
+        build(d, "lto", "gcc", &["-O2", "-g", "-flto", &inline_c, &lib_c]),
+        build(d, "cpp", "g++", &["-O2", "-g", &fixture("symbols_cpp.cpp")]),
+        build(
+            d,
+            "rust",
+            "rustc",
+            &[
+                "-C",
+                "opt-level=2",
+                "-C",
+                "debuginfo=2",
+                "--edition",
+                "2021",
+                &fixture("symbols_rust.rs"),
+            ],
+        ),
+    ];
+    for path in &builds {
+        let rust = path.ends_with("rust");
+        // Every address of the C programs; the Rust one holds the standard library.
+        let tally = assert_same(path, if rust { 5 } else { 1 });
+        assert!(tally.named > 100, "{}: {tally:?}", path.display());
+        // The C++ fixture inlines nothing; the others do.
+        if !path.ends_with("cpp") {
+            assert!(tally.inlined > 0, "{}: no inline frames", path.display());
+        }
+    }
+    match libc_debug_file() {
+        Some(debug) => {
+            let tally = assert_same(&debug, 97);
+            assert!(tally.named > 1000, "{tally:?}");
+            assert!(tally.inlined > 100, "{tally:?}");
+        }
+        None => eprintln!("no debug file for this libc (libc6-dbg): compared the fixtures only"),
+    }
+}
+
+/// The separate debug file of the libc mapped into this process, if installed.
+fn libc_debug_file() -> Option<PathBuf> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    let libc = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|p| p.contains("/libc.so") || p.contains("/libc-"))?;
+    let data = std::fs::read(libc).ok()?;
+    let id = object::File::parse(&*data).ok()?.build_id().ok()??.to_vec();
+    let (first, rest) = id.split_first()?;
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let path = PathBuf::from(format!(
+        "/usr/lib/debug/.build-id/{}/{}.debug",
+        hex(&[*first]),
+        hex(rest)
+    ));
+    path.exists().then_some(path)
+}
+
+/// By hand, on any file: `RPROF_DWARF_DIFF=path[:step] cargo test -p rprof-symbols --release
+/// -- --ignored by_hand --nocapture`. Fails when the variable is not set.
+#[test]
+#[ignore = "by hand, on a file named by RPROF_DWARF_DIFF"]
+fn lazy_namer_matches_addr2line_by_hand() {
+    let spec = std::env::var("RPROF_DWARF_DIFF").expect("set RPROF_DWARF_DIFF=path[:step]");
+    let (path, step) = match spec.rsplit_once(':') {
+        Some((path, step)) => (path, step.parse().expect("step: a number")),
+        None => (spec.as_str(), 1),
+    };
+    let tally = assert_same(Path::new(path), step);
+    assert!(tally.named > 0, "{tally:?}");
+}
