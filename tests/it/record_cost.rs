@@ -178,9 +178,10 @@ fn as_nobody(args: &[&str]) -> Option<Command> {
 /// space only) recording 1,000 busy threads at 999 Hz lost 40-90% of the samples: 64 KiB
 /// stack copies left room for 7 samples a ring, and the recorder's one thread got a thousandth
 /// of the CPUs next to the target's. The copies are now fitted to the rings and the target's
-/// threads yield to the recorder once there are many. 0 % was lost in quiet runs, but a CI
-/// run with the test suite beside it lost 3.2 % (97 of 3,032): the check guards against the
-/// old losses (under 10 %), and issue 13's 1 % target is not claimed by this test.
+/// threads yield to the recorder once there are many. With nice 19 for them a CI run with the
+/// test suite beside it lost 3.2 % (97 of 3,032), and `stress-ng --cpu 2` beside it 1.3 % and
+/// 6.5 % in 2 of 5 runs (the recorder waited 1.36 s on the run queue); with SCHED_IDLE, 0 in
+/// 20 of 20 runs beside `stress-ng --cpu 2` (docs/benchmarks.md): under 1 % is checked.
 #[test]
 fn unprivileged_recording_of_many_busy_threads_loses_few_samples() {
     if !is_root() {
@@ -237,7 +238,7 @@ fn unprivileged_recording_of_many_busy_threads_loses_few_samples() {
         "{samples} samples, {lost} lost\n{text}"
     );
     assert!(
-        lost * 10 < samples + lost,
+        lost * 100 < samples + lost,
         "{lost} of {} samples lost\n{text}",
         samples + lost
     );
