@@ -63,14 +63,14 @@ fn nice_of(tid: u32) -> std::io::Result<i32> {
 }
 
 /// Raises the recorder's thread `tid` to [`RECORDER_NICE`] if it may, for the whole
-/// recording. Returns its nice value before (for [`restore`]), or None if it may not (or was
-/// there already). Threads it starts afterwards inherit the raised priority.
+/// recording. Returns its nice value before (for [`restore`]; a recorder started at
+/// [`RECORDER_NICE`] already keeps it), or None if it may not. Threads it starts afterwards
+/// inherit the raised priority.
 pub(crate) fn raise(tid: u32) -> Option<i32> {
     let before = nice_of(tid).ok()?;
-    if before <= RECORDER_NICE {
-        return None;
+    if before > RECORDER_NICE {
+        set_nice(tid, RECORDER_NICE).ok()?;
     }
-    set_nice(tid, RECORDER_NICE).ok()?;
     Some(before)
 }
 
@@ -241,8 +241,9 @@ mod tests {
                 Some(was) => {
                     assert_eq!(was, before);
                     assert_eq!(nice_of(tid).unwrap(), RECORDER_NICE);
-                    // Already raised: nothing to restore a second time.
-                    assert_eq!(raise(tid), None);
+                    // Already raised: it stays there, and says so.
+                    assert_eq!(raise(tid), Some(RECORDER_NICE));
+                    assert_eq!(nice_of(tid).unwrap(), RECORDER_NICE);
                     restore(tid, was);
                     assert_eq!(nice_of(tid).unwrap(), before);
                 }
