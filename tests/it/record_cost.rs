@@ -118,6 +118,34 @@ fn short_processes_are_sampled_at_the_rate_asked_for() {
     assert!(!stale_left, "{} was not removed", stale.display());
 }
 
+/// Issue 13: as root the recorder drains the ring buffers at nice -20 from the start, and the
+/// command keeps its own priority. At nice 0 on a loaded 2-core machine the recorder waited up
+/// to 0.9 s on the run queue during a 10 kHz recording of 4 busy threads and found its rings up
+/// to 99 % full (samples lost); next to 1,000 busy threads it once waited 1.36 s. The command
+/// reads the nice values of its parent (rprof, whose main thread is the recorder) and its own,
+/// waiting up to 5 s for the raise (it happens once the command runs).
+#[test]
+fn the_recorder_drains_at_a_raised_priority_and_the_command_keeps_its_own() {
+    if !is_root() {
+        skip("raising the recorder's priority needs root");
+        return;
+    }
+    let dir = tempdir();
+    let script = "for i in $(seq 50); do p=$(cut -d' ' -f19 /proc/$PPID/stat); \
+                  [ \"$p\" = -20 ] && break; sleep 0.1; done; \
+                  echo \"parent $p self $(cut -d' ' -f19 /proc/$$/stat)\"";
+    let out = rprof(
+        dir.path(),
+        &["record", "-o", "n.data", "--", "sh", "-c", script],
+    )
+    .output()
+    .expect("rprof runs");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), "parent -20 self 0", "{}", stderr(&out));
+    // No note: raising its own priority is not news.
+    assert!(!stderr(&out).contains("fell behind"), "{}", stderr(&out));
+}
+
 /// Runs `command` as user `nobody` with `ulimit -l` 64 KiB: its ring buffers are then capped by
 /// `kernel.perf_event_mlock_kb` alone (516 KiB per CPU by default). None if `setpriv` or
 /// `prlimit` is missing.
@@ -150,9 +178,10 @@ fn as_nobody(args: &[&str]) -> Option<Command> {
 /// space only) recording 1,000 busy threads at 999 Hz lost 40-90% of the samples: 64 KiB
 /// stack copies left room for 7 samples a ring, and the recorder's one thread got a thousandth
 /// of the CPUs next to the target's. The copies are now fitted to the rings and the target's
-/// threads yield to the recorder once there are many. 0 % was lost in quiet runs, but a CI
-/// run with the test suite beside it lost 3.2 % (97 of 3,032): the check guards against the
-/// old losses (under 10 %), and issue 13's 1 % target is not claimed by this test.
+/// threads yield to the recorder once there are many. With nice 19 for them a CI run with the
+/// test suite beside it lost 3.2 % (97 of 3,032), and `stress-ng --cpu 2` beside it 1.3 % and
+/// 6.5 % in 2 of 5 runs (the recorder waited 1.36 s on the run queue); with SCHED_IDLE, 0 in
+/// 20 of 20 runs beside `stress-ng --cpu 2` (docs/benchmarks.md): under 1 % is checked.
 #[test]
 fn unprivileged_recording_of_many_busy_threads_loses_few_samples() {
     if !is_root() {
@@ -193,6 +222,12 @@ fn unprivileged_recording_of_many_busy_threads_loses_few_samples() {
         text.contains("bytes of user stack per sample"),
         "the rings were not capped: {text}"
     );
+    // Past 16 threads per CPU the target's threads yield to the recorder: SCHED_IDLE, which
+    // a waking recorder preempts at once (nice 19 let it wait 1.36 s once, issue 13).
+    assert!(
+        text.contains("threads of the target to SCHED_IDLE"),
+        "the target's threads were not moved to SCHED_IDLE: {text}"
+    );
     let profile = open(&profile_path);
     let samples = profile.samples.len() as u64;
     let lost = profile.lost;
@@ -203,7 +238,7 @@ fn unprivileged_recording_of_many_busy_threads_loses_few_samples() {
         "{samples} samples, {lost} lost\n{text}"
     );
     assert!(
-        lost * 10 < samples + lost,
+        lost * 100 < samples + lost,
         "{lost} of {} samples lost\n{text}",
         samples + lost
     );

@@ -333,18 +333,21 @@ impl Session {
             Followed::Process => format!("process {pid}"),
         };
         let recorder_tid = priority::current_tid();
-        // A launched COMMAND is watched from the start (its threads may starve the recorder
-        // before it reads their FORK records); the recorder also acts when it sees itself
-        // behind. Either acts once.
+        // The recorder drains the rings at a raised priority from the start when it may (the
+        // command, forked already, keeps its own); it has nothing more to do to keep up.
+        let raised = priority::raise(recorder_tid);
+        // Otherwise a launched COMMAND is watched from the start (its threads may starve the
+        // recorder before it reads their FORK records); the recorder also acts when it sees
+        // itself behind. Either acts once.
         let mut watch = match self.followed {
-            Followed::Command { .. } => Some(priority::Watch::start(
+            Followed::Command { .. } if raised.is_none() => Some(priority::Watch::start(
                 pid,
                 recorder_tid,
                 self.samplers.buffers().len(),
             )),
-            Followed::Process => None,
+            _ => None,
         };
-        let mut kept_up = false;
+        let mut kept_up = raised.is_some();
         loop {
             if let Some(w) = &watch {
                 // Finished first: a note set just before it finished is still taken.
@@ -400,6 +403,9 @@ impl Session {
             .drain(&mut self.samplers)
             .map_err(|e| RecordError::io(CANNOT_WRITE, e))?;
         drop(watch);
+        if let Some(before) = raised {
+            priority::restore(recorder_tid, before);
+        }
         drop(self.samplers);
         drop(self.cgroup.take());
         // Threads still off the CPU are counted up to now (docs/off-cpu.md).
