@@ -277,3 +277,56 @@ fn version_2_fixtures_still_read() {
         assert!(p.missing_lookups().is_empty(), "{name}");
     }
 }
+
+/// What a profile reads as, in a few lines: the samples' count and a checksum of every field of
+/// every sample (times included), then each distinct stack by name with its samples.
+fn read_as(p: &Profile) -> String {
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(format!("{:?}", p.samples).as_bytes());
+    let mut out = format!(
+        "{} samples, checksum of their fields {:08x}, {} warnings\n",
+        p.samples.len(),
+        crc.finalize(),
+        p.warnings.len()
+    );
+    let mut folded = std::collections::BTreeMap::<String, u64>::new();
+    for index in 0..p.samples.len() {
+        let stack = p.stack(p.sample_stack(index));
+        let names: Vec<String> = stack
+            .iter()
+            .rev()
+            .map(|&f| {
+                let f = p.frame(f);
+                match (&f.file, f.line) {
+                    (Some(file), Some(line)) => format!("{} ({file}:{line})", f.function),
+                    _ => f.function.clone(),
+                }
+            })
+            .collect();
+        *folded.entry(names.join(";")).or_default() += 1;
+    }
+    for (stack, count) in folded {
+        out.push_str(&format!("{stack} {count}\n"));
+    }
+    out
+}
+
+/// Issue 13: a version 3 recording (`rprof record` of `fixtures/bench_threads.c`, written by
+/// rprof at format version 3) still reads exactly as it did when version 3 was current: the
+/// same samples, the same named stacks (`threads-v3.expected`, blessed then with
+/// `RPROF_BLESS=1`).
+#[test]
+fn a_version_3_recording_reads_as_it_did() {
+    let bytes = saved("threads-v3.rprof");
+    assert_eq!(bytes[8], 3, "a version 3 file");
+    let p = Profile::read(&bytes[..], "threads-v3.rprof").unwrap();
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    assert!(p.missing_lookups().is_empty());
+    let got = read_as(&p);
+    let expected = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/profiles/threads-v3.expected");
+    if std::env::var_os("RPROF_BLESS").is_some() {
+        std::fs::write(&expected, &got).unwrap();
+    }
+    assert_eq!(got, std::fs::read_to_string(&expected).unwrap());
+}
