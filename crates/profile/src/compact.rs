@@ -1,4 +1,4 @@
-//! The compact encoding of samples inside a records block (format version 3).
+//! The compact encoding of samples inside a records block (format versions 3 and 4).
 //!
 //! Most samples of a block share most of their stack with an earlier one: the same callers,
 //! another leaf. Version 3 therefore stores each block's stacks as a tree of *nodes*, built as
@@ -17,6 +17,10 @@
 //! ```
 //! `flags` bit 0 is `truncated`. The chain from the root runs through the user stack from its
 //! outermost frame to the instruction pointer, then through the kernel stack likewise.
+//!
+//! Version 4 stores the same fields, in the same order, as three columns of the block
+//! ([`Columns`]): `time` in *times*; `pid tid cpu period` in *threads*; `flags base count
+//! frame[count]` in *stacks*. A sample's record then holds only its tag.
 //!
 //! The tree starts empty in every block, so that blocks stay independent: a block read twice,
 //! out of order or alone decodes the same. A reader bounds the depth of a node and the frames a
@@ -132,22 +136,24 @@ impl SampleEncoder {
         self.frames = 0;
     }
 
-    /// Appends the bytes of `sample`'s record (tag first) to `out`.
-    pub fn encode(&mut self, sample: &Sample, out: &mut Vec<u8>) {
+    /// Appends `sample`'s fields to `out`: its time to `times`; pid, tid, cpu and period to
+    /// `threads`; flags and stack to `stacks`.
+    pub fn encode(&mut self, sample: &Sample, out: &mut Columns) {
         if self.addresses.is_empty() {
             self.addresses.push(0);
         }
-        put_varint(out, SAMPLE_TAG);
         let due = self.clock.due(sample.tid, sample.period);
-        put_varint(out, zigzag(sample.time.wrapping_sub(due)));
-        put_varint(out, u64::from(sample.pid));
-        put_varint(out, u64::from(sample.tid));
-        put_varint(out, u64::from(sample.cpu));
+        put_varint(&mut out.times, zigzag(sample.time.wrapping_sub(due)));
+        let threads = &mut out.threads;
+        put_varint(threads, u64::from(sample.pid));
+        put_varint(threads, u64::from(sample.tid));
+        put_varint(threads, u64::from(sample.cpu));
         put_varint(
-            out,
+            threads,
             zigzag(sample.period.wrapping_sub(self.clock.previous_period)),
         );
         self.clock.saw(sample.tid, sample.time, sample.period);
+        let out = &mut out.stacks;
         out.push(u8::from(sample.truncated));
         let chain = sample
             .user
@@ -188,6 +194,80 @@ impl SampleEncoder {
     }
 }
 
+/// The fields of a block's samples, in three columns: in version 4 each column is stored on
+/// its own after the block's records, so that the noisy times do not break the matches zstd
+/// finds in the stacks; in version 3 a sample's record holds its part of each column, times
+/// first, then threads, then stacks.
+#[derive(Debug, Default)]
+pub(crate) struct Columns {
+    /// Per sample: `flags base count frame[count]`.
+    pub stacks: Vec<u8>,
+    /// Per sample: `time` (zigzag, against when it was due).
+    pub times: Vec<u8>,
+    /// Per sample: `pid tid cpu period` (period zigzag, against the previous sample's).
+    pub threads: Vec<u8>,
+}
+
+impl Columns {
+    pub fn clear(&mut self) {
+        self.stacks.clear();
+        self.times.clear();
+        self.threads.clear();
+    }
+
+    /// Bytes the columns hold.
+    pub fn len(&self) -> usize {
+        self.stacks.len() + self.times.len() + self.threads.len()
+    }
+}
+
+/// Where a decoder reads a sample's fields from: one record (version 3) or a block's columns
+/// (version 4, in the order `stacks`, `times`, `threads`).
+pub(crate) enum Fields<'a> {
+    /// Version 3: the record's bytes after its tag.
+    Record(&'a [u8]),
+    /// Version 4: what is left of each column.
+    Columns {
+        stacks: &'a [u8],
+        times: &'a [u8],
+        threads: &'a [u8],
+    },
+}
+
+#[derive(Clone, Copy)]
+enum Column {
+    Stacks,
+    Times,
+    Threads,
+}
+
+impl Fields<'_> {
+    fn next(&mut self, column: Column, what: &str) -> Result<u64, String> {
+        let rest = match self {
+            Fields::Record(rest) => rest,
+            Fields::Columns { stacks, .. } if matches!(column, Column::Stacks) => stacks,
+            Fields::Columns { times, .. } if matches!(column, Column::Times) => times,
+            Fields::Columns { threads, .. } => threads,
+        };
+        let (value, after) =
+            take_varint(rest).ok_or_else(|| format!("a sample's {what} does not decode"))?;
+        *rest = after;
+        Ok(value)
+    }
+
+    /// Version 4: every column was read to its end.
+    pub fn all_read(&self) -> bool {
+        match self {
+            Fields::Record(_) => true,
+            Fields::Columns {
+                stacks,
+                times,
+                threads,
+            } => stacks.is_empty() && times.is_empty() && threads.is_empty(),
+        }
+    }
+}
+
 /// Decodes the samples of one block: the tree of the samples read so far.
 #[derive(Debug)]
 pub(crate) struct SampleDecoder {
@@ -215,39 +295,33 @@ impl SampleDecoder {
         }
     }
 
-    /// Decodes a sample record's bytes after its tag; bytes after the fields (a newer rprof's
-    /// additions) are ignored.
-    pub fn decode(&mut self, bytes: &[u8]) -> Result<Sample, String> {
-        let mut rest = bytes;
-        let mut next = |what: &str| -> Result<u64, String> {
-            let (value, after) =
-                take_varint(rest).ok_or_else(|| format!("a sample's {what} does not decode"))?;
-            rest = after;
-            Ok(value)
-        };
-        let time_offset = unzigzag(next("time")?);
+    /// Decodes the next sample from `fields`. In version 3, bytes after the fields (a newer
+    /// rprof's additions) are ignored.
+    pub fn decode(&mut self, fields: &mut Fields) -> Result<Sample, String> {
+        let mut next = |column: Column, what: &str| fields.next(column, what);
+        let time_offset = unzigzag(next(Column::Times, "time")?);
         let small = |value: u64, what: &str| {
             u32::try_from(value).map_err(|_| format!("a sample's {what} is out of range"))
         };
-        let pid = small(next("pid")?, "pid")?;
-        let tid = small(next("tid")?, "tid")?;
-        let cpu = small(next("cpu")?, "cpu")?;
+        let pid = small(next(Column::Threads, "pid")?, "pid")?;
+        let tid = small(next(Column::Threads, "tid")?, "tid")?;
+        let cpu = small(next(Column::Threads, "cpu")?, "cpu")?;
         let period = self
             .clock
             .previous_period
-            .wrapping_add(unzigzag(next("period")?));
+            .wrapping_add(unzigzag(next(Column::Threads, "period")?));
         let time = self.clock.due(tid, period).wrapping_add(time_offset);
         self.clock.saw(tid, time, period);
-        let flags = next("flags")?;
-        let base = next("stack")?;
-        let count = next("frame count")?;
+        let flags = next(Column::Stacks, "flags")?;
+        let base = next(Column::Stacks, "stack")?;
+        let count = next(Column::Stacks, "frame count")?;
         let mut parent = u32::try_from(base)
             .ok()
             .filter(|&b| (b as usize) < self.nodes.len())
             .ok_or("a sample refers to a stack frame not defined before it")?;
         for _ in 0..count {
-            let module_kernel = next("frame")?;
-            let delta = unzigzag(next("frame address")?);
+            let module_kernel = next(Column::Stacks, "frame")?;
+            let delta = unzigzag(next(Column::Stacks, "frame address")?);
             let above = self.nodes[parent as usize];
             if above.depth >= MAX_DEPTH {
                 return Err(format!(
@@ -324,19 +398,39 @@ mod tests {
         }
     }
 
-    fn round_trip(samples: &[Sample]) -> Vec<u8> {
+    /// Encodes `samples` as one block and decodes them both ways: as version 3 records (each
+    /// sample's part of every column) and as version 4 columns. Returns the version 4 columns.
+    fn round_trip(samples: &[Sample]) -> Columns {
         let mut encoder = SampleEncoder::default();
         let mut decoder = SampleDecoder::new();
-        let mut all = Vec::new();
+        let mut block = Columns::default();
         for s in samples {
-            let mut bytes = Vec::new();
-            encoder.encode(s, &mut bytes);
-            let (tag, rest) = take_varint(&bytes).unwrap();
-            assert_eq!(tag, SAMPLE_TAG);
-            assert_eq!(&decoder.decode(rest).unwrap(), s);
-            all.extend_from_slice(&bytes);
+            let mut one = Columns::default();
+            encoder.encode(s, &mut one);
+            let mut record = Vec::new();
+            for column in [&one.times, &one.threads, &one.stacks] {
+                record.extend_from_slice(column);
+            }
+            block_extend(&mut block, &one);
+            assert_eq!(&decoder.decode(&mut Fields::Record(&record)).unwrap(), s);
         }
-        all
+        let mut decoder = SampleDecoder::new();
+        let mut fields = Fields::Columns {
+            stacks: &block.stacks,
+            times: &block.times,
+            threads: &block.threads,
+        };
+        for s in samples {
+            assert_eq!(&decoder.decode(&mut fields).unwrap(), s);
+        }
+        assert!(fields.all_read());
+        block
+    }
+
+    fn block_extend(block: &mut Columns, one: &Columns) {
+        block.stacks.extend_from_slice(&one.stacks);
+        block.times.extend_from_slice(&one.times);
+        block.threads.extend_from_slice(&one.threads);
     }
 
     /// Issue 13: stacks that share callers are stored once; every field comes back as written.
@@ -371,8 +465,8 @@ mod tests {
             vec![],
         ));
         samples.push(sample(3, 99, vec![], vec![]));
-        let bytes = round_trip(&samples);
-        assert!(bytes.len() < 100 * 16, "{} bytes", bytes.len());
+        let block = round_trip(&samples);
+        assert!(block.len() < 100 * 16, "{} bytes", block.len());
     }
 
     /// Issue 13: a hostile block cannot make the reader build stacks without end.
@@ -384,7 +478,7 @@ mod tests {
         for _ in 0..=MAX_DEPTH {
             bytes.extend_from_slice(&[2, 2]);
         }
-        let error = decoder.decode(&bytes).unwrap_err();
+        let error = decoder.decode(&mut Fields::Record(&bytes)).unwrap_err();
         assert!(error.contains("deeper than"), "{error}");
 
         let mut decoder = SampleDecoder::new();
@@ -393,13 +487,13 @@ mod tests {
         for _ in 1..MAX_DEPTH {
             deep.extend_from_slice(&[2, 2]);
         }
-        decoder.decode(&deep).unwrap();
+        decoder.decode(&mut Fields::Record(&deep)).unwrap();
         let mut again = vec![0, 1, 1, 0, 0, 0];
         put_varint(&mut again, u64::from(MAX_DEPTH) - 1);
         again.push(0);
         let mut error = None;
         for _ in 0..(MAX_BLOCK_FRAMES / u64::from(MAX_DEPTH) + 2) {
-            if let Err(e) = decoder.decode(&again) {
+            if let Err(e) = decoder.decode(&mut Fields::Record(&again)) {
                 error = Some(e);
                 break;
             }
@@ -411,8 +505,12 @@ mod tests {
     #[test]
     fn references_to_undefined_nodes_and_cut_samples_are_errors() {
         let mut decoder = SampleDecoder::new();
-        assert!(decoder.decode(&[0, 1, 1, 0, 0, 0, 5, 0]).is_err());
-        assert!(decoder.decode(&[0, 1, 1, 0, 0, 0, 0, 2, 2]).is_err());
-        assert!(decoder.decode(&[0, 1]).is_err());
+        assert!(decoder
+            .decode(&mut Fields::Record(&[0, 1, 1, 0, 0, 0, 5, 0]))
+            .is_err());
+        assert!(decoder
+            .decode(&mut Fields::Record(&[0, 1, 1, 0, 0, 0, 0, 2, 2]))
+            .is_err());
+        assert!(decoder.decode(&mut Fields::Record(&[0, 1])).is_err());
     }
 }

@@ -1,0 +1,192 @@
+//! Where a profile's bytes go: reads a profile and writes it again with this crate's writer,
+//! the names apart from the samples, and prints the sizes (issue 13's measurements).
+//!
+//! ```sh
+//! cargo run --release -p rprof-profile --example sizes -- rprof.data
+//! ```
+
+use std::fs::File;
+use std::io::BufReader;
+
+use rprof_profile::format::BlockReader;
+use rprof_profile::{Record, Summary, Writer};
+
+fn main() {
+    let path = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "rprof.data".into());
+    let file = File::open(&path).unwrap_or_else(|e| panic!("cannot open {path}: {e}"));
+    let (header, mut reader) = BlockReader::new(BufReader::new(file), &path).expect("a profile");
+    let mut blocks = Vec::new();
+    while let Some(records) = reader.next_records().expect("readable") {
+        blocks.push(records);
+    }
+    let samples: usize = blocks
+        .iter()
+        .flatten()
+        .filter(|r| matches!(r, Record::Sample(_)))
+        .count();
+    let size = std::fs::metadata(&path).expect("a file").len();
+    println!(
+        "{path}: version {}, {size} bytes, {} blocks, {samples} samples, {:.1} bytes a sample",
+        reader.version(),
+        blocks.len(),
+        size as f64 / samples as f64
+    );
+    let per = |bytes: u64| bytes as f64 / samples as f64;
+    let names = |r: &Record| matches!(r, Record::Symbols(_));
+    let summary = |r: &Record| matches!(r, Record::Summary(_));
+
+    // As recorded: the same blocks, written again by this writer.
+    let mut w = Writer::new(Vec::new(), &header).expect("writes");
+    let part = |w: &mut Writer<Vec<u8>>, label: &str, keep: &dyn Fn(&Record) -> bool| {
+        let before = w.bytes_written();
+        for block in &blocks {
+            for r in block.iter().filter(|r| keep(r)) {
+                w.push(r.clone()).expect("writes");
+            }
+            w.flush().expect("writes");
+        }
+        let bytes = w.bytes_written() - before;
+        println!("  {label}: {bytes} bytes, {:.1} a sample", per(bytes));
+    };
+    part(&mut w, "records but names, as recorded", &|r| {
+        !names(r) && !summary(r)
+    });
+    part(&mut w, "names", &names);
+    let total = w.finish(Summary::default()).expect("writes").len();
+    println!(
+        "  whole, written again: {total} bytes, {:.1} a sample",
+        per(total as u64)
+    );
+
+    // All records but names in as few blocks as the writer makes.
+    let mut w = Writer::new(Vec::new(), &header).expect("writes");
+    let before = w.bytes_written();
+    for r in blocks.iter().flatten().filter(|r| !names(r) && !summary(r)) {
+        w.push(r.clone()).expect("writes");
+    }
+    w.flush().expect("writes");
+    let bytes = w.bytes_written() - before;
+    println!(
+        "  records but names, one block: {bytes} bytes, {:.1} a sample",
+        per(bytes)
+    );
+
+    if std::env::var_os("JITTER").is_some() {
+        jitter(&blocks);
+        name_parts(&blocks);
+    }
+    for merge in [2usize, 4, 8] {
+        let mut w = Writer::new(Vec::new(), &header).expect("writes");
+        let before = w.bytes_written();
+        for group in blocks.chunks(merge) {
+            for r in group.iter().flatten().filter(|r| !names(r) && !summary(r)) {
+                w.push(r.clone()).expect("writes");
+            }
+            w.flush().expect("writes");
+        }
+        let bytes = w.bytes_written() - before;
+        println!(
+            "  records but names, {merge} blocks as one: {bytes} bytes, {:.1} a sample",
+            per(bytes)
+        );
+    }
+    // As recorded, every time zero (what the times cost).
+    let mut w = Writer::new(Vec::new(), &header).expect("writes");
+    let before = w.bytes_written();
+    for block in &blocks {
+        for r in block.iter().filter(|r| !names(r) && !summary(r)) {
+            let mut r = r.clone();
+            if let Record::Sample(s) = &mut r {
+                s.time = 0;
+            }
+            w.push(r).expect("writes");
+        }
+        w.flush().expect("writes");
+    }
+    let bytes = w.bytes_written() - before;
+    println!(
+        "  records but names, as recorded, times zero: {bytes} bytes, {:.1} a sample",
+        per(bytes)
+    );
+}
+
+#[allow(dead_code)]
+fn jitter(blocks: &[Vec<Record>]) {
+    use std::collections::HashMap;
+    let mut last: HashMap<u32, u64> = HashMap::new();
+    let mut hist = [0u32; 65];
+    let mut tz = [0u32; 65];
+    let mut shown = 0;
+    for r in blocks.iter().flatten() {
+        if let Record::Sample(s) = r {
+            if let Some(&t) = last.get(&s.tid) {
+                let j = s.time.wrapping_sub(t + s.period) as i64;
+                hist[64 - j.unsigned_abs().leading_zeros() as usize] += 1;
+                tz[j.trailing_zeros().min(64) as usize] += 1;
+                if shown < 30 {
+                    print!("{j} ");
+                    shown += 1;
+                }
+            }
+            last.insert(s.tid, s.time);
+        }
+    }
+    println!();
+    println!("bits: {:?}", &hist[..24]);
+    println!("trailing zeros: {:?}", &tz[..24]);
+}
+
+#[allow(dead_code)]
+fn name_parts(blocks: &[Vec<Record>]) {
+    let z = |b: &[u8]| zstd::bulk::compress(b, 19).expect("compresses").len();
+    let mut all_strings = Vec::new();
+    let mut all_entries = Vec::new();
+    for r in blocks.iter().flatten() {
+        if let Record::Symbols(s) = r {
+            let strings = postcard::to_stdvec(&s.strings).expect("encodes");
+            let entries = postcard::to_stdvec(&s.entries).expect("encodes");
+            let frames: usize = s.entries.iter().map(|e| e.1.len()).sum();
+            println!(
+                "  module {:?}: {} strings ({} bytes, {} zstd), {} entries, {} frames ({} bytes, {} zstd)",
+                s.module,
+                s.strings.len(),
+                strings.len(),
+                z(&strings),
+                s.entries.len(),
+                frames,
+                entries.len(),
+                z(&entries)
+            );
+            all_strings.extend_from_slice(&strings);
+            all_entries.extend_from_slice(&entries);
+        }
+    }
+    let mut lines: Vec<String> = Vec::new();
+    for r in blocks.iter().flatten() {
+        if let Record::Symbols(s) = r {
+            lines.extend(s.strings.iter().cloned());
+        }
+    }
+    let joined = lines.join("\n");
+    let zl = |b: &[u8], l: i32| zstd::bulk::compress(b, l).expect("compresses").len();
+    println!(
+        "  strings joined: {} raw, {} z19, {} z22",
+        joined.len(),
+        zl(joined.as_bytes(), 19),
+        zl(joined.as_bytes(), 22)
+    );
+    lines.sort();
+    let sorted = lines.join("\n");
+    println!(
+        "  strings sorted: {} z19, {} z22",
+        zl(sorted.as_bytes(), 19),
+        zl(sorted.as_bytes(), 22)
+    );
+    println!(
+        "  strings {} zstd, entries {} zstd",
+        z(&all_strings),
+        z(&all_entries)
+    );
+}
