@@ -31,7 +31,7 @@
 
 use std::collections::HashMap;
 
-use crate::model::{Address, ModuleId, Sample};
+use crate::model::{Address, ModuleId, Sample, StoredFrame, Symbols};
 
 /// Deepest stack (user and kernel frames together) a reader accepts: rprof-unwind stops at 4,096
 /// user frames and the kernel's callchains are shorter still.
@@ -374,6 +374,51 @@ impl SampleDecoder {
     }
 }
 
+/// Version 4 stores a [`Symbols`] record with the shape postcard gives it, but with smaller
+/// numbers: each entry's lookup address as the zigzag difference from the previous entry's (the
+/// first: from 0), and a frame's `function` and `file` plus one (so that "unknown",
+/// `u32::MAX`, is 0, one byte instead of five). Kernel addresses then take 1-3 bytes instead of
+/// 10. [`expand_symbols`] undoes it.
+pub(crate) fn compact_symbols(symbols: &Symbols) -> Symbols {
+    let mut previous = 0u64;
+    let entries = symbols
+        .entries
+        .iter()
+        .map(|(address, frames)| {
+            let delta = zigzag(address.wrapping_sub(previous));
+            previous = *address;
+            let frames = frames
+                .iter()
+                .map(|f| StoredFrame {
+                    function: f.function.wrapping_add(1),
+                    file: f.file.wrapping_add(1),
+                    ..*f
+                })
+                .collect();
+            (delta, frames)
+        })
+        .collect();
+    Symbols {
+        module: symbols.module,
+        strings: symbols.strings.clone(),
+        entries,
+    }
+}
+
+/// Undoes [`compact_symbols`].
+pub(crate) fn expand_symbols(mut symbols: Symbols) -> Symbols {
+    let mut previous = 0u64;
+    for (address, frames) in &mut symbols.entries {
+        previous = previous.wrapping_add(unzigzag(*address));
+        *address = previous;
+        for f in frames {
+            f.function = f.function.wrapping_sub(1);
+            f.file = f.file.wrapping_sub(1);
+        }
+    }
+    symbols
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -512,5 +557,34 @@ mod tests {
             .decode(&mut Fields::Record(&[0, 1, 1, 0, 0, 0, 0, 2, 2]))
             .is_err());
         assert!(decoder.decode(&mut Fields::Record(&[0, 1])).is_err());
+    }
+
+    /// Issue 13 (version 4): names stored with smaller numbers come back exactly, unknown
+    /// functions and files and addresses going down included.
+    #[test]
+    fn compact_symbols_come_back_exactly() {
+        let frame = |function, file, line, inlined| StoredFrame {
+            function,
+            file,
+            line,
+            inlined,
+        };
+        let symbols = Symbols {
+            module: Some(ModuleId(3)),
+            strings: vec!["f".into(), "a.c".into()],
+            entries: vec![
+                (0xffff_ffff_8100_0010, vec![frame(0, u32::MAX, 0, false)]),
+                (
+                    0xffff_ffff_8100_0200,
+                    vec![frame(0, 1, 7, true), frame(u32::MAX, u32::MAX, 0, false)],
+                ),
+                (5, vec![]),
+                (u64::MAX, vec![frame(1, 0, u32::MAX, false)]),
+            ],
+        };
+        let small = compact_symbols(&symbols);
+        assert_eq!(small.entries[1].0, 0x1f0 * 2);
+        assert_eq!(small.entries[0].1[0].file, 0);
+        assert_eq!(expand_symbols(small), symbols);
     }
 }

@@ -38,8 +38,8 @@ use std::collections::HashMap;
 use std::io::{self, Read, Write};
 
 use crate::compact::{
-    put_varint, take_varint, Columns, Fields, SampleDecoder, SampleEncoder, BLOCK_FRAMES,
-    SAMPLE_TAG,
+    compact_symbols, expand_symbols, put_varint, take_varint, Columns, Fields, SampleDecoder,
+    SampleEncoder, BLOCK_FRAMES, SAMPLE_TAG,
 };
 use crate::model::{Header, Record, Summary};
 
@@ -183,10 +183,12 @@ impl<W: Write> Writer<W> {
                 put_varint(&mut scratch, SAMPLE_TAG);
                 scratch
             }
-            other => {
-                self.pending_names |= matches!(other, Record::Symbols(_));
-                postcard::to_extend(other, scratch).map_err(io::Error::other)?
+            Record::Symbols(symbols) => {
+                self.pending_names = true;
+                let small = Record::Symbols(compact_symbols(symbols));
+                postcard::to_extend(&small, scratch).map_err(io::Error::other)?
             }
+            other => postcard::to_extend(other, scratch).map_err(io::Error::other)?,
         };
         self.push_encoded(&encoded);
         self.scratch = encoded;
@@ -610,7 +612,12 @@ impl<R: Read> BlockReader<R> {
             // fields to a record.
             let (record, _) = postcard::take_from_bytes::<Record>(bytes)
                 .map_err(|e| format!("a record of kind {tag} does not decode: {e}"))?;
-            records.push(record);
+            records.push(match record {
+                Record::Symbols(symbols) if self.version >= 4 => {
+                    Record::Symbols(expand_symbols(symbols))
+                }
+                other => other,
+            });
         }
         if columns.as_ref().is_some_and(|fields| !fields.all_read()) {
             return Err("the block's sample columns hold more than its samples".into());
