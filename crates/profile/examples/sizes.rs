@@ -73,6 +73,27 @@ fn main() {
         per(bytes)
     );
 
+    for group in blocks.chunks(4) {
+        use std::collections::HashSet;
+        let mut stacks = HashSet::new();
+        let mut nodes = HashSet::new();
+        let mut n = 0;
+        let mut frames = 0;
+        let mut kernel_samples = 0;
+        for r in group.iter().flatten() {
+            if let Record::Sample(s) = r {
+                n += 1;
+                frames += s.user.len() + s.kernel.len();
+                kernel_samples += usize::from(!s.kernel.is_empty());
+                let chain: Vec<_> = s.user.iter().rev().chain(s.kernel.iter().rev()).collect();
+                for i in 1..=chain.len() {
+                    nodes.insert(chain[..i].to_vec());
+                }
+                stacks.insert(chain);
+            }
+        }
+        println!("  1 s: {n} samples ({kernel_samples} with kernel frames), {frames} frames, {} distinct stacks, {} tree nodes", stacks.len(), nodes.len());
+    }
     if std::env::var_os("JITTER").is_some() {
         jitter(&blocks);
         name_parts(&blocks);
@@ -90,6 +111,13 @@ fn main() {
         println!(
             "  records but names, {merge} blocks as one: {bytes} bytes, {:.1} a sample",
             per(bytes)
+        );
+        let out = w.finish(Summary::default()).expect("writes");
+        let parts = column_sizes(&out);
+        println!(
+            "    each part compressed alone (records, stacks, times, threads): {:?}, a sample: {:?}",
+            parts,
+            parts.map(|b| (per(b as u64) * 10.0).round() / 10.0)
         );
     }
     // As recorded, every time zero (what the times cost).
@@ -189,4 +217,86 @@ fn name_parts(blocks: &[Vec<Record>]) {
         z(&all_strings),
         z(&all_entries)
     );
+}
+
+fn varint(bytes: &[u8]) -> (u64, &[u8]) {
+    let mut value = 0u64;
+    for (i, &b) in bytes.iter().enumerate() {
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return (value, &bytes[i + 1..]);
+        }
+    }
+    panic!("a varint runs off the end");
+}
+
+/// The version 4 records blocks of `file`, each part of their bodies compressed alone (zstd
+/// level 6, as while recording), summed: records, stacks, times, threads.
+fn column_sizes(file: &[u8]) -> [usize; 4] {
+    let mut sizes = [0usize; 4];
+    let mut levels = [0usize; 4];
+    let mut times = [0usize; 3];
+    let mut at = 16;
+    while at + 9 <= file.len() {
+        let len = u32::from_le_bytes(file[at..at + 4].try_into().expect("4 bytes")) as usize;
+        let kind = file[at + 8];
+        let payload = &file[at + 9..at + 8 + len];
+        at += 8 + len;
+        if kind != 2 {
+            continue;
+        }
+        let (_, rest) = varint(payload);
+        let (raw, rest) = varint(rest);
+        let body = zstd::bulk::decompress(rest, raw as usize).expect("decompresses");
+        for (i, level) in [3, 6, 12, 19].into_iter().enumerate() {
+            levels[i] += zstd::bulk::compress(&body, level)
+                .expect("compresses")
+                .len();
+        }
+        let mut rest = &body[..];
+        for (i, size) in sizes.iter_mut().enumerate() {
+            let (n, after) = varint(rest);
+            let (part, after) = after.split_at(n as usize);
+            rest = after;
+            if !part.is_empty() {
+                *size += zstd::bulk::compress(part, 6).expect("compresses").len();
+            }
+            if i == 2 {
+                // Times: one varint each; split into the low byte and the rest.
+                let mut values = Vec::new();
+                let mut r = part;
+                while !r.is_empty() {
+                    let (v, after) = varint(r);
+                    values.push(v);
+                    r = after;
+                }
+                let mut lo = Vec::new();
+                let mut hi = Vec::new();
+                let mut b0 = Vec::new();
+                let mut b1 = Vec::new();
+                let mut b2 = Vec::new();
+                for v in &values {
+                    lo.push(*v as u8);
+                    put(&mut hi, v >> 8);
+                    b0.push(*v as u8);
+                    b1.push((*v >> 8) as u8);
+                    put(&mut b2, v >> 16);
+                }
+                let z = |b: &[u8]| zstd::bulk::compress(b, 6).expect("compresses").len();
+                times[0] += z(part);
+                times[1] += z(&lo) + z(&hi);
+                times[2] += z(&b0) + z(&b1) + z(&b2);
+            }
+        }
+    }
+    println!("    whole bodies at zstd 3, 6, 12, 19: {levels:?}; times as varints, low byte + rest, two bytes + rest: {times:?}");
+    sizes
+}
+
+fn put(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
 }

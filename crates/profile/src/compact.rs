@@ -20,7 +20,9 @@
 //!
 //! Version 4 stores the same fields, in the same order, as three columns of the block
 //! ([`Columns`]): `time` in *times*; `pid tid cpu period` in *threads*; `flags base count
-//! frame[count]` in *stacks*. A sample's record then holds only its tag.
+//! frame[count]` in *stacks*. A sample's record then holds only its tag. A frame's address is
+//! stored against an anchor chosen by [`Anchors`] (a sibling, the parent, or the module's last
+//! frame) rather than always its parent.
 //!
 //! The tree starts empty in every block, so that blocks stay independent: a block read twice,
 //! out of order or alone decodes the same. A reader bounds the depth of a node and the frames a
@@ -116,32 +118,98 @@ impl Clock {
     }
 }
 
+/// What a new node's address is stored against, as the block's tree grows. Version 3: the
+/// parent node's address. Version 4, the first that applies:
+/// 1. the parent's most recent child, if it is in the same module and on the same side (user
+///    or kernel): another instruction in the same function, most often;
+/// 2. the parent, if it is in the same module and on the same side;
+/// 3. the block's last new node in that module and side (0 if none): the first kernel frame
+///    under a user frame then costs a few bytes, not the nine of a kernel address.
+#[derive(Debug)]
+struct Anchors {
+    version3: bool,
+    /// Per node (index 0: the root): module + 1, kernel, address.
+    nodes: Vec<(u32, bool, u64)>,
+    /// Per node: its most recent child (0: none yet).
+    last_child: Vec<u32>,
+    /// Per (module + 1, kernel): the address of the block's last new node there.
+    last: HashMap<(u32, bool), u64>,
+}
+
+impl Anchors {
+    fn new(version3: bool) -> Anchors {
+        Anchors {
+            version3,
+            nodes: vec![(0, false, 0)],
+            last_child: vec![0],
+            last: HashMap::new(),
+        }
+    }
+
+    /// The address a new node under `parent` (a node defined before) is stored against.
+    fn reference(&self, parent: u32, module: u32, kernel: bool) -> u64 {
+        let parent = parent as usize;
+        let (parent_module, parent_kernel, parent_address) = self.nodes[parent];
+        if self.version3 {
+            return parent_address;
+        }
+        let child = self.last_child[parent] as usize;
+        let (child_module, child_kernel, child_address) = self.nodes[child];
+        if child != 0 && child_module == module && child_kernel == kernel {
+            child_address
+        } else if parent != 0 && parent_module == module && parent_kernel == kernel {
+            parent_address
+        } else {
+            self.last.get(&(module, kernel)).copied().unwrap_or(0)
+        }
+    }
+
+    /// Adds a node under `parent`; returns its id.
+    fn add(&mut self, parent: u32, module: u32, kernel: bool, address: u64) -> u32 {
+        let id = self.nodes.len() as u32;
+        self.nodes.push((module, kernel, address));
+        self.last_child.push(0);
+        self.last_child[parent as usize] = id;
+        self.last.insert((module, kernel), address);
+        id
+    }
+}
+
 /// Encodes the samples of one block; [`reset`](Self::reset) at every new block.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct SampleEncoder {
     nodes: HashMap<NodeKey, u32>,
-    /// Address of every node, by id (index 0: the root).
-    addresses: Vec<u64>,
+    anchors: Anchors,
     clock: Clock,
     /// Frames the block's samples hold.
     pub frames: u64,
 }
 
+impl Default for SampleEncoder {
+    /// An encoder of version 4.
+    fn default() -> SampleEncoder {
+        SampleEncoder::new(false)
+    }
+}
+
 impl SampleEncoder {
+    fn new(version3: bool) -> SampleEncoder {
+        SampleEncoder {
+            nodes: HashMap::new(),
+            anchors: Anchors::new(version3),
+            clock: Clock::default(),
+            frames: 0,
+        }
+    }
+
     /// Forgets the tree and the clock: the next sample starts a block.
     pub fn reset(&mut self) {
-        self.nodes.clear();
-        self.addresses.clear();
-        self.clock = Clock::default();
-        self.frames = 0;
+        *self = SampleEncoder::new(self.anchors.version3);
     }
 
     /// Appends `sample`'s fields to `out`: its time to `times`; pid, tid, cpu and period to
     /// `threads`; flags and stack to `stacks`.
     pub fn encode(&mut self, sample: &Sample, out: &mut Columns) {
-        if self.addresses.is_empty() {
-            self.addresses.push(0);
-        }
         let due = self.clock.due(sample.tid, sample.period);
         put_varint(&mut out.times, zigzag(sample.time.wrapping_sub(due)));
         let threads = &mut out.threads;
@@ -183,10 +251,9 @@ impl SampleEncoder {
             let (kernel, address) = frame;
             let module = address.module.map_or(0, |m| m.0 + 1);
             put_varint(out, u64::from(module) * 2 + u64::from(kernel));
-            let above = self.addresses.get(parent as usize).copied().unwrap_or(0);
+            let above = self.anchors.reference(parent, module, kernel);
             put_varint(out, zigzag(address.address.wrapping_sub(above)));
-            let node = self.addresses.len() as u32;
-            self.addresses.push(address.address);
+            let node = self.anchors.add(parent, module, kernel, address.address);
             self.nodes.insert(key(parent, frame), node);
             parent = node;
         }
@@ -273,14 +340,17 @@ impl Fields<'_> {
 pub(crate) struct SampleDecoder {
     /// Index 0: the root.
     nodes: Vec<Node>,
+    anchors: Anchors,
     clock: Clock,
     /// Frames the block's samples expanded to so far.
     frames: u64,
 }
 
 impl SampleDecoder {
-    pub fn new() -> SampleDecoder {
+    /// A decoder of a block of format `version` (3 or 4).
+    pub fn new(version: u32) -> SampleDecoder {
         SampleDecoder {
+            anchors: Anchors::new(version < 4),
             nodes: vec![Node {
                 parent: 0,
                 kernel: false,
@@ -330,16 +400,21 @@ impl SampleDecoder {
             }
             let module = u32::try_from(module_kernel / 2)
                 .map_err(|_| "a frame's module is out of range".to_string())?;
+            let kernel = module_kernel & 1 == 1;
+            let address = self
+                .anchors
+                .reference(parent, module, kernel)
+                .wrapping_add(delta);
             self.nodes.push(Node {
                 parent,
-                kernel: module_kernel & 1 == 1,
+                kernel,
                 address: Address {
                     module: module.checked_sub(1).map(ModuleId),
-                    address: above.address.address.wrapping_add(delta),
+                    address,
                 },
                 depth: above.depth + 1,
             });
-            parent = (self.nodes.len() - 1) as u32;
+            parent = self.anchors.add(parent, module, kernel, address);
         }
         let leaf = self.nodes[parent as usize];
         self.frames = self.frames.saturating_add(u64::from(leaf.depth));
@@ -446,9 +521,8 @@ mod tests {
     /// Encodes `samples` as one block and decodes them both ways: as version 3 records (each
     /// sample's part of every column) and as version 4 columns. Returns the version 4 columns.
     fn round_trip(samples: &[Sample]) -> Columns {
-        let mut encoder = SampleEncoder::default();
-        let mut decoder = SampleDecoder::new();
-        let mut block = Columns::default();
+        let mut encoder = SampleEncoder::new(true);
+        let mut decoder = SampleDecoder::new(3);
         for s in samples {
             let mut one = Columns::default();
             encoder.encode(s, &mut one);
@@ -456,10 +530,14 @@ mod tests {
             for column in [&one.times, &one.threads, &one.stacks] {
                 record.extend_from_slice(column);
             }
-            block_extend(&mut block, &one);
             assert_eq!(&decoder.decode(&mut Fields::Record(&record)).unwrap(), s);
         }
-        let mut decoder = SampleDecoder::new();
+        let mut encoder = SampleEncoder::default();
+        let mut block = Columns::default();
+        for s in samples {
+            encoder.encode(s, &mut block);
+        }
+        let mut decoder = SampleDecoder::new(4);
         let mut fields = Fields::Columns {
             stacks: &block.stacks,
             times: &block.times,
@@ -470,12 +548,6 @@ mod tests {
         }
         assert!(fields.all_read());
         block
-    }
-
-    fn block_extend(block: &mut Columns, one: &Columns) {
-        block.stacks.extend_from_slice(&one.stacks);
-        block.times.extend_from_slice(&one.times);
-        block.threads.extend_from_slice(&one.threads);
     }
 
     /// Issue 13: stacks that share callers are stored once; every field comes back as written.
@@ -517,7 +589,7 @@ mod tests {
     /// Issue 13: a hostile block cannot make the reader build stacks without end.
     #[test]
     fn deep_and_expanding_stacks_are_refused() {
-        let mut decoder = SampleDecoder::new();
+        let mut decoder = SampleDecoder::new(3);
         let mut bytes = vec![0, 1, 1, 0, 0, 0, 0];
         put_varint(&mut bytes, u64::from(MAX_DEPTH) + 1);
         for _ in 0..=MAX_DEPTH {
@@ -526,7 +598,7 @@ mod tests {
         let error = decoder.decode(&mut Fields::Record(&bytes)).unwrap_err();
         assert!(error.contains("deeper than"), "{error}");
 
-        let mut decoder = SampleDecoder::new();
+        let mut decoder = SampleDecoder::new(3);
         let mut deep = vec![0, 1, 1, 0, 0, 0, 0];
         put_varint(&mut deep, u64::from(MAX_DEPTH) - 1);
         for _ in 1..MAX_DEPTH {
@@ -549,7 +621,7 @@ mod tests {
 
     #[test]
     fn references_to_undefined_nodes_and_cut_samples_are_errors() {
-        let mut decoder = SampleDecoder::new();
+        let mut decoder = SampleDecoder::new(3);
         assert!(decoder
             .decode(&mut Fields::Record(&[0, 1, 1, 0, 0, 0, 5, 0]))
             .is_err());

@@ -579,7 +579,7 @@ impl<R: Read> BlockReader<R> {
         } else {
             rest
         };
-        let mut samples = SampleDecoder::new();
+        let mut samples = SampleDecoder::new(self.version);
         let mut records = Vec::new();
         let mut unknown = 0u64;
         while !rest.is_empty() {

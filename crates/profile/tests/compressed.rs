@@ -412,7 +412,7 @@ fn version_4_columns_must_match_the_samples() {
 
 /// Issue 13 (version 4): a real recording written again at version 4 reads exactly as the
 /// original (every field of every sample, every named stack), and cut anywhere it reads up to
-/// its last complete block.
+/// its last complete block. `RPROF_BLESS=1` also writes it as the fuzz seed `raw-v4-threads`.
 #[test]
 fn a_real_recording_written_at_version_4_reads_the_same_and_survives_cuts() {
     use rprof_profile::format::BlockReader;
@@ -431,6 +431,11 @@ fn a_real_recording_written_at_version_4_reads_the_same_and_survives_cuts() {
     }
     let bytes = w.finish(summary.unwrap()).unwrap();
     assert_eq!(bytes[8], 4);
+    if std::env::var_os("RPROF_BLESS").is_some() {
+        // A fuzz seed (mode 0: the file as it is).
+        let seed = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/raw-v4-threads");
+        std::fs::write(seed, [&[0u8][..], &bytes].concat()).unwrap();
+    }
     let before = Profile::read(&original[..], "threads-v3.rprof").unwrap();
     let after = Profile::read(&bytes[..], "threads-v4.rprof").unwrap();
     assert_eq!(read_as(&after), read_as(&before));
