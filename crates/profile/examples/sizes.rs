@@ -54,6 +54,58 @@ fn main() {
         !names(r) && !summary(r)
     });
     part(&mut w, "names", &names);
+    // The names' strings and entries apart.
+    for (label, zero) in [
+        ("lines", 0),
+        ("functions", 1),
+        ("files", 2),
+        ("addresses", 3),
+    ] {
+        let before = w.bytes_written();
+        for r in blocks.iter().flatten() {
+            if let Record::Symbols(s) = r {
+                let mut s = s.clone();
+                s.strings.clear();
+                for (i, (address, frames)) in s.entries.iter_mut().enumerate() {
+                    if zero == 3 {
+                        *address = i as u64;
+                    }
+                    for f in frames {
+                        match zero {
+                            0 => f.line = 0,
+                            1 => f.function = 0,
+                            2 => f.file = 0,
+                            _ => {}
+                        }
+                    }
+                }
+                w.push(Record::Symbols(s)).expect("writes");
+            }
+        }
+        w.flush().expect("writes");
+        let bytes = w.bytes_written() - before;
+        println!("  names without strings and {label}: {bytes} bytes");
+    }
+    for (label, strip_strings) in [
+        ("names without strings", true),
+        ("names without entries", false),
+    ] {
+        let before = w.bytes_written();
+        for r in blocks.iter().flatten() {
+            if let Record::Symbols(s) = r {
+                let mut s = s.clone();
+                if strip_strings {
+                    s.strings.clear();
+                } else {
+                    s.entries.clear();
+                }
+                w.push(Record::Symbols(s)).expect("writes");
+            }
+        }
+        w.flush().expect("writes");
+        let bytes = w.bytes_written() - before;
+        println!("  {label}: {bytes} bytes, {:.1} a sample", per(bytes));
+    }
     let total = w.finish(Summary::default()).expect("writes").len();
     println!(
         "  whole, written again: {total} bytes, {:.1} a sample",

@@ -273,6 +273,8 @@ pub(crate) struct Columns {
     pub times: Vec<u8>,
     /// Per sample: `pid tid cpu period` (period zigzag, against the previous sample's).
     pub threads: Vec<u8>,
+    /// The strings of the block's `Symbols` records, back to back (version 4).
+    pub text: Vec<u8>,
 }
 
 impl Columns {
@@ -280,11 +282,12 @@ impl Columns {
         self.stacks.clear();
         self.times.clear();
         self.threads.clear();
+        self.text.clear();
     }
 
     /// Bytes the columns hold.
     pub fn len(&self) -> usize {
-        self.stacks.len() + self.times.len() + self.threads.len()
+        self.stacks.len() + self.times.len() + self.threads.len() + self.text.len()
     }
 }
 
@@ -298,6 +301,8 @@ pub(crate) enum Fields<'a> {
         stacks: &'a [u8],
         times: &'a [u8],
         threads: &'a [u8],
+        /// The strings of the block's names.
+        text: &'a [u8],
     },
 }
 
@@ -330,7 +335,8 @@ impl Fields<'_> {
                 stacks,
                 times,
                 threads,
-            } => stacks.is_empty() && times.is_empty() && threads.is_empty(),
+                text,
+            } => stacks.is_empty() && times.is_empty() && threads.is_empty() && text.is_empty(),
         }
     }
 }
@@ -449,49 +455,190 @@ impl SampleDecoder {
     }
 }
 
-/// Version 4 stores a [`Symbols`] record with the shape postcard gives it, but with smaller
-/// numbers: each entry's lookup address as the zigzag difference from the previous entry's (the
-/// first: from 0), and a frame's `function` and `file` plus one (so that "unknown",
-/// `u32::MAX`, is 0, one byte instead of five). Kernel addresses then take 1-3 bytes instead of
-/// 10. [`expand_symbols`] undoes it.
-pub(crate) fn compact_symbols(symbols: &Symbols) -> Symbols {
-    let mut previous = 0u64;
-    let entries = symbols
-        .entries
-        .iter()
-        .map(|(address, frames)| {
-            let delta = zigzag(address.wrapping_sub(previous));
-            previous = *address;
-            let frames = frames
-                .iter()
-                .map(|f| StoredFrame {
-                    function: f.function.wrapping_add(1),
-                    file: f.file.wrapping_add(1),
-                    ..*f
-                })
-                .collect();
-            (delta, frames)
-        })
-        .collect();
-    Symbols {
-        module: symbols.module,
-        strings: symbols.strings.clone(),
-        entries,
+/// The tag of a `Symbols` record (its variant index in [`crate::Record`]).
+pub(crate) const SYMBOLS_TAG: u64 = 7;
+
+/// Appends the fields of a version 4 `Symbols` record (after its tag) to `out`: each kind of
+/// value in a column of its own, small numbers for what repeats.
+///
+/// ```text
+/// symbols := module:varint (id + 1, 0: none)
+///            strings:varint                               (their text: in the block's text column)
+///            entries:varint address:zigzag[entries]       (difference from the previous entry's)
+///            frames:varint[entries]                       (how many frames each entry has)
+///            function:zigzag[F] file:varint[F] line:varint[F] inlined:u8[F]
+/// ```
+/// The strings go to the block's *text* column, each as its UTF-8 bytes followed by a 0 byte
+/// (a 0 byte inside a string is written 1 2, a 1 byte 1 1): text apart from numbers compresses
+/// better, and no lengths are needed. `F` is the entries' frames in all. `file` is the string index plus one, wrapping (unknown,
+/// `u32::MAX`, is 0); `function` the same, stored as the zigzag difference (as a 32-bit
+/// signed number) from the previous frame's (the first frame's from 0): string tables list a
+/// module's names in the order its frames use them.
+pub(crate) fn encode_symbols(symbols: &Symbols, out: &mut Vec<u8>, text: &mut Vec<u8>) {
+    put_varint(out, symbols.module.map_or(0, |m| u64::from(m.0) + 1));
+    put_varint(out, symbols.strings.len() as u64);
+    for string in &symbols.strings {
+        for &byte in string.as_bytes() {
+            match byte {
+                0 => text.extend_from_slice(&[1, 2]),
+                1 => text.extend_from_slice(&[1, 1]),
+                other => text.push(other),
+            }
+        }
+        text.push(0);
     }
+    put_varint(out, symbols.entries.len() as u64);
+    let mut previous = 0u64;
+    for (address, _) in &symbols.entries {
+        put_varint(out, zigzag(address.wrapping_sub(previous)));
+        previous = *address;
+    }
+    for (_, frames) in &symbols.entries {
+        put_varint(out, frames.len() as u64);
+    }
+    let frames = || symbols.entries.iter().flat_map(|(_, frames)| frames);
+    let mut previous = 0u32;
+    for f in frames() {
+        let value = f.function.wrapping_add(1);
+        put_varint(
+            out,
+            zigzag(i64::from(value.wrapping_sub(previous) as i32) as u64),
+        );
+        previous = value;
+    }
+    for f in frames() {
+        put_varint(out, u64::from(f.file.wrapping_add(1)));
+    }
+    for f in frames() {
+        put_varint(out, u64::from(f.line));
+    }
+    out.extend(frames().map(|f| u8::from(f.inlined)));
 }
 
-/// Undoes [`compact_symbols`].
-pub(crate) fn expand_symbols(mut symbols: Symbols) -> Symbols {
-    let mut previous = 0u64;
-    for (address, frames) in &mut symbols.entries {
-        previous = previous.wrapping_add(unzigzag(*address));
-        *address = previous;
-        for f in frames {
-            f.function = f.function.wrapping_sub(1);
-            f.file = f.file.wrapping_sub(1);
+/// Decodes what [`encode_symbols`] wrote; bytes after it (a newer rprof's additions) are
+/// ignored. Every count is checked against the bytes left before anything is allocated.
+pub(crate) fn decode_symbols(bytes: &[u8], text: &mut &[u8]) -> Result<Symbols, String> {
+    let mut rest = bytes;
+    let mut next = |what: &str| -> Result<u64, String> {
+        let (value, after) =
+            take_varint(rest).ok_or_else(|| format!("the names' {what} do not decode"))?;
+        rest = after;
+        Ok(value)
+    };
+    let module = next("module")?;
+    let module = match module.checked_sub(1) {
+        None => None,
+        Some(id) => {
+            Some(ModuleId(u32::try_from(id).map_err(|_| {
+                "the names' module is out of range".to_string()
+            })?))
         }
+    };
+    // Each value takes at least a byte: a count larger than the bytes left is damage.
+    let count = |value: u64, left: usize, what: &str| {
+        usize::try_from(value)
+            .ok()
+            .filter(|&n| n <= left)
+            .ok_or_else(|| format!("the names claim more {what} than their record holds"))
+    };
+    let small = |value: u64, what: &str| {
+        u32::try_from(value).map_err(|_| format!("a name's {what} is out of range"))
+    };
+    let strings = next("string count")?;
+    // Each string takes at least its end in the text.
+    let strings = count(strings, text.len(), "strings")?;
+    let mut texts = Vec::with_capacity(strings);
+    for _ in 0..strings {
+        let end = text
+            .iter()
+            .position(|&b| b == 0)
+            .ok_or("the names' text runs past the block's")?;
+        let (escaped, after) = text.split_at(end);
+        *text = &after[1..];
+        let mut string = Vec::with_capacity(escaped.len());
+        let mut bytes = escaped.iter().copied();
+        while let Some(byte) = bytes.next() {
+            if byte != 1 {
+                string.push(byte);
+                continue;
+            }
+            match bytes.next() {
+                Some(1) => string.push(1),
+                Some(2) => string.push(0),
+                _ => return Err("the names' text has a bad escape".into()),
+            }
+        }
+        texts.push(String::from_utf8(string).map_err(|_| "a name is not valid UTF-8".to_string())?);
     }
-    symbols
+    let mut take = |what: &str| -> Result<u64, String> {
+        let (value, after) =
+            take_varint(rest).ok_or_else(|| format!("the names' {what} do not decode"))?;
+        rest = after;
+        Ok(value)
+    };
+    let entries = take("entry count")?;
+    let mut addresses = Vec::new();
+    let mut previous = 0u64;
+    let entries = {
+        let left = bytes.len();
+        count(entries, left, "entries")?
+    };
+    for _ in 0..entries {
+        previous = previous.wrapping_add(unzigzag(take("addresses")?));
+        addresses.push(previous);
+    }
+    let mut sizes = Vec::with_capacity(entries);
+    let mut total = 0usize;
+    for _ in 0..entries {
+        let size = count(take("frame counts")?, bytes.len(), "frames")?;
+        total = total.saturating_add(size);
+        sizes.push(size);
+    }
+    if total > bytes.len() {
+        return Err("the names claim more frames than their record holds".into());
+    }
+    let mut functions = Vec::with_capacity(total);
+    let mut previous = 0u32;
+    for _ in 0..total {
+        let delta = unzigzag(take("functions")?) as i64;
+        let delta = i32::try_from(delta).map_err(|_| "a name's function is out of range")?;
+        previous = previous.wrapping_add(delta as u32);
+        functions.push(previous.wrapping_sub(1));
+    }
+    let mut files = Vec::with_capacity(total);
+    for _ in 0..total {
+        files.push(small(take("files")?, "file")?.wrapping_sub(1));
+    }
+    let mut lines = Vec::with_capacity(total);
+    for _ in 0..total {
+        lines.push(small(take("lines")?, "line")?);
+    }
+    if rest.len() < total {
+        return Err("the names' inlined flags run past their record".into());
+    }
+    let inlined = &rest[..total];
+    let mut at = 0;
+    let entries = addresses
+        .into_iter()
+        .zip(sizes)
+        .map(|(address, size)| {
+            let frames = (at..at + size)
+                .map(|i| StoredFrame {
+                    function: functions[i],
+                    file: files[i],
+                    line: lines[i],
+                    inlined: inlined[i] & 1 == 1,
+                })
+                .collect();
+            at += size;
+            (address, frames)
+        })
+        .collect();
+    Ok(Symbols {
+        module,
+        strings: texts,
+        entries,
+    })
 }
 
 #[cfg(test)]
@@ -542,6 +689,7 @@ mod tests {
             stacks: &block.stacks,
             times: &block.times,
             threads: &block.threads,
+            text: &[],
         };
         for s in samples {
             assert_eq!(&decoder.decode(&mut fields).unwrap(), s);
@@ -631,10 +779,11 @@ mod tests {
         assert!(decoder.decode(&mut Fields::Record(&[0, 1])).is_err());
     }
 
-    /// Issue 13 (version 4): names stored with smaller numbers come back exactly, unknown
-    /// functions and files and addresses going down included.
+    /// Issue 13 (version 4): names stored in columns come back exactly: unknown functions
+    /// and files, addresses going down, an entry with no frames, no module, text that is not
+    /// ASCII; a record cut anywhere is an error, never a panic.
     #[test]
-    fn compact_symbols_come_back_exactly() {
+    fn symbols_come_back_exactly() {
         let frame = |function, file, line, inlined| StoredFrame {
             function,
             file,
@@ -643,7 +792,12 @@ mod tests {
         };
         let symbols = Symbols {
             module: Some(ModuleId(3)),
-            strings: vec!["f".into(), "a.c".into()],
+            strings: vec![
+                "f".into(),
+                "a.c".into(),
+                "ünï\0cö\u{1}dé".into(),
+                String::new(),
+            ],
             entries: vec![
                 (0xffff_ffff_8100_0010, vec![frame(0, u32::MAX, 0, false)]),
                 (
@@ -651,12 +805,44 @@ mod tests {
                     vec![frame(0, 1, 7, true), frame(u32::MAX, u32::MAX, 0, false)],
                 ),
                 (5, vec![]),
-                (u64::MAX, vec![frame(1, 0, u32::MAX, false)]),
+                (u64::MAX, vec![frame(2, 0, u32::MAX, false)]),
             ],
         };
-        let small = compact_symbols(&symbols);
-        assert_eq!(small.entries[1].0, 0x1f0 * 2);
-        assert_eq!(small.entries[0].1[0].file, 0);
-        assert_eq!(expand_symbols(small), symbols);
+        let mut bytes = Vec::new();
+        let mut text = Vec::new();
+        encode_symbols(&symbols, &mut bytes, &mut text);
+        assert_eq!(decode_symbols(&bytes, &mut &text[..]).unwrap(), symbols);
+        for cut in 0..bytes.len() {
+            assert!(
+                decode_symbols(&bytes[..cut], &mut &text[..]).is_err(),
+                "cut at {cut}"
+            );
+        }
+        for cut in 0..text.len() {
+            let error = decode_symbols(&bytes, &mut &text[..cut]).unwrap_err();
+            assert!(
+                error.contains("past the block's") || error.contains("more strings"),
+                "{error}"
+            );
+        }
+        assert!(text.starts_with(b"f\0a.c\0"));
+        let mut bad = text.clone();
+        bad[0] = 1;
+        let error = decode_symbols(&bytes, &mut &bad[..]).unwrap_err();
+        assert!(error.contains("bad escape"), "{error}");
+        let error = decode_symbols(&bytes, &mut &[0xff, 0, 0, 0, 0][..]).unwrap_err();
+        assert!(error.contains("UTF-8"), "{error}");
+        let none = Symbols {
+            module: None,
+            strings: vec![],
+            entries: vec![],
+        };
+        let mut bytes = Vec::new();
+        encode_symbols(&none, &mut bytes, &mut text);
+        assert_eq!(bytes, [0, 0, 0]);
+        assert_eq!(decode_symbols(&bytes, &mut &[][..]).unwrap(), none);
+        // Counts larger than the record are refused before anything is allocated.
+        assert!(decode_symbols(&[1, 0x80, 0x80, 0x80, 0x80, 0x0f], &mut &[][..]).is_err());
+        assert!(decode_symbols(&[1, 0, 0xff, 0xff, 0xff, 0xff, 0x0f], &mut &[][..]).is_err());
     }
 }

@@ -5,7 +5,7 @@
 //! block   := len:u32le crc32:u32le kind:u8 payload[len - 1]
 //! records := seq:varint raw_len:varint zstd(body)     (version 4; version 3: zstd(record*))
 //!          | seq:varint record*                       (version 2; version 1: postcard Vec<Record>)
-//! body    := size record*  size stacks  size times  size threads   (each size a varint)
+//! body    := size record*  size stacks  size times  size threads  size text   (sizes: varints)
 //! record  := size:varint bytes[size]                  bytes = postcard(Record): tag varint, fields
 //!                                                     (samples: see `compact`)
 //! ```
@@ -29,7 +29,8 @@
 //!
 //! Version 4 moves the fields of a block's samples out of their records (which keep only their
 //! kind) into three columns after the records: stacks, times, threads. The times are noise to
-//! zstd; on their own they no longer break its matches of the stacks.
+//! zstd; on their own they no longer break its matches of the stacks. Names (`Symbols`) are
+//! stored in columns too, their strings in the block's text column ([`crate::compact`]).
 //!
 //! This module only frames, checks and decodes blocks; what the records mean, and the warnings a
 //! reader shows, are `profile.rs`'s.
@@ -38,8 +39,8 @@ use std::collections::HashMap;
 use std::io::{self, Read, Write};
 
 use crate::compact::{
-    compact_symbols, expand_symbols, put_varint, take_varint, Columns, Fields, SampleDecoder,
-    SampleEncoder, BLOCK_FRAMES, SAMPLE_TAG,
+    decode_symbols, encode_symbols, put_varint, take_varint, Columns, Fields, SampleDecoder,
+    SampleEncoder, BLOCK_FRAMES, SAMPLE_TAG, SYMBOLS_TAG,
 };
 use crate::model::{Header, Record, Summary};
 
@@ -185,8 +186,9 @@ impl<W: Write> Writer<W> {
             }
             Record::Symbols(symbols) => {
                 self.pending_names = true;
-                let small = Record::Symbols(compact_symbols(symbols));
-                postcard::to_extend(&small, scratch).map_err(io::Error::other)?
+                put_varint(&mut scratch, SYMBOLS_TAG);
+                encode_symbols(symbols, &mut scratch, &mut self.columns.text);
+                scratch
             }
             other => postcard::to_extend(other, scratch).map_err(io::Error::other)?,
         };
@@ -288,7 +290,13 @@ pub fn records_payload(seq: u64, records: &[u8], level: i32) -> io::Result<Vec<u
 /// its size.
 fn block_body(records: &[u8], columns: &Columns) -> Vec<u8> {
     let mut body = Vec::with_capacity(records.len() + columns.len() + 16);
-    for part in [records, &columns.stacks, &columns.times, &columns.threads] {
+    for part in [
+        records,
+        &columns.stacks,
+        &columns.times,
+        &columns.threads,
+        &columns.text,
+    ] {
         put_varint(&mut body, part.len() as u64);
         body.extend_from_slice(part);
     }
@@ -309,10 +317,11 @@ fn compressed_payload(seq: u64, body: &[u8], level: i32) -> io::Result<Vec<u8>> 
 /// last column are ignored (room for columns a newer rprof adds).
 fn split_body(body: &[u8]) -> Result<(&[u8], Fields<'_>), String> {
     let mut rest = body;
-    let mut parts = [&body[..0]; 4];
-    for (part, what) in parts
-        .iter_mut()
-        .zip(["records", "stacks", "times", "threads"])
+    let mut parts = [&body[..0]; 5];
+    for (part, what) in
+        parts
+            .iter_mut()
+            .zip(["records", "stacks", "times", "threads", "names' text"])
     {
         let (size, after) = take_varint(rest)
             .ok_or_else(|| format!("the size of the block's {what} does not decode"))?;
@@ -322,13 +331,14 @@ fn split_body(body: &[u8]) -> Result<(&[u8], Fields<'_>), String> {
             .ok_or_else(|| format!("the block's {what} run past its end"))?;
         (*part, rest) = after.split_at(size);
     }
-    let [records, stacks, times, threads] = parts;
+    let [records, stacks, times, threads, text] = parts;
     Ok((
         records,
         Fields::Columns {
             stacks,
             times,
             threads,
+            text,
         },
     ))
 }
@@ -608,19 +618,19 @@ impl<R: Read> BlockReader<R> {
                 records.push(Record::Sample(sample));
                 continue;
             }
+            if let (Some(Fields::Columns { text, .. }), SYMBOLS_TAG) = (&mut columns, tag) {
+                let (_, fields) = take_varint(bytes).ok_or("a record has no kind")?;
+                records.push(Record::Symbols(decode_symbols(fields, text)?));
+                continue;
+            }
             // Bytes after the fields this reader knows are ignored: a newer rprof may append
             // fields to a record.
             let (record, _) = postcard::take_from_bytes::<Record>(bytes)
                 .map_err(|e| format!("a record of kind {tag} does not decode: {e}"))?;
-            records.push(match record {
-                Record::Symbols(symbols) if self.version >= 4 => {
-                    Record::Symbols(expand_symbols(symbols))
-                }
-                other => other,
-            });
+            records.push(record);
         }
         if columns.as_ref().is_some_and(|fields| !fields.all_read()) {
-            return Err("the block's sample columns hold more than its samples".into());
+            return Err("the block's columns hold more than its samples and names use".into());
         }
         if seq < self.max_seq {
             self.notes.out_of_order_blocks += 1;

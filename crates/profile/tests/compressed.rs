@@ -217,8 +217,8 @@ fn a_block_cannot_expand_without_limit() {
     assert_eq!(p.samples.len(), 400);
     assert!(damage(&p).contains("does not decompress"), "{}", damage(&p));
 
-    // States more than it holds (a version 4 body: the records' size, the records, and three
-    // empty sample columns).
+    // States more than it holds (a version 4 body: the records' size, the records, and four
+    // empty columns).
     let mut records = Vec::new();
     let lost = [5u8, 1, 2];
     varint(&mut records, lost.len() as u64);
@@ -226,7 +226,11 @@ fn a_block_cannot_expand_without_limit() {
     let mut payload = records_payload(9, &records, 3).unwrap();
     payload[1] += 1;
     let p = Profile::read(&with_block(good, 2, &payload)[..], "short.rprof").unwrap();
-    assert!(damage(&p).contains("not the 9 it states"), "{}", damage(&p));
+    assert!(
+        damage(&p).contains("not the 10 it states"),
+        "{}",
+        damage(&p)
+    );
 
     // Not zstd at all.
     let mut payload = Vec::new();
@@ -332,10 +336,11 @@ fn a_version_3_recording_reads_as_it_did() {
     assert_eq!(got, std::fs::read_to_string(&expected).unwrap());
 }
 
-/// A version 4 block body: `records`, then the three sample columns as given.
+/// A version 4 block body: `records`, then the three sample columns as given and an empty text
+/// column.
 fn body(records: &[u8], stacks: &[u8], times: &[u8], threads: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    for part in [records, stacks, times, threads] {
+    for part in [records, stacks, times, threads, &[]] {
         varint(&mut out, part.len() as u64);
         out.extend_from_slice(part);
     }
@@ -383,7 +388,7 @@ fn version_4_columns_must_match_the_samples() {
         }]
     );
 
-    // A newer rprof's additions: a byte after the sample's kind, a fifth column.
+    // A newer rprof's additions: a byte after the sample's kind, a sixth column.
     let mut later = body(&[2, 4, 99], &stacks, &times, &threads);
     later.extend_from_slice(&[3, 1, 2, 3]);
     let p = read(&later);
@@ -395,9 +400,18 @@ fn version_4_columns_must_match_the_samples() {
     );
 
     // Columns with more than the samples, with less, parts past the end.
+    let mut text = body(&sample, &stacks, &times, &threads);
+    *text.last_mut().unwrap() = 1;
+    text.push(b'x');
+    let p = read(&text);
+    assert!(
+        damage(&p).contains("hold more than its samples and names use"),
+        "{}",
+        damage(&p)
+    );
     let p = read(&body(&sample, &stacks, &[10, 10], &threads));
     assert!(
-        damage(&p).contains("hold more than its samples"),
+        damage(&p).contains("hold more than its samples and names use"),
         "{}",
         damage(&p)
     );
@@ -405,7 +419,7 @@ fn version_4_columns_must_match_the_samples() {
     let p = read(&body(&[1, 4, 1, 4], &stacks, &times, &threads));
     assert!(damage(&p).contains("does not decode"), "{}", damage(&p));
     let mut past = body(&sample, &stacks, &times, &threads);
-    past.truncate(past.len() - 1);
+    past.truncate(past.len() - 2);
     let p = read(&past);
     assert!(damage(&p).contains("run past its end"), "{}", damage(&p));
 }
