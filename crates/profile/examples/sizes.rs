@@ -1,15 +1,21 @@
-//! Where a profile's bytes go: reads a profile and writes it again with this crate's writer,
-//! the names apart from the samples, and prints the sizes (issue 13's measurements).
+//! Where a profile's bytes go (issue 13's measurements): reads a profile of any version and
+//! writes its records again with this crate's writer, in the blocks they came in and in fewer,
+//! larger ones, and prints the sizes: the samples' blocks apart from the names, each part of a
+//! version 4 block (records, stacks, times, threads) compressed alone, the block at other zstd
+//! levels, what the times cost (all set to zero) and what the strings of the names cost.
 //!
 //! ```sh
 //! cargo run --release -p rprof-profile --example sizes -- rprof.data
 //! ```
+//! A recording made with `rprof record` before version 4 has a block every 250 ms; "4 blocks
+//! as one" is then what version 4's block a second gives.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::BufReader;
 
 use rprof_profile::format::BlockReader;
-use rprof_profile::{Record, Summary, Writer};
+use rprof_profile::{Header, Record, Summary, Writer};
 
 fn main() {
     let path = std::env::args()
@@ -27,248 +33,125 @@ fn main() {
         .filter(|r| matches!(r, Record::Sample(_)))
         .count();
     let size = std::fs::metadata(&path).expect("a file").len();
+    let per = |bytes: usize| bytes as f64 / samples as f64;
     println!(
         "{path}: version {}, {size} bytes, {} blocks, {samples} samples, {:.1} bytes a sample",
         reader.version(),
         blocks.len(),
-        size as f64 / samples as f64
+        per(size as usize)
     );
-    let per = |bytes: u64| bytes as f64 / samples as f64;
-    let names = |r: &Record| matches!(r, Record::Symbols(_));
-    let summary = |r: &Record| matches!(r, Record::Summary(_));
+    let is_names = |r: &Record| matches!(r, Record::Symbols(_));
+    let is_summary = |r: &Record| matches!(r, Record::Summary(_));
+    let records: Vec<Vec<Record>> = blocks
+        .iter()
+        .map(|b| {
+            b.iter()
+                .filter(|r| !is_names(r) && !is_summary(r))
+                .cloned()
+                .collect()
+        })
+        .collect();
+    let names: Vec<Record> = blocks
+        .iter()
+        .flatten()
+        .filter(|r| is_names(r))
+        .cloned()
+        .collect();
 
-    // As recorded: the same blocks, written again by this writer.
-    let mut w = Writer::new(Vec::new(), &header).expect("writes");
-    let part = |w: &mut Writer<Vec<u8>>, label: &str, keep: &dyn Fn(&Record) -> bool| {
-        let before = w.bytes_written();
-        for block in &blocks {
-            for r in block.iter().filter(|r| keep(r)) {
-                w.push(r.clone()).expect("writes");
-            }
-            w.flush().expect("writes");
-        }
-        let bytes = w.bytes_written() - before;
-        println!("  {label}: {bytes} bytes, {:.1} a sample", per(bytes));
-    };
-    part(&mut w, "records but names, as recorded", &|r| {
-        !names(r) && !summary(r)
-    });
-    part(&mut w, "names", &names);
-    // The names' strings and entries apart.
-    for (label, zero) in [
-        ("lines", 0),
-        ("functions", 1),
-        ("files", 2),
-        ("addresses", 3),
-    ] {
-        let before = w.bytes_written();
-        for r in blocks.iter().flatten() {
-            if let Record::Symbols(s) = r {
-                let mut s = s.clone();
-                s.strings.clear();
-                for (i, (address, frames)) in s.entries.iter_mut().enumerate() {
-                    if zero == 3 {
-                        *address = i as u64;
-                    }
-                    for f in frames {
-                        match zero {
-                            0 => f.line = 0,
-                            1 => f.function = 0,
-                            2 => f.file = 0,
-                            _ => {}
-                        }
-                    }
-                }
-                w.push(Record::Symbols(s)).expect("writes");
-            }
-        }
-        w.flush().expect("writes");
-        let bytes = w.bytes_written() - before;
-        println!("  names without strings and {label}: {bytes} bytes");
+    for merge in [1usize, 2, 4, 8, blocks.len().max(1)] {
+        let groups: Vec<Vec<Record>> = records.chunks(merge).map(|g| g.concat()).collect();
+        let (bytes, file) = written(&header, &groups);
+        let parts = part_sizes(&file);
+        println!(
+            "  samples and other records, {merge} recorded block(s) a block: {bytes} bytes, \
+             {:.1} a sample",
+            per(bytes)
+        );
+        println!(
+            "    parts compressed alone (records, stacks, times, threads): {:?} bytes, {:?} a \
+             sample; whole blocks at zstd 3, 6, 12, 19: {:?}",
+            parts.0,
+            parts.0.map(|b| (per(b) * 10.0).round() / 10.0),
+            parts.1
+        );
     }
-    for (label, strip_strings) in [
-        ("names without strings", true),
-        ("names without entries", false),
-    ] {
-        let before = w.bytes_written();
-        for r in blocks.iter().flatten() {
-            if let Record::Symbols(s) = r {
-                let mut s = s.clone();
-                if strip_strings {
-                    s.strings.clear();
-                } else {
-                    s.entries.clear();
-                }
-                w.push(Record::Symbols(s)).expect("writes");
-            }
-        }
-        w.flush().expect("writes");
-        let bytes = w.bytes_written() - before;
-        println!("  {label}: {bytes} bytes, {:.1} a sample", per(bytes));
-    }
-    let total = w.finish(Summary::default()).expect("writes").len();
+    let zero: Vec<Vec<Record>> = records
+        .iter()
+        .map(|b| {
+            b.iter()
+                .map(|r| match r {
+                    Record::Sample(s) => Record::Sample(rprof_profile::Sample {
+                        time: 0,
+                        ..s.clone()
+                    }),
+                    other => other.clone(),
+                })
+                .collect()
+        })
+        .collect();
+    let (bytes, _) = written(&header, &zero);
     println!(
-        "  whole, written again: {total} bytes, {:.1} a sample",
-        per(total as u64)
-    );
-
-    // All records but names in as few blocks as the writer makes.
-    let mut w = Writer::new(Vec::new(), &header).expect("writes");
-    let before = w.bytes_written();
-    for r in blocks.iter().flatten().filter(|r| !names(r) && !summary(r)) {
-        w.push(r.clone()).expect("writes");
-    }
-    w.flush().expect("writes");
-    let bytes = w.bytes_written() - before;
-    println!(
-        "  records but names, one block: {bytes} bytes, {:.1} a sample",
+        "  samples and other records as recorded, every time zero: {bytes} bytes, {:.1} a sample",
         per(bytes)
     );
 
-    for group in blocks.chunks(4) {
-        use std::collections::HashSet;
+    let (bytes, _) = written(&header, std::slice::from_ref(&names));
+    println!("  names: {bytes} bytes, {:.1} a sample", per(bytes));
+    let without_strings: Vec<Record> = names
+        .iter()
+        .map(|r| match r {
+            Record::Symbols(s) => Record::Symbols(rprof_profile::Symbols {
+                strings: Vec::new(),
+                ..s.clone()
+            }),
+            other => other.clone(),
+        })
+        .collect();
+    let (bytes, _) = written(&header, &[without_strings]);
+    println!(
+        "  names without their strings: {bytes} bytes, {:.1} a sample",
+        per(bytes)
+    );
+
+    for (i, group) in records.chunks(4).enumerate() {
         let mut stacks = HashSet::new();
         let mut nodes = HashSet::new();
-        let mut n = 0;
-        let mut frames = 0;
-        let mut kernel_samples = 0;
+        let mut count = 0;
         for r in group.iter().flatten() {
             if let Record::Sample(s) = r {
-                n += 1;
-                frames += s.user.len() + s.kernel.len();
-                kernel_samples += usize::from(!s.kernel.is_empty());
+                count += 1;
                 let chain: Vec<_> = s.user.iter().rev().chain(s.kernel.iter().rev()).collect();
-                for i in 1..=chain.len() {
-                    nodes.insert(chain[..i].to_vec());
+                for depth in 1..=chain.len() {
+                    nodes.insert(chain[..depth].to_vec());
                 }
                 stacks.insert(chain);
             }
         }
-        println!("  1 s: {n} samples ({kernel_samples} with kernel frames), {frames} frames, {} distinct stacks, {} tree nodes", stacks.len(), nodes.len());
-    }
-    if std::env::var_os("JITTER").is_some() {
-        jitter(&blocks);
-        name_parts(&blocks);
-    }
-    for merge in [2usize, 4, 8] {
-        let mut w = Writer::new(Vec::new(), &header).expect("writes");
-        let before = w.bytes_written();
-        for group in blocks.chunks(merge) {
-            for r in group.iter().flatten().filter(|r| !names(r) && !summary(r)) {
-                w.push(r.clone()).expect("writes");
-            }
-            w.flush().expect("writes");
-        }
-        let bytes = w.bytes_written() - before;
+        let frames: HashSet<_> = nodes.iter().map(|path| path[path.len() - 1]).collect();
         println!(
-            "  records but names, {merge} blocks as one: {bytes} bytes, {:.1} a sample",
-            per(bytes)
-        );
-        let out = w.finish(Summary::default()).expect("writes");
-        let parts = column_sizes(&out);
-        println!(
-            "    each part compressed alone (records, stacks, times, threads): {:?}, a sample: {:?}",
-            parts,
-            parts.map(|b| (per(b as u64) * 10.0).round() / 10.0)
+            "  recorded blocks {}-{}: {count} samples, {} distinct stacks, {} tree nodes, {} \
+             distinct frames",
+            4 * i + 1,
+            4 * i + group.len(),
+            stacks.len(),
+            nodes.len(),
+            frames.len()
         );
     }
-    // As recorded, every time zero (what the times cost).
-    let mut w = Writer::new(Vec::new(), &header).expect("writes");
-    let before = w.bytes_written();
-    for block in &blocks {
-        for r in block.iter().filter(|r| !names(r) && !summary(r)) {
-            let mut r = r.clone();
-            if let Record::Sample(s) = &mut r {
-                s.time = 0;
-            }
-            w.push(r).expect("writes");
+}
+
+/// The bytes of `blocks` written as one block each (the header not counted), and the file.
+fn written(header: &Header, blocks: &[Vec<Record>]) -> (usize, Vec<u8>) {
+    let mut w = Writer::new(Vec::new(), header).expect("writes");
+    let start = w.bytes_written();
+    for block in blocks {
+        for r in block {
+            w.push(r.clone()).expect("writes");
         }
         w.flush().expect("writes");
     }
-    let bytes = w.bytes_written() - before;
-    println!(
-        "  records but names, as recorded, times zero: {bytes} bytes, {:.1} a sample",
-        per(bytes)
-    );
-}
-
-#[allow(dead_code)]
-fn jitter(blocks: &[Vec<Record>]) {
-    use std::collections::HashMap;
-    let mut last: HashMap<u32, u64> = HashMap::new();
-    let mut hist = [0u32; 65];
-    let mut tz = [0u32; 65];
-    let mut shown = 0;
-    for r in blocks.iter().flatten() {
-        if let Record::Sample(s) = r {
-            if let Some(&t) = last.get(&s.tid) {
-                let j = s.time.wrapping_sub(t + s.period) as i64;
-                hist[64 - j.unsigned_abs().leading_zeros() as usize] += 1;
-                tz[j.trailing_zeros().min(64) as usize] += 1;
-                if shown < 30 {
-                    print!("{j} ");
-                    shown += 1;
-                }
-            }
-            last.insert(s.tid, s.time);
-        }
-    }
-    println!();
-    println!("bits: {:?}", &hist[..24]);
-    println!("trailing zeros: {:?}", &tz[..24]);
-}
-
-#[allow(dead_code)]
-fn name_parts(blocks: &[Vec<Record>]) {
-    let z = |b: &[u8]| zstd::bulk::compress(b, 19).expect("compresses").len();
-    let mut all_strings = Vec::new();
-    let mut all_entries = Vec::new();
-    for r in blocks.iter().flatten() {
-        if let Record::Symbols(s) = r {
-            let strings = postcard::to_stdvec(&s.strings).expect("encodes");
-            let entries = postcard::to_stdvec(&s.entries).expect("encodes");
-            let frames: usize = s.entries.iter().map(|e| e.1.len()).sum();
-            println!(
-                "  module {:?}: {} strings ({} bytes, {} zstd), {} entries, {} frames ({} bytes, {} zstd)",
-                s.module,
-                s.strings.len(),
-                strings.len(),
-                z(&strings),
-                s.entries.len(),
-                frames,
-                entries.len(),
-                z(&entries)
-            );
-            all_strings.extend_from_slice(&strings);
-            all_entries.extend_from_slice(&entries);
-        }
-    }
-    let mut lines: Vec<String> = Vec::new();
-    for r in blocks.iter().flatten() {
-        if let Record::Symbols(s) = r {
-            lines.extend(s.strings.iter().cloned());
-        }
-    }
-    let joined = lines.join("\n");
-    let zl = |b: &[u8], l: i32| zstd::bulk::compress(b, l).expect("compresses").len();
-    println!(
-        "  strings joined: {} raw, {} z19, {} z22",
-        joined.len(),
-        zl(joined.as_bytes(), 19),
-        zl(joined.as_bytes(), 22)
-    );
-    lines.sort();
-    let sorted = lines.join("\n");
-    println!(
-        "  strings sorted: {} z19, {} z22",
-        zl(sorted.as_bytes(), 19),
-        zl(sorted.as_bytes(), 22)
-    );
-    println!(
-        "  strings {} zstd, entries {} zstd",
-        z(&all_strings),
-        z(&all_entries)
-    );
+    let bytes = (w.bytes_written() - start) as usize;
+    (bytes, w.finish(Summary::default()).expect("writes"))
 }
 
 fn varint(bytes: &[u8]) -> (u64, &[u8]) {
@@ -282,12 +165,12 @@ fn varint(bytes: &[u8]) -> (u64, &[u8]) {
     panic!("a varint runs off the end");
 }
 
-/// The version 4 records blocks of `file`, each part of their bodies compressed alone (zstd
-/// level 6, as while recording), summed: records, stacks, times, threads.
-fn column_sizes(file: &[u8]) -> [usize; 4] {
-    let mut sizes = [0usize; 4];
+/// The version 4 records blocks of `file`: each of the first four parts of their bodies
+/// compressed alone at zstd 6 (as while recording), summed; and the whole bodies at zstd 3, 6,
+/// 12 and 19.
+fn part_sizes(file: &[u8]) -> ([usize; 4], [usize; 4]) {
+    let mut parts = [0usize; 4];
     let mut levels = [0usize; 4];
-    let mut times = [0usize; 3];
     let mut at = 16;
     while at + 9 <= file.len() {
         let len = u32::from_le_bytes(file[at..at + 4].try_into().expect("4 bytes")) as usize;
@@ -300,55 +183,20 @@ fn column_sizes(file: &[u8]) -> [usize; 4] {
         let (_, rest) = varint(payload);
         let (raw, rest) = varint(rest);
         let body = zstd::bulk::decompress(rest, raw as usize).expect("decompresses");
-        for (i, level) in [3, 6, 12, 19].into_iter().enumerate() {
-            levels[i] += zstd::bulk::compress(&body, level)
+        for (size, level) in levels.iter_mut().zip([3, 6, 12, 19]) {
+            *size += zstd::bulk::compress(&body, level)
                 .expect("compresses")
                 .len();
         }
         let mut rest = &body[..];
-        for (i, size) in sizes.iter_mut().enumerate() {
+        for size in &mut parts {
             let (n, after) = varint(rest);
             let (part, after) = after.split_at(n as usize);
             rest = after;
             if !part.is_empty() {
                 *size += zstd::bulk::compress(part, 6).expect("compresses").len();
             }
-            if i == 2 {
-                // Times: one varint each; split into the low byte and the rest.
-                let mut values = Vec::new();
-                let mut r = part;
-                while !r.is_empty() {
-                    let (v, after) = varint(r);
-                    values.push(v);
-                    r = after;
-                }
-                let mut lo = Vec::new();
-                let mut hi = Vec::new();
-                let mut b0 = Vec::new();
-                let mut b1 = Vec::new();
-                let mut b2 = Vec::new();
-                for v in &values {
-                    lo.push(*v as u8);
-                    put(&mut hi, v >> 8);
-                    b0.push(*v as u8);
-                    b1.push((*v >> 8) as u8);
-                    put(&mut b2, v >> 16);
-                }
-                let z = |b: &[u8]| zstd::bulk::compress(b, 6).expect("compresses").len();
-                times[0] += z(part);
-                times[1] += z(&lo) + z(&hi);
-                times[2] += z(&b0) + z(&b1) + z(&b2);
-            }
         }
     }
-    println!("    whole bodies at zstd 3, 6, 12, 19: {levels:?}; times as varints, low byte + rest, two bytes + rest: {times:?}");
-    sizes
-}
-
-fn put(out: &mut Vec<u8>, mut value: u64) {
-    while value >= 0x80 {
-        out.push((value as u8) | 0x80);
-        value >>= 7;
-    }
-    out.push(value as u8);
+    (parts, levels)
 }

@@ -278,12 +278,17 @@ impl<W: Write> Writer<W> {
     }
 }
 
-/// The payload of a version 4 records block numbered `seq` that holds `records` (each framed
-/// by its size; no samples, so its columns are empty), compressed at zstd `level`. Tests and
-/// the fuzz target use it to build blocks.
+/// The payload of a records block numbered `seq` of a file of `version` 3 or 4 (4: any other
+/// number) that holds `records` (each framed by its size, postcard-encoded; no samples or
+/// names, so the columns of version 4 are empty), compressed at zstd `level`. Tests and the
+/// fuzz target use it to build blocks.
 #[doc(hidden)]
-pub fn records_payload(seq: u64, records: &[u8], level: i32) -> io::Result<Vec<u8>> {
-    compressed_payload(seq, &block_body(records, &Columns::default()), level)
+pub fn records_payload(version: u32, seq: u64, records: &[u8], level: i32) -> io::Result<Vec<u8>> {
+    if version == 3 {
+        compressed_payload(seq, records, level)
+    } else {
+        compressed_payload(seq, &block_body(records, &Columns::default()), level)
+    }
 }
 
 /// A version 4 block before compression: the records, then the samples' columns, each after

@@ -223,7 +223,7 @@ fn a_block_cannot_expand_without_limit() {
     let lost = [5u8, 1, 2];
     varint(&mut records, lost.len() as u64);
     records.extend_from_slice(&lost);
-    let mut payload = records_payload(9, &records, 3).unwrap();
+    let mut payload = records_payload(4, 9, &records, 3).unwrap();
     payload[1] += 1;
     let p = Profile::read(&with_block(good, 2, &payload)[..], "short.rprof").unwrap();
     assert!(
@@ -250,7 +250,7 @@ fn a_block_of_plain_records_reads() {
     let lost = postcard::to_stdvec(&Record::Lost { time: 7, count: 3 }).unwrap();
     varint(&mut records, lost.len() as u64);
     records.extend_from_slice(&lost);
-    let payload = records_payload(2, &records, 3).unwrap();
+    let payload = records_payload(4, 2, &records, 3).unwrap();
     let p = Profile::read(&with_block(good, 2, &payload)[..], "lost.rprof").unwrap();
     assert_eq!(p.lost, 3);
     assert_eq!(p.samples.len(), 400);
@@ -425,7 +425,7 @@ fn version_4_columns_must_match_the_samples() {
 }
 
 /// Issue 13 (version 4): a real recording written again at version 4 reads exactly as the
-/// original (every field of every sample, every named stack), and cut anywhere it reads up to
+/// original (every record, names included; every named stack), and cut anywhere it reads up to
 /// its last complete block. `RPROF_BLESS=1` also writes it as the fuzz seed `raw-v4-threads`.
 #[test]
 fn a_real_recording_written_at_version_4_reads_the_same_and_survives_cuts() {
@@ -450,6 +450,19 @@ fn a_real_recording_written_at_version_4_reads_the_same_and_survives_cuts() {
         let seed = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/raw-v4-threads");
         std::fs::write(seed, [&[0u8][..], &bytes].concat()).unwrap();
     }
+    // Every record comes back as it was, names included.
+    let records = |bytes: &[u8]| {
+        let (_, mut reader) = BlockReader::new(bytes, "p.rprof").unwrap();
+        let mut all = Vec::new();
+        while let Some(records) = reader.next_records().unwrap() {
+            all.extend(records);
+        }
+        assert_eq!(reader.end(), Some(&rprof_profile::format::End::Clean));
+        all
+    };
+    let written = records(&bytes);
+    assert_eq!(written, records(&original));
+    assert!(written.iter().any(|r| matches!(r, Record::Symbols(_))));
     let before = Profile::read(&original[..], "threads-v3.rprof").unwrap();
     let after = Profile::read(&bytes[..], "threads-v4.rprof").unwrap();
     assert_eq!(read_as(&after), read_as(&before));
