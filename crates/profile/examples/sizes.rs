@@ -57,6 +57,24 @@ fn main() {
         .filter(|r| is_names(r))
         .cloned()
         .collect();
+    if std::env::var_os("TIMES").is_some() {
+        for r in blocks.iter().flatten() {
+            if let Record::Sample(s) = r {
+                println!("{} {} {} {}", s.time, s.tid, s.cpu, s.period);
+            }
+        }
+        return;
+    }
+    if std::env::var_os("STRINGS").is_some() {
+        for r in &names {
+            if let Record::Symbols(s) = r {
+                for string in &s.strings {
+                    println!("{:?} {string}", s.module.map(|m| m.0));
+                }
+            }
+        }
+        return;
+    }
 
     for merge in [1usize, 2, 4, 8, blocks.len().max(1)] {
         let groups: Vec<Vec<Record>> = records.chunks(merge).map(|g| g.concat()).collect();
