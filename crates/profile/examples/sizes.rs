@@ -7,8 +7,9 @@
 //! ```sh
 //! cargo run --release -p rprof-profile --example sizes -- rprof.data
 //! ```
-//! A recording made with `rprof record` before version 4 has a block every 250 ms; "4 blocks
-//! as one" is then what version 4's block a second gives.
+//! A recording made with `rprof record` before version 4 has a block every 250 ms; "4 recorded
+//! blocks a block" is then what version 4's block a second gives. `TIMES=1` prints every
+//! sample's time, thread, CPU and period instead, `STRINGS=1` every string of the names.
 
 use std::collections::HashSet;
 use std::fs::File;
