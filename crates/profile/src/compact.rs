@@ -22,14 +22,17 @@
 //! ([`Columns`]): `time` in *times*; `pid tid cpu period` in *threads*; `flags base count
 //! frame[count]` in *stacks*. A sample's record then holds only its tag. A frame's address is
 //! stored against an anchor chosen by [`Anchors`] (a sibling, the parent, or the module's last
-//! frame) rather than always its parent.
+//! frame) rather than always its parent, and a time is due after the same CPU's previous sample
+//! rather than the same thread's. Version 4 also stores `Symbols` records compactly
+//! ([`encode_symbols`]), their strings in the block's text column.
 //!
 //! The tree starts empty in every block, so that blocks stay independent: a block read twice,
 //! out of order or alone decodes the same. A reader bounds the depth of a node and the frames a
 //! block may expand to ([`MAX_DEPTH`], [`MAX_BLOCK_FRAMES`]): a hostile block of a few bytes
 //! cannot make it build stacks without end.
 //!
-//! This module leaves the block framing and compression to `format`.
+//! This module leaves the block framing, the columns' place in a block and compression to
+//! `format`.
 
 use std::collections::HashMap;
 
