@@ -333,7 +333,7 @@ impl Drop for SmallDisk {
 #[test]
 fn a_disk_that_fills_mid_run_does_not_orphan_the_command() {
     let spin = spin();
-    // Room for the header and the first blocks (a block holds at most 250 ms of samples), not
+    // Room for the header and the first blocks (a block holds at most 1 s of samples), not
     // for the whole run. Compressed (issue 13), one busy thread's block at the default 999 Hz is
     // about 1 KB: the recording samples at 10 kHz so that the file still grows by pages.
     let disk = SmallDisk::mount("64k");

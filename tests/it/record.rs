@@ -80,7 +80,7 @@ fn wait_with_limit(child: &mut Child, limit: Duration) -> Option<std::process::E
     }
 }
 
-/// Waits until blocks of samples have reached the profile (a block is flushed every 250 ms
+/// Waits until blocks of samples have reached the profile (a block is flushed every second
 /// once the command runs; by then rprof handles Ctrl-C).
 fn wait_for_samples(path: &Path) {
     let deadline = Instant::now() + LIMIT;

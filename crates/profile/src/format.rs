@@ -3,10 +3,11 @@
 //! ```text
 //! file    := magic[8] version:u32le flags:u32le block*
 //! block   := len:u32le crc32:u32le kind:u8 payload[len - 1]
-//! records := seq:varint raw_len:varint zstd(record*)  (version 3)
+//! records := seq:varint raw_len:varint zstd(body)     (version 4; version 3: zstd(record*))
 //!          | seq:varint record*                       (version 2; version 1: postcard Vec<Record>)
+//! body    := size record*  size stacks  size times  size threads  size text   (sizes: varints)
 //! record  := size:varint bytes[size]                  bytes = postcard(Record): tag varint, fields
-//!                                                     (version 3 samples: see `compact`)
+//!                                                     (samples: see `compact`)
 //! ```
 //! `crc32` covers `kind` and `payload`. Kind 1 is the [`Header`] (always the first block), kind 2
 //! a block of records. A recording appends blocks as it goes, so a profile cut short (rprof
@@ -26,6 +27,11 @@
 //! bytes, so that a small hostile block cannot expand without limit. Blocks that hold names are
 //! compressed harder than the blocks written while recording.
 //!
+//! Version 4 moves the fields of a block's samples out of their records (which keep only their
+//! kind) into three columns after the records: stacks, times, threads. The times are noise to
+//! zstd; on their own they no longer break its matches of the stacks. Names (`Symbols`) are
+//! stored in columns too, their strings in the block's text column ([`crate::compact`]).
+//!
 //! This module only frames, checks and decodes blocks; what the records mean, and the warnings a
 //! reader shows, are `profile.rs`'s.
 
@@ -33,7 +39,8 @@ use std::collections::HashMap;
 use std::io::{self, Read, Write};
 
 use crate::compact::{
-    put_varint, take_varint, SampleDecoder, SampleEncoder, BLOCK_FRAMES, SAMPLE_TAG,
+    decode_symbols, encode_symbols, put_varint, take_varint, Columns, Fields, SampleDecoder,
+    SampleEncoder, BLOCK_FRAMES, SAMPLE_TAG, SYMBOLS_TAG,
 };
 use crate::model::{Header, Record, Summary};
 
@@ -48,7 +55,12 @@ pub const MAGIC: [u8; 8] = *b"RPROF\0\r\n";
 /// Version 3 (issue 13): records blocks are zstd-compressed and samples stored compactly. A
 /// version-2 reader would take them for damage, so the version was bumped; versions 1 and 2
 /// are still read.
-pub const FORMAT_VERSION: u32 = 3;
+///
+/// Version 4 (issue 13): the fields of a block's samples are stored after its records, as
+/// columns (stacks, times, threads), so that zstd matches the stacks apart from the noisy
+/// times. A version-3 reader would misread the samples, so the version was bumped; versions
+/// 1-3 are still read.
+pub const FORMAT_VERSION: u32 = 4;
 /// Largest block a reader accepts; anything larger is taken as corruption.
 pub const MAX_BLOCK: u32 = 256 << 20;
 /// Largest decompressed records payload a reader accepts (version 3). A writer's blocks hold
@@ -129,6 +141,8 @@ pub struct Writer<W: Write> {
     pending_names: bool,
     /// The stack tree and clock of the current block's samples.
     samples: SampleEncoder,
+    /// The fields of the current block's samples (their records hold only their kind).
+    columns: Columns,
     /// Sequence number of the next records block (the first is 1).
     next_seq: u64,
     scratch: Vec<u8>,
@@ -149,6 +163,7 @@ impl<W: Write> Writer<W> {
             pending_records: 0,
             pending_names: false,
             samples: SampleEncoder::default(),
+            columns: Columns::default(),
             next_seq: 1,
             scratch: Vec::new(),
             bytes_written: start.len() as u64,
@@ -165,25 +180,31 @@ impl<W: Write> Writer<W> {
         scratch.clear();
         let encoded = match &record {
             Record::Sample(sample) => {
-                self.samples.encode(sample, &mut scratch);
+                self.samples.encode(sample, &mut self.columns);
+                put_varint(&mut scratch, SAMPLE_TAG);
                 scratch
             }
-            other => {
-                self.pending_names |= matches!(other, Record::Symbols(_));
-                postcard::to_extend(other, scratch).map_err(io::Error::other)?
+            Record::Symbols(symbols) => {
+                self.pending_names = true;
+                put_varint(&mut scratch, SYMBOLS_TAG);
+                encode_symbols(symbols, &mut scratch, &mut self.columns.text);
+                scratch
             }
+            other => postcard::to_extend(other, scratch).map_err(io::Error::other)?,
         };
         self.push_encoded(&encoded);
         self.scratch = encoded;
-        if self.pending.len() >= BLOCK_TARGET || self.samples.frames >= BLOCK_FRAMES {
+        if self.pending.len() + self.columns.len() >= BLOCK_TARGET
+            || self.samples.frames >= BLOCK_FRAMES
+        {
             self.write_pending()?;
         }
         Ok(())
     }
 
     /// Adds an already encoded record (its tag varint and fields) to the current block. Tests
-    /// use it to write records of kinds a later rprof may add. A `Sample` must be in its
-    /// version 3 form (`compact`), not postcard's: use [`push`](Self::push) for samples.
+    /// use it to write records of kinds a later rprof may add. Not for a `Sample`, whose fields
+    /// go to the block's columns: use [`push`](Self::push).
     #[doc(hidden)]
     pub fn push_encoded(&mut self, encoded: &[u8]) {
         put_varint(&mut self.pending, encoded.len() as u64);
@@ -226,9 +247,11 @@ impl<W: Write> Writer<W> {
         } else {
             RECORDS_LEVEL
         };
-        let payload = records_payload(self.next_seq, &self.pending, level)?;
+        let body = block_body(&self.pending, &self.columns);
+        let payload = compressed_payload(self.next_seq, &body, level)?;
         self.write_block(KIND_RECORDS, &payload)?;
         self.pending.clear();
+        self.columns.clear();
         self.pending_records = 0;
         self.pending_names = false;
         self.samples.reset();
@@ -255,16 +278,74 @@ impl<W: Write> Writer<W> {
     }
 }
 
-/// The payload of a version 3 records block numbered `seq`: `records` (each framed by its
-/// size) compressed at zstd `level`. Tests and the fuzz target use it to build blocks.
+/// The payload of a records block numbered `seq` of a file of `version` 3 or 4 (4: any other
+/// number) that holds `records` (each framed by its size, postcard-encoded; no samples or
+/// names, so the columns of version 4 are empty), compressed at zstd `level`. Tests and the
+/// fuzz target use it to build blocks.
 #[doc(hidden)]
-pub fn records_payload(seq: u64, records: &[u8], level: i32) -> io::Result<Vec<u8>> {
-    let mut payload = Vec::with_capacity(records.len() / 4 + 16);
+pub fn records_payload(version: u32, seq: u64, records: &[u8], level: i32) -> io::Result<Vec<u8>> {
+    if version == 3 {
+        compressed_payload(seq, records, level)
+    } else {
+        compressed_payload(seq, &block_body(records, &Columns::default()), level)
+    }
+}
+
+/// A version 4 block before compression: the records, then the samples' columns, each after
+/// its size.
+fn block_body(records: &[u8], columns: &Columns) -> Vec<u8> {
+    let mut body = Vec::with_capacity(records.len() + columns.len() + 16);
+    for part in [
+        records,
+        &columns.stacks,
+        &columns.times,
+        &columns.threads,
+        &columns.text,
+    ] {
+        put_varint(&mut body, part.len() as u64);
+        body.extend_from_slice(part);
+    }
+    body
+}
+
+/// `seq raw_len zstd(body)`: a records payload of version 3 or 4.
+fn compressed_payload(seq: u64, body: &[u8], level: i32) -> io::Result<Vec<u8>> {
+    let mut payload = Vec::with_capacity(body.len() / 4 + 16);
     put_varint(&mut payload, seq);
-    put_varint(&mut payload, records.len() as u64);
-    let compressed = zstd::bulk::compress(records, level)?;
+    put_varint(&mut payload, body.len() as u64);
+    let compressed = zstd::bulk::compress(body, level)?;
     payload.extend_from_slice(&compressed);
     Ok(payload)
+}
+
+/// Splits a version 4 block body into its records and its samples' columns; bytes after the
+/// last column are ignored (room for columns a newer rprof adds).
+fn split_body(body: &[u8]) -> Result<(&[u8], Fields<'_>), String> {
+    let mut rest = body;
+    let mut parts = [&body[..0]; 5];
+    for (part, what) in
+        parts
+            .iter_mut()
+            .zip(["records", "stacks", "times", "threads", "names' text"])
+    {
+        let (size, after) = take_varint(rest)
+            .ok_or_else(|| format!("the size of the block's {what} does not decode"))?;
+        let size = usize::try_from(size)
+            .ok()
+            .filter(|&size| size <= after.len())
+            .ok_or_else(|| format!("the block's {what} run past its end"))?;
+        (*part, rest) = after.split_at(size);
+    }
+    let [records, stacks, times, threads, text] = parts;
+    Ok((
+        records,
+        Fields::Columns {
+            stacks,
+            times,
+            threads,
+            text,
+        },
+    ))
 }
 
 /// Decompresses a version 3 records payload (after `seq`) to exactly the size it states, never
@@ -500,13 +581,20 @@ impl<R: Read> BlockReader<R> {
         }
         let compact = self.version >= 3;
         let decompressed;
+        let mut columns = None;
         let mut rest = if compact {
             decompressed = decompress(rest)?;
-            &decompressed[..]
+            if self.version >= 4 {
+                let (records, fields) = split_body(&decompressed)?;
+                columns = Some(fields);
+                records
+            } else {
+                &decompressed[..]
+            }
         } else {
             rest
         };
-        let mut samples = SampleDecoder::new();
+        let mut samples = SampleDecoder::new(self.version);
         let mut records = Vec::new();
         let mut unknown = 0u64;
         while !rest.is_empty() {
@@ -523,8 +611,21 @@ impl<R: Read> BlockReader<R> {
                 continue;
             }
             if compact && tag == SAMPLE_TAG {
+                // Version 4: the fields are in the columns, and bytes after the kind (a newer
+                // rprof's additions) are ignored.
+                let sample = match &mut columns {
+                    Some(fields) => samples.decode(fields)?,
+                    None => {
+                        let (_, fields) = take_varint(bytes).ok_or("a record has no kind")?;
+                        samples.decode(&mut Fields::Record(fields))?
+                    }
+                };
+                records.push(Record::Sample(sample));
+                continue;
+            }
+            if let (Some(Fields::Columns { text, .. }), SYMBOLS_TAG) = (&mut columns, tag) {
                 let (_, fields) = take_varint(bytes).ok_or("a record has no kind")?;
-                records.push(Record::Sample(samples.decode(fields)?));
+                records.push(Record::Symbols(decode_symbols(fields, text)?));
                 continue;
             }
             // Bytes after the fields this reader knows are ignored: a newer rprof may append
@@ -532,6 +633,9 @@ impl<R: Read> BlockReader<R> {
             let (record, _) = postcard::take_from_bytes::<Record>(bytes)
                 .map_err(|e| format!("a record of kind {tag} does not decode: {e}"))?;
             records.push(record);
+        }
+        if columns.as_ref().is_some_and(|fields| !fields.all_read()) {
+            return Err("the block's columns hold more than its samples and names use".into());
         }
         if seq < self.max_seq {
             self.notes.out_of_order_blocks += 1;

@@ -64,8 +64,10 @@ use rprof_profile::{
 use rprof_unwind::{Frame, Mapping, Mode, ModuleIndex, Outcome, Regs, Unwinder};
 
 /// A finished block reaches the file at least this often, so that a killed record leaves a
-/// readable profile of everything but its last moments.
-pub const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
+/// readable profile of everything but its last second. (It was 250 ms: every block restates
+/// the stacks it uses, and at 999 Hz 1 s blocks make an rg profile's samples 20 % smaller;
+/// the profile's writer still ends a block at about 1 MiB, issue 13.)
+pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// Longest sleep in `poll` (the caller checks --duration and interrupts between rounds).
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 

@@ -197,8 +197,8 @@ fn fix_crc(block: &mut [u8]) {
     block[4..8].copy_from_slice(&crc.to_le_bytes());
 }
 
-/// A records block as a file of `version` holds it (version 2: numbered `seq`; version 3: the
-/// records compressed, as `rprof_profile::format::records_payload` builds them).
+/// A records block as a file of `version` holds it (version 2: numbered `seq`; versions 3 and
+/// 4: the records compressed, as `rprof_profile::format::records_payload` builds them).
 fn records_block(version: u32, seq: u64, records: &[Record]) -> Vec<u8> {
     let payload = if version == 1 {
         postcard::to_stdvec(records).unwrap_or_default()
@@ -210,7 +210,7 @@ fn records_block(version: u32, seq: u64, records: &[Record]) -> Vec<u8> {
             framed.extend_from_slice(&bytes);
         }
         if version >= 3 {
-            rprof_profile::format::records_payload(seq, &framed, 1).unwrap_or_default()
+            rprof_profile::format::records_payload(version, seq, &framed, 1).unwrap_or_default()
         } else {
             let mut payload = Vec::new();
             varint(&mut payload, seq);
