@@ -6,7 +6,8 @@
 # ripgrep that scripts/bench.sh installs into its cache.
 #
 # Usage: scripts/self-profile.sh [SVG]     (default: docs/img/recorder-rg.svg)
-# Environment: SELF_FREQ [4999] the outer recorder's frequency; BENCH_CACHE as in bench.sh.
+# Environment: SELF_FREQ [4999] the outer recorder's frequency; SELF_INNER [the rprof just built]
+# the recorder profiled (another build, to compare); BENCH_CACHE as in bench.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -26,6 +27,7 @@ fi
 
 cargo build --release --locked -p rprof 2>&1 | tail -1 >&2
 RPROF=$REPO/target/release/rprof
+INNER=${SELF_INNER:-$RPROF}
 W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
 "$RG" --no-ignore --hidden --count-matches zzz "$CORPUS" >/dev/null 2>&1 || true # warm the cache
@@ -33,7 +35,7 @@ trap 'rm -rf "$W"' EXIT
 # The inner recorder writes its pid first, so that the outer profile can be cut to it (the
 # outer recording also holds ripgrep's own samples: its cgroup events see the inner command).
 "$RPROF" record -F "$FREQ" -o "$W/self.data" -- sh -c 'echo $$ >"$1"; shift; exec "$@"' sh \
-    "$W/inner.pid" "$RPROF" record -o "$W/inner.data" -- \
+    "$W/inner.pid" "$INNER" record -o "$W/inner.data" -- \
     "$RG" --no-ignore --hidden --count-matches '[A-Z][a-z]+(Error|Iter)[a-z]*\(' "$CORPUS" \
     >/dev/null
 PID=$(cat "$W/inner.pid")
