@@ -122,6 +122,25 @@ fn parse_pages(text: &str) -> anyhow::Result<usize> {
     Ok(rounded as usize)
 }
 
+/// The stack copy of a dwarf call graph (0 otherwise).
+fn call_graph_stack(call_graph: CallGraph) -> u32 {
+    match call_graph {
+        CallGraph::Dwarf { stack_size } => stack_size,
+        _ => 0,
+    }
+}
+
+/// `bytes` as `-m` takes it: `16M`, `512K`, or bytes.
+fn size_text(bytes: usize) -> String {
+    if bytes >= 1 << 20 && bytes.is_multiple_of(1 << 20) {
+        format!("{}M", bytes >> 20)
+    } else if bytes >= 1 << 10 && bytes.is_multiple_of(1 << 10) {
+        format!("{}K", bytes >> 10)
+    } else {
+        bytes.to_string()
+    }
+}
+
 /// Checks every flag and gives the recording's options.
 pub fn validate(args: Args) -> anyhow::Result<Options> {
     let event = rprof_events::parse(&args.event).map_err(event_error)?;
@@ -161,6 +180,17 @@ pub fn validate(args: Args) -> anyhow::Result<Options> {
         (None, false) => Target::Command(args.command),
     };
     let pages = args.mmap_pages.as_deref().map(parse_pages).transpose()?;
+    if let Some(needed) =
+        pages.and_then(|p| rprof_record::open::explicit_ring_too_small(p, call_graph))
+    {
+        return Err(usage(format!(
+            "-m {} is too small for {}-byte stack copies (--call-graph dwarf): a ring buffer must hold at least {} samples, or they are lost; use -m {} or more, or copy less stack (--call-graph dwarf,SIZE)",
+            args.mmap_pages.as_deref().unwrap_or_default(),
+            call_graph_stack(call_graph),
+            rprof_record::open::MIN_SAMPLES_PER_EXPLICIT_RING,
+            size_text(needed),
+        )));
+    }
     Ok(Options {
         output: args.output,
         event,

@@ -623,6 +623,45 @@ fn bad_numbers_are_usage_errors() {
     assert!(one_line(&stderr(&out)).contains("frequency"));
 }
 
+/// A ring buffer asked for with `-m` that cannot hold a few samples with their stack copies is
+/// refused before COMMAND runs, with the size that would do: `-m 64K` with the default 64 KiB
+/// copies recorded 0 samples and thousands lost. Smaller copies, or frame pointers, fit.
+#[test]
+fn ring_too_small_for_the_stack_copies_is_a_usage_error() {
+    let dir = tempdir();
+    let marker = dir.path().join("ran");
+    let marker_s = marker.to_str().unwrap();
+    let out = run_rprof(
+        dir.path(),
+        &["record", "-m", "64K", "--", "touch", marker_s],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    let line = one_line(&err);
+    assert!(
+        line.contains("-m 64K is too small for 65528-byte stack copies"),
+        "{line}"
+    );
+    assert!(line.contains("use -m 1M or more"), "{line}");
+    assert!(!marker.exists());
+    assert!(!dir.path().join("rprof.data").exists());
+    for call_graph in ["dwarf,4096", "fp"] {
+        let out = run_rprof(
+            dir.path(),
+            &[
+                "record",
+                "-m",
+                "64K",
+                "--call-graph",
+                call_graph,
+                "--",
+                "true",
+            ],
+        );
+        assert_eq!(out.status.code(), Some(0), "{call_graph}: {}", stderr(&out));
+    }
+}
+
 #[test]
 fn unwritable_output_fails_before_the_command_starts() {
     let dir = tempdir();

@@ -55,6 +55,25 @@ pub fn fitted_stack_copy(pages: usize, asked: u32) -> u32 {
     asked.min(room.max(MIN_FITTED_STACK_COPY))
 }
 
+/// Samples a ring buffer sized with `-m` must hold with its stack copies: below that, most
+/// samples of a busy CPU are lost before the recorder can read them (and none at all when one
+/// sample does not fit).
+pub const MIN_SAMPLES_PER_EXPLICIT_RING: usize = 8;
+
+/// Why a ring of `pages` data pages, asked for with `-m`, cannot serve `call_graph`: `Some` with
+/// the smallest ring that can, in bytes, when it holds fewer than
+/// [`MIN_SAMPLES_PER_EXPLICIT_RING`] dwarf samples. A ring sized by rprof is never refused: its
+/// stack copy is fitted to it ([`fitted_stack_copy`]).
+pub fn explicit_ring_too_small(pages: usize, call_graph: CallGraph) -> Option<usize> {
+    let CallGraph::Dwarf { stack_size } = call_graph else {
+        return None;
+    };
+    let page = rprof_perf::ring::page_size();
+    let sample = (stack_size as usize).saturating_add(SAMPLE_OVERHEAD);
+    let needed = sample.saturating_mul(MIN_SAMPLES_PER_EXPLICIT_RING);
+    (pages.saturating_mul(page) < needed).then(|| needed.next_power_of_two().max(page))
+}
+
 /// What the samplers sample, as the session asks for it.
 pub(crate) struct Request<'a> {
     pub event: &'a Event,
