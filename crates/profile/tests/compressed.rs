@@ -100,6 +100,21 @@ fn recording(blocks: u64) -> (Vec<u8>, Vec<Sample>) {
     (bytes, samples)
 }
 
+/// A profile cut at `cut` says why it ends: inside a block, "cut short"; between two (a
+/// `starts` offset), the recording "did not finish".
+fn assert_cut_warning(p: &Profile, starts: &[usize], cut: usize) {
+    let said = if starts.contains(&cut) {
+        "did not finish"
+    } else {
+        "cut short"
+    };
+    assert!(
+        p.warnings.iter().any(|w| w.contains(said)),
+        "cut at {cut}: {:?}",
+        p.warnings
+    );
+}
+
 /// Offsets where each block starts, and the end of the file.
 fn block_starts(bytes: &[u8]) -> Vec<usize> {
     let mut starts = vec![16];
@@ -167,16 +182,7 @@ fn a_cut_compressed_profile_reads_up_to_its_last_complete_block() {
         assert_eq!(p.samples.len(), expected, "cut at {cut}");
         assert_eq!(p.samples[..], samples[..expected], "cut at {cut}");
         // Cut inside a block: "cut short"; between two: the recording did not finish.
-        let said = if starts.contains(&cut) {
-            "did not finish"
-        } else {
-            "cut short"
-        };
-        assert!(
-            p.warnings.iter().any(|w| w.contains(said)),
-            "cut at {cut}: {:?}",
-            p.warnings
-        );
+        assert_cut_warning(&p, &starts, cut);
     }
 }
 
@@ -484,15 +490,6 @@ fn a_real_recording_written_at_version_4_reads_the_same_and_survives_cuts() {
             before.samples.starts_with(&p.samples),
             "cut at {cut}: not a prefix of the recording"
         );
-        let said = if starts.contains(&cut) {
-            "did not finish"
-        } else {
-            "cut short"
-        };
-        assert!(
-            p.warnings.iter().any(|w| w.contains(said)),
-            "cut at {cut}: {:?}",
-            p.warnings
-        );
+        assert_cut_warning(&p, &starts, cut);
     }
 }
