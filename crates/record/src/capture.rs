@@ -410,6 +410,7 @@ impl Capture {
             max_stack: usize::try_from(self.max_stack).unwrap_or(usize::MAX),
             kernel_build_id: self.kernel_build_id.clone(),
             capture: None,
+            live: false,
         }
     }
 

@@ -737,4 +737,91 @@ mod replay {
         // Nothing of this is a sample.
         assert!(profile.samples.is_empty());
     }
+
+    /// Issue 13: a LOST record may have taken a process's MMAP records with it. A live recorder
+    /// then reads `/proc/PID/maps` again for the first sample of that process it cannot unwind
+    /// (here: this test process, of which no mapping was ever recorded), and names the sample's
+    /// code; a replay (whose processes are not the ones in `/proc`) does not, nor does a live
+    /// recorder before anything was lost.
+    #[test]
+    fn mappings_are_read_again_after_lost_records() {
+        use rprof_perf::parse::x86_64;
+        let format = SampleFormat {
+            sample_type: u64::from(
+                sys::PERF_SAMPLE_IP
+                    | sys::PERF_SAMPLE_TID
+                    | sys::PERF_SAMPLE_TIME
+                    | sys::PERF_SAMPLE_REGS_USER
+                    | sys::PERF_SAMPLE_STACK_USER,
+            ),
+            regs_user_mask: (1 << x86_64::BP) | (1 << x86_64::SP) | (1 << x86_64::IP),
+            read_format: 0,
+            sample_id_all: true,
+        };
+        let pid = std::process::id();
+        let ip = mappings_are_read_again_after_lost_records as fn() as usize as u64;
+        let lost = |time: u64| {
+            let mut body = Vec::new();
+            body.extend(1u64.to_ne_bytes()); // id
+            body.extend(5u64.to_ne_bytes()); // lost
+            body.extend(sample_id(&format, pid, pid, time));
+            perf_record(sys::PERF_RECORD_LOST, &body)
+        };
+        let sample = |time: u64| {
+            let mut body = Vec::new();
+            body.extend(ip.to_ne_bytes());
+            body.extend(pid.to_ne_bytes());
+            body.extend(pid.to_ne_bytes());
+            body.extend(time.to_ne_bytes());
+            body.extend(u64::from(sys::PERF_SAMPLE_REGS_ABI_64).to_ne_bytes());
+            // BP, SP, IP (mask order); no stack bytes copied.
+            body.extend(0u64.to_ne_bytes());
+            body.extend(0x7fff_0000_0000u64.to_ne_bytes());
+            body.extend(ip.to_ne_bytes());
+            body.extend(0u64.to_ne_bytes());
+            perf_record(sys::PERF_RECORD_SAMPLE, &body)
+        };
+        let named = |live: bool, rounds: Vec<Vec<Vec<u8>>>| {
+            let settings = Settings {
+                max_stack: 127,
+                kernel_build_id: None,
+                capture: None,
+                live,
+            };
+            let mut recorder = crate::Recorder::with_settings(
+                Vec::new(),
+                &Header::default(),
+                rprof_perf::CallGraph::Dwarf { stack_size: 8192 },
+                settings,
+            )
+            .unwrap();
+            let mut source = Rounds { format, rounds };
+            for _ in 0..3 {
+                recorder.drain(&mut source).unwrap();
+            }
+            let (bytes, stats) = recorder.finish(|_, _| Vec::new()).unwrap();
+            assert_eq!(stats.samples, 2);
+            let profile = rprof_profile::Profile::read(&bytes[..], "test").unwrap();
+            profile
+                .samples
+                .iter()
+                .map(|s| s.user.first().is_some_and(|a| a.module.is_some()))
+                .collect::<Vec<bool>>()
+        };
+        // Live, after a loss: the first failing sample reads the maps; both are named.
+        assert_eq!(
+            named(true, vec![vec![lost(10), sample(20)], vec![sample(30)]]),
+            [true, true]
+        );
+        // Replayed: never.
+        assert_eq!(
+            named(false, vec![vec![lost(10), sample(20)], vec![sample(30)]]),
+            [false, false]
+        );
+        // Live, nothing lost: the process is unknown, and /proc is not read.
+        assert_eq!(
+            named(true, vec![vec![sample(20)], vec![sample(30)]]),
+            [false, false]
+        );
+    }
 }
