@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::util::{
-    as_nobody, build_c, fixture_out_dir, is_root, mapped_byte, repo_root, rprof, rprof_bin, skip,
-    stderr, stdout, tempdir,
+    as_nobody, build_c, build_rust, is_root, mapped_byte, rprof, rprof_bin, skip, stderr, stdout,
+    tempdir,
 };
 
 fn fixture() -> PathBuf {
@@ -202,24 +202,7 @@ fn rust_program_through_the_system_allocator() {
     if !is_root() {
         return skip("uprobes and BPF need root");
     }
-    let exe = fixture_out_dir().join("alloc_rust");
-    let tmp = fixture_out_dir().join("alloc_rust.tmp");
-    let status = Command::new("rustc")
-        .args([
-            "-C",
-            "opt-level=2",
-            "-C",
-            "debuginfo=2",
-            "--edition",
-            "2021",
-            "-o",
-        ])
-        .arg(&tmp)
-        .arg(repo_root().join("fixtures").join("alloc_rust.rs"))
-        .status()
-        .expect("rustc runs");
-    assert!(status.success());
-    std::fs::rename(&tmp, &exe).unwrap();
+    let exe = build_rust("alloc_rust.rs", "alloc_rust");
     let dir = tempdir();
     let json = record(dir.path(), &exe, &["--alloc-sample", "64K"]);
     let s = &json["summary"];

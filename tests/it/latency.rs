@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::util::{
-    as_nobody, build_c, fixture_out_dir, is_root, mapped_byte, repo_root, rprof, skip, stderr,
-    stdout, tempdir,
+    as_nobody, build_c, build_rust, fixture_out_dir, is_root, mapped_byte, repo_root, rprof, skip,
+    stderr, stdout, tempdir,
 };
 
 fn fixture() -> PathBuf {
@@ -444,28 +444,7 @@ fn rust_function_by_demangled_path() {
     if !is_root() {
         return skip("uprobes need root or CAP_PERFMON");
     }
-    let exe = {
-        let _guard = LIB_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        let exe = fixture_out_dir().join("latency_rust");
-        let tmp = fixture_out_dir().join("latency_rust.tmp");
-        let status = Command::new("rustc")
-            .args([
-                "-C",
-                "opt-level=2",
-                "-C",
-                "debuginfo=2",
-                "--edition",
-                "2021",
-                "-o",
-            ])
-            .arg(&tmp)
-            .arg(repo_root().join("fixtures").join("latency_rust.rs"))
-            .status()
-            .expect("rustc runs");
-        assert!(status.success());
-        std::fs::rename(&tmp, &exe).unwrap();
-        exe
-    };
+    let exe = build_rust("latency_rust.rs", "latency_rust");
     let dir = tempdir();
     let truth = dir.path().join("truth.txt");
     let out = rprof(

@@ -14,8 +14,8 @@ use std::sync::OnceLock;
 use serde_json::Value;
 
 use crate::util::{
-    as_nobody, build_c, fixture_out_dir, is_root, repo_root, rprof_bin, run_rprof, skip, stderr,
-    stdout, tempdir, unprivileged_check_unavailable,
+    as_nobody, build_c, build_rust, is_root, repo_root, rprof_bin, run_rprof, skip, stderr, stdout,
+    tempdir, unprivileged_check_unavailable,
 };
 
 /// One `--off-cpu` recording of a fixture: its profile and what it printed.
@@ -69,27 +69,7 @@ fn c_recording() -> &'static Recorded {
 
 fn rust_recording() -> &'static Recorded {
     static RECORDED: OnceLock<Recorded> = OnceLock::new();
-    RECORDED.get_or_init(|| {
-        let exe = fixture_out_dir().join("locks_rust");
-        let tmp = exe.with_extension("tmp");
-        let status = Command::new("rustc")
-            .args([
-                "-C",
-                "opt-level=2",
-                "-C",
-                "debuginfo=2",
-                "--edition",
-                "2021",
-            ])
-            .arg("-o")
-            .arg(&tmp)
-            .arg(repo_root().join("fixtures").join("locks_rust.rs"))
-            .status()
-            .expect("rustc runs");
-        assert!(status.success());
-        std::fs::rename(&tmp, &exe).unwrap();
-        Recorded::new(&exe)
-    })
+    RECORDED.get_or_init(|| Recorded::new(&build_rust("locks_rust.rs", "locks_rust")))
 }
 
 fn n(v: &Value) -> u64 {

@@ -113,6 +113,39 @@ pub fn build_c(source: &str, name: &str, flags: &[&str]) -> PathBuf {
     out
 }
 
+/// Compiles `fixtures/<source>` (Rust) with rustc (`-C opt-level=2 -C debuginfo=2`, edition
+/// 2021) into an executable named `name`, rebuilding only when the source is newer. Returns
+/// the executable's path.
+pub fn build_rust(source: &str, name: &str) -> PathBuf {
+    let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let src = repo_root().join("fixtures").join(source);
+    let out = fixture_out_dir().join(name);
+    let stale = match (std::fs::metadata(&src), std::fs::metadata(&out)) {
+        (Ok(s), Ok(o)) => s.modified().ok() > o.modified().ok(),
+        _ => true,
+    };
+    if stale {
+        let tmp = out.with_extension("tmp");
+        let status = Command::new("rustc")
+            .args([
+                "-C",
+                "opt-level=2",
+                "-C",
+                "debuginfo=2",
+                "--edition",
+                "2021",
+            ])
+            .arg("-o")
+            .arg(&tmp)
+            .arg(&src)
+            .status()
+            .expect("rustc runs");
+        assert!(status.success(), "rustc failed on {}", src.display());
+        std::fs::rename(&tmp, &out).expect("rename built fixture");
+    }
+    out
+}
+
 /// Compares `actual` with the expected file `fixtures/golden/<name>`; with `RPROF_BLESS=1` in the
 /// environment, rewrites the expected file instead.
 pub fn assert_golden(name: &str, actual: &str) {
