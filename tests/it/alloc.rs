@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use crate::util::{
     as_nobody, build_c, build_rust, is_root, mapped_byte, rprof, rprof_bin, skip, stderr, stdout,
-    tempdir,
+    tempdir, KillOnDrop,
 };
 
 fn fixture() -> PathBuf {
@@ -324,15 +324,6 @@ fn malloc_offset(libc: &Path) -> u64 {
     panic!("malloc outside every PT_LOAD");
 }
 
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Issue 14: `-p` attaches to a running process and the probes (breakpoints in libc's
 /// malloc) and BPF filters are gone when rprof ends, however it ends: here SIGKILL.
 #[test]
@@ -341,7 +332,7 @@ fn attach_and_probes_go_away_after_kill_9() {
         return skip("uprobes and BPF need root");
     }
     let dir = tempdir();
-    let target = Child(
+    let target = KillOnDrop(
         Command::new("sleep")
             .arg("600")
             .stdin(Stdio::null())
@@ -428,7 +419,7 @@ fn attached_stacks_follow_the_sampling_rate() {
     }
     let exe = build_c("bench_alloc.c", "bench_alloc", &["-g", "-O2"]);
     let _one = one_at_a_time();
-    let target = Child(
+    let target = KillOnDrop(
         Command::new(&exe)
             .arg("100000000000")
             .stdin(Stdio::null())

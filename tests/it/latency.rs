@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::util::{
     as_nobody, build_c, build_rust, fixture_out_dir, is_root, mapped_byte, repo_root, rprof, skip,
-    stderr, stdout, tempdir,
+    stderr, stdout, tempdir, KillOnDrop,
 };
 
 fn fixture() -> PathBuf {
@@ -251,15 +251,6 @@ fn shared_library_function() {
     assert_eq!(function(&json, "libc:fprintf")["count"], 1000, "{json}");
 }
 
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Issue 15: `-p` attaches to a running process; the probes are breakpoints in its code while
 /// rprof runs and are gone after rprof ends, however it ends (here: SIGKILL).
 #[test]
@@ -269,7 +260,7 @@ fn attach_and_probes_go_away_on_every_exit() {
     }
     let exe = fixture();
     let dir = tempdir();
-    let target = Child(
+    let target = KillOnDrop(
         Command::new(&exe)
             .args(["forever", "/dev/null"])
             .spawn()

@@ -89,44 +89,25 @@ static BUILD_LOCK: Mutex<()> = Mutex::new(());
 /// Compiles `fixtures/<source>` (C) with gcc and `flags` into an executable named `name`,
 /// rebuilding only when the source is newer. Returns the executable's path.
 pub fn build_c(source: &str, name: &str, flags: &[&str]) -> PathBuf {
-    let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let src = repo_root().join("fixtures").join(source);
-    let out = fixture_out_dir().join(name);
-    let stale = match (std::fs::metadata(&src), std::fs::metadata(&out)) {
-        (Ok(s), Ok(o)) => s.modified().ok() > o.modified().ok(),
-        _ => true,
-    };
-    if stale {
-        let tmp = out.with_extension("tmp");
-        let status = Command::new("gcc")
-            .args(flags)
+    build_fixture(source, name, |src, tmp| {
+        let mut gcc = Command::new("gcc");
+        gcc.args(flags)
             .arg("-o")
-            .arg(&tmp)
-            .arg(&src)
+            .arg(tmp)
+            .arg(src)
             .arg("-lpthread")
-            .arg("-lm")
-            .status()
-            .expect("gcc runs");
-        assert!(status.success(), "gcc failed on {}", src.display());
-        std::fs::rename(&tmp, &out).expect("rename built fixture");
-    }
-    out
+            .arg("-lm");
+        gcc
+    })
 }
 
 /// Compiles `fixtures/<source>` (Rust) with rustc (`-C opt-level=2 -C debuginfo=2`, edition
 /// 2021) into an executable named `name`, rebuilding only when the source is newer. Returns
 /// the executable's path.
 pub fn build_rust(source: &str, name: &str) -> PathBuf {
-    let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let src = repo_root().join("fixtures").join(source);
-    let out = fixture_out_dir().join(name);
-    let stale = match (std::fs::metadata(&src), std::fs::metadata(&out)) {
-        (Ok(s), Ok(o)) => s.modified().ok() > o.modified().ok(),
-        _ => true,
-    };
-    if stale {
-        let tmp = out.with_extension("tmp");
-        let status = Command::new("rustc")
+    build_fixture(source, name, |src, tmp| {
+        let mut rustc = Command::new("rustc");
+        rustc
             .args([
                 "-C",
                 "opt-level=2",
@@ -136,11 +117,32 @@ pub fn build_rust(source: &str, name: &str) -> PathBuf {
                 "2021",
             ])
             .arg("-o")
-            .arg(&tmp)
-            .arg(&src)
-            .status()
-            .expect("rustc runs");
-        assert!(status.success(), "rustc failed on {}", src.display());
+            .arg(tmp)
+            .arg(src);
+        rustc
+    })
+}
+
+/// Runs the compiler `command(source, temporary output)` when `fixtures/<source>` is newer
+/// than the executable `name` (or it is missing), then moves the output into place, so that
+/// a test never runs a half-written executable. One build at a time.
+fn build_fixture(
+    source: &str,
+    name: &str,
+    command: impl FnOnce(&Path, &Path) -> Command,
+) -> PathBuf {
+    let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let src = repo_root().join("fixtures").join(source);
+    let out = fixture_out_dir().join(name);
+    let stale = match (std::fs::metadata(&src), std::fs::metadata(&out)) {
+        (Ok(s), Ok(o)) => s.modified().ok() > o.modified().ok(),
+        _ => true,
+    };
+    if stale {
+        let tmp = out.with_extension("tmp");
+        let mut compiler = command(&src, &tmp);
+        let status = compiler.status().expect("the compiler runs");
+        assert!(status.success(), "{compiler:?} failed on {}", src.display());
         std::fs::rename(&tmp, &out).expect("rename built fixture");
     }
     out
@@ -266,4 +268,15 @@ pub fn mapped_byte(pid: u32, file: &Path, offset: u64) -> u8 {
         "offset {offset:#x} of {} not mapped in {pid}",
         file.display()
     );
+}
+
+/// A child process killed and reaped when the test ends, however it ends (a failed assertion
+/// included).
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
