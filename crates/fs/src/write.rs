@@ -12,7 +12,8 @@
 //! 3. a new temporary file is created beside it with `O_CREAT | O_EXCL | O_NOFOLLOW` and an
 //!    explicit mode ([`Access`]), so it is ours and nobody else's;
 //! 4. under sudo (effective uid 0 with `SUDO_UID`/`SUDO_GID` set) that file, and only that
-//!    file, because rprof just created it, is handed to the invoking user with `fchown`;
+//!    file, because rprof just created it, is handed to the invoking user with `fchown`
+//!    (except rprof's own cache files, [`Access::Own`]);
 //! 5. [`NewFile::commit`] renames it over the destination: a link or another user's file is
 //!    replaced, never written through. Until then, an existing destination is untouched, and a
 //!    `NewFile` dropped without `commit` removes its temporary file.
@@ -48,12 +49,15 @@ pub enum Access {
     /// Mode 0666 minus the umask, like any file an ordinary tool writes: flame graphs, folded
     /// stacks, counts.
     Shared,
+    /// Mode 0600 and never handed to the invoking user under sudo: a file rprof keeps for its
+    /// own later runs as the same user (its name cache), which must stay the effective user's.
+    Own,
 }
 
 impl Access {
     fn mode(self) -> Mode {
         match self {
-            Access::Private => Mode::from_bits_truncate(0o600),
+            Access::Private | Access::Own => Mode::from_bits_truncate(0o600),
             Access::Shared => Mode::from_bits_truncate(0o666),
         }
     }
@@ -215,7 +219,7 @@ impl NewFile {
         }
         let (temp, fd) =
             create_temp(&dir, &name, access.mode()).map_err(|e| fail(WriteErrorKind::Create(e)))?;
-        let handover = match sudo_user() {
+        let handover = match sudo_user().filter(|_| access != Access::Own) {
             None => Handover::NotNeeded,
             // Safe because rprof created this file a moment ago (O_EXCL): it is nobody else's.
             Some((uid, gid)) => match nix::unistd::fchown(&fd, Some(uid), Some(gid)) {
