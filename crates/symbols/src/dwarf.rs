@@ -171,6 +171,128 @@ impl LazyDwarf {
     }
 }
 
+/// Most change points [`LazyDwarf::pieces`] gives for one function: a larger function is
+/// named an address at a time.
+pub(crate) const MAX_PIECES: usize = 1 << 14;
+
+impl LazyDwarf {
+    /// The range `[lo, hi)` of the function holding `probe` and every address in it where a
+    /// lookup's answer may change (`lo` first, ascending): the starts and ends of unit,
+    /// function, inlined call and line sequence ranges, and line rows. Between two of them
+    /// every search [`find_frames`](Self::find_frames) makes compares the same way, so it gives
+    /// the same answer. `None` when that cannot be promised: no function holds `probe`, it has
+    /// no name (the symbol table would name it), another unit or function overlaps its range,
+    /// or it has more than [`MAX_PIECES`] change points.
+    pub(crate) fn pieces(&mut self, probe: u64) -> Result<Option<(u64, u64, Vec<u64>)>, Error> {
+        let [unit] = self.index.candidates(probe)[..] else {
+            return Ok(None);
+        };
+        let slot = self.cache.slot(&self.index, unit)?;
+        if slot.unit.dwo_id.is_some() {
+            return Ok(None);
+        }
+        let dw_unit = Arc::clone(&slot.unit);
+        let functions = self.cache.functions(&self.index, unit, &dw_unit)?;
+        let Some(number) = functions.find(probe) else {
+            return Ok(None);
+        };
+        let Some(&(range, _)) = functions
+            .ranges
+            .iter()
+            .find(|(r, n)| *n == number && r.begin <= probe && probe < r.end)
+        else {
+            return Ok(None);
+        };
+        let function = self
+            .cache
+            .function(&self.index, unit, &dw_unit, &functions, number)?;
+        if function.name.is_none() {
+            return Ok(None);
+        }
+        let points = self.change_points(range.begin, range.end, Some((&function, range)))?;
+        Ok(points.map(|points| (range.begin, range.end, points)))
+    }
+
+    /// Every address in `[lo, hi)` where a lookup's answer may change, as for
+    /// [`pieces`](Self::pieces), for a range the caller chose (a symbol's) that no DWARF
+    /// function overlaps: there, lookups give the line table's file and line only. `None` when
+    /// a function or a second unit overlaps the range.
+    pub(crate) fn pieces_in(&mut self, lo: u64, hi: u64) -> Result<Option<Vec<u64>>, Error> {
+        self.change_points(lo, hi, None)
+    }
+
+    /// `lo` and the change points inside `(lo, hi)`, sorted; `function` is the one function
+    /// (with its range) allowed to overlap the range.
+    fn change_points(
+        &mut self,
+        lo: u64,
+        hi: u64,
+        function: Option<(&Function, gimli::Range)>,
+    ) -> Result<Option<Vec<u64>>, Error> {
+        let inside = |begin: u64, end: u64| begin < hi && lo < end;
+        let mut points = vec![lo];
+        let note = |points: &mut Vec<u64>, begin: u64, end: u64| {
+            points.extend([begin, end].into_iter().filter(|&a| lo < a && a < hi));
+        };
+        // Another unit here could answer for part of the range: not promised.
+        let mut unit = None;
+        let first = self.index.ranges.partition_point(|r| r.end <= lo);
+        for r in self.index.ranges[first..]
+            .iter()
+            .take_while(|r| r.min_begin < hi)
+        {
+            if inside(r.begin, r.end) {
+                if unit.is_some_and(|u| u != r.unit) {
+                    return Ok(None);
+                }
+                unit = Some(r.unit);
+                note(&mut points, r.begin, r.end);
+            }
+        }
+        let Some(unit) = unit else {
+            // No unit: lookups find nothing anywhere in the range.
+            return Ok(Some(points));
+        };
+        let slot = self.cache.slot(&self.index, unit)?;
+        if slot.unit.dwo_id.is_some() {
+            return Ok(None);
+        }
+        let dw_unit = Arc::clone(&slot.unit);
+        let functions = self.cache.functions(&self.index, unit, &dw_unit)?;
+        for (r, _) in &functions.ranges {
+            if inside(r.begin, r.end) && function.is_none_or(|(_, own)| *r != own) {
+                return Ok(None);
+            }
+        }
+        if let Some((function, _)) = function {
+            for call in &function.call_ranges {
+                note(&mut points, call.range.begin, call.range.end);
+            }
+        }
+        if let Some(lines) = self.cache.lines(&self.index, unit, &dw_unit)? {
+            for sequence in &lines.sequences {
+                if !inside(sequence.start, sequence.end) {
+                    continue;
+                }
+                note(&mut points, sequence.start, sequence.end);
+                let from = sequence.rows.partition_point(|r| r.address <= lo);
+                points.extend(
+                    sequence.rows[from..]
+                        .iter()
+                        .map(|r| r.address)
+                        .take_while(|&a| a < hi),
+                );
+                if points.len() > MAX_PIECES * 4 {
+                    return Ok(None);
+                }
+            }
+        }
+        points.sort_unstable();
+        points.dedup();
+        Ok((points.len() <= MAX_PIECES).then_some(points))
+    }
+}
+
 /// The frames of `function` at `probe`: its inlined calls innermost first, each with the
 /// location inside it (the line table's for the innermost, the call site for the others).
 fn frames(

@@ -208,3 +208,139 @@ fn lazy_namer_matches_addr2line_by_hand() {
     let tally = assert_same(Path::new(path), step);
     assert!(tally.named > 0, "{tally:?}");
 }
+
+/// Issue 13: a function's pieces (`ElfModule::pieces`, what the name cache keeps) give, at
+/// every address they cover, what naming that address alone gives. Checked at every address of
+/// every function that pieces are given for, starting from every `step`th address, up to
+/// `budget` addresses. Returns (addresses checked, functions given in pieces).
+fn check_pieces(path: &Path, step: u64, budget: usize) -> (usize, usize) {
+    let shown = path.display().to_string();
+    let base = open(path).unwrap();
+    let file = parse(&base, &shown).unwrap();
+    let mut starts = Vec::new();
+    for section in file.sections() {
+        let exec = match section.flags() {
+            SectionFlags::Elf { sh_flags, .. } => sh_flags.contains(object::elf::SHF_EXECINSTR),
+            _ => false,
+        };
+        if exec {
+            let end = section.address().saturating_add(section.size());
+            starts.extend((section.address()..end).step_by(step as usize));
+        }
+    }
+    check_pieces_from(path, &starts, budget)
+}
+
+/// [`check_pieces`] from the addresses `starts` (ascending).
+fn check_pieces_from(path: &Path, starts: &[u64], budget: usize) -> (usize, usize) {
+    use crate::elf::ElfModule;
+    let shown = path.display().to_string();
+    let roots = [PathBuf::from("/usr/lib/debug")];
+    let mut module = ElfModule::load(&shown, None, &roots);
+    let mut exact = ElfModule::load(&shown, None, &roots);
+    let (mut checked, mut functions) = (0usize, 0usize);
+    let mut covered_until = 0u64;
+    {
+        for &addr in starts {
+            if checked >= budget {
+                break;
+            }
+            if addr >= covered_until {
+                let pieces = module.pieces(addr);
+                if let (Some(first), Some(last)) = (pieces.first(), pieces.last()) {
+                    functions += 1;
+                    assert!(
+                        first.0 <= addr && addr < last.1,
+                        "{shown}: {addr:#x} not covered"
+                    );
+                    for pair in pieces.windows(2) {
+                        assert_eq!(pair[0].1, pair[1].0, "{shown}: pieces not contiguous");
+                        assert_ne!(pair[0].2, pair[1].2, "{shown}: equal neighbours not merged");
+                    }
+                    for (start, end, location) in &pieces {
+                        for a in *start..*end {
+                            assert_eq!(
+                                &exact.locate(a),
+                                location,
+                                "{shown}: {a:#x} in the piece {start:#x}..{end:#x}"
+                            );
+                        }
+                        checked += (end - start) as usize;
+                    }
+                    covered_until = last.1;
+                }
+            }
+        }
+    }
+    eprintln!("{shown}: {checked} addresses checked in {functions} functions given in pieces");
+    (checked, functions)
+}
+
+#[test]
+fn function_pieces_name_every_address_as_naming_it_alone_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let inline_c = fixture("symbols_inline.c");
+    let lib_c = fixture("symbols_lib.c");
+    let builds = [
+        build(d, "c5", "gcc", &["-O2", "-g", &inline_c]),
+        build(d, "c4", "gcc", &["-O2", "-gdwarf-4", &inline_c]),
+        build(d, "lto", "gcc", &["-O2", "-g", "-flto", &inline_c, &lib_c]),
+        build(d, "cpp", "g++", &["-O2", "-g", &fixture("symbols_cpp.cpp")]),
+        build(
+            d,
+            "rust",
+            "rustc",
+            &[
+                "-C",
+                "opt-level=2",
+                "-C",
+                "debuginfo=2",
+                "--edition",
+                "2021",
+                &fixture("symbols_rust.rs"),
+            ],
+        ),
+    ];
+    for path in &builds {
+        let (checked, functions) = check_pieces(path, 1, 300_000);
+        // The C fixtures have a handful of functions (with inlined calls); the Rust one many.
+        let least = if path.ends_with("rust") { 50 } else { 2 };
+        assert!(
+            functions >= least && checked > 100,
+            "{}: {functions}",
+            path.display()
+        );
+    }
+    // The C library, named through its separate debug file (compressed sections).
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    if let Some(libc) = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|p| p.contains("/libc.so"))
+    {
+        if let Some(debug) = libc_debug_file() {
+            let (checked, functions) = check_pieces(Path::new(libc), 1499, 500_000);
+            assert!(functions > 50, "{libc}: {functions} functions in pieces");
+            assert!(checked > 10_000, "{libc}: {checked}");
+            // Assembly without DWARF functions (string functions, system call stubs): the
+            // symbol bounds the pieces.
+            let data = std::fs::read(&debug).unwrap();
+            let file = object::File::parse(&*data).unwrap();
+            let mut starts: Vec<u64> = object::Object::symbols(&file)
+                .filter(|s| {
+                    let name = object::ObjectSymbol::name(s).unwrap_or("");
+                    name.starts_with("__memcpy_avx") || name == "__munmap" || name == "__mprotect"
+                })
+                .map(|s| object::ObjectSymbol::address(&s) + 1)
+                .collect();
+            starts.sort_unstable();
+            let (checked, functions) = check_pieces_from(Path::new(libc), &starts, 200_000);
+            assert!(
+                functions >= 3,
+                "{libc}: {functions} assembly functions in pieces"
+            );
+            assert!(checked > 100, "{libc}: {checked}");
+        }
+    }
+}

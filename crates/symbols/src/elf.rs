@@ -256,6 +256,55 @@ impl ElfModule {
     }
 }
 
+impl ElfModule {
+    /// The answers for the whole function holding `addr`, in pieces of one answer each:
+    /// (start, end, location), ascending, together covering that function's range. Empty when
+    /// the module's names do not come that way (see `LazyDwarf::pieces`): then only `addr`'s
+    /// own answer is known.
+    pub(crate) fn pieces(&mut self, addr: u64) -> Vec<(u64, u64, Location)> {
+        let Some(Names::Lazy(lazy)) = &mut self.dwarf else {
+            return Vec::new();
+        };
+        let (hi, points) = match lazy.pieces(addr) {
+            Ok(Some((_, hi, points))) => (hi, points),
+            // No DWARF function here (assembly, a system call stub): the symbol that names
+            // the address bounds the pieces, and the line table and symbols divide it.
+            Ok(None) => {
+                let Some((lo, hi)) = self.symbols.range_of(addr) else {
+                    return Vec::new();
+                };
+                let Ok(Some(mut points)) = lazy.pieces_in(lo, hi) else {
+                    return Vec::new();
+                };
+                points.extend(self.symbols.change_points(lo, hi));
+                points.extend(self.functions.change_points(lo, hi));
+                points.sort_unstable();
+                points.dedup();
+                if points.len() > crate::dwarf::MAX_PIECES {
+                    return Vec::new();
+                }
+                (hi, points)
+            }
+            Err(_) => return Vec::new(),
+        };
+        let mut pieces: Vec<(u64, u64, Location)> = Vec::with_capacity(points.len());
+        for (i, &start) in points.iter().enumerate() {
+            let end = points.get(i + 1).copied().unwrap_or(hi);
+            let location = self.locate(start);
+            // A frame without a function would have been named from the symbol table, which
+            // changes at other addresses.
+            if location.frames.last().is_none_or(|f| f.function.is_none()) {
+                return Vec::new();
+            }
+            match pieces.last_mut() {
+                Some(last) if last.2 == location => last.1 = end,
+                _ => pieces.push((start, end, location)),
+            }
+        }
+        pieces
+    }
+}
+
 /// The demangled form of `raw`, through the module's cache.
 fn demangled(cache: &mut HashMap<Box<str>, Box<str>>, raw: &str) -> String {
     if let Some(name) = cache.get(raw) {

@@ -72,6 +72,16 @@ impl FunctionRanges {
         (addr < end).then_some(start)
     }
 
+    /// The starts and ends of ranges strictly inside `(lo, hi)`.
+    pub(crate) fn change_points(&self, lo: u64, hi: u64) -> Vec<u64> {
+        let until = self.ranges.partition_point(|&(start, _)| start < hi);
+        self.ranges[..until]
+            .iter()
+            .flat_map(|&(start, end)| [start, end])
+            .filter(|&a| lo < a && a < hi)
+            .collect()
+    }
+
     /// The name given to the function that starts at `start`.
     pub(crate) fn name(start: u64) -> String {
         format!("fun_{start:x}")

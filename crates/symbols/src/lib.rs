@@ -15,13 +15,18 @@
 //!   (size-checked where sizes exist), and `name@plt` for x86-64 PLT stubs. A file whose build id
 //!   differs from the recorded one is not used (see [`ModuleProblem::BuildIdMismatch`]).
 //! - vDSO: the image mapped into this very process (same kernel as the recording).
-//! - Kernel: `/proc/kallsyms`, nearest preceding text symbol, module name kept in brackets.
+//! - Kernel: `/proc/kallsyms`, nearest preceding text symbol, module name kept in brackets; the
+//!   kernel's own text symbols can be kept in a file for the running boot ([`KernelCache`]).
 //! - JIT: `/tmp/perf-PID.map`, only when it is a regular file (not a link) owned by root, by the
 //!   user rprof runs as, or by the running process PID.
 //!
 //! Every file is opened through `rprof-fs`: only regular files, without blocking (a FIFO never
 //! hangs), each kind under a size cap; a refused file leaves its addresses unnamed and its
 //! status says why.
+//!
+//! [`Symbolizer::function_pieces`] names the whole function holding an address at once, in
+//! pieces that each get one answer: what a caller can keep to name any later address of that
+//! function without loading the module (rprof's name cache).
 //!
 //! Names are demangled ([`demangle`]: Rust legacy and v0 without hash, C++). Every module is
 //! parsed once (files are memory-mapped) and kept for later batches until
@@ -31,8 +36,8 @@
 //!
 //! Left to others: turning process addresses into module addresses and subtracting 1 from return
 //! addresses (rprof-unwind and the caller), naming unknown addresses `module+0xoffset` (the
-//! report), and storing names in the profile (rprof-profile). No external tool (addr2line, perf)
-//! is ever run.
+//! report), storing names in the profile (rprof-profile), and keeping names between runs (the
+//! caller, with rprof-namecache). No external tool (addr2line, perf) is ever run.
 
 #![deny(missing_docs)]
 
@@ -110,6 +115,26 @@ pub struct Options {
     pub kallsyms: PathBuf,
     /// Directory holding `perf-PID.map` files. Default: `/tmp`.
     pub perf_map_dir: PathBuf,
+    /// Where the kernel's text symbols of the running boot are kept between runs, so that
+    /// `/proc/kallsyms` is read once per boot. Default: none.
+    pub kernel_cache: Option<KernelCache>,
+}
+
+/// A file keeping the kernel's text symbols between runs (see [`Options::kernel_cache`]).
+///
+/// It holds the symbols of the kernel's own code (`_stext`..`_etext` and the init text), which
+/// do not change until the next boot, with the boot id, the symbol file they were read from and
+/// `tag`. It is used only when all three match; an address outside the kept ranges (a module, a
+/// BPF program, a trampoline) makes the symbol file be read as without a cache. It is written
+/// with rprof-fs (mode 0600, the effective user's) after a symbol file was read, and read only
+/// when it is a regular file of the effective user, up to a size cap; a file that does not read
+/// is ignored and replaced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelCache {
+    /// The file.
+    pub path: PathBuf,
+    /// Identifies the rprof that wrote it: a file written by another build is not used.
+    pub tag: String,
 }
 
 impl Default for Options {
@@ -118,6 +143,7 @@ impl Default for Options {
             debug_roots: vec![PathBuf::from("/usr/lib/debug")],
             kallsyms: PathBuf::from("/proc/kallsyms"),
             perf_map_dir: PathBuf::from("/tmp"),
+            kernel_cache: None,
         }
     }
 }
@@ -136,7 +162,7 @@ pub struct Symbolizer {
 /// A loaded module of any kind.
 enum Loaded<'s> {
     Elf(&'s mut ElfModule),
-    Kernel(&'s KernelSymbols),
+    Kernel(&'s mut KernelSymbols),
     Jit(&'s JitMap),
     /// The module could not be loaded at all; the status says why.
     Nothing(&'s ModuleStatus),
@@ -219,6 +245,29 @@ impl Symbolizer {
             .collect()
     }
 
+    /// Names the whole function of `module` that holds the lookup address `addr` at once: its
+    /// answers in pieces of one [`Location`] each, as (start, end, location) sorted by start,
+    /// together covering the function's range and `addr`. Every address of a piece gets that
+    /// location from [`symbolize`](Self::symbolize). Empty when this cannot be promised (no
+    /// DWARF function there, overlapping units or functions, split DWARF, a function of more
+    /// than 16,384 pieces, or a module that is not an ELF file): then name `addr` alone.
+    ///
+    /// What rprof caches between runs: a function sampled once is named for every later
+    /// sample in it.
+    pub fn function_pieces(
+        &mut self,
+        module: &ModuleSource<'_>,
+        addr: u64,
+    ) -> Vec<(u64, u64, Location)> {
+        if !matches!(module, ModuleSource::Elf { .. }) {
+            return Vec::new();
+        }
+        match self.load(module) {
+            Loaded::Elf(m) => m.pieces(addr),
+            _ => Vec::new(),
+        }
+    }
+
     /// What was found for `module` (loading it if this is the first time it is asked for): where
     /// its debug information came from, how many symbols it has, and the problem that keeps names
     /// missing or untrusted, if any.
@@ -273,10 +322,9 @@ impl Symbolizer {
                     Err(status) => Loaded::Nothing(status),
                 }
             }
-            ModuleSource::Kernel => Loaded::Kernel(
-                self.kernel
-                    .get_or_insert_with(|| KernelSymbols::load(&options.kallsyms)),
-            ),
+            ModuleSource::Kernel => Loaded::Kernel(self.kernel.get_or_insert_with(|| {
+                KernelSymbols::load(&options.kallsyms, options.kernel_cache.as_ref())
+            })),
             ModuleSource::JitMap { pid } => {
                 let m = self.jit.entry(pid).or_insert_with(|| {
                     let path = options.perf_map_dir.join(format!("perf-{pid}.map"));

@@ -50,7 +50,7 @@ pub(crate) struct SymbolTable {
 
 /// How many preceding symbols are tried when the nearest one ends before the address (a large
 /// function can contain a smaller symbol, e.g. a local label exported as a function).
-const CONTAINING_LOOKBACK: usize = 4;
+pub(crate) const CONTAINING_LOOKBACK: usize = 4;
 
 impl SymbolTable {
     /// Sorts `raw`, keeps the best-ranked name per address, and bounds unsized symbols by the next
@@ -89,6 +89,11 @@ impl SymbolTable {
         SymbolTable { symbols }
     }
 
+    /// Every symbol as (start, end, name), by address.
+    pub(crate) fn each(&self) -> impl Iterator<Item = (u64, u64, &str)> {
+        self.symbols.iter().map(|s| (s.addr, s.end, &*s.name))
+    }
+
     /// Number of symbols.
     pub(crate) fn len(&self) -> usize {
         self.symbols.len()
@@ -96,13 +101,34 @@ impl SymbolTable {
 
     /// The raw (mangled) name of the symbol containing `addr`.
     pub(crate) fn lookup(&self, addr: u64) -> Option<&str> {
+        self.containing(addr).map(|s| &*s.name)
+    }
+
+    /// The range `[start, end)` of the symbol containing `addr`.
+    pub(crate) fn range_of(&self, addr: u64) -> Option<(u64, u64)> {
+        self.containing(addr).map(|s| (s.addr, s.end))
+    }
+
+    fn containing(&self, addr: u64) -> Option<&Symbol> {
         let idx = self.symbols.partition_point(|s| s.addr <= addr);
         self.symbols[..idx]
             .iter()
             .rev()
             .take(CONTAINING_LOOKBACK)
             .find(|s| addr < s.end)
-            .map(|s| &*s.name)
+    }
+
+    /// The starts and ends of symbols strictly inside `(lo, hi)`: where a lookup's answer may
+    /// change in that range.
+    pub(crate) fn change_points(&self, lo: u64, hi: u64) -> Vec<u64> {
+        // Symbols are sorted by start; an end inside the range belongs to a symbol that starts
+        // before `hi`.
+        let until = self.symbols.partition_point(|s| s.addr < hi);
+        self.symbols[..until]
+            .iter()
+            .flat_map(|s| [s.addr, s.end])
+            .filter(|&a| lo < a && a < hi)
+            .collect()
     }
 }
 
