@@ -223,6 +223,11 @@ bench_run() {
     put "$wl" rprof.main_share "$run" "$main"
     put "$wl" rprof.root_share "$run" "$root"
 
+    # rprof without its name cache (a first recording of a binary): record, then the flame graph.
+    measure "$wl" rprofC.record "$run" env RPROF_CACHE_DIR=off "$RPROF" record -F "$FREQ" -o "$d/rprofC.data" -- "${cmd[@]}"
+    measure "$wl" rprofC.flame "$run" "$RPROF" flame -i "$d/rprofC.data" -o "$d/rprofC.svg"
+    put "$wl" rprofC.total.wall "$run" "$(calc "$(last "$wl" rprofC.record.wall "$run") + $(last "$wl" rprofC.flame.wall "$run")")"
+
     # perf, its default DWARF stack copy (8 KiB).
     measure "$wl" perf8k.record "$run" perf record -q -F "$FREQ" --call-graph dwarf -o "$d/perf8k.data" -- "${cmd[@]}"
     perf report --stats -i "$d/perf8k.data" >"$d/perf8k.stats" 2>/dev/null
@@ -337,6 +342,18 @@ large_run() {
 
 START=$(date +%s)
 log "scratch directory $W; N=$N, $FREQ Hz; workloads: $WORKLOADS"
+# rprof's name cache (README, "rprof record"): its own, empty at the start, so that what the
+# runs find in it is what this script put there. One unmeasured recording of each workload
+# first, as a user who records the same program again would have made; the cold case (no
+# cache at all: every name read from the binaries) is measured in every run as rprofC.
+export RPROF_CACHE_DIR=$W/rprof-cache
+for wl in $WORKLOADS; do
+    declare -n warm=CMD_$wl
+    note_cmd "$(show_cmd "$RPROF" record -F "$FREQ" -o rprof.data -- "${warm[@]}") (once per workload, unmeasured: fills the name cache)"
+    "$RPROF" record -F "$FREQ" -o "$W/warm.data" -- "${warm[@]}" >/dev/null 2>&1
+    unset -n warm
+done
+rm -f "$W/warm.data"
 for run in $(seq 1 "$N"); do
     for wl in $WORKLOADS; do
         log "run $run/$N: $wl"

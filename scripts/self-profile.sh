@@ -46,7 +46,7 @@ echo '```'
 echo '```'
 echo
 echo '```'
-"$RPROF" report -i "$W/self.data" --pid "$PID" --sort total --top 25 --width 110 --color never
+"$RPROF" report -i "$W/self.data" --pid "$PID" --sort total --top ${SELF_TOP:-25} --width 110 --color never
 echo '```'
 mkdir -p "$(dirname "$SVG")"
 "$RPROF" flame -i "$W/self.data" --pid "$PID" --title "rprof record recording rg" -o "$SVG"

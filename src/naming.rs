@@ -8,18 +8,39 @@
 
 use std::collections::HashMap;
 
+use std::path::Path;
+
+use rprof_namecache::{ModuleNames, NameCache};
 use rprof_profile::{
     LookupSet, Module, ModuleId, ModuleKind, Profile, Record, StoredFrame, Symbols,
 };
-use rprof_symbols::{Location, ModuleSource, ModuleStatus, Symbolizer};
+use rprof_symbols::{
+    DebugInfo, KernelCache, Location, ModuleSource, ModuleStatus, Options, Symbolizer,
+};
 
 use crate::progress::Progress;
 
 /// One `Symbols` record per module of `wanted`, naming each of its lookup addresses. Addresses
 /// that cannot be named are stored with no frames, so that nobody asks for them again.
+///
+/// Names come from rprof's cache where it holds them ([`NameCache::from_env`]): a module whose
+/// addresses are all there is not loaded at all, and kernel addresses in the kernel's own text
+/// come from the table kept for this boot. What had to be named from the files is added to the
+/// cache afterwards.
 pub fn symbolize(modules: &[Module], wanted: &LookupSet) -> Vec<Record> {
+    name_with(modules, wanted, NameCache::from_env().as_ref())
+}
+
+fn name_with(modules: &[Module], wanted: &LookupSet, cache: Option<&NameCache>) -> Vec<Record> {
     let by_id: HashMap<ModuleId, &Module> = modules.iter().map(|m| (m.id, m)).collect();
-    let mut symbolizer = Symbolizer::new();
+    let mut options = Options::default();
+    if let Some((cache, tag)) = cache.and_then(|c| Some((c, c.namer()?))) {
+        options.kernel_cache = Some(KernelCache {
+            path: cache.kernel_table(),
+            tag: tag.to_string(),
+        });
+    }
+    let mut symbolizer = Symbolizer::with_options(options);
     let mut records = Vec::new();
     let progress = Progress::new("naming addresses", Some(wanted.len() as u64));
     for (id, lookups) in wanted.iter() {
@@ -39,22 +60,169 @@ pub fn symbolize(modules: &[Module], wanted: &LookupSet) -> Vec<Record> {
             },
             ModuleKind::Anonymous => continue,
         };
-        // Named a batch at a time: the symbolizer's answers hold every frame's strings, the
-        // packed record holds each distinct string once; only one batch is held both ways.
         let addresses: Vec<u64> = lookups.iter().copied().collect();
-        let mut packer = Packer::new(id, addresses.len());
         progress.set_message(module.name());
-        for batch in addresses.chunks(BATCH) {
-            packer.add(batch, &symbolizer.symbolize(&source, batch));
-            progress.inc(batch.len() as u64);
-        }
-        progress.suspend(|| warn_about(&symbolizer.module_status(&source)));
+        let names = match (cache, &source) {
+            (
+                Some(cache),
+                ModuleSource::Elf {
+                    build_id: Some(build_id),
+                    ..
+                },
+            ) => name_through_cache(
+                &mut symbolizer,
+                &source,
+                id,
+                &addresses,
+                Cached {
+                    cache,
+                    build_id,
+                    path: &module.path,
+                },
+                &progress,
+            ),
+            _ => {
+                // Named a batch at a time: the symbolizer's answers hold every frame's
+                // strings, the packed record holds each distinct string once; only one batch
+                // is held both ways.
+                let mut packer = Packer::new(id, addresses.len());
+                for batch in addresses.chunks(BATCH) {
+                    let found = symbolizer.symbolize(&source, batch);
+                    for (&address, location) in batch.iter().zip(&found) {
+                        packer.add(address, location);
+                    }
+                    progress.inc(batch.len() as u64);
+                }
+                let status = symbolizer.module_status(&source);
+                progress.suspend(|| warn_about(&status));
+                packer.finish()
+            }
+        };
         // Each module's DWARF is dropped once its addresses are named: the recorder's peak
         // memory is then that of its largest module, not of all of them (issue 13).
         symbolizer.forget(&source);
-        records.push(Record::Symbols(packer.finish()));
+        records.push(Record::Symbols(names));
     }
     records
+}
+
+/// A module whose names may be cached, and where.
+struct Cached<'a> {
+    cache: &'a NameCache,
+    build_id: &'a [u8],
+    path: &'a str,
+}
+
+/// Most pieces named afresh per module and run for the cache: past this, addresses are named
+/// one at a time and not cached (a recording touching that much code is named once anyway).
+const FRESH_PIECES: usize = 1 << 18;
+
+/// Names `addresses` of an ELF module with a build id: from the cache where its pieces cover
+/// them; otherwise the whole function holding the address is named at once
+/// ([`Symbolizer::function_pieces`]) and added to the cache, so that a later recording naming
+/// any address of that function does not load the module. The module is loaded only when an
+/// address is not in the cache.
+fn name_through_cache(
+    symbolizer: &mut Symbolizer,
+    source: &ModuleSource<'_>,
+    id: ModuleId,
+    addresses: &[u64],
+    cached: Cached<'_>,
+    progress: &Progress,
+) -> Symbols {
+    let old = cached
+        .cache
+        .module_names(cached.build_id, Path::new(cached.path));
+    let mut packer = Packer::new(id, addresses.len());
+    let mut fresh = ModuleNames::default();
+    let mut named_afresh = false;
+    for &address in addresses {
+        if let Some((_, _, frames)) = old.as_ref().and_then(|old| old.find(address)) {
+            let strings = old.as_ref().map_or(&[][..], |old| &old.strings[..]);
+            packer.add_stored(address, frames, strings);
+        } else if let Some((_, _, frames)) = fresh.find(address) {
+            packer.add_stored(address, frames, &fresh.strings);
+        } else {
+            named_afresh = true;
+            let pieces = if fresh.len() < FRESH_PIECES {
+                symbolizer.function_pieces(source, address)
+            } else {
+                Vec::new()
+            };
+            if pieces.is_empty() {
+                let location = symbolizer
+                    .symbolize(source, &[address])
+                    .pop()
+                    .unwrap_or_default();
+                packer.add(address, &location);
+                if fresh.len() < FRESH_PIECES {
+                    let frames = stored(&mut fresh, &location);
+                    fresh.push(address, address.saturating_add(1), frames);
+                }
+            } else {
+                for (start, end, location) in &pieces {
+                    if (*start..*end).contains(&address) {
+                        packer.add(address, location);
+                    }
+                    let frames = stored(&mut fresh, location);
+                    fresh.push(*start, *end, frames);
+                }
+            }
+        }
+        progress.inc(1);
+    }
+    if named_afresh {
+        let status = symbolizer.module_status(source);
+        progress.suspend(|| warn_about(&status));
+        remember(&cached, &status, fresh, old);
+    }
+    packer.finish()
+}
+
+/// `location`'s frames with their strings in `names`.
+fn stored(names: &mut ModuleNames, location: &Location) -> Vec<StoredFrame> {
+    location
+        .frames
+        .iter()
+        .map(|f| StoredFrame {
+            function: names.intern(f.function.as_deref()),
+            file: names.intern(f.file.as_deref()),
+            line: f.line.unwrap_or(0),
+            inlined: f.inlined,
+        })
+        .collect()
+}
+
+/// Stores a module's names in the cache: those of earlier runs with this run's pieces in
+/// place of those they overlap. Only names read from DWARF without a problem are kept: a module named from
+/// its symbol table alone is cheap to name again, and a problem (a missing or mismatched file)
+/// is to be said again on every run.
+fn remember(
+    cached: &Cached<'_>,
+    status: &ModuleStatus,
+    fresh: ModuleNames,
+    old: Option<ModuleNames>,
+) {
+    if status.problem.is_some() {
+        return;
+    }
+    let mut sources = vec![Path::new(cached.path)];
+    match &status.debug_info {
+        DebugInfo::Embedded => {}
+        DebugInfo::Separate(debug) => sources.push(debug),
+        _ => return,
+    }
+    let names = match old {
+        Some(mut old) => {
+            old.merge_newer(&fresh);
+            old
+        }
+        None => fresh,
+    };
+    // Best effort: without it the next run names these addresses from the files again.
+    let _ = cached
+        .cache
+        .store_module_names(cached.build_id, &sources, names);
 }
 
 /// Addresses named per call to the symbolizer.
@@ -101,21 +269,38 @@ impl Packer {
         i
     }
 
-    /// Adds the answers `locations` for `addresses`.
-    fn add(&mut self, addresses: &[u64], locations: &[Location]) {
-        for (&address, location) in addresses.iter().zip(locations) {
-            let frames = location
-                .frames
-                .iter()
-                .map(|f| StoredFrame {
-                    function: self.intern(&f.function),
-                    file: self.intern(&f.file),
-                    line: f.line.unwrap_or(0),
+    /// Adds the symbolizer's answer `location` for `address`.
+    fn add(&mut self, address: u64, location: &Location) {
+        let frames = location
+            .frames
+            .iter()
+            .map(|f| StoredFrame {
+                function: self.intern(&f.function),
+                file: self.intern(&f.file),
+                line: f.line.unwrap_or(0),
+                inlined: f.inlined,
+            })
+            .collect();
+        self.symbols.entries.push((address, frames));
+    }
+
+    /// Adds stored `frames` for `address`, whose strings are indices into `strings` (an index
+    /// past them reads as unknown).
+    fn add_stored(&mut self, address: u64, frames: &[StoredFrame], strings: &[String]) {
+        let text = |i: u32| strings.get(i as usize).cloned();
+        let frames = frames
+            .iter()
+            .map(|f| {
+                let (function, file) = (text(f.function), text(f.file));
+                StoredFrame {
+                    function: self.intern(&function),
+                    file: self.intern(&file),
+                    line: f.line,
                     inlined: f.inlined,
-                })
-                .collect();
-            self.symbols.entries.push((address, frames));
-        }
+                }
+            })
+            .collect();
+        self.symbols.entries.push((address, frames));
     }
 
     fn finish(self) -> Symbols {
@@ -136,7 +321,8 @@ pub fn fill_missing(profile: &mut Profile) -> anyhow::Result<()> {
          symbols for them)",
         wanted.len()
     );
-    let blocks = symbolize(&modules, &wanted)
+    // Not from the cache: a report names from the files as they are, and writes nothing.
+    let blocks = name_with(&modules, &wanted, None)
         .into_iter()
         .filter_map(|record| match record {
             Record::Symbols(symbols) => Some(symbols),

@@ -234,15 +234,18 @@ def table(path):
     w("")
 
     w("### 2. Time to a flame graph (median wall seconds)\n")
-    w("| workload | rprof record | of which outside the recorded run (setup, naming at exit) | rprof flame | **rprof total** | perf record dwarf,64000 | perf script + collapse + flamegraph | **perf total** | **rprof ÷ perf** | post-processing only: rprof ÷ perf |")
-    w("|---|---|---|---|---|---|---|---|---|---|")
+    w("rprof with its name cache filled by one earlier recording of the workload (the default, as on a second recording of a program), and without it (`RPROF_CACHE_DIR=off`: every name read from the binaries, as on a first recording):\n")
+    w("| workload | alone | rprof record | of which outside the recorded run (setup, naming at exit) | rprof flame | **rprof total** (× alone) | rprof total without the name cache (× alone) | perf record dwarf,64000 | perf script + collapse + flamegraph | **perf total** (× alone) | **rprof ÷ perf** | post-processing only: rprof ÷ perf |")
+    w("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for wl in wls:
+        a = med(data, wl, "alone.wall")
         rr, rf = med(data, wl, "rprof.record.wall"), med(data, wl, "rprof.flame.wall")
         ra = med(data, wl, "rprof.after_exit.wall")
         pr, pf = med(data, wl, "perf64k.record.wall"), med(data, wl, "perf64k.flame.wall")
         rt = med(data, wl, "rprof.total.wall")
+        rc = med(data, wl, "rprofC.total.wall")
         pt = med(data, wl, "perf64k.total.wall")
-        w(f"| {wl} | {fmt(rr)} | {fmt(ra)} | {fmt(rf)} | {fmt(rt)} | {fmt(pr)} | {fmt(pf)} | {fmt(pt)} | {ratio(rt, pt)} | {ratio(rf, pf, 3)} |")
+        w(f"| {wl} | {fmt(a)} | {fmt(rr)} | {fmt(ra)} | {fmt(rf)} | {fmt(rt)} ({ratio(rt, a)}) | {fmt(rc)} ({ratio(rc, a)}) | {fmt(pr)} | {fmt(pf)} | {fmt(pt)} ({ratio(pt, a)}) | {ratio(rt, pt)} | {ratio(rf, pf, 3)} |")
     w("")
 
     w("### 3. Profile size (median bytes per sample)\n")

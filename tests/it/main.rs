@@ -14,6 +14,7 @@ mod hostile_files;
 mod hostile_names;
 mod latency;
 mod locks;
+mod namecache;
 mod off_cpu;
 mod outputs;
 mod pipeline;

@@ -1,0 +1,231 @@
+use std::os::unix::fs::PermissionsExt;
+
+use rprof_profile::StoredFrame;
+
+use super::*;
+
+const ID: [u8; 20] = [0xab; 20];
+
+fn frame(names: &mut ModuleNames, function: &str, line: u32, inlined: bool) -> StoredFrame {
+    StoredFrame {
+        function: names.intern(Some(function)),
+        file: names.intern(Some("/src/a.c")),
+        line,
+        inlined,
+    }
+}
+
+/// Two adjacent pieces of one function (the first with an inlined call), and a lone address.
+fn names() -> ModuleNames {
+    let mut n = ModuleNames::default();
+    let frames = vec![
+        frame(&mut n, "inlined", 3, true),
+        frame(&mut n, "main", 9, false),
+    ];
+    n.push(0x1000, 0x1010, frames);
+    let frames = vec![frame(&mut n, "main", 10, false)];
+    n.push(0x1010, 0x1040, frames);
+    let frames = vec![frame(&mut n, "other", 1, false)];
+    n.push(0x2000, 0x2001, frames);
+    n
+}
+
+#[test]
+fn pieces_answer_for_every_address_inside_them() {
+    let n = names();
+    assert_eq!(n.len(), 3);
+    assert_eq!(n.find(0xfff), None);
+    assert_eq!(
+        n.find(0x1000).map(|p| (p.0, p.1, p.2.len())),
+        Some((0x1000, 0x1010, 2))
+    );
+    assert_eq!(n.find(0x100f).map(|p| p.0), Some(0x1000));
+    assert_eq!(n.find(0x1010).map(|p| p.0), Some(0x1010));
+    assert_eq!(n.find(0x103f).map(|p| p.0), Some(0x1010));
+    assert_eq!(n.find(0x1040), None, "the gap after a piece");
+    assert_eq!(n.find(0x2000).map(|p| p.1), Some(0x2001));
+    assert_eq!(n.find(0x2001), None);
+    let mut m = ModuleNames::default();
+    let f = frame(&mut m, "f", 1, false);
+    m.push(0x10, 0x20, vec![f.clone()]);
+    m.push(0x18, 0x30, vec![f.clone()]);
+    m.push(0x30, 0x30, vec![f]);
+    m.push(0x40, 0x50, Vec::new());
+    assert_eq!(
+        m.len(),
+        1,
+        "overlapping, empty and frameless pieces are not added"
+    );
+}
+
+#[test]
+fn newer_pieces_replace_the_ones_they_overlap() {
+    let mut newer = ModuleNames::default();
+    let overlapping = vec![frame(&mut newer, "fresh", 1, false)];
+    newer.push(0x1008, 0x1020, overlapping);
+    let apart = vec![frame(&mut newer, "apart", 7, false)];
+    newer.push(0x3000, 0x3010, apart);
+    let mut merged = names();
+    merged.merge_newer(&newer);
+    let name = |m: &ModuleNames, a: u64| {
+        let (_, _, frames) = m.find(a).expect("covered");
+        m.strings[frames[0].function as usize].clone()
+    };
+    assert_eq!(merged.len(), 3, "both old pieces of that function gave way");
+    assert_eq!(name(&merged, 0x3004), "apart");
+    assert_eq!(name(&merged, 0x1018), "fresh");
+    assert_eq!(name(&merged, 0x2000), "other", "untouched");
+    assert_eq!(merged.find(0x1030), None);
+}
+
+/// A cache in a fresh directory, and a "module" file the names come from.
+fn setup() -> (tempfile::TempDir, NameCache, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = NameCache::at(&dir.path().join("cache")).expect("a private directory is used");
+    let module = dir.path().join("module");
+    std::fs::write(&module, b"code").unwrap();
+    (dir, cache, module)
+}
+
+fn stored(cache: &NameCache) -> PathBuf {
+    cache.names_path(&ID).unwrap()
+}
+
+#[test]
+fn names_come_back_as_stored_while_the_files_are_unchanged() {
+    let (_dir, cache, module) = setup();
+    assert_eq!(cache.module_names(&ID, &module), None, "nothing stored yet");
+    cache.store_module_names(&ID, &[&module], names()).unwrap();
+    let back = cache
+        .module_names(&ID, &module)
+        .expect("stored names read back");
+    assert_eq!(back, names());
+    let mode = std::fs::metadata(stored(&cache))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "{mode:o}");
+    assert_eq!(
+        cache.module_names(&[0xcd; 20], &module),
+        None,
+        "another build id"
+    );
+    let copy = module.with_file_name("copy");
+    std::fs::copy(&module, &copy).unwrap();
+    assert_eq!(
+        cache.module_names(&ID, &copy),
+        None,
+        "another file, same build id"
+    );
+}
+
+#[test]
+fn a_changed_or_missing_source_file_retires_the_names() {
+    let (dir, cache, module) = setup();
+    let debug = dir.path().join("module.debug");
+    std::fs::write(&debug, b"dwarf").unwrap();
+    cache
+        .store_module_names(&ID, &[&module, &debug], names())
+        .unwrap();
+    assert!(cache.module_names(&ID, &module).is_some());
+    std::fs::write(&debug, b"other dwarf").unwrap();
+    assert_eq!(
+        cache.module_names(&ID, &module),
+        None,
+        "debug file rewritten"
+    );
+
+    cache
+        .store_module_names(&ID, &[&module, &debug], names())
+        .unwrap();
+    assert!(cache.module_names(&ID, &module).is_some());
+    // Replaced by a copy (a stripped binary keeps its build id): another inode.
+    let copy = dir.path().join("copy");
+    std::fs::copy(&module, &copy).unwrap();
+    std::fs::rename(&copy, &module).unwrap();
+    assert_eq!(cache.module_names(&ID, &module), None, "module replaced");
+
+    cache.store_module_names(&ID, &[&module], names()).unwrap();
+    std::fs::remove_file(&module).unwrap();
+    assert_eq!(cache.module_names(&ID, &module), None, "module gone");
+}
+
+#[test]
+fn damaged_files_are_ignored_and_replaced() {
+    let (_dir, cache, module) = setup();
+    cache.store_module_names(&ID, &[&module], names()).unwrap();
+    let path = stored(&cache);
+    let good = std::fs::read(&path).unwrap();
+    for cut in [0, 3, 16, good.len() / 2, good.len() - 1] {
+        std::fs::write(&path, &good[..cut]).unwrap();
+        assert_eq!(cache.module_names(&ID, &module), None, "cut at {cut}");
+    }
+    let mut flipped = good.clone();
+    let middle = flipped.len() / 2;
+    flipped[middle] ^= 0x55;
+    std::fs::write(&path, &flipped).unwrap();
+    assert_eq!(cache.module_names(&ID, &module), None, "a flipped byte");
+    std::fs::write(&path, vec![0xff; 4096]).unwrap();
+    assert_eq!(cache.module_names(&ID, &module), None, "garbage");
+    cache.store_module_names(&ID, &[&module], names()).unwrap();
+    assert!(
+        cache.module_names(&ID, &module).is_some(),
+        "replaced by the next store"
+    );
+}
+
+#[test]
+fn planted_links_are_neither_read_nor_written_through() {
+    let (dir, cache, module) = setup();
+    let elsewhere = dir.path().join("elsewhere");
+    cache.store_module_names(&ID, &[&module], names()).unwrap();
+    std::fs::rename(stored(&cache), &elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, stored(&cache)).unwrap();
+    assert_eq!(cache.module_names(&ID, &module), None, "a link is not read");
+    let before = std::fs::read(&elsewhere).unwrap();
+    cache.store_module_names(&ID, &[&module], names()).unwrap();
+    assert_eq!(
+        std::fs::read(&elsewhere).unwrap(),
+        before,
+        "target untouched"
+    );
+    assert!(!std::fs::symlink_metadata(stored(&cache))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+}
+
+#[test]
+fn only_a_private_directory_is_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    assert!(NameCache::at(&open).is_none(), "writable by others");
+    let link = dir.path().join("link");
+    let private = dir.path().join("private");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::symlink(&private, &link).unwrap();
+    assert!(NameCache::at(&link).is_none(), "a link");
+    assert!(NameCache::at(Path::new("relative/dir")).is_none());
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"").unwrap();
+    assert!(NameCache::at(&file).is_none(), "a file");
+    let made = dir.path().join("a/b/rprof");
+    assert!(NameCache::at(&made).is_some(), "created when missing");
+    let mode = std::fs::metadata(&made).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "{mode:o}");
+}
+
+#[test]
+fn odd_build_ids_are_not_cached() {
+    let (_dir, cache, module) = setup();
+    assert!(cache
+        .store_module_names(&[1, 2], &[&module], names())
+        .is_err());
+    assert_eq!(cache.module_names(&[1, 2], &module), None);
+    assert!(cache
+        .store_module_names(&[7; 65], &[&module], names())
+        .is_err());
+}

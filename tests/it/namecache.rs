@@ -1,0 +1,376 @@
+//! Integration tests of rprof's name cache (issue 13, `rprof-namecache`): a second recording of
+//! the same binary names its addresses from the cache; a changed, stripped or damaged file is
+//! never named from it; the cache directory and its files stay private, also under sudo.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use rprof_profile::format::BlockReader;
+use rprof_profile::{Record, Writer};
+use serde_json::Value;
+
+use crate::util::{build_c, is_root, rprof, skip, stderr, tempdir};
+
+/// Millions of iterations of `fixtures/hot_line.c`'s cold loop: about 0.2 s of CPU, hundreds
+/// of samples in `hot_line_work` even on a loaded machine.
+const WORK: &str = "25";
+
+/// A private copy of the hot-line fixture in `dir` (its identity is the test's to change).
+fn fixture_copy(dir: &Path) -> PathBuf {
+    let built = build_c("hot_line.c", "hot_line", &["-O1", "-g"]);
+    let copy = dir.join("hot_line");
+    std::fs::copy(built, &copy).unwrap();
+    copy
+}
+
+fn record(dir: &Path, cache: &str, exe: &Path, profile: &Path) -> Output {
+    let out = rprof(
+        dir,
+        &[
+            "record",
+            "-o",
+            profile.to_str().unwrap(),
+            "--",
+            exe.to_str().unwrap(),
+            WORK,
+        ],
+    )
+    .env("RPROF_CACHE_DIR", cache)
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "record failed: {}", stderr(&out));
+    out
+}
+
+/// (name, file, line) of every function of `profile`'s report.
+fn functions(dir: &Path, profile: &Path) -> Vec<(String, Option<String>, Option<u64>)> {
+    let out = rprof(
+        dir,
+        &[
+            "report",
+            "-i",
+            profile.to_str().unwrap(),
+            "--json",
+            "--top",
+            "1000",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "report failed: {}", stderr(&out));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    json["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["name"].as_str().unwrap_or_default().to_string(),
+                f["file"].as_str().map(str::to_string),
+                f["line"].as_u64(),
+            )
+        })
+        .collect()
+}
+
+/// The cache file holding the names of the module at `path`.
+fn names_file(cache: &Path, path: &Path) -> PathBuf {
+    for entry in std::fs::read_dir(cache).unwrap() {
+        let file = entry.unwrap().path();
+        if !file.to_string_lossy().ends_with(".rprof") {
+            continue;
+        }
+        let bytes = std::fs::read(&file).unwrap();
+        let (_, mut reader) = BlockReader::new(&bytes[..], "cache").unwrap();
+        while let Ok(Some(records)) = reader.next_records() {
+            for record in records {
+                if let Record::Module(m) = record {
+                    if Path::new(&m.path) == path {
+                        return file;
+                    }
+                }
+            }
+        }
+    }
+    panic!("no names of {} in {}", path.display(), cache.display());
+}
+
+/// Rewrites a cache file with `from` replaced by `to` in its strings, as rprof wrote it
+/// otherwise (header, records, summary).
+fn plant(file: &Path, from: &str, to: &str) {
+    let bytes = std::fs::read(file).unwrap();
+    let (header, mut reader) = BlockReader::new(&bytes[..], "cache").unwrap();
+    let mut writer = Writer::new(Vec::new(), &header).unwrap();
+    let mut summary = None;
+    let mut planted = false;
+    while let Ok(Some(records)) = reader.next_records() {
+        for record in records {
+            match record {
+                Record::Summary(s) => summary = Some(s),
+                Record::Symbols(mut symbols) => {
+                    for s in &mut symbols.strings {
+                        if s == from {
+                            *s = to.to_string();
+                            planted = true;
+                        }
+                    }
+                    writer.push(Record::Symbols(symbols)).unwrap();
+                }
+                other => writer.push(other).unwrap(),
+            }
+        }
+    }
+    assert!(planted, "{from} is not in {}", file.display());
+    let out = writer.finish(summary.unwrap()).unwrap();
+    std::fs::write(file, out).unwrap();
+}
+
+/// Issue 13: the names of a module come from the cache while its file is unchanged (shown by
+/// a name planted in the cache), and from the file again once it changed.
+#[test]
+fn a_second_recording_names_from_the_cache_until_the_file_changes() {
+    let dir = tempdir();
+    let cache = dir.path().join("cache");
+    let exe = fixture_copy(dir.path());
+    let profile = dir.path().join("p.rprof");
+    record(dir.path(), cache.to_str().unwrap(), &exe, &profile);
+    let first = functions(dir.path(), &profile);
+    let hot = first
+        .iter()
+        .find(|f| f.0 == "hot_line_work")
+        .expect("hot_line_work sampled");
+    assert!(hot.1.as_deref().is_some_and(|f| f.ends_with("hot_line.c")));
+
+    let names = names_file(&cache, &exe);
+    let mode = std::fs::metadata(&names).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "cache files are private: {mode:o}");
+    plant(&names, "hot_line_work", "hot_line_work_from_the_cache");
+    record(dir.path(), cache.to_str().unwrap(), &exe, &profile);
+    let second = functions(dir.path(), &profile);
+    assert!(
+        second.iter().any(|f| f.0 == "hot_line_work_from_the_cache"),
+        "{second:?}"
+    );
+    assert!(
+        !second.iter().any(|f| f.0 == "hot_line_work"),
+        "every address of the function comes from the cache: {second:?}"
+    );
+    // The same names otherwise: what the cache holds is what the files said.
+    let rename = |fs: &[(String, Option<String>, Option<u64>)]| {
+        let mut names: Vec<String> = fs
+            .iter()
+            .map(|f| f.0.replace("hot_line_work_from_the_cache", "hot_line_work"))
+            .filter(|n| !n.starts_with("0x") && !n.contains('+'))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    };
+    let user: Vec<String> = rename(&first)
+        .into_iter()
+        .filter(|n| ["main", "step", "hot_line_work"].contains(&n.as_str()))
+        .collect();
+    assert!(user.len() >= 2, "{first:?}");
+    for name in &user {
+        assert!(rename(&second).contains(name), "{name} in {second:?}");
+    }
+
+    // The binary rewritten (same bytes, same build id, a new file): named from the file.
+    let bytes = std::fs::read(&exe).unwrap();
+    std::fs::remove_file(&exe).unwrap();
+    std::fs::write(&exe, bytes).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    record(dir.path(), cache.to_str().unwrap(), &exe, &profile);
+    let third = functions(dir.path(), &profile);
+    assert!(third.iter().any(|f| f.0 == "hot_line_work"), "{third:?}");
+    assert!(!third.iter().any(|f| f.0.contains("from_the_cache")));
+}
+
+/// A stripped copy has the build id of its unstripped build, but not its DWARF: it is named
+/// from its own file (no source lines), never from the names cached for the unstripped one.
+#[test]
+fn a_stripped_copy_is_not_named_from_its_unstripped_build() {
+    let dir = tempdir();
+    let cache = dir.path().join("cache");
+    let exe = fixture_copy(dir.path());
+    let profile = dir.path().join("p.rprof");
+    record(dir.path(), cache.to_str().unwrap(), &exe, &profile);
+    let stripped = dir.path().join("stripped");
+    let status = std::process::Command::new("objcopy")
+        .arg("--strip-debug")
+        .arg(&exe)
+        .arg(&stripped)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    record(dir.path(), cache.to_str().unwrap(), &stripped, &profile);
+    let named = functions(dir.path(), &profile);
+    let hot = named
+        .iter()
+        .find(|f| f.0 == "hot_line_work")
+        .expect("named from the symbol table");
+    assert_eq!(hot.1, None, "no source file without DWARF: {named:?}");
+    assert!(
+        !named.iter().any(|f| f.0 == "step"),
+        "no inline frames: {named:?}"
+    );
+}
+
+/// A damaged cache file is ignored (the names come from the file) and replaced.
+#[test]
+fn a_damaged_cache_file_is_ignored_and_replaced() {
+    let dir = tempdir();
+    let cache = dir.path().join("cache");
+    let exe = fixture_copy(dir.path());
+    let profile = dir.path().join("p.rprof");
+    record(dir.path(), cache.to_str().unwrap(), &exe, &profile);
+    let names = names_file(&cache, &exe);
+    let good = std::fs::read(&names).unwrap();
+    let mut damaged = good.clone();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0x5a;
+    damaged.truncate(damaged.len() - 7);
+    std::fs::write(&names, &damaged).unwrap();
+    let out = record(dir.path(), cache.to_str().unwrap(), &exe, &profile);
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    let named = functions(dir.path(), &profile);
+    let hot = named
+        .iter()
+        .find(|f| f.0 == "hot_line_work")
+        .expect("named");
+    assert!(hot.1.as_deref().is_some_and(|f| f.ends_with("hot_line.c")));
+    assert_eq!(
+        names_file(&cache, &exe),
+        names,
+        "replaced by a file that reads"
+    );
+}
+
+/// A cache directory others may write to is not used; `off` turns the cache off.
+#[test]
+fn only_a_private_cache_directory_is_used() {
+    let dir = tempdir();
+    let exe = fixture_copy(dir.path());
+    let profile = dir.path().join("p.rprof");
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    record(dir.path(), open.to_str().unwrap(), &exe, &profile);
+    assert_eq!(
+        std::fs::read_dir(&open).unwrap().count(),
+        0,
+        "nothing written"
+    );
+    assert!(functions(dir.path(), &profile)
+        .iter()
+        .any(|f| f.0 == "hot_line_work"));
+
+    let before: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    record(dir.path(), "off", &exe, &profile);
+    let after: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(before.len(), after.len(), "no directory named off was made");
+}
+
+/// Under sudo the profile goes to the invoking user, but the cache stays root's: a file rprof
+/// reads back as root must never belong to someone else.
+#[test]
+fn under_sudo_the_cache_stays_roots() {
+    if !is_root() {
+        return skip("needs root (a sudo run is root with SUDO_UID set)");
+    }
+    let dir = tempdir();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let cache = dir.path().join("cache");
+    let exe = fixture_copy(dir.path());
+    let profile = dir.path().join("p.rprof");
+    let out = rprof(
+        dir.path(),
+        &[
+            "record",
+            "-o",
+            profile.to_str().unwrap(),
+            "--",
+            exe.to_str().unwrap(),
+            WORK,
+        ],
+    )
+    .env("RPROF_CACHE_DIR", &cache)
+    .env("SUDO_UID", "65534")
+    .env("SUDO_GID", "65534")
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::metadata(&profile).unwrap().uid(), 65534);
+    let names = names_file(&cache, &exe);
+    let meta = std::fs::metadata(&names).unwrap();
+    assert_eq!(meta.uid(), 0, "the cache file is root's");
+    assert_eq!(meta.permissions().mode() & 0o077, 0);
+    assert_eq!(std::fs::metadata(&cache).unwrap().uid(), 0);
+}
+
+/// As root, the kernel's own text symbols are kept for the boot (rprof-symbols reads them back
+/// instead of `/proc/kallsyms`); a recording with them names its kernel frames.
+#[test]
+fn the_kernel_symbols_of_this_boot_are_kept() {
+    if !is_root() {
+        return skip("needs root (kernel stacks and addresses)");
+    }
+    let dir = tempdir();
+    let cache = dir.path().join("cache");
+    let profile = dir.path().join("p.rprof");
+    // Kernel time for certain: the kernel formats its symbol list on every read.
+    let work = Path::new("/bin/sh");
+    let kernel_work = |dir: &Path| {
+        let out = rprof(
+            dir,
+            &[
+                "record",
+                "-o",
+                profile.to_str().unwrap(),
+                "--",
+                work.to_str().unwrap(),
+                "-c",
+                "for i in 1 2 3 4 5 6 7 8; do cat /proc/kallsyms >/dev/null; done",
+            ],
+        )
+        .env("RPROF_CACHE_DIR", &cache)
+        .output()
+        .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    kernel_work(dir.path());
+    let kept = cache.join("kernel-symbols");
+    let meta = std::fs::metadata(&kept).expect("kernel symbols kept");
+    assert_eq!(meta.permissions().mode() & 0o077, 0);
+    assert_eq!(meta.uid(), 0);
+    kernel_work(dir.path());
+    let out = rprof(
+        dir.path(),
+        &[
+            "report",
+            "-i",
+            profile.to_str().unwrap(),
+            "--json",
+            "--top",
+            "1000",
+        ],
+    )
+    .output()
+    .unwrap();
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let kernel: Vec<&str> = json["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["kind"] == "kernel")
+        .filter_map(|f| f["name"].as_str())
+        .collect();
+    assert!(kernel.len() >= 3, "kernel functions: {kernel:?}");
+    assert!(
+        kernel
+            .iter()
+            .all(|n| !n.starts_with("0x") && !n.contains("+0x")),
+        "every kernel frame named: {kernel:?}"
+    );
+}
