@@ -15,7 +15,7 @@ use rprof_profile::{
     LookupSet, Module, ModuleId, ModuleKind, Profile, Record, StoredFrame, Symbols,
 };
 use rprof_symbols::{
-    DebugInfo, KernelCache, Location, ModuleSource, ModuleStatus, Options, Symbolizer,
+    CacheDir, DebugInfo, Location, ModuleSource, ModuleStatus, Options, Symbolizer,
 };
 
 use crate::progress::Progress;
@@ -35,8 +35,8 @@ fn name_with(modules: &[Module], wanted: &LookupSet, cache: Option<&NameCache>) 
     let by_id: HashMap<ModuleId, &Module> = modules.iter().map(|m| (m.id, m)).collect();
     let mut options = Options::default();
     if let Some((cache, tag)) = cache.and_then(|c| Some((c, c.namer()?))) {
-        options.kernel_cache = Some(KernelCache {
-            path: cache.kernel_table(),
+        options.cache = Some(CacheDir {
+            dir: cache.dir().to_path_buf(),
             tag: tag.to_string(),
         });
     }

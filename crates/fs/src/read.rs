@@ -39,6 +39,22 @@ pub fn effective_uid() -> u32 {
     nix::unistd::geteuid().as_raw()
 }
 
+/// What tells one version of a file from another without reading it: device, inode, size and
+/// modification time. A file rewritten in place or replaced by another (a rebuild, a stripped
+/// copy renamed over it) gets another identity; what was worked out from the file before is
+/// then not to be used.
+pub fn identity(meta: &Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    format!(
+        "{}:{}:{}:{}.{:09}",
+        meta.dev(),
+        meta.ino(),
+        meta.size(),
+        meta.mtime(),
+        meta.mtime_nsec()
+    )
+}
+
 /// How a file may be opened. Build with [`Options::new`], then narrow with
 /// [`Options::no_follow`] and [`Options::owned_by`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

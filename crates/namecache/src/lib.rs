@@ -17,8 +17,9 @@
 //!   modification time) of the files the names came from (the module, its separate debug
 //!   file) and of the rprof executable that named them: the names are used only while all of
 //!   those are unchanged, so a cached answer is the answer the files would give now.
-//! - **Where the kernel's symbol table of the running boot is kept** ([`NameCache::kernel_table`]):
-//!   the file's format and its checks belong to rprof-symbols, which reads `/proc/kallsyms`.
+//! - **The directory and a tag for rprof-symbols' own files** ([`NameCache::dir`],
+//!   [`NameCache::namer`]): the kernel's text symbols for the running boot and each DWARF
+//!   file's unit index; their formats and checks belong to rprof-symbols.
 //!
 //! The directory is `$RPROF_CACHE_DIR`, else `$XDG_CACHE_HOME/rprof`, else `$HOME/.cache/rprof`;
 //! `RPROF_CACHE_DIR=off` (or empty) turns the cache off. It is created with mode 0700 when
@@ -36,12 +37,11 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
-use std::fs::Metadata;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use rprof_fs::read::{open_regular, read_bounded, Options};
+use rprof_fs::read::{identity, open_regular, read_bounded, Options};
 use rprof_fs::{Access, NewFile};
 use rprof_profile::format::BlockReader;
 use std::collections::HashMap;
@@ -109,14 +109,9 @@ impl NameCache {
         &self.dir
     }
 
-    /// Where the kernel's symbol table of the running boot is kept (rprof-symbols checks that
-    /// it belongs to this boot before using it).
-    pub fn kernel_table(&self) -> PathBuf {
-        self.dir.join("kernel-symbols")
-    }
-
     /// A tag that changes whenever the naming rprof changes (its executable's identity), for
-    /// files whose format another crate owns, such as [`kernel_table`](Self::kernel_table).
+    /// files in [`dir`](Self::dir) whose format another crate owns (rprof-symbols' kernel
+    /// symbols and unit indexes).
     pub fn namer(&self) -> Option<&str> {
         self.namer.as_deref()
     }
@@ -196,7 +191,7 @@ impl NameCache {
         };
         let mut writer = Writer::new(Vec::new(), &header).map_err(|e| e.to_string())?;
         // Written after every recording that named something new: fast beats small here.
-        writer.set_names_level(3);
+        writer.set_names_level(1);
         let module = Module {
             id: ModuleId(0),
             path: sources
@@ -391,19 +386,6 @@ fn default_dir() -> Option<PathBuf> {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Device, inode, size and modification time of a file: what changes when it is replaced or
-/// rewritten.
-fn identity(meta: &Metadata) -> String {
-    format!(
-        "{}:{}:{}:{}.{:09}",
-        meta.dev(),
-        meta.ino(),
-        meta.size(),
-        meta.mtime(),
-        meta.mtime_nsec()
-    )
 }
 
 /// Whether a names file's `command` (`rprof`, the namer's identity, then path and identity

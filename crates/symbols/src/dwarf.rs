@@ -26,6 +26,7 @@ use std::sync::Arc;
 
 use gimli::Reader as _;
 
+use crate::cachefile::Input;
 use crate::elf::{Base, Reader};
 
 type Error = gimli::Error;
@@ -118,6 +119,30 @@ impl LazyDwarf {
                 backing,
             },
         })
+    }
+
+    /// The lazy namer over `dwarf` with the unit index `saved` (from [`index_bytes`] of an
+    /// earlier run, for the same unchanged file): no unit is read to build it. The DWARF back
+    /// when the bytes are not a well-formed index for it.
+    ///
+    /// [`index_bytes`]: LazyDwarf::index_bytes
+    pub(crate) fn with_index(
+        dwarf: gimli::Dwarf<Reader>,
+        base: Base,
+        saved: &[u8],
+    ) -> Result<LazyDwarf, Box<gimli::Dwarf<Reader>>> {
+        Ok(LazyDwarf {
+            index: Index::from_bytes(dwarf, saved)?,
+            cache: Cache {
+                slots: Vec::new(),
+                backing: Backing { base, reads: 0 },
+            },
+        })
+    }
+
+    /// The unit index, to be kept between runs ([`with_index`](Self::with_index)).
+    pub(crate) fn index_bytes(&self) -> Vec<u8> {
+        self.index.to_bytes()
     }
 
     /// Gives the DWARF back (to build an addr2line context from).
@@ -380,17 +405,82 @@ impl Index {
                 backing.read(HEADERS_PER_RELEASE);
             }
         }
+        Ok(Index::finish(dwarf, units, ranges))
+    }
+
+    /// The index from its units and ranges: ranges sorted by end then unit, each with the lowest
+    /// begin from it on.
+    fn finish(dwarf: gimli::Dwarf<Reader>, units: Vec<usize>, mut ranges: Vec<UnitRange>) -> Index {
         ranges.sort_unstable_by_key(|r| (r.end, r.unit));
         let mut min = u64::MAX;
         for r in ranges.iter_mut().rev() {
             min = min.min(r.begin);
             r.min_begin = min;
         }
-        Ok(Index {
+        Index {
             dwarf,
             units,
             ranges,
-        })
+        }
+    }
+
+    /// The units and ranges as bytes (read back by [`Index::from_bytes`]): a u32 count and u64
+    /// unit offsets, a u32 count and (begin u64, end u64, unit u32) ranges, little endian.
+    fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 + self.units.len() * 8 + self.ranges.len() * 20);
+        out.extend_from_slice(&(self.units.len() as u32).to_le_bytes());
+        for &unit in &self.units {
+            out.extend_from_slice(&(unit as u64).to_le_bytes());
+        }
+        out.extend_from_slice(&(self.ranges.len() as u32).to_le_bytes());
+        for r in &self.ranges {
+            out.extend_from_slice(&r.begin.to_le_bytes());
+            out.extend_from_slice(&r.end.to_le_bytes());
+            out.extend_from_slice(&(r.unit as u32).to_le_bytes());
+        }
+        out
+    }
+
+    /// An index written by [`Index::to_bytes`] for this `dwarf`; the DWARF back unless unit
+    /// offsets ascend inside `.debug_info`, every range names a unit and ends after it begins,
+    /// and no byte is left over.
+    fn from_bytes(
+        dwarf: gimli::Dwarf<Reader>,
+        bytes: &[u8],
+    ) -> Result<Index, Box<gimli::Dwarf<Reader>>> {
+        let info_len = gimli::Section::reader(&dwarf.debug_info).len();
+        let parsed = (|| {
+            let mut input = Input(bytes);
+            let count = input.count(8)?;
+            let mut units: Vec<usize> = Vec::with_capacity(count);
+            for _ in 0..count {
+                let offset = usize::try_from(input.u64()?).ok()?;
+                if offset >= info_len || units.last().is_some_and(|&last| last >= offset) {
+                    return None;
+                }
+                units.push(offset);
+            }
+            let count = input.count(20)?;
+            let mut ranges = Vec::with_capacity(count);
+            for _ in 0..count {
+                let (begin, end) = (input.u64()?, input.u64()?);
+                let unit = usize::try_from(input.u32()?).ok()?;
+                if unit >= units.len() || begin >= end {
+                    return None;
+                }
+                ranges.push(UnitRange {
+                    begin,
+                    end,
+                    min_begin: 0,
+                    unit,
+                });
+            }
+            input.0.is_empty().then_some((units, ranges))
+        })();
+        match parsed {
+            Some((units, ranges)) => Ok(Index::finish(dwarf, units, ranges)),
+            None => Err(Box::new(dwarf)),
+        }
     }
 
     /// The units whose ranges hold `probe`, in the order they are to be tried.

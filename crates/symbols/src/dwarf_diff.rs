@@ -236,8 +236,8 @@ fn check_pieces_from(path: &Path, starts: &[u64], budget: usize) -> (usize, usiz
     use crate::elf::ElfModule;
     let shown = path.display().to_string();
     let roots = [PathBuf::from("/usr/lib/debug")];
-    let mut module = ElfModule::load(&shown, None, &roots);
-    let mut exact = ElfModule::load(&shown, None, &roots);
+    let mut module = ElfModule::load(&shown, None, &roots, None);
+    let mut exact = ElfModule::load(&shown, None, &roots, None);
     let (mut checked, mut functions) = (0usize, 0usize);
     let mut covered_until = 0u64;
     {
@@ -343,4 +343,75 @@ fn function_pieces_name_every_address_as_naming_it_alone_does() {
             assert!(checked > 100, "{libc}: {checked}");
         }
     }
+}
+
+/// Issue 13: a module's unit index is kept in the cache directory and used again while the
+/// DWARF file is the same (shown by an index planted in the file: no unit covers anything, so
+/// nothing is named from DWARF); a changed file or a damaged index is not used.
+#[test]
+fn the_unit_index_is_kept_for_the_same_file_only() {
+    use crate::elf::ElfModule;
+    use crate::CacheDir;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let exe = build(d, "c5", "gcc", &["-O2", "-g", &fixture("symbols_inline.c")]);
+    let shown = exe.display().to_string();
+    let cache = CacheDir {
+        dir: d.join("cache"),
+        tag: "this rprof".into(),
+    };
+    std::fs::create_dir(&cache.dir).unwrap();
+    let roots: [PathBuf; 0] = [];
+    let base = open(&exe).unwrap();
+    let file = parse(&base, &shown).unwrap();
+    let id = object::Object::build_id(&file).unwrap().unwrap().to_vec();
+    let (main, _) = {
+        let sym = object::Object::symbols(&file)
+            .find(|s| object::ObjectSymbol::name(s) == Ok("main"))
+            .unwrap();
+        (object::ObjectSymbol::address(&sym), ())
+    };
+    let named = |cache: Option<&CacheDir>| {
+        let mut module = ElfModule::load(&shown, Some(&id), &roots, cache);
+        let location = module.locate(main + 1);
+        location.frames.last().and_then(|f| f.file.clone())
+    };
+    let fresh = named(None);
+    assert!(fresh.is_some(), "main has a source file");
+    assert_eq!(named(Some(&cache)), fresh, "built, then kept");
+    let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    let kept = cache.dir.join(format!("units-{hex}"));
+    let good = std::fs::read(&kept).expect("index kept");
+    assert_eq!(named(Some(&cache)), fresh, "read back");
+
+    // Planted: the same header, an index with no ranges. Used, so DWARF names nothing.
+    let header_len = good.len() - {
+        let base = open(&exe).unwrap();
+        let file = parse(&base, &shown).unwrap();
+        let lazy = LazyDwarf::new(dwarf_sections(&file, &base).unwrap(), base.clone()).unwrap();
+        lazy.index_bytes().len()
+    };
+    let mut planted = good[..header_len].to_vec();
+    planted.extend_from_slice(&0u32.to_le_bytes());
+    planted.extend_from_slice(&0u32.to_le_bytes());
+    std::fs::write(&kept, &planted).unwrap();
+    assert_eq!(named(Some(&cache)), None, "the planted index was used");
+
+    // Damaged (a byte past the index): not used, names come from DWARF again.
+    let mut damaged = good.clone();
+    damaged.push(7);
+    std::fs::write(&kept, &damaged).unwrap();
+    assert_eq!(named(Some(&cache)), fresh);
+
+    // The planted index again, but the file changed since: not used.
+    std::fs::write(&kept, &planted).unwrap();
+    let bytes = std::fs::read(&exe).unwrap();
+    std::fs::remove_file(&exe).unwrap();
+    std::fs::write(&exe, bytes).unwrap();
+    assert_eq!(
+        named(Some(&cache)),
+        fresh,
+        "another file: index built again"
+    );
+    assert_ne!(std::fs::read(&kept).unwrap(), planted, "and kept anew");
 }

@@ -15,6 +15,7 @@ use object::{
 };
 use rprof_fs::read::{open_regular, Options, ELF_LIMIT};
 
+use crate::cachefile::units;
 use crate::demangle::demangle;
 use crate::dwarf::{LazyDwarf, Lookup};
 use addr2line::LookupContinuation as _;
@@ -24,7 +25,7 @@ use crate::fde::FunctionRanges;
 use crate::split::SplitDwarf;
 use crate::status::{hex, DebugInfo, ModuleProblem, ModuleStatus};
 use crate::symtab::{Rank, RawSymbol, SymbolTable};
-use crate::{Location, SymFrame};
+use crate::{CacheDir, Location, SymFrame};
 
 /// The storage behind all readers of one file: a read-only file mapping or a heap buffer.
 #[derive(Clone, Debug)]
@@ -155,9 +156,16 @@ struct Loading {
     build_id: Option<Vec<u8>>,
     /// `.gnu_debuglink` of a trusted main file: file name and CRC.
     debuglink: Option<(PathBuf, u32)>,
+    /// Where unit indexes are kept between runs.
+    cache: Option<CacheDir>,
 }
 
 impl Loading {
+    /// Where this module's unit index may be kept: the cache, keyed by the build id.
+    fn index_cache(&self) -> Option<(&CacheDir, &[u8])> {
+        Some((self.cache.as_ref()?, self.build_id.as_deref()?))
+    }
+
     fn note(&mut self, problem: ModuleProblem) {
         if self.problem.is_none() {
             self.problem = Some(problem);
@@ -169,9 +177,17 @@ impl ElfModule {
     /// Loads the ELF file at `path`. `expected` is the build id recorded for it, if any; the file
     /// is only trusted when its own build id matches. `roots` are debug directories
     /// (`/usr/lib/debug` by default) searched for `.build-id/xx/rest.debug` and debuglink files.
-    pub(crate) fn load(path: &str, expected: Option<&[u8]>, roots: &[PathBuf]) -> ElfModule {
+    /// With `cache`, the DWARF's unit index is read from there when it was kept for this very
+    /// file, and kept there when it had to be built.
+    pub(crate) fn load(
+        path: &str,
+        expected: Option<&[u8]>,
+        roots: &[PathBuf],
+        cache: Option<&CacheDir>,
+    ) -> ElfModule {
         let mut st = Loading {
             build_id: expected.filter(|id| !id.is_empty()).map(<[u8]>::to_vec),
+            cache: cache.cloned(),
             ..Loading::default()
         };
         // A mapping whose file was replaced shows as `PATH (deleted)`. The file now at PATH is
@@ -493,7 +509,7 @@ fn read_main(
     plt_symbols(&file, &mut st.raw_symbols);
     st.functions = FunctionRanges::from_eh_frame(&file, base);
     if has_dwarf(&file) {
-        match load_dwarf(&file, base, Path::new(path), roots) {
+        match load_dwarf(&file, base, Path::new(path), roots, st.index_cache()) {
             Ok(ctx) => {
                 st.dwarf = Some(ctx);
                 st.debug_info = DebugInfo::Embedded;
@@ -584,7 +600,7 @@ fn find_separate(st: &mut Loading, roots: &[PathBuf], dirs: &[PathBuf]) {
         if !verified || !has_dwarf(&file) {
             continue;
         }
-        match load_dwarf(&file, &base, &path, roots) {
+        match load_dwarf(&file, &base, &path, roots, st.index_cache()) {
             Ok(ctx) => {
                 collect_symbols(&file, &mut st.raw_symbols);
                 st.dwarf = Some(ctx);
@@ -701,6 +717,7 @@ fn load_dwarf(
     base: &Base,
     path: &Path,
     roots: &[PathBuf],
+    cache: Option<(&CacheDir, &[u8])>,
 ) -> Result<Names, String> {
     let mut dwarf = dwarf_sections(file, base)?;
     let altlink = matches!(file.gnu_debugaltlink(), Ok(Some(_)));
@@ -708,13 +725,22 @@ fn load_dwarf(
         if let Some(sup) = load_altlink(file, path, roots) {
             dwarf.set_sup(sup);
         }
+    } else if let Some(saved) = cache.and_then(|(cache, id)| units::read(cache, id, path)) {
+        // Kept only for a lazily named file (no split units) that is still the same file.
+        match LazyDwarf::with_index(dwarf, base.clone(), &saved) {
+            Ok(lazy) => return Ok(Names::Lazy(Box::new(lazy))),
+            Err(back) => dwarf = *back,
+        }
     }
     if altlink || crate::dwarf::has_split_units(&dwarf, base) {
         return full_context(dwarf).map(Names::Full);
     }
-    LazyDwarf::new(dwarf, base.clone())
-        .map(|lazy| Names::Lazy(Box::new(lazy)))
-        .map_err(|e| e.to_string())
+    let lazy = LazyDwarf::new(dwarf, base.clone()).map_err(|e| e.to_string())?;
+    if let Some((cache, build_id)) = cache {
+        // Best effort: without it the next run builds the index again.
+        let _ = units::write(cache, build_id, path, &lazy.index_bytes());
+    }
+    Ok(Names::Lazy(Box::new(lazy)))
 }
 
 /// An addr2line context over all of `dwarf`.

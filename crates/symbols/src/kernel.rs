@@ -7,7 +7,7 @@ use rprof_fs::read::{open_regular, Options, ReadError, KALLSYMS_LIMIT};
 
 use crate::status::{ModuleProblem, ModuleStatus};
 use crate::symtab::{Rank, RawSymbol, SymbolTable};
-use crate::{KernelCache, Location, SymFrame};
+use crate::{CacheDir, Location, SymFrame};
 
 mod cached;
 
@@ -20,7 +20,7 @@ const LAST_SYMBOL_SPAN: u64 = 64 * 1024;
 pub(crate) struct KernelSymbols {
     table: SymbolTable,
     status: ModuleStatus,
-    /// Set when the table came from a [`KernelCache`]: it answers for these ranges only, and
+    /// Set when the table came from a [`CacheDir`]: it answers for these ranges only, and
     /// any other address makes the symbol file be read whole.
     kept: Option<Kept>,
 }
@@ -34,9 +34,9 @@ struct Kept {
 }
 
 impl KernelSymbols {
-    /// The kernel's text symbols: from `cache` when it holds this boot's (see [`KernelCache`]),
+    /// The kernel's text symbols: from `cache` when it holds this boot's (see [`CacheDir`]),
     /// else from the kallsyms file at `path`, which then refreshes `cache`.
-    pub(crate) fn load(path: &Path, cache: Option<&KernelCache>) -> KernelSymbols {
+    pub(crate) fn load(path: &Path, cache: Option<&CacheDir>) -> KernelSymbols {
         let Some(cache) = cache else {
             return KernelSymbols::read(path).0;
         };
@@ -330,8 +330,8 @@ mod tests {
             )
         };
         std::fs::write(&kallsyms, text("")).unwrap();
-        let cache = KernelCache {
-            path: dir.path().join("kernel-symbols"),
+        let cache = CacheDir {
+            dir: dir.path().to_path_buf(),
             tag: "this rprof".into(),
         };
         let mut first = KernelSymbols::load(&kallsyms, Some(&cache));
@@ -341,7 +341,7 @@ mod tests {
             Some("schedule".into())
         );
         assert!(
-            cache.path.is_file(),
+            dir.path().join("kernel-symbols").is_file(),
             "written after the symbol file was read"
         );
 
@@ -363,7 +363,7 @@ mod tests {
             Some("schedule2".into())
         );
 
-        let other = KernelCache {
+        let other = CacheDir {
             tag: "another rprof".into(),
             ..cache.clone()
         };

@@ -15,8 +15,11 @@
 //!   (size-checked where sizes exist), and `name@plt` for x86-64 PLT stubs. A file whose build id
 //!   differs from the recorded one is not used (see [`ModuleProblem::BuildIdMismatch`]).
 //! - vDSO: the image mapped into this very process (same kernel as the recording).
-//! - Kernel: `/proc/kallsyms`, nearest preceding text symbol, module name kept in brackets; the
-//!   kernel's own text symbols can be kept in a file for the running boot ([`KernelCache`]).
+//! - Kernel: `/proc/kallsyms`, nearest preceding text symbol, module name kept in brackets.
+//!
+//! With a [`CacheDir`], what is costly to work out and cannot change while its files stay the
+//! same is kept between runs: the kernel's own text symbols for the running boot, and each
+//! DWARF file's unit index (which units cover which addresses).
 //! - JIT: `/tmp/perf-PID.map`, only when it is a regular file (not a link) owned by root, by the
 //!   user rprof runs as, or by the running process PID.
 //!
@@ -41,6 +44,7 @@
 
 #![deny(missing_docs)]
 
+mod cachefile;
 mod demangle;
 mod dwarf;
 #[cfg(test)]
@@ -115,25 +119,31 @@ pub struct Options {
     pub kallsyms: PathBuf,
     /// Directory holding `perf-PID.map` files. Default: `/tmp`.
     pub perf_map_dir: PathBuf,
-    /// Where the kernel's text symbols of the running boot are kept between runs, so that
-    /// `/proc/kallsyms` is read once per boot. Default: none.
-    pub kernel_cache: Option<KernelCache>,
+    /// Where files that save work between runs are kept (see [`CacheDir`]). Default: none.
+    pub cache: Option<CacheDir>,
 }
 
-/// A file keeping the kernel's text symbols between runs (see [`Options::kernel_cache`]).
+/// A directory for files that save work between runs, written and read only by the effective
+/// user (the caller chooses and checks the directory; rprof-namecache does for rprof).
 ///
-/// It holds the symbols of the kernel's own code (`_stext`..`_etext` and the init text), which
-/// do not change until the next boot, with the boot id, the symbol file they were read from and
-/// `tag`. It is used only when all three match; an address outside the kept ranges (a module, a
-/// BPF program, a trampoline) makes the symbol file be read as without a cache. It is written
-/// with rprof-fs (mode 0600, the effective user's) after a symbol file was read, and read only
-/// when it is a regular file of the effective user, up to a size cap; a file that does not read
-/// is ignored and replaced.
+/// - `kernel-symbols`: the symbols of the kernel's own code (`_stext`..`_etext` and the init
+///   text), which do not change until the next boot, with the boot id, the symbol file they were
+///   read from and `tag`. Used only when all three match; an address outside the kept ranges (a
+///   module, a BPF program, a trampoline) makes the symbol file be read as without a cache.
+/// - `units-<build id>`: a DWARF file's unit index (each unit's offset and address ranges, which
+///   take parsing every unit's root entry to find), with the DWARF file's path and identity
+///   (device, inode, size, modification time) and `tag`. Used only when all match.
+///
+/// Files are written beside their destination and renamed into place (rprof-fs, mode 0600, the
+/// effective user's even under sudo); read only when they are regular files of the effective
+/// user, up to a size cap, every record checked; a file that does not read is ignored and
+/// replaced.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KernelCache {
-    /// The file.
-    pub path: PathBuf,
-    /// Identifies the rprof that wrote it: a file written by another build is not used.
+pub struct CacheDir {
+    /// The directory.
+    pub dir: PathBuf,
+    /// Identifies the rprof that writes and reads the files: a file written by another build is
+    /// not used.
     pub tag: String,
 }
 
@@ -143,7 +153,7 @@ impl Default for Options {
             debug_roots: vec![PathBuf::from("/usr/lib/debug")],
             kallsyms: PathBuf::from("/proc/kallsyms"),
             perf_map_dir: PathBuf::from("/tmp"),
-            kernel_cache: None,
+            cache: None,
         }
     }
 }
@@ -297,10 +307,9 @@ impl Symbolizer {
         match *module {
             ModuleSource::Elf { path, build_id } => {
                 let key = (path.to_owned(), build_id.map(<[u8]>::to_vec));
-                let m = self
-                    .elf
-                    .entry(key)
-                    .or_insert_with(|| ElfModule::load(path, build_id, &options.debug_roots));
+                let m = self.elf.entry(key).or_insert_with(|| {
+                    ElfModule::load(path, build_id, &options.debug_roots, options.cache.as_ref())
+                });
                 Loaded::Elf(m)
             }
             ModuleSource::Vdso => {
@@ -323,7 +332,7 @@ impl Symbolizer {
                 }
             }
             ModuleSource::Kernel => Loaded::Kernel(self.kernel.get_or_insert_with(|| {
-                KernelSymbols::load(&options.kallsyms, options.kernel_cache.as_ref())
+                KernelSymbols::load(&options.kallsyms, options.cache.as_ref())
             })),
             ModuleSource::JitMap { pid } => {
                 let m = self.jit.entry(pid).or_insert_with(|| {

@@ -1,4 +1,5 @@
-//! The kernel's own text symbols kept in a file between runs ([`KernelCache`]).
+//! The kernel's own text symbols kept in a file between runs (`kernel-symbols` of a
+//! [`CacheDir`]).
 //!
 //! Reading `/proc/kallsyms` costs tens of milliseconds (the kernel formats 100,000 lines and
 //! more), once per recording. The symbols of the kernel's own code cannot change until the next
@@ -13,14 +14,16 @@
 //! searches the records in place (a kernel has 100,000 symbols and more; a recording asks for a
 //! few hundred).
 
-use std::io::Write;
 use std::path::Path;
 
 use rprof_fs::read::{read_bounded, Options};
-use rprof_fs::{Access, NewFile};
 
+use crate::cachefile::{put_text, Input};
 use crate::symtab::{SymbolTable, CONTAINING_LOOKBACK};
-use crate::KernelCache;
+use crate::CacheDir;
+
+/// The file's name in its directory.
+const FILE: &str = "kernel-symbols";
 
 const MAGIC: &[u8] = b"rprof kernel symbols 1\n";
 
@@ -41,12 +44,8 @@ fn boot_id() -> Option<String> {
 
 /// The table and ranges kept in `cache` for `kallsyms`, if it was written for this boot, from
 /// this symbol file, by this rprof, and reads whole.
-pub(super) fn read(cache: &KernelCache, kallsyms: &Path) -> Option<(Table, Vec<(u64, u64)>)> {
-    let uid = [rprof_fs::read::effective_uid()];
-    let options = Options::new("a kernel symbol cache", LIMIT)
-        .no_follow()
-        .owned_by(&uid);
-    let bytes = read_bounded(&cache.path, &options).ok()?;
+pub(super) fn read(cache: &CacheDir, kallsyms: &Path) -> Option<(Table, Vec<(u64, u64)>)> {
+    let bytes = crate::cachefile::read(&cache.dir.join(FILE), "a kernel symbol cache", LIMIT)?;
     parse(bytes, &boot_id()?, &kallsyms.to_string_lossy(), &cache.tag)
 }
 
@@ -143,7 +142,7 @@ fn parse(
 
 /// Writes the symbols of `table` inside `ranges` to `cache`, for this boot and `kallsyms`.
 pub(super) fn write(
-    cache: &KernelCache,
+    cache: &CacheDir,
     kallsyms: &Path,
     table: &SymbolTable,
     ranges: &[(u64, u64)],
@@ -155,10 +154,7 @@ pub(super) fn write(
         table,
         ranges,
     );
-    let mut file = NewFile::create(&cache.path, Access::Own).ok()?;
-    file.write_all(&bytes).ok()?;
-    file.commit().ok()?;
-    Some(())
+    crate::cachefile::write(&cache.dir.join(FILE), &bytes)
 }
 
 fn encode(
@@ -194,44 +190,6 @@ fn encode(
     }
     out.extend_from_slice(&names);
     out
-}
-
-fn put_text(out: &mut Vec<u8>, text: &str) {
-    out.extend_from_slice(&(text.len() as u32).to_le_bytes());
-    out.extend_from_slice(text.as_bytes());
-}
-
-/// The unread rest of a cache file; every read checks its length first.
-struct Input<'a>(&'a [u8]);
-
-impl<'a> Input<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if n > self.0.len() {
-            return None;
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Some(head)
-    }
-
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
-    }
-
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
-    }
-
-    /// A count of items of at least `min_size` bytes each: no more than the bytes left hold.
-    fn count(&mut self, min_size: usize) -> Option<usize> {
-        let n = usize::try_from(self.u32()?).ok()?;
-        (n <= self.0.len() / min_size).then_some(n)
-    }
-
-    fn text(&mut self) -> Option<&'a str> {
-        let n = usize::try_from(self.u32()?).ok()?;
-        std::str::from_utf8(self.take(n)?).ok()
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,119 @@
+//! Files of a [`CacheDir`](crate::CacheDir): read and written only as the effective user's, and
+//! taken apart with every length checked.
+
+use std::io::Write;
+use std::path::Path;
+
+use rprof_fs::read::{read_bounded, Options};
+use rprof_fs::{Access, NewFile};
+
+/// The bytes of the cache file at `path` when it is a regular file (not a link) of the
+/// effective user of at most `limit` bytes.
+pub(crate) fn read(path: &Path, what: &str, limit: u64) -> Option<Vec<u8>> {
+    let uid = [rprof_fs::read::effective_uid()];
+    let options = Options::new(what, limit).no_follow().owned_by(&uid);
+    read_bounded(path, &options).ok()
+}
+
+/// Writes `bytes` to a new file renamed over `path` (mode 0600, the effective user's).
+pub(crate) fn write(path: &Path, bytes: &[u8]) -> Option<()> {
+    let mut file = NewFile::create(path, Access::Own).ok()?;
+    file.write_all(bytes).ok()?;
+    file.commit().ok()?;
+    Some(())
+}
+
+/// Appends `text` as a u32 length and its bytes.
+pub(crate) fn put_text(out: &mut Vec<u8>, text: &str) {
+    out.extend_from_slice(&(text.len() as u32).to_le_bytes());
+    out.extend_from_slice(text.as_bytes());
+}
+
+/// The unread rest of a cache file; every read checks its length first.
+pub(crate) struct Input<'a>(pub(crate) &'a [u8]);
+
+impl<'a> Input<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if n > self.0.len() {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+
+    pub(crate) fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+
+    pub(crate) fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+
+    /// A count of items of at least `min_size` bytes each: no more than the bytes left hold.
+    pub(crate) fn count(&mut self, min_size: usize) -> Option<usize> {
+        let n = usize::try_from(self.u32()?).ok()?;
+        (n <= self.0.len() / min_size).then_some(n)
+    }
+
+    pub(crate) fn text(&mut self) -> Option<&'a str> {
+        let n = usize::try_from(self.u32()?).ok()?;
+        std::str::from_utf8(self.take(n)?).ok()
+    }
+}
+
+/// A DWARF file's unit index kept between runs: `units-<build id>` of a
+/// [`CacheDir`](crate::CacheDir), holding the writer's tag, the DWARF file's path and identity,
+/// then the index (see `LazyDwarf::index_bytes`).
+pub(crate) mod units {
+    use std::path::{Path, PathBuf};
+
+    use rprof_fs::read::{identity, open_regular, Options};
+
+    use super::{put_text, Input};
+    use crate::CacheDir;
+
+    const MAGIC: &[u8] = b"rprof unit index 1\n";
+
+    /// The largest index file read (a unit index of 2,000,000 ranges).
+    const LIMIT: u64 = 48 << 20;
+
+    fn file(cache: &CacheDir, build_id: &[u8]) -> Option<PathBuf> {
+        if !(4..=64).contains(&build_id.len()) {
+            return None;
+        }
+        let hex: String = build_id.iter().map(|b| format!("{b:02x}")).collect();
+        Some(cache.dir.join(format!("units-{hex}")))
+    }
+
+    fn identity_of(dwarf: &Path) -> Option<String> {
+        let (_, meta) = open_regular(dwarf, &Options::new("a DWARF file", u64::MAX)).ok()?;
+        Some(identity(&meta))
+    }
+
+    /// The index kept for the module with `build_id` whose DWARF is read from `dwarf`, if it
+    /// was written by this rprof for that very file, unchanged since.
+    pub(crate) fn read(cache: &CacheDir, build_id: &[u8], dwarf: &Path) -> Option<Vec<u8>> {
+        let bytes = super::read(&file(cache, build_id)?, "a unit index cache", LIMIT)?;
+        let mut input = Input(bytes.strip_prefix(MAGIC)?);
+        let same = input.text()? == cache.tag
+            && input.text()? == dwarf.to_string_lossy()
+            && input.text()? == identity_of(dwarf)?;
+        same.then(|| input.0.to_vec())
+    }
+
+    /// Keeps `index` for the module with `build_id` whose DWARF is read from `dwarf`.
+    pub(crate) fn write(
+        cache: &CacheDir,
+        build_id: &[u8],
+        dwarf: &Path,
+        index: &[u8],
+    ) -> Option<()> {
+        let mut out = MAGIC.to_vec();
+        put_text(&mut out, &cache.tag);
+        put_text(&mut out, &dwarf.to_string_lossy());
+        put_text(&mut out, &identity_of(dwarf)?);
+        out.extend_from_slice(index);
+        super::write(&file(cache, build_id)?, &out)
+    }
+}
