@@ -155,17 +155,18 @@ fn start_command(
     // Find the program before anything is created or forked: a missing command leaves no profile.
     let path = rprof_launch::find_program(argv0)?;
     let output = output::create(&options.output, tell)?;
-    let pending = rprof_launch::spawn_pending(argv)?;
-    let pid = pending.pid();
     // Short processes are sampled at the rate asked for only on a cgroup of the command's own
-    // (crate::cgroup); without one (not root, no cgroup v2), inherited events.
+    // (crate::cgroup); without one (not root, no cgroup v2), inherited events. The command is
+    // created inside it where the kernel can, else moved in.
     let cgroup = if options.off_cpu {
         None
     } else {
-        Cgroup::create()
-            .ok()
-            .filter(|cgroup| cgroup.add(pid).is_ok())
+        Cgroup::create().ok()
     };
+    let (pending, inside) =
+        rprof_launch::spawn_pending_into(argv, cgroup.as_ref().map(|c| c.fd()))?;
+    let pid = pending.pid();
+    let cgroup = cgroup.filter(|cgroup| inside || cgroup.add(pid).is_ok());
     let opened = match open_samplers(&request, pid, false, cgroup.as_ref(), tell) {
         Ok(opened) => opened,
         Err(e) => {
