@@ -57,6 +57,24 @@ struct Recorded {
     _dir: tempfile::TempDir,
     profile: PathBuf,
     truth: BTreeMap<u32, Truth>,
+    /// Steal time of all CPUs while it ran (see [`steal_ns`]).
+    steal_ns: u64,
+}
+
+/// Time the hypervisor ran something else on this VM's CPUs, all CPUs together, from
+/// `/proc/stat` (USER_HZ ticks, 100 a second). To the kernel's scheduler a thread stays on its
+/// CPU while its virtual CPU is stolen, but with paravirt time accounting its own CPU clock does
+/// not advance: on a crowded host, rprof's on-CPU time (from context switches) exceeds the
+/// thread's clock by the time stolen from it.
+fn steal_ns() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: u64 = stat
+        .lines()
+        .next()
+        .and_then(|cpu| cpu.split_whitespace().nth(8))
+        .and_then(|steal| steal.parse().ok())
+        .unwrap_or(0);
+    ticks * 10_000_000
 }
 
 fn recorded() -> &'static Recorded {
@@ -64,6 +82,7 @@ fn recorded() -> &'static Recorded {
     RECORDED.get_or_init(|| {
         let dir = tempdir();
         let bin = fixture();
+        let stolen_before = steal_ns();
         let out = run_rprof(
             dir.path(),
             &["record", "--off-cpu", "--", bin.to_str().unwrap()],
@@ -75,6 +94,7 @@ fn recorded() -> &'static Recorded {
             profile: dir.path().join("rprof.data"),
             _dir: dir,
             truth,
+            steal_ns: steal_ns().saturating_sub(stolen_before),
         }
     })
 }
@@ -197,7 +217,8 @@ fn reading_an_empty_pipe_is_io_time() {
 }
 
 /// Issue 11: a busy thread waits for nothing but a CPU (preemption on a loaded machine is
-/// `cpu`), and its on-CPU time is the CPU time it measured.
+/// `cpu`), and its on-CPU time is the CPU time it measured, give or take 5 % (and whatever the
+/// hypervisor stole meanwhile, which its clock does not count: see [`steal_ns`]).
 #[test]
 fn a_busy_thread_waits_only_for_a_cpu() {
     let r = recorded();
@@ -211,7 +232,11 @@ fn a_busy_thread_waits_only_for_a_cpu() {
         .sum();
     assert!(waited < 20_000_000, "{thread}");
     let cpu = ns(&thread["cpu_ns"]);
-    assert!(close(cpu, truth.cpu_ns, 0.05, 0), "{cpu} vs {truth:?}");
+    let stolen = r.steal_ns;
+    assert!(
+        close(cpu, truth.cpu_ns, 0.05, stolen),
+        "{cpu} vs {truth:?} ({stolen} ns stolen)"
+    );
 }
 
 /// Issue 11: for every thread, on-CPU + off-CPU is its lifetime as it measured it, within 5 %
