@@ -24,27 +24,41 @@ fn fixture_copy(dir: &Path) -> PathBuf {
     copy
 }
 
-fn record(dir: &Path, cache: &str, exe: &Path, profile: &Path) -> Output {
-    let out = rprof(
-        dir,
-        &[
-            "record",
-            "-o",
-            profile.to_str().unwrap(),
-            "--",
-            exe.to_str().unwrap(),
-            WORK,
-        ],
-    )
-    .env("RPROF_CACHE_DIR", cache)
-    .output()
-    .unwrap();
+/// `rprof record -o PROFILE -- COMMAND` in `dir` with the cache in `cache` and `env` set.
+fn record_env(
+    dir: &Path,
+    cache: &Path,
+    profile: &Path,
+    command: &[&str],
+    env: &[(&str, &str)],
+) -> Output {
+    let mut args = vec!["record", "-o", profile.to_str().unwrap(), "--"];
+    args.extend_from_slice(command);
+    let out = rprof(dir, &args)
+        .env("RPROF_CACHE_DIR", cache)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
     assert!(out.status.success(), "record failed: {}", stderr(&out));
     out
 }
 
-/// (name, file, line) of every function of `profile`'s report.
-fn functions(dir: &Path, profile: &Path) -> Vec<(String, Option<String>, Option<u64>)> {
+/// The fixture at `exe` recorded with the cache in `cache`.
+fn record(dir: &Path, cache: &str, exe: &Path, profile: &Path) -> Output {
+    let command = [exe.to_str().unwrap(), WORK];
+    record_env(dir, Path::new(cache), profile, &command, &[])
+}
+
+/// A function of a report: its name, source file, and whether it is the kernel's.
+#[derive(Debug)]
+struct Named {
+    name: String,
+    file: Option<String>,
+    kernel: bool,
+}
+
+/// Every function of `profile`'s report.
+fn functions(dir: &Path, profile: &Path) -> Vec<Named> {
     let out = rprof(
         dir,
         &[
@@ -64,14 +78,29 @@ fn functions(dir: &Path, profile: &Path) -> Vec<(String, Option<String>, Option<
         .as_array()
         .unwrap()
         .iter()
-        .map(|f| {
-            (
-                f["name"].as_str().unwrap_or_default().to_string(),
-                f["file"].as_str().map(str::to_string),
-                f["line"].as_u64(),
-            )
+        .map(|f| Named {
+            name: f["name"].as_str().unwrap_or_default().to_string(),
+            file: f["file"].as_str().map(str::to_string),
+            kernel: f["kind"] == "kernel",
         })
         .collect()
+}
+
+/// The source file `hot_line_work` is named with, if it was sampled.
+fn hot_source(named: &[Named]) -> Option<Option<&str>> {
+    named
+        .iter()
+        .find(|f| f.name == "hot_line_work")
+        .map(|f| f.file.as_deref())
+}
+
+/// A scratch directory with a copy of the fixture: (directory, cache, fixture, profile).
+fn scratch() -> (tempfile::TempDir, PathBuf, PathBuf, PathBuf) {
+    let dir = tempdir();
+    let cache = dir.path().join("cache");
+    let exe = fixture_copy(dir.path());
+    let profile = dir.path().join("p.rprof");
+    (dir, cache, exe, profile)
 }
 
 /// The cache file holding the names of the module at `path`.
@@ -130,17 +159,11 @@ fn plant(file: &Path, from: &str, to: &str) {
 /// a name planted in the cache), and from the file again once it changed.
 #[test]
 fn a_second_recording_names_from_the_cache_until_the_file_changes() {
-    let dir = tempdir();
-    let cache = dir.path().join("cache");
-    let exe = fixture_copy(dir.path());
-    let profile = dir.path().join("p.rprof");
+    let (dir, cache, exe, profile) = scratch();
     record(dir.path(), cache.to_str().unwrap(), &exe, &profile);
     let first = functions(dir.path(), &profile);
-    let hot = first
-        .iter()
-        .find(|f| f.0 == "hot_line_work")
-        .expect("hot_line_work sampled");
-    assert!(hot.1.as_deref().is_some_and(|f| f.ends_with("hot_line.c")));
+    let hot = hot_source(&first).expect("hot_line_work sampled");
+    assert!(hot.is_some_and(|f| f.ends_with("hot_line.c")), "{first:?}");
 
     let names = names_file(&cache, &exe);
     let mode = std::fs::metadata(&names).unwrap().permissions().mode();
@@ -149,18 +172,23 @@ fn a_second_recording_names_from_the_cache_until_the_file_changes() {
     record(dir.path(), cache.to_str().unwrap(), &exe, &profile);
     let second = functions(dir.path(), &profile);
     assert!(
-        second.iter().any(|f| f.0 == "hot_line_work_from_the_cache"),
+        second
+            .iter()
+            .any(|f| f.name == "hot_line_work_from_the_cache"),
         "{second:?}"
     );
     assert!(
-        !second.iter().any(|f| f.0 == "hot_line_work"),
+        !second.iter().any(|f| f.name == "hot_line_work"),
         "every address of the function comes from the cache: {second:?}"
     );
     // The same names otherwise: what the cache holds is what the files said.
-    let rename = |fs: &[(String, Option<String>, Option<u64>)]| {
+    let rename = |fs: &[Named]| {
         let mut names: Vec<String> = fs
             .iter()
-            .map(|f| f.0.replace("hot_line_work_from_the_cache", "hot_line_work"))
+            .map(|f| {
+                f.name
+                    .replace("hot_line_work_from_the_cache", "hot_line_work")
+            })
             .filter(|n| !n.starts_with("0x") && !n.contains('+'))
             .collect();
         names.sort();
@@ -183,18 +211,15 @@ fn a_second_recording_names_from_the_cache_until_the_file_changes() {
     std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
     record(dir.path(), cache.to_str().unwrap(), &exe, &profile);
     let third = functions(dir.path(), &profile);
-    assert!(third.iter().any(|f| f.0 == "hot_line_work"), "{third:?}");
-    assert!(!third.iter().any(|f| f.0.contains("from_the_cache")));
+    assert!(third.iter().any(|f| f.name == "hot_line_work"), "{third:?}");
+    assert!(!third.iter().any(|f| f.name.contains("from_the_cache")));
 }
 
 /// A stripped copy has the build id of its unstripped build, but not its DWARF: it is named
 /// from its own file (no source lines), never from the names cached for the unstripped one.
 #[test]
 fn a_stripped_copy_is_not_named_from_its_unstripped_build() {
-    let dir = tempdir();
-    let cache = dir.path().join("cache");
-    let exe = fixture_copy(dir.path());
-    let profile = dir.path().join("p.rprof");
+    let (dir, cache, exe, profile) = scratch();
     record(dir.path(), cache.to_str().unwrap(), &exe, &profile);
     let stripped = dir.path().join("stripped");
     let status = std::process::Command::new("objcopy")
@@ -206,13 +231,10 @@ fn a_stripped_copy_is_not_named_from_its_unstripped_build() {
     assert!(status.success());
     record(dir.path(), cache.to_str().unwrap(), &stripped, &profile);
     let named = functions(dir.path(), &profile);
-    let hot = named
-        .iter()
-        .find(|f| f.0 == "hot_line_work")
-        .expect("named from the symbol table");
-    assert_eq!(hot.1, None, "no source file without DWARF: {named:?}");
+    let hot = hot_source(&named).expect("named from the symbol table");
+    assert_eq!(hot, None, "no source file without DWARF: {named:?}");
     assert!(
-        !named.iter().any(|f| f.0 == "step"),
+        !named.iter().any(|f| f.name == "step"),
         "no inline frames: {named:?}"
     );
 }
@@ -220,10 +242,7 @@ fn a_stripped_copy_is_not_named_from_its_unstripped_build() {
 /// A damaged cache file is ignored (the names come from the file) and replaced.
 #[test]
 fn a_damaged_cache_file_is_ignored_and_replaced() {
-    let dir = tempdir();
-    let cache = dir.path().join("cache");
-    let exe = fixture_copy(dir.path());
-    let profile = dir.path().join("p.rprof");
+    let (dir, cache, exe, profile) = scratch();
     record(dir.path(), cache.to_str().unwrap(), &exe, &profile);
     let names = names_file(&cache, &exe);
     let good = std::fs::read(&names).unwrap();
@@ -235,11 +254,8 @@ fn a_damaged_cache_file_is_ignored_and_replaced() {
     let out = record(dir.path(), cache.to_str().unwrap(), &exe, &profile);
     assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
     let named = functions(dir.path(), &profile);
-    let hot = named
-        .iter()
-        .find(|f| f.0 == "hot_line_work")
-        .expect("named");
-    assert!(hot.1.as_deref().is_some_and(|f| f.ends_with("hot_line.c")));
+    let hot = hot_source(&named).expect("named");
+    assert!(hot.is_some_and(|f| f.ends_with("hot_line.c")), "{named:?}");
     assert_eq!(
         names_file(&cache, &exe),
         names,
@@ -250,9 +266,7 @@ fn a_damaged_cache_file_is_ignored_and_replaced() {
 /// A cache directory others may write to is not used; `off` turns the cache off.
 #[test]
 fn only_a_private_cache_directory_is_used() {
-    let dir = tempdir();
-    let exe = fixture_copy(dir.path());
-    let profile = dir.path().join("p.rprof");
+    let (dir, _, exe, profile) = scratch();
     let open = dir.path().join("open");
     std::fs::create_dir(&open).unwrap();
     std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
@@ -264,7 +278,7 @@ fn only_a_private_cache_directory_is_used() {
     );
     assert!(functions(dir.path(), &profile)
         .iter()
-        .any(|f| f.0 == "hot_line_work"));
+        .any(|f| f.name == "hot_line_work"));
 
     let before: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     record(dir.path(), "off", &exe, &profile);
@@ -279,28 +293,11 @@ fn under_sudo_the_cache_stays_roots() {
     if !is_root() {
         return skip("needs root (a sudo run is root with SUDO_UID set)");
     }
-    let dir = tempdir();
+    let (dir, cache, exe, profile) = scratch();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    let cache = dir.path().join("cache");
-    let exe = fixture_copy(dir.path());
-    let profile = dir.path().join("p.rprof");
-    let out = rprof(
-        dir.path(),
-        &[
-            "record",
-            "-o",
-            profile.to_str().unwrap(),
-            "--",
-            exe.to_str().unwrap(),
-            WORK,
-        ],
-    )
-    .env("RPROF_CACHE_DIR", &cache)
-    .env("SUDO_UID", "65534")
-    .env("SUDO_GID", "65534")
-    .output()
-    .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+    let command = [exe.to_str().unwrap(), WORK];
+    let sudo = [("SUDO_UID", "65534"), ("SUDO_GID", "65534")];
+    record_env(dir.path(), &cache, &profile, &command, &sudo);
     assert_eq!(std::fs::metadata(&profile).unwrap().uid(), 65534);
     let names = names_file(&cache, &exe);
     let meta = std::fs::metadata(&names).unwrap();
@@ -320,24 +317,9 @@ fn the_kernel_symbols_of_this_boot_are_kept() {
     let cache = dir.path().join("cache");
     let profile = dir.path().join("p.rprof");
     // Kernel time for certain: the kernel formats its symbol list on every read.
-    let work = Path::new("/bin/sh");
+    let script = "for i in 1 2 3 4 5 6 7 8; do cat /proc/kallsyms >/dev/null; done";
     let kernel_work = |dir: &Path| {
-        let out = rprof(
-            dir,
-            &[
-                "record",
-                "-o",
-                profile.to_str().unwrap(),
-                "--",
-                work.to_str().unwrap(),
-                "-c",
-                "for i in 1 2 3 4 5 6 7 8; do cat /proc/kallsyms >/dev/null; done",
-            ],
-        )
-        .env("RPROF_CACHE_DIR", &cache)
-        .output()
-        .unwrap();
-        assert!(out.status.success(), "{}", stderr(&out));
+        record_env(dir, &cache, &profile, &["/bin/sh", "-c", script], &[]);
     };
     kernel_work(dir.path());
     let kept = cache.join("kernel-symbols");
@@ -345,26 +327,10 @@ fn the_kernel_symbols_of_this_boot_are_kept() {
     assert_eq!(meta.permissions().mode() & 0o077, 0);
     assert_eq!(meta.uid(), 0);
     kernel_work(dir.path());
-    let out = rprof(
-        dir.path(),
-        &[
-            "report",
-            "-i",
-            profile.to_str().unwrap(),
-            "--json",
-            "--top",
-            "1000",
-        ],
-    )
-    .output()
-    .unwrap();
-    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let kernel: Vec<&str> = json["functions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|f| f["kind"] == "kernel")
-        .filter_map(|f| f["name"].as_str())
+    let kernel: Vec<String> = functions(dir.path(), &profile)
+        .into_iter()
+        .filter(|f| f.kernel)
+        .map(|f| f.name)
         .collect();
     assert!(kernel.len() >= 3, "kernel functions: {kernel:?}");
     assert!(

@@ -126,6 +126,30 @@ fn build(dir: &Path, out: &str, program: &str, args: &[&str]) -> PathBuf {
     path
 }
 
+/// The fixtures built into `d` the ways the tests compare: C with DWARF 5 and 4, gcc LTO, C++,
+/// and Rust (optimized, with the standard library's units).
+fn fixture_builds(d: &Path) -> [PathBuf; 5] {
+    let inline_c = fixture("symbols_inline.c");
+    let lib_c = fixture("symbols_lib.c");
+    let rust = fixture("symbols_rust.rs");
+    let rust_flags = [
+        "-C",
+        "opt-level=2",
+        "-C",
+        "debuginfo=2",
+        "--edition",
+        "2021",
+        &rust,
+    ];
+    [
+        build(d, "c5", "gcc", &["-O2", "-g", &inline_c]),
+        build(d, "c4", "gcc", &["-O2", "-gdwarf-4", &inline_c]),
+        build(d, "lto", "gcc", &["-O2", "-g", "-flto", &inline_c, &lib_c]),
+        build(d, "cpp", "g++", &["-O2", "-g", &fixture("symbols_cpp.cpp")]),
+        build(d, "rust", "rustc", &rust_flags),
+    ]
+}
+
 /// Issue 13: on C (DWARF 5 and 4), C++, gcc LTO (abstract origins in other units, through
 /// `DW_FORM_ref_addr`) and Rust (generics inlined, the standard library's units) builds of the
 /// fixtures, and on the C library's separate debug file (compressed sections, thousands of
@@ -133,29 +157,7 @@ fn build(dir: &Path, out: &str, program: &str, args: &[&str]) -> PathBuf {
 #[test]
 fn lazy_namer_matches_addr2line() {
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let inline_c = fixture("symbols_inline.c");
-    let lib_c = fixture("symbols_lib.c");
-    let builds = [
-        build(d, "c5", "gcc", &["-O2", "-g", &inline_c]),
-        build(d, "c4", "gcc", &["-O2", "-gdwarf-4", &inline_c]),
-        build(d, "lto", "gcc", &["-O2", "-g", "-flto", &inline_c, &lib_c]),
-        build(d, "cpp", "g++", &["-O2", "-g", &fixture("symbols_cpp.cpp")]),
-        build(
-            d,
-            "rust",
-            "rustc",
-            &[
-                "-C",
-                "opt-level=2",
-                "-C",
-                "debuginfo=2",
-                "--edition",
-                "2021",
-                &fixture("symbols_rust.rs"),
-            ],
-        ),
-    ];
+    let builds = fixture_builds(dir.path());
     for path in &builds {
         let rust = path.ends_with("rust");
         // Every address of the C programs; the Rust one holds the standard library.
@@ -279,29 +281,7 @@ fn check_pieces_from(path: &Path, starts: &[u64], budget: usize) -> (usize, usiz
 #[test]
 fn function_pieces_name_every_address_as_naming_it_alone_does() {
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let inline_c = fixture("symbols_inline.c");
-    let lib_c = fixture("symbols_lib.c");
-    let builds = [
-        build(d, "c5", "gcc", &["-O2", "-g", &inline_c]),
-        build(d, "c4", "gcc", &["-O2", "-gdwarf-4", &inline_c]),
-        build(d, "lto", "gcc", &["-O2", "-g", "-flto", &inline_c, &lib_c]),
-        build(d, "cpp", "g++", &["-O2", "-g", &fixture("symbols_cpp.cpp")]),
-        build(
-            d,
-            "rust",
-            "rustc",
-            &[
-                "-C",
-                "opt-level=2",
-                "-C",
-                "debuginfo=2",
-                "--edition",
-                "2021",
-                &fixture("symbols_rust.rs"),
-            ],
-        ),
-    ];
+    let builds = fixture_builds(dir.path());
     for path in &builds {
         let (checked, functions) = check_pieces(path, 1, 300_000);
         // The C fixtures have a handful of functions (with inlined calls); the Rust one many.
