@@ -222,7 +222,7 @@ fn remember(
     // Best effort: without it the next run names these addresses from the files again.
     let _ = cached
         .cache
-        .store_module_names(cached.build_id, &sources, names);
+        .store_module_names(cached.build_id, &sources, &names);
 }
 
 /// Addresses named per call to the symbolizer.

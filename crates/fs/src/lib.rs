@@ -10,11 +10,13 @@
 //! - [`write`]: outputs. Created as a new file next to the destination and renamed into place,
 //!   so a planted link or a file of another user is replaced, never written through; handed to
 //!   the invoking user under sudo only because rprof created it.
+//! - [`bytes`]: the bytes of rprof's own cache files taken apart, every length checked first.
 //! - [`vdso`]: this process's `[vdso]` image, read from `/proc/self/mem` with a size cap (the
 //!   kernel maps the same image into every process).
 //!
 //! It leaves to others what the bytes mean.
 
+pub mod bytes;
 pub mod read;
 pub mod vdso;
 pub mod write;

@@ -10,10 +10,9 @@
 //!   [`NameCache::store_module_names`]): [`ModuleNames`], address ranges ("pieces") that each
 //!   get one answer (the frames, innermost first): usually whole functions, named at once the
 //!   first time one of their addresses was sampled, so that later samples anywhere in them are
-//!   named from here. Stored as a small profile file (rprof-profile's format: checksummed,
-//!   compressed, and read with every bound a profile from a stranger gets) holding one
-//!   `Symbols` record whose entries are the pieces' starts and, where a gap follows, an entry
-//!   without frames at the piece's end. With it go the identities (device, inode, size,
+//!   named from here. Stored flat (`file.rs`: pieces, frames and strings, CRC-checked, every
+//!   count and index checked when read), as it is read on every recording of its binary. With
+//!   it go the identities (device, inode, size,
 //!   modification time) of the files the names came from (the module, its separate debug
 //!   file) and of the rprof executable that named them: the names are used only while all of
 //!   those are unchanged, so a cached answer is the answer the files would give now.
@@ -41,23 +40,19 @@ use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use rprof_fs::read::{identity, open_regular, read_bounded, Options};
-use rprof_fs::{Access, NewFile};
-use rprof_profile::format::BlockReader;
 use std::collections::HashMap;
 
-use rprof_profile::{
-    Header, Module, ModuleId, ModuleKind, Record, StoredFrame, Summary, Symbols, Writer,
-};
+use rprof_fs::read::{identity, open_regular, read_bounded, Options};
+use rprof_fs::{Access, NewFile};
+use rprof_profile::StoredFrame;
+
+mod file;
 
 /// The largest names file read (a module's names for a million addresses stay far below).
 pub const NAMES_LIMIT: u64 = 64 << 20;
 
 /// Most pieces kept per module (see [`ModuleNames::merge_newer`]).
 pub const MAX_PIECES: usize = 1 << 20;
-
-/// What the header's `event` field says in a names file: the kind and version of the file.
-const NAMES_KIND: &str = "rprof name cache 1";
 
 /// The cache directory, checked.
 #[derive(Debug, Clone)]
@@ -122,7 +117,7 @@ impl NameCache {
             return None;
         }
         let hex: String = build_id.iter().map(|b| format!("{b:02x}")).collect();
-        Some(self.dir.join(format!("names-{hex}.rprof")))
+        Some(self.dir.join(format!("names-{hex}")))
     }
 
     /// The names stored for the module with `build_id` at `module` (its path as mapped), if
@@ -137,26 +132,11 @@ impl NameCache {
             .no_follow()
             .owned_by(&uid);
         let bytes = read_bounded(&path, &options).ok()?;
-        let label = path.to_string_lossy();
-        let (header, mut reader) = BlockReader::new(&bytes[..], &label).ok()?;
-        if header.event != NAMES_KIND
-            || header.call_graph != hex(build_id)
-            || !sources_unchanged(&header.command, namer, module)
-        {
-            return None;
-        }
-        let mut found = None;
-        while let Ok(Some(records)) = reader.next_records() {
-            for record in records {
-                match record {
-                    Record::Symbols(symbols) if found.is_none() => found = Some(symbols),
-                    // Only a finished file is used: the summary is written last.
-                    Record::Summary(_) => return ModuleNames::from_breaks(found?),
-                    _ => {}
-                }
-            }
-        }
-        None
+        let (header, names) = file::decode(&bytes)?;
+        let same = header.build_id == hex(build_id)
+            && header.namer == namer
+            && sources_unchanged(&header.sources, module);
+        same.then_some(names)
     }
 
     /// Stores `names` for the module with `build_id`, named from `sources` (the module file and
@@ -165,7 +145,7 @@ impl NameCache {
         &self,
         build_id: &[u8],
         sources: &[&Path],
-        names: ModuleNames,
+        names: &ModuleNames,
     ) -> Result<(), String> {
         let namer = self
             .namer
@@ -174,43 +154,19 @@ impl NameCache {
         let path = self
             .names_path(build_id)
             .ok_or("the build id is not 4 to 64 bytes")?;
-        let mut command = vec!["rprof".to_string(), namer.to_string()];
+        let mut identities = Vec::new();
         for source in sources {
             let meta = open_regular(source, &Options::new("a named module", u64::MAX))
                 .map_err(|e| e.to_string())?
                 .1;
-            command.push(source.to_string_lossy().into_owned());
-            command.push(identity(&meta));
+            identities.push((source.to_string_lossy().into_owned(), identity(&meta)));
         }
-        let header = Header {
-            rprof_version: env!("CARGO_PKG_VERSION").to_string(),
-            command,
-            event: NAMES_KIND.to_string(),
-            call_graph: hex(build_id),
-            ..Header::default()
+        let header = file::Header {
+            build_id: hex(build_id),
+            namer: namer.to_string(),
+            sources: identities,
         };
-        let mut writer = Writer::new(Vec::new(), &header).map_err(|e| e.to_string())?;
-        // Written after every recording that named something new: fast beats small here.
-        writer.set_names_level(1);
-        let module = Module {
-            id: ModuleId(0),
-            path: sources
-                .first()
-                .map(|p| p.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            build_id: Some(build_id.to_vec()),
-            kind: ModuleKind::Elf,
-            jit_pid: None,
-        };
-        let names = names.into_breaks();
-        let write = |writer: &mut Writer<Vec<u8>>| -> std::io::Result<()> {
-            writer.push(Record::Module(module))?;
-            writer.push(Record::Symbols(names))
-        };
-        write(&mut writer).map_err(|e| e.to_string())?;
-        let bytes = writer
-            .finish(Summary::default())
-            .map_err(|e| e.to_string())?;
+        let bytes = file::encode(&header, names);
         let mut file = NewFile::create(&path, Access::Own).map_err(|e| e.to_string())?;
         file.write_all(&bytes).map_err(|e| e.to_string())?;
         file.commit().map_err(|e| e.to_string())?;
@@ -220,13 +176,17 @@ impl NameCache {
 
 /// Answers for ranges of one module's code: pieces, each a range of lookup addresses with the
 /// frames every address in it gets (innermost first; string indices into
-/// [`strings`](Self::strings)). Pieces never overlap; [`find`](Self::find) needs them sorted.
+/// [`strings`](Self::strings)). Pieces never overlap and are sorted by start.
+///
+/// Held flat (one vector of pieces, one of all their frames): a cache of a large binary holds
+/// tens of thousands of pieces, read on every recording of it.
 #[derive(Debug, Clone, Default)]
 pub struct ModuleNames {
     /// The strings frames point into (`u32::MAX`: unknown).
     pub strings: Vec<String>,
-    /// (start, end, frames), sorted by start, not overlapping, none empty.
-    pieces: Vec<(u64, u64, Vec<StoredFrame>)>,
+    /// (start, end, first frame, frame count), sorted by start, not overlapping, none empty.
+    pieces: Vec<(u64, u64, u32, u32)>,
+    frames: Vec<StoredFrame>,
     /// Index of each string, built when a string is first added (a loaded cache is only read,
     /// unless new pieces are merged into it).
     index: HashMap<String, u32>,
@@ -234,7 +194,9 @@ pub struct ModuleNames {
 
 impl PartialEq for ModuleNames {
     fn eq(&self, other: &ModuleNames) -> bool {
-        self.strings == other.strings && self.pieces == other.pieces
+        self.strings == other.strings
+            && self.len() == other.len()
+            && self.each().zip(other.each()).all(|(a, b)| a == b)
     }
 }
 
@@ -266,8 +228,38 @@ impl ModuleNames {
     pub fn push(&mut self, start: u64, end: u64, frames: Vec<StoredFrame>) {
         let after = self.pieces.last().is_none_or(|last| last.1 <= start);
         if after && start < end && !frames.is_empty() {
-            self.pieces.push((start, end, frames));
+            self.push_unchecked(start, end, frames);
         }
+    }
+
+    fn push_unchecked(
+        &mut self,
+        start: u64,
+        end: u64,
+        frames: impl IntoIterator<Item = StoredFrame>,
+    ) {
+        let first = self.frames.len();
+        self.frames.extend(frames);
+        let count = self.frames.len() - first;
+        if let (Ok(first), Ok(count)) = (u32::try_from(first), u32::try_from(count)) {
+            self.pieces.push((start, end, first, count));
+        } else {
+            self.frames.truncate(first);
+        }
+    }
+
+    fn frames_of(&self, first: u32, count: u32) -> &[StoredFrame] {
+        let from = first as usize;
+        self.frames
+            .get(from..from.saturating_add(count as usize))
+            .unwrap_or(&[])
+    }
+
+    /// Every piece: (start, end, frames), by start.
+    fn each(&self) -> impl Iterator<Item = (u64, u64, &[StoredFrame])> {
+        self.pieces
+            .iter()
+            .map(|&(start, end, first, count)| (start, end, self.frames_of(first, count)))
     }
 
     /// The piece holding `address`: (start, end, frames).
@@ -276,8 +268,8 @@ impl ModuleNames {
             .pieces
             .partition_point(|p| p.0 <= address)
             .checked_sub(1)?;
-        let (start, end, frames) = self.pieces.get(at)?;
-        (address < *end).then_some((*start, *end, frames.as_slice()))
+        let &(start, end, first, count) = self.pieces.get(at)?;
+        (address < end).then(|| (start, end, self.frames_of(first, count)))
     }
 
     /// Number of pieces.
@@ -295,14 +287,14 @@ impl ModuleNames {
     /// adding a run's few new pieces to a large cache costs little. When the result would hold
     /// more than [`MAX_PIECES`], only `newer`'s pieces are kept.
     pub fn merge_newer(&mut self, newer: &ModuleNames) {
-        if self.pieces.len() + newer.pieces.len() > MAX_PIECES {
+        if self.len() + newer.len() > MAX_PIECES {
             *self = newer.clone();
             return;
         }
-        let mut added = Vec::with_capacity(newer.pieces.len());
-        for (start, end, frames) in &newer.pieces {
+        let mut added: Vec<(u64, u64, Vec<StoredFrame>)> = Vec::with_capacity(newer.len());
+        for (start, end, frames) in newer.each() {
             let text = |i: u32| newer.strings.get(i as usize).map(String::as_str);
-            let frames: Vec<StoredFrame> = frames
+            let frames = frames
                 .iter()
                 .map(|f| StoredFrame {
                     function: self.intern(text(f.function)),
@@ -310,65 +302,41 @@ impl ModuleNames {
                     ..*f
                 })
                 .collect();
-            added.push((*start, *end, frames));
+            added.push((start, end, frames));
         }
-        let old = std::mem::take(&mut self.pieces);
+        let spans: Vec<(u64, u64)> = added.iter().map(|a| (a.0, a.1)).collect();
         let overlapped = |start: u64, end: u64| {
-            let at = added.partition_point(|p| p.1 <= start);
-            added.get(at).is_some_and(|p| p.0 < end)
+            let at = spans.partition_point(|p| p.1 <= start);
+            spans.get(at).is_some_and(|p| p.0 < end)
         };
-        self.pieces = old
-            .into_iter()
-            .filter(|(start, end, _)| !overlapped(*start, *end))
-            .collect();
-        self.pieces.extend(added);
-        self.pieces.sort_unstable_by_key(|p| p.0);
-    }
-
-    /// The pieces as a `Symbols` record: an entry at each piece's start with its frames, and
-    /// one without frames at its end unless the next piece starts there.
-    fn into_breaks(self) -> Symbols {
-        let mut entries = Vec::with_capacity(self.pieces.len() + 1);
-        let mut pieces = self.pieces.into_iter().peekable();
-        while let Some((start, end, frames)) = pieces.next() {
-            entries.push((start, frames));
-            if pieces.peek().is_none_or(|next| next.0 != end) {
-                entries.push((end, Vec::new()));
-            }
-        }
-        Symbols {
-            module: Some(ModuleId(0)),
-            strings: self.strings,
-            entries,
-        }
-    }
-
-    /// The pieces of a record written by [`into_breaks`](Self::into_breaks); `None` when its
-    /// entries are not in strictly ascending order or a string index is out of range.
-    fn from_breaks(symbols: Symbols) -> Option<ModuleNames> {
-        let count = symbols.strings.len();
-        let known = |i: u32| i == u32::MAX || (i as usize) < count;
-        let mut pieces = Vec::with_capacity(symbols.entries.len());
-        let mut entries = symbols.entries.into_iter().peekable();
-        while let Some((start, frames)) = entries.next() {
-            let next = entries.peek().map(|e| e.0);
-            if next.is_some_and(|n| n <= start)
-                || frames.iter().any(|f| !known(f.function) || !known(f.file))
-            {
-                return None;
-            }
-            match next {
-                Some(end) if !frames.is_empty() => pieces.push((start, end, frames)),
-                // The last entry ends the last piece.
-                None if !frames.is_empty() => return None,
-                _ => {}
-            }
-        }
-        Some(ModuleNames {
-            strings: symbols.strings,
+        let ModuleNames {
+            strings,
             pieces,
-            index: HashMap::new(),
-        })
+            frames,
+            index,
+        } = std::mem::take(self);
+        let mut merged = ModuleNames {
+            strings,
+            index,
+            pieces: Vec::with_capacity(pieces.len() + spans.len()),
+            frames: Vec::with_capacity(frames.len()),
+        };
+        let mut added = added.into_iter().peekable();
+        for (start, end, first, count) in pieces {
+            if overlapped(start, end) {
+                continue;
+            }
+            while let Some((s, e, f)) = added.next_if(|a| a.0 < start) {
+                merged.push_unchecked(s, e, f);
+            }
+            let from = first as usize;
+            let kept = frames.get(from..from.saturating_add(count as usize));
+            merged.push_unchecked(start, end, kept.unwrap_or(&[]).iter().cloned());
+        }
+        for (s, e, f) in added {
+            merged.push_unchecked(s, e, f);
+        }
+        *self = merged;
     }
 }
 
@@ -388,24 +356,20 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Whether a names file's `command` (`rprof`, the namer's identity, then path and identity
-/// pairs, the module's first) still describes the files on disk, `module` being the first of
-/// them, and the rprof naming now.
-fn sources_unchanged(command: &[String], namer: &str, module: &Path) -> bool {
-    let [tool, written_by, pairs @ ..] = command else {
-        return false;
-    };
-    if tool != "rprof" || written_by != namer || pairs.is_empty() || pairs.len() % 2 != 0 {
-        return false;
-    }
+/// Whether the files names were read from (path and identity, the module's first) are still
+/// those on disk, `module` being the first of them.
+fn sources_unchanged(sources: &[(String, String)], module: &Path) -> bool {
     let same = |path: &Path, expected: &str| {
         open_regular(path, &Options::new("a named module", u64::MAX))
             .is_ok_and(|(_, meta)| identity(&meta) == expected)
     };
-    same(module, &pairs[1])
-        && pairs
-            .chunks_exact(2)
-            .all(|pair| same(Path::new(&pair[0]), &pair[1]))
+    let Some((_, module_identity)) = sources.first() else {
+        return false;
+    };
+    same(module, module_identity)
+        && sources
+            .iter()
+            .all(|(path, expected)| same(Path::new(path), expected))
 }
 
 #[cfg(test)]

@@ -95,7 +95,7 @@ fn stored(cache: &NameCache) -> PathBuf {
 fn names_come_back_as_stored_while_the_files_are_unchanged() {
     let (_dir, cache, module) = setup();
     assert_eq!(cache.module_names(&ID, &module), None, "nothing stored yet");
-    cache.store_module_names(&ID, &[&module], names()).unwrap();
+    cache.store_module_names(&ID, &[&module], &names()).unwrap();
     let back = cache
         .module_names(&ID, &module)
         .expect("stored names read back");
@@ -125,7 +125,7 @@ fn a_changed_or_missing_source_file_retires_the_names() {
     let debug = dir.path().join("module.debug");
     std::fs::write(&debug, b"dwarf").unwrap();
     cache
-        .store_module_names(&ID, &[&module, &debug], names())
+        .store_module_names(&ID, &[&module, &debug], &names())
         .unwrap();
     assert!(cache.module_names(&ID, &module).is_some());
     std::fs::write(&debug, b"other dwarf").unwrap();
@@ -136,7 +136,7 @@ fn a_changed_or_missing_source_file_retires_the_names() {
     );
 
     cache
-        .store_module_names(&ID, &[&module, &debug], names())
+        .store_module_names(&ID, &[&module, &debug], &names())
         .unwrap();
     assert!(cache.module_names(&ID, &module).is_some());
     // Replaced by a copy (a stripped binary keeps its build id): another inode.
@@ -145,7 +145,7 @@ fn a_changed_or_missing_source_file_retires_the_names() {
     std::fs::rename(&copy, &module).unwrap();
     assert_eq!(cache.module_names(&ID, &module), None, "module replaced");
 
-    cache.store_module_names(&ID, &[&module], names()).unwrap();
+    cache.store_module_names(&ID, &[&module], &names()).unwrap();
     std::fs::remove_file(&module).unwrap();
     assert_eq!(cache.module_names(&ID, &module), None, "module gone");
 }
@@ -153,7 +153,7 @@ fn a_changed_or_missing_source_file_retires_the_names() {
 #[test]
 fn damaged_files_are_ignored_and_replaced() {
     let (_dir, cache, module) = setup();
-    cache.store_module_names(&ID, &[&module], names()).unwrap();
+    cache.store_module_names(&ID, &[&module], &names()).unwrap();
     let path = stored(&cache);
     let good = std::fs::read(&path).unwrap();
     for cut in [0, 3, 16, good.len() / 2, good.len() - 1] {
@@ -167,7 +167,7 @@ fn damaged_files_are_ignored_and_replaced() {
     assert_eq!(cache.module_names(&ID, &module), None, "a flipped byte");
     std::fs::write(&path, vec![0xff; 4096]).unwrap();
     assert_eq!(cache.module_names(&ID, &module), None, "garbage");
-    cache.store_module_names(&ID, &[&module], names()).unwrap();
+    cache.store_module_names(&ID, &[&module], &names()).unwrap();
     assert!(
         cache.module_names(&ID, &module).is_some(),
         "replaced by the next store"
@@ -178,12 +178,12 @@ fn damaged_files_are_ignored_and_replaced() {
 fn planted_links_are_neither_read_nor_written_through() {
     let (dir, cache, module) = setup();
     let elsewhere = dir.path().join("elsewhere");
-    cache.store_module_names(&ID, &[&module], names()).unwrap();
+    cache.store_module_names(&ID, &[&module], &names()).unwrap();
     std::fs::rename(stored(&cache), &elsewhere).unwrap();
     std::os::unix::fs::symlink(&elsewhere, stored(&cache)).unwrap();
     assert_eq!(cache.module_names(&ID, &module), None, "a link is not read");
     let before = std::fs::read(&elsewhere).unwrap();
-    cache.store_module_names(&ID, &[&module], names()).unwrap();
+    cache.store_module_names(&ID, &[&module], &names()).unwrap();
     assert_eq!(
         std::fs::read(&elsewhere).unwrap(),
         before,
@@ -222,10 +222,35 @@ fn only_a_private_directory_is_used() {
 fn odd_build_ids_are_not_cached() {
     let (_dir, cache, module) = setup();
     assert!(cache
-        .store_module_names(&[1, 2], &[&module], names())
+        .store_module_names(&[1, 2], &[&module], &names())
         .is_err());
     assert_eq!(cache.module_names(&[1, 2], &module), None);
     assert!(cache
-        .store_module_names(&[7; 65], &[&module], names())
+        .store_module_names(&[7; 65], &[&module], &names())
         .is_err());
+}
+
+/// A file that checks out (its CRC is right) but whose pieces overlap, point past the frames,
+/// or whose frames name strings that are not there, is not used.
+#[test]
+fn well_checksummed_nonsense_is_refused() {
+    let header = file::Header {
+        build_id: "ab".repeat(20),
+        namer: "tag".into(),
+        sources: vec![("/bin/true".into(), "1:2:3:4.000000005".into())],
+    };
+    let good = names();
+    assert!(file::decode(&file::encode(&header, &good)).is_some());
+    let mut overlapping = good.clone();
+    overlapping.pieces[1].0 = overlapping.pieces[0].0;
+    assert!(file::decode(&file::encode(&header, &overlapping)).is_none());
+    let mut past = good.clone();
+    past.pieces[2].3 = 100;
+    assert!(file::decode(&file::encode(&header, &past)).is_none());
+    let mut unknown = good.clone();
+    unknown.frames[0].function = 999;
+    assert!(file::decode(&file::encode(&header, &unknown)).is_none());
+    let mut empty = good;
+    empty.pieces[0].3 = 0;
+    assert!(file::decode(&file::encode(&header, &empty)).is_none());
 }

@@ -23,44 +23,7 @@ pub(crate) fn write(path: &Path, bytes: &[u8]) -> Option<()> {
     Some(())
 }
 
-/// Appends `text` as a u32 length and its bytes.
-pub(crate) fn put_text(out: &mut Vec<u8>, text: &str) {
-    out.extend_from_slice(&(text.len() as u32).to_le_bytes());
-    out.extend_from_slice(text.as_bytes());
-}
-
-/// The unread rest of a cache file; every read checks its length first.
-pub(crate) struct Input<'a>(pub(crate) &'a [u8]);
-
-impl<'a> Input<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if n > self.0.len() {
-            return None;
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Some(head)
-    }
-
-    pub(crate) fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
-    }
-
-    pub(crate) fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
-    }
-
-    /// A count of items of at least `min_size` bytes each: no more than the bytes left hold.
-    pub(crate) fn count(&mut self, min_size: usize) -> Option<usize> {
-        let n = usize::try_from(self.u32()?).ok()?;
-        (n <= self.0.len() / min_size).then_some(n)
-    }
-
-    pub(crate) fn text(&mut self) -> Option<&'a str> {
-        let n = usize::try_from(self.u32()?).ok()?;
-        std::str::from_utf8(self.take(n)?).ok()
-    }
-}
+pub(crate) use rprof_fs::bytes::{put_text, Cursor as Input};
 
 /// A DWARF file's unit index kept between runs: `units-<build id>` of a
 /// [`CacheDir`](crate::CacheDir), holding the writer's tag, the DWARF file's path and identity,
