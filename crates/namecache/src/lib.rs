@@ -29,6 +29,9 @@
 //! links) owned by the effective user, up to a size cap. A file that does not read is ignored
 //! and replaced at the next store: the cache can make naming faster, never wrong or impossible.
 //!
+//! The files take at most [`MAX_BYTES`] in all: after each store, the least recently written go
+//! first ([`NameCache::trim`]).
+//!
 //! Left to others: naming (rprof-symbols), deciding which modules are worth caching and merging
 //! a run's answers with the cached ones (the caller, `src/naming.rs`).
 
@@ -50,6 +53,10 @@ mod file;
 
 /// The largest names file read (a module's names for a million addresses stay far below).
 pub const NAMES_LIMIT: u64 = 64 << 20;
+
+/// The most the cache's files take in all before the oldest are removed
+/// ([`NameCache::trim`], after each store).
+pub const MAX_BYTES: u64 = 512 << 20;
 
 /// Most pieces kept per module (see [`ModuleNames::merge_newer`]).
 pub const MAX_PIECES: usize = 1 << 20;
@@ -170,7 +177,47 @@ impl NameCache {
         let mut file = NewFile::create(&path, Access::Own).map_err(|e| e.to_string())?;
         file.write_all(&bytes).map_err(|e| e.to_string())?;
         file.commit().map_err(|e| e.to_string())?;
+        self.trim(MAX_BYTES);
         Ok(())
+    }
+
+    /// Keeps the cache's files under `limit` bytes in all: past it, the least recently written
+    /// files go first, down to three quarters of it. Each binary and each build of it has files
+    /// of its own (ripgrep's names: 2.5 MB), so a cache that is never trimmed only grows.
+    /// Only regular files of the effective user whose names rprof gives are considered.
+    pub fn trim(&self, limit: u64) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let uid = rprof_fs::read::effective_uid();
+        let mut files: Vec<(std::time::SystemTime, u64, PathBuf)> = entries
+            .flatten()
+            .take(100_000)
+            .filter(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                name.starts_with("names-") || name.starts_with("units-") || name == "kernel-symbols"
+            })
+            .filter_map(|e| {
+                let meta = e.path().symlink_metadata().ok()?;
+                let ours = meta.is_file() && meta.uid() == uid;
+                let written = meta.modified().ok()?;
+                ours.then(|| (written, meta.size(), e.path()))
+            })
+            .collect();
+        let mut total: u64 = files.iter().map(|f| f.1).sum();
+        if total <= limit {
+            return;
+        }
+        files.sort();
+        for (_, size, path) in files {
+            if total <= limit / 4 * 3 {
+                break;
+            }
+            if std::fs::remove_file(&path).is_ok() {
+                total = total.saturating_sub(size);
+            }
+        }
     }
 }
 

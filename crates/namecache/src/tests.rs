@@ -254,3 +254,26 @@ fn well_checksummed_nonsense_is_refused() {
     empty.pieces[0].3 = 0;
     assert!(file::decode(&file::encode(&header, &empty)).is_none());
 }
+
+/// Past the limit, the least recently written files go first, down to three quarters of it;
+/// files rprof did not write are left alone.
+#[test]
+fn the_oldest_files_go_when_the_cache_is_too_large() {
+    let (dir, cache, module) = setup();
+    let old = cache.dir().join("units-0011");
+    let newer = cache.dir().join("names-0022");
+    let foreign = cache.dir().join("notes.txt");
+    std::fs::write(&old, vec![0u8; 600]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(&newer, vec![0u8; 300]).unwrap();
+    std::fs::write(&foreign, vec![0u8; 5000]).unwrap();
+    cache.trim(1000);
+    assert!(old.exists() && newer.exists(), "900 bytes: under the limit");
+    cache.trim(800);
+    assert!(!old.exists(), "the oldest went");
+    assert!(newer.exists(), "300 bytes are under 600");
+    assert!(foreign.exists(), "not rprof's");
+    cache.store_module_names(&ID, &[&module], &names()).unwrap();
+    assert!(cache.module_names(&ID, &module).is_some());
+    drop(dir);
+}
