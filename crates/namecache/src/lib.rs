@@ -123,8 +123,7 @@ impl NameCache {
         if !(4..=64).contains(&build_id.len()) {
             return None;
         }
-        let hex: String = build_id.iter().map(|b| format!("{b:02x}")).collect();
-        Some(self.dir.join(format!("names-{hex}")))
+        Some(self.dir.join(format!("names-{}", hex(build_id))))
     }
 
     /// The names stored for the module with `build_id` at `module` (its path as mapped), if

@@ -45,8 +45,11 @@ pub(crate) mod units {
         if !(4..=64).contains(&build_id.len()) {
             return None;
         }
-        let hex: String = build_id.iter().map(|b| format!("{b:02x}")).collect();
-        Some(cache.dir.join(format!("units-{hex}")))
+        Some(
+            cache
+                .dir
+                .join(format!("units-{}", crate::status::hex(build_id))),
+        )
     }
 
     fn identity_of(dwarf: &Path) -> Option<String> {

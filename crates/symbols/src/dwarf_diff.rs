@@ -242,35 +242,33 @@ fn check_pieces_from(path: &Path, starts: &[u64], budget: usize) -> (usize, usiz
     let mut exact = ElfModule::load(&shown, None, &roots, None);
     let (mut checked, mut functions) = (0usize, 0usize);
     let mut covered_until = 0u64;
-    {
-        for &addr in starts {
-            if checked >= budget {
-                break;
-            }
-            if addr >= covered_until {
-                let pieces = module.pieces(addr);
-                if let (Some(first), Some(last)) = (pieces.first(), pieces.last()) {
-                    functions += 1;
-                    assert!(
-                        first.0 <= addr && addr < last.1,
-                        "{shown}: {addr:#x} not covered"
-                    );
-                    for pair in pieces.windows(2) {
-                        assert_eq!(pair[0].1, pair[1].0, "{shown}: pieces not contiguous");
-                        assert_ne!(pair[0].2, pair[1].2, "{shown}: equal neighbours not merged");
-                    }
-                    for (start, end, location) in &pieces {
-                        for a in *start..*end {
-                            assert_eq!(
-                                &exact.locate(a),
-                                location,
-                                "{shown}: {a:#x} in the piece {start:#x}..{end:#x}"
-                            );
-                        }
-                        checked += (end - start) as usize;
-                    }
-                    covered_until = last.1;
+    for &addr in starts {
+        if checked >= budget {
+            break;
+        }
+        if addr >= covered_until {
+            let pieces = module.pieces(addr);
+            if let (Some(first), Some(last)) = (pieces.first(), pieces.last()) {
+                functions += 1;
+                assert!(
+                    first.0 <= addr && addr < last.1,
+                    "{shown}: {addr:#x} not covered"
+                );
+                for pair in pieces.windows(2) {
+                    assert_eq!(pair[0].1, pair[1].0, "{shown}: pieces not contiguous");
+                    assert_ne!(pair[0].2, pair[1].2, "{shown}: equal neighbours not merged");
                 }
+                for (start, end, location) in &pieces {
+                    for a in *start..*end {
+                        assert_eq!(
+                            &exact.locate(a),
+                            location,
+                            "{shown}: {a:#x} in the piece {start:#x}..{end:#x}"
+                        );
+                    }
+                    checked += (end - start) as usize;
+                }
+                covered_until = last.1;
             }
         }
     }
