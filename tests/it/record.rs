@@ -147,7 +147,10 @@ fn named_threads_get_their_share_of_samples() {
         let share = by_name.get(name).copied().unwrap_or(0) as f64 / total as f64;
         assert!(
             (share - expected).abs() < 0.05,
-            "{name}: share {share:.3}, expected {expected:.3} ({by_name:?})"
+            "{name}: share {share:.3}, expected {expected:.3} ({by_name:?}; {} lost, \
+             throttled {} times)\n{err}",
+            profile.lost,
+            profile.throttled
         );
     }
     // Every sample unwound through the fixture's own code.
