@@ -195,7 +195,10 @@ impl NameCache {
             .filter(|e| {
                 let name = e.file_name();
                 let name = name.to_string_lossy();
-                name.starts_with("names-") || name.starts_with("units-") || name == "kernel-symbols"
+                name.starts_with("names-")
+                    || name.starts_with("units-")
+                    || name.starts_with("sections-")
+                    || name == "kernel-symbols"
             })
             .filter_map(|e| {
                 let meta = e.path().symlink_metadata().ok()?;

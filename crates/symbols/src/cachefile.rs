@@ -3,9 +3,13 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
-use rprof_fs::read::{read_bounded, Options};
+use memmap2::Mmap;
+use rprof_fs::read::{open_regular, read_bounded, Options};
 use rprof_fs::{Access, NewFile};
+
+use crate::elf::Base;
 
 /// The bytes of the cache file at `path` when it is a regular file (not a link) of the
 /// effective user of at most `limit` bytes.
@@ -13,6 +17,20 @@ pub(crate) fn read(path: &Path, what: &str, limit: u64) -> Option<Vec<u8>> {
     let uid = [rprof_fs::read::effective_uid()];
     let options = Options::new(what, limit).no_follow().owned_by(&uid);
     read_bounded(path, &options).ok()
+}
+
+/// The cache file at `path` mapped read-only, when it is a regular file (not a link) of the
+/// effective user of at most `limit` bytes. Mapped rather than read: a lookup touches a few of
+/// its pages, and reading a file of megabytes into memory cost more than the lookups.
+pub(crate) fn map(path: &Path, what: &str, limit: u64) -> Option<Base> {
+    let uid = [rprof_fs::read::effective_uid()];
+    let options = Options::new(what, limit).no_follow().owned_by(&uid);
+    let (file, _) = open_regular(path, &options).ok()?;
+    // SAFETY: a private read-only mapping of a file in the user's own private cache directory,
+    // which rprof only ever replaces by rename (`write`), never rewrites in place; the risk
+    // left (the same user truncating it while mapped) is the one `elf::open` accepts.
+    let map = unsafe { Mmap::map(&file) }.ok()?;
+    Some(Base::Map(Arc::new(map)))
 }
 
 /// Writes `bytes` to a new file renamed over `path` (mode 0600, the effective user's).
@@ -81,5 +99,179 @@ pub(crate) mod units {
         put_text(&mut out, &identity_of(dwarf)?);
         out.extend_from_slice(index);
         super::write(&file(cache, build_id)?, &out)
+    }
+}
+
+/// A DWARF file's compressed sections kept decompressed between runs: `sections-<build id>` of
+/// a [`CacheDir`](crate::CacheDir), holding the writer's tag, the DWARF file's path and
+/// identity, a u32 count of sections and that many (name, u64 offset, u64 length), then their
+/// bytes. Mapped when read: naming touches a few of the pages, where inflating libc's debug
+/// sections took 15-20 ms on every recording that met a new libc function (issue 13).
+pub(crate) mod sections {
+    use std::collections::HashMap;
+    use std::path::{Path, PathBuf};
+
+    use rprof_fs::read::{identity, open_regular, Options};
+
+    use super::{put_text, Input};
+    use crate::elf::{Base, Bytes};
+    use crate::CacheDir;
+
+    const MAGIC: &[u8] = b"rprof sections 1\n";
+
+    /// The largest file mapped: more than the DWARF sections of any library seen.
+    const LIMIT: u64 = 1 << 30;
+
+    /// The most sections a file lists (DWARF has about twenty).
+    const MAX_SECTIONS: usize = 64;
+
+    fn file(cache: &CacheDir, build_id: &[u8]) -> Option<PathBuf> {
+        if !(4..=64).contains(&build_id.len()) {
+            return None;
+        }
+        Some(
+            cache
+                .dir
+                .join(format!("sections-{}", crate::status::hex(build_id))),
+        )
+    }
+
+    fn identity_of(dwarf: &Path) -> Option<String> {
+        let (_, meta) = open_regular(dwarf, &Options::new("a DWARF file", u64::MAX)).ok()?;
+        Some(identity(&meta))
+    }
+
+    /// The sections kept for the module with `build_id` whose DWARF is read from `dwarf`, by
+    /// name, if this rprof wrote them for that very file, unchanged since.
+    pub(crate) fn read(
+        cache: &CacheDir,
+        build_id: &[u8],
+        dwarf: &Path,
+    ) -> Option<HashMap<String, Bytes>> {
+        let base = super::map(&file(cache, build_id)?, "a DWARF section cache", LIMIT)?;
+        parse(
+            base,
+            &cache.tag,
+            &dwarf.to_string_lossy(),
+            &identity_of(dwarf)?,
+        )
+    }
+
+    fn parse(base: Base, tag: &str, dwarf: &str, identity: &str) -> Option<HashMap<String, Bytes>> {
+        let mut input = Input(base.bytes().strip_prefix(MAGIC)?);
+        if input.text()? != tag || input.text()? != dwarf || input.text()? != identity {
+            return None;
+        }
+        let count = input.count(20)?;
+        if count > MAX_SECTIONS {
+            return None;
+        }
+        let mut sections = HashMap::with_capacity(count);
+        for _ in 0..count {
+            let name = input.text()?;
+            let (offset, len) = (input.u64()?, input.u64()?);
+            let bytes = Bytes::range(&base, offset, len)?;
+            if sections.insert(name.to_owned(), bytes).is_some() {
+                return None;
+            }
+        }
+        Some(sections)
+    }
+
+    /// Keeps `sections` (name, decompressed bytes) for the module with `build_id` whose DWARF
+    /// is read from `dwarf`.
+    pub(crate) fn write(
+        cache: &CacheDir,
+        build_id: &[u8],
+        dwarf: &Path,
+        sections: &[(&str, &[u8])],
+    ) -> Option<()> {
+        let bytes = encode(
+            &cache.tag,
+            &dwarf.to_string_lossy(),
+            &identity_of(dwarf)?,
+            sections,
+        );
+        super::write(&file(cache, build_id)?, &bytes)
+    }
+
+    fn encode(tag: &str, dwarf: &str, identity: &str, sections: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut head = MAGIC.to_vec();
+        for text in [tag, dwarf, identity] {
+            put_text(&mut head, text);
+        }
+        head.extend_from_slice(&(sections.len() as u32).to_le_bytes());
+        let table: usize = sections.iter().map(|(name, _)| 4 + name.len() + 16).sum();
+        // Each section starts 8-aligned, as a file mapping or the heap would have it.
+        let mut offset = (head.len() + table).next_multiple_of(8);
+        let mut data = Vec::new();
+        for (name, bytes) in sections {
+            put_text(&mut head, name);
+            head.extend_from_slice(&(offset as u64).to_le_bytes());
+            head.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+            let padded = bytes.len().next_multiple_of(8);
+            offset += padded;
+            data.push((*bytes, padded - bytes.len()));
+        }
+        head.resize(head.len().next_multiple_of(8), 0);
+        for (bytes, pad) in data {
+            head.extend_from_slice(bytes);
+            head.extend(std::iter::repeat_n(0, pad));
+        }
+        head
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn sample() -> Vec<u8> {
+            encode(
+                "tag",
+                "/usr/lib/debug/x.debug",
+                "1:2:3:4",
+                &[(".debug_info", b"info bytes"), (".debug_line", b"line")],
+            )
+        }
+
+        #[test]
+        fn sections_read_back_where_they_were() {
+            let kept =
+                parse(sample().into(), "tag", "/usr/lib/debug/x.debug", "1:2:3:4").expect("reads");
+            assert_eq!(kept.len(), 2);
+            assert_eq!(&*kept[".debug_info"], b"info bytes");
+            assert_eq!(&*kept[".debug_line"], b"line");
+        }
+
+        #[test]
+        fn another_writer_file_or_identity_is_not_used() {
+            let path = "/usr/lib/debug/x.debug";
+            assert!(parse(sample().into(), "other", path, "1:2:3:4").is_none());
+            assert!(parse(sample().into(), "tag", "/y.debug", "1:2:3:4").is_none());
+            assert!(parse(sample().into(), "tag", path, "1:2:3:5").is_none());
+        }
+
+        #[test]
+        fn damaged_files_are_not_used_or_read_past_their_end() {
+            let bytes = sample();
+            let path = "/usr/lib/debug/x.debug";
+            // Cut before the last section's end: refused (its range leaves the file).
+            let end = bytes.len() - 4;
+            for cut in 0..end {
+                assert!(
+                    parse(bytes[..cut].to_vec().into(), "tag", path, "1:2:3:4").is_none(),
+                    "cut at {cut}"
+                );
+            }
+            // Every flipped byte: refused, or sections that lie inside the file.
+            for i in 0..bytes.len() {
+                let mut flipped = bytes.clone();
+                flipped[i] ^= 0xff;
+                let len = flipped.len();
+                if let Some(kept) = parse(flipped.into(), "tag", path, "1:2:3:4") {
+                    assert!(kept.values().all(|b| b.len() <= len));
+                }
+            }
+        }
     }
 }

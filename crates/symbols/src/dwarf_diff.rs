@@ -393,3 +393,91 @@ fn the_unit_index_is_kept_for_the_same_file_only() {
     );
     assert_ne!(std::fs::read(&kept).unwrap(), planted, "and kept anew");
 }
+
+/// Issue 13: a compressed DWARF file's sections are kept inflated in the cache directory and
+/// read from there while the file is the same (shown by a source name changed in the kept
+/// bytes); a changed file or a kept file cut short is not used.
+#[test]
+fn compressed_sections_are_kept_inflated_for_the_same_file_only() {
+    use crate::elf::ElfModule;
+    use crate::CacheDir;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let exe = build(
+        d,
+        "gz",
+        "gcc",
+        &["-O2", "-g", "-gz=zlib", &fixture("symbols_inline.c")],
+    );
+    let shown = exe.display().to_string();
+    let cache = CacheDir {
+        dir: d.join("cache"),
+        tag: "this rprof".into(),
+    };
+    std::fs::create_dir(&cache.dir).unwrap();
+    let roots: [PathBuf; 0] = [];
+    let (id, main) = {
+        let base = open(&exe).unwrap();
+        let file = parse(&base, &shown).unwrap();
+        let info = object::Object::section_by_name(&file, ".debug_info").unwrap();
+        let range = object::ObjectSection::compressed_file_range(&info).unwrap();
+        assert_ne!(
+            range.format,
+            object::CompressionFormat::None,
+            "built compressed"
+        );
+        let sym = object::Object::symbols(&file)
+            .find(|s| object::ObjectSymbol::name(s) == Ok("main"))
+            .unwrap();
+        let id = object::Object::build_id(&file).unwrap().unwrap().to_vec();
+        (id, object::ObjectSymbol::address(&sym))
+    };
+    let named = |cache: Option<&CacheDir>| {
+        let mut module = ElfModule::load(&shown, Some(&id), &roots, cache);
+        let location = module.locate(main + 1);
+        location.frames.last().and_then(|f| f.file.clone())
+    };
+    let fresh = named(None).expect("main has a source file");
+    assert!(fresh.ends_with("symbols_inline.c"), "{fresh}");
+    assert_eq!(
+        named(Some(&cache)).as_ref(),
+        Some(&fresh),
+        "inflated, then kept"
+    );
+    let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+    let kept = cache.dir.join(format!("sections-{hex}"));
+    let good = std::fs::read(&kept).expect("sections kept");
+    assert_eq!(named(Some(&cache)).as_ref(), Some(&fresh), "read back");
+
+    // Planted: the source's name changed in the kept bytes. Used, so main's file is that name.
+    let (from, to) = (&b"symbols_inline.c"[..], &b"symbols_PLANTE.c"[..]);
+    let mut planted = good.clone();
+    let mut at = 0;
+    while let Some(i) = planted[at..].windows(from.len()).position(|w| w == from) {
+        planted[at + i..at + i + from.len()].copy_from_slice(to);
+        at += i + from.len();
+    }
+    assert!(at > 0, "the source's name is in the kept sections");
+    std::fs::write(&kept, &planted).unwrap();
+    let read = named(Some(&cache)).expect("a source file");
+    assert!(
+        read.ends_with("symbols_PLANTE.c"),
+        "the kept sections were used: {read}"
+    );
+
+    // Cut short: not used, the sections are inflated from the file again.
+    std::fs::write(&kept, &planted[..planted.len() / 2]).unwrap();
+    assert_eq!(named(Some(&cache)).as_ref(), Some(&fresh));
+
+    // Planted again, but the file changed since: not used, and kept anew.
+    std::fs::write(&kept, &planted).unwrap();
+    let bytes = std::fs::read(&exe).unwrap();
+    std::fs::remove_file(&exe).unwrap();
+    std::fs::write(&exe, bytes).unwrap();
+    assert_eq!(named(Some(&cache)).as_ref(), Some(&fresh), "another file");
+    let anew = std::fs::read(&kept).unwrap();
+    assert!(
+        anew.windows(to.len()).all(|w| w != to) && anew.len() == good.len(),
+        "kept anew"
+    );
+}

@@ -15,7 +15,7 @@ use object::{
 };
 use rprof_fs::read::{open_regular, Options, ELF_LIMIT};
 
-use crate::cachefile::units;
+use crate::cachefile::{sections, units};
 use crate::demangle::demangle;
 use crate::dwarf::{LazyDwarf, Lookup};
 use addr2line::LookupContinuation as _;
@@ -35,7 +35,7 @@ pub(crate) enum Base {
 }
 
 impl Base {
-    fn bytes(&self) -> &[u8] {
+    pub(crate) fn bytes(&self) -> &[u8] {
         match self {
             Base::Map(m) => m,
             Base::Heap(h) => h,
@@ -57,6 +57,12 @@ impl Base {
     }
 }
 
+impl From<Vec<u8>> for Base {
+    fn from(bytes: Vec<u8>) -> Base {
+        Base::Heap(Arc::from(bytes))
+    }
+}
+
 /// A byte range of a [`Base`]; what gimli reads DWARF sections from.
 #[derive(Clone, Debug)]
 pub(crate) struct Bytes {
@@ -75,7 +81,7 @@ impl Bytes {
     }
 
     /// `len` bytes at `offset` of `base`, or `None` when that range is outside it.
-    fn range(base: &Base, offset: u64, len: u64) -> Option<Bytes> {
+    pub(crate) fn range(base: &Base, offset: u64, len: u64) -> Option<Bytes> {
         let start = usize::try_from(offset).ok()?;
         let len = usize::try_from(len).ok()?;
         let end = start.checked_add(len)?;
@@ -680,6 +686,59 @@ pub(crate) fn dwarf_sections(
     })
 }
 
+/// [`dwarf_sections`], with the compressed ones read from `cache` when they were kept there
+/// for this very file, and kept there when they were not (see [`sections`]).
+fn kept_dwarf_sections(
+    file: &object::File<'_>,
+    base: &Base,
+    path: &Path,
+    cache: &CacheDir,
+    build_id: &[u8],
+) -> Result<gimli::Dwarf<Reader>, String> {
+    let compressed = |name: &str| {
+        file.section_by_name(name)
+            .and_then(|s| s.compressed_file_range().ok())
+            .is_some_and(|r| r.format != object::CompressionFormat::None)
+    };
+    let any_compressed = file.sections().any(|s| {
+        s.name().is_ok_and(|n| n.starts_with(".debug_"))
+            && s.compressed_file_range()
+                .is_ok_and(|r| r.format != object::CompressionFormat::None)
+    });
+    if !any_compressed {
+        return dwarf_sections(file, base);
+    }
+    let endian = endian(file);
+    if let Some(kept) = sections::read(cache, build_id, path) {
+        return gimli::Dwarf::load(|id| {
+            if !used_for_names(id) {
+                return Ok(Reader::new(Bytes::empty(), endian));
+            }
+            match kept.get(id.name()).filter(|_| compressed(id.name())) {
+                Some(bytes) => Ok(Reader::new(bytes.clone(), endian)),
+                None => section_bytes(file, base, id.name()).map(|b| Reader::new(b, endian)),
+            }
+        });
+    }
+    let mut inflated = Vec::new();
+    let dwarf = gimli::Dwarf::load(|id| {
+        if !used_for_names(id) {
+            return Ok(Reader::new(Bytes::empty(), endian));
+        }
+        let bytes = section_bytes(file, base, id.name())?;
+        if compressed(id.name()) {
+            inflated.push((id.name(), bytes.clone()));
+        }
+        Ok::<_, String>(Reader::new(bytes, endian))
+    })?;
+    if !inflated.is_empty() {
+        let listed: Vec<(&str, &[u8])> = inflated.iter().map(|(n, b)| (*n, &b[..])).collect();
+        // Best effort: without it the next run inflates the sections again.
+        let _ = sections::write(cache, build_id, path, &listed);
+    }
+    Ok(dwarf)
+}
+
 /// Whether naming addresses (addr2line: units, functions, inline frames, lines) reads section
 /// `id`. Variable locations, macros and type units are not read, so they are not loaded: a
 /// compressed debug file would otherwise decompress them into memory (libc's location lists
@@ -719,7 +778,10 @@ fn load_dwarf(
     roots: &[PathBuf],
     cache: Option<(&CacheDir, &[u8])>,
 ) -> Result<Names, String> {
-    let mut dwarf = dwarf_sections(file, base)?;
+    let mut dwarf = match cache {
+        Some((cache, build_id)) => kept_dwarf_sections(file, base, path, cache, build_id)?,
+        None => dwarf_sections(file, base)?,
+    };
     let altlink = matches!(file.gnu_debugaltlink(), Ok(Some(_)));
     if altlink {
         if let Some(sup) = load_altlink(file, path, roots) {

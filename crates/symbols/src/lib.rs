@@ -133,6 +133,8 @@ pub struct Options {
 /// - `units-<build id>`: a DWARF file's unit index (each unit's offset and address ranges, which
 ///   take parsing every unit's root entry to find), with the DWARF file's path and identity
 ///   (device, inode, size, modification time) and `tag`. Used only when all match.
+/// - `sections-<build id>`: a DWARF file's compressed sections, inflated, under the same checks
+///   as the unit index; mapped when read back.
 ///
 /// Files are written beside their destination and renamed into place (rprof-fs, mode 0600, the
 /// effective user's even under sudo); read only when they are regular files of the effective

@@ -10,7 +10,7 @@
 //! u64 pairs, a u32 count of symbols and that many 24-byte records (start u64, end u64, name
 //! offset u32, name length u32), then the names. Records are sorted by start, one per start,
 //! each ending after it starts, all inside the ranges, each name inside the names. Anything
-//! else makes the whole file unused. The file is read whole but not taken apart: a lookup
+//! else makes the whole file unused. The file is mapped, checked, and not taken apart: a lookup
 //! searches the records in place (a kernel has 100,000 symbols and more; a recording asks for a
 //! few hundred).
 
@@ -19,6 +19,7 @@ use std::path::Path;
 use rprof_fs::read::{read_bounded, Options};
 
 use crate::cachefile::{put_text, Input};
+use crate::elf::Base;
 use crate::symtab::{SymbolTable, CONTAINING_LOOKBACK};
 use crate::CacheDir;
 
@@ -45,7 +46,7 @@ fn boot_id() -> Option<String> {
 /// The table and ranges kept in `cache` for `kallsyms`, if it was written for this boot, from
 /// this symbol file, by this rprof, and reads whole.
 pub(super) fn read(cache: &CacheDir, kallsyms: &Path) -> Option<(Table, Vec<(u64, u64)>)> {
-    let bytes = crate::cachefile::read(&cache.dir.join(FILE), "a kernel symbol cache", LIMIT)?;
+    let bytes = crate::cachefile::map(&cache.dir.join(FILE), "a kernel symbol cache", LIMIT)?;
     parse(bytes, &boot_id()?, &kallsyms.to_string_lossy(), &cache.tag)
 }
 
@@ -55,7 +56,7 @@ const RECORD: usize = 24;
 /// The symbols of a cache file, searched in place.
 #[derive(Debug)]
 pub(super) struct Table {
-    bytes: Vec<u8>,
+    bytes: Base,
     /// Where the records start, how many there are, and where the names start.
     records: usize,
     count: usize,
@@ -67,7 +68,7 @@ impl Table {
     /// [`parse`] checked to lie inside the bytes.
     fn record(&self, i: usize) -> Option<(u64, u64, usize, usize)> {
         let at = self.records.checked_add(i.checked_mul(RECORD)?)?;
-        let mut input = Input(self.bytes.get(at..at.checked_add(RECORD)?)?);
+        let mut input = Input(self.bytes.bytes().get(at..at.checked_add(RECORD)?)?);
         let (start, end) = (input.u64()?, input.u64()?);
         let (offset, len) = (input.u32()?, input.u32()?);
         Some((start, end, offset as usize, len as usize))
@@ -90,7 +91,7 @@ impl Table {
             .filter_map(|i| self.record(i))
             .find(|&(_, end, _, _)| addr < end)?;
         let from = self.names.checked_add(offset)?;
-        std::str::from_utf8(self.bytes.get(from..from.checked_add(len)?)?).ok()
+        std::str::from_utf8(self.bytes.bytes().get(from..from.checked_add(len)?)?).ok()
     }
 
     pub(super) fn len(&self) -> usize {
@@ -98,13 +99,8 @@ impl Table {
     }
 }
 
-fn parse(
-    bytes: Vec<u8>,
-    boot: &str,
-    kallsyms: &str,
-    tag: &str,
-) -> Option<(Table, Vec<(u64, u64)>)> {
-    let mut input = Input(bytes.strip_prefix(MAGIC)?);
+fn parse(bytes: Base, boot: &str, kallsyms: &str, tag: &str) -> Option<(Table, Vec<(u64, u64)>)> {
+    let mut input = Input(bytes.bytes().strip_prefix(MAGIC)?);
     if input.text()? != boot || input.text()? != kallsyms || input.text()? != tag {
         return None;
     }
@@ -118,7 +114,7 @@ fn parse(
         ranges.push((start, end));
     }
     let count = input.count(RECORD)?;
-    let records = bytes.len() - input.0.len();
+    let records = bytes.bytes().len() - input.0.len();
     let names_len = input.0.len() - count * RECORD;
     let table = Table {
         records,
@@ -223,7 +219,7 @@ mod tests {
     #[test]
     fn keeps_the_core_text_only_and_reads_it_back() {
         let bytes = encode("boot-1", "/proc/kallsyms", "tag", &table(), &RANGES);
-        let (back, ranges) = parse(bytes, "boot-1", "/proc/kallsyms", "tag").expect("reads");
+        let (back, ranges) = parse(bytes.into(), "boot-1", "/proc/kallsyms", "tag").expect("reads");
         assert_eq!(ranges, RANGES);
         assert_eq!(back.len(), 3, "_stext, schedule, do_idle");
         for addr in [0x1000, 0x100f, 0x1010, 0x1011, 0x13ff, 0x1400, 0x1fff] {
@@ -235,9 +231,9 @@ mod tests {
     #[test]
     fn another_boot_file_or_writer_is_not_used() {
         let bytes = encode("boot-1", "/proc/kallsyms", "tag", &table(), &RANGES);
-        assert!(parse(bytes.clone(), "boot-2", "/proc/kallsyms", "tag").is_none());
-        assert!(parse(bytes.clone(), "boot-1", "/tmp/kallsyms", "tag").is_none());
-        assert!(parse(bytes, "boot-1", "/proc/kallsyms", "other").is_none());
+        assert!(parse(bytes.clone().into(), "boot-2", "/proc/kallsyms", "tag").is_none());
+        assert!(parse(bytes.clone().into(), "boot-1", "/tmp/kallsyms", "tag").is_none());
+        assert!(parse(bytes.into(), "boot-1", "/proc/kallsyms", "other").is_none());
     }
 
     #[test]
@@ -247,7 +243,13 @@ mod tests {
         // the names' bounds: "do_idle" is the last name, so any cut there loses it.)
         for cut in 0..bytes.len() {
             assert!(
-                parse(bytes[..cut].to_vec(), "boot-1", "/proc/kallsyms", "tag").is_none(),
+                parse(
+                    bytes[..cut].to_vec().into(),
+                    "boot-1",
+                    "/proc/kallsyms",
+                    "tag"
+                )
+                .is_none(),
                 "cut at {cut}"
             );
         }
@@ -255,7 +257,7 @@ mod tests {
         for i in 0..bytes.len() {
             let mut flipped = bytes.clone();
             flipped[i] ^= 0xff;
-            if let Some((t, ranges)) = parse(flipped, "boot-1", "/proc/kallsyms", "tag") {
+            if let Some((t, ranges)) = parse(flipped.into(), "boot-1", "/proc/kallsyms", "tag") {
                 assert!(ranges.iter().all(|(s, e)| s < e));
                 for addr in [0, 0x1000, 0x1500, 0x1fff, u64::MAX] {
                     let _ = t.lookup(addr);
@@ -269,6 +271,6 @@ mod tests {
         }
         huge.extend_from_slice(&0u32.to_le_bytes());
         huge.extend_from_slice(&u32::MAX.to_le_bytes());
-        assert!(parse(huge, "boot-1", "/proc/kallsyms", "tag").is_none());
+        assert!(parse(huge.into(), "boot-1", "/proc/kallsyms", "tag").is_none());
     }
 }
