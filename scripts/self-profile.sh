@@ -7,7 +7,9 @@
 #
 # Usage: scripts/self-profile.sh [SVG]     (default: docs/img/recorder-rg.svg)
 # Environment: SELF_FREQ [4999] the outer recorder's frequency; SELF_INNER [the rprof just built]
-# the recorder profiled (another build, to compare); BENCH_CACHE as in bench.sh.
+# the recorder profiled (another build, to compare); SELF_WARM [3] recordings of rg that fill the
+# inner recorder's own name cache first (0: a first recording, no cache); BENCH_CACHE as in
+# bench.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -31,11 +33,20 @@ INNER=${SELF_INNER:-$RPROF}
 W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
 "$RG" --no-ignore --hidden --count-matches zzz "$CORPUS" >/dev/null 2>&1 || true # warm the cache
+# The inner recorder's name cache, filled as a user's would be after a few recordings of rg.
+INNER_CACHE=$W/names
+WARM=${SELF_WARM:-3}
+if [ "$WARM" -eq 0 ]; then INNER_CACHE=off; fi
+for _ in $(seq "$WARM"); do
+    RPROF_CACHE_DIR=$INNER_CACHE "$INNER" record -o "$W/warm.data" -- \
+        "$RG" --no-ignore --hidden --count-matches '[A-Z][a-z]+(Error|Iter)[a-z]*\(' "$CORPUS" \
+        >/dev/null 2>&1
+done
 
 # The inner recorder writes its pid first, so that the outer profile can be cut to it (the
 # outer recording also holds ripgrep's own samples: its cgroup events see the inner command).
 "$RPROF" record -F "$FREQ" -o "$W/self.data" -- sh -c 'echo $$ >"$1"; shift; exec "$@"' sh \
-    "$W/inner.pid" "$INNER" record -o "$W/inner.data" -- \
+    "$W/inner.pid" env RPROF_CACHE_DIR="$INNER_CACHE" "$INNER" record -o "$W/inner.data" -- \
     "$RG" --no-ignore --hidden --count-matches '[A-Z][a-z]+(Error|Iter)[a-z]*\(' "$CORPUS" \
     >/dev/null
 PID=$(cat "$W/inner.pid")

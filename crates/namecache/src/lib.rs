@@ -340,14 +340,37 @@ impl ModuleNames {
             *self = newer.clone();
             return;
         }
+        // Where each of `newer`'s strings is in ours: looked up through a map that borrows
+        // ours (a loaded cache has no index, and building one would copy every string).
+        let mut place: Vec<u32> = Vec::with_capacity(newer.strings.len());
+        let mut new_strings = Vec::new();
+        {
+            let ours: HashMap<&str, u32> = (0u32..)
+                .zip(&self.strings)
+                .map(|(i, s)| (s.as_str(), i))
+                .collect();
+            let mut next = self.strings.len();
+            for text in &newer.strings {
+                match ours.get(text.as_str()) {
+                    Some(&i) => place.push(i),
+                    None => {
+                        place.push(u32::try_from(next).unwrap_or(u32::MAX));
+                        new_strings.push(text.clone());
+                        next += 1;
+                    }
+                }
+            }
+        }
+        self.strings.extend(new_strings);
+        self.index.clear();
+        let placed = |i: u32| place.get(i as usize).copied().unwrap_or(u32::MAX);
         let mut added: Vec<(u64, u64, Vec<StoredFrame>)> = Vec::with_capacity(newer.len());
         for (start, end, frames) in newer.each() {
-            let text = |i: u32| newer.strings.get(i as usize).map(String::as_str);
             let frames = frames
                 .iter()
                 .map(|f| StoredFrame {
-                    function: self.intern(text(f.function)),
-                    file: self.intern(text(f.file)),
+                    function: placed(f.function),
+                    file: placed(f.file),
                     ..*f
                 })
                 .collect();

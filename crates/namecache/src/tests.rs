@@ -76,6 +76,14 @@ fn newer_pieces_replace_the_ones_they_overlap() {
     assert_eq!(name(&merged, 0x1018), "fresh");
     assert_eq!(name(&merged, 0x2000), "other", "untouched");
     assert_eq!(merged.find(0x1030), None);
+    let mut strings = merged.strings.clone();
+    strings.sort();
+    strings.dedup();
+    assert_eq!(
+        strings.len(),
+        merged.strings.len(),
+        "strings both had are kept once"
+    );
 }
 
 /// A cache in a fresh directory, and a "module" file the names come from.
