@@ -2,7 +2,7 @@
 //! taken apart with every length checked.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use memmap2::Mmap;
@@ -43,15 +43,28 @@ pub(crate) fn write(path: &Path, bytes: &[u8]) -> Option<()> {
 
 pub(crate) use rprof_fs::bytes::{put_text, Cursor as Input};
 
+/// `<kind>-<build id in hex>` in `cache`, for a build id of 4 to 64 bytes.
+fn per_build_id(cache: &crate::CacheDir, kind: &str, build_id: &[u8]) -> Option<PathBuf> {
+    (4..=64).contains(&build_id.len()).then(|| {
+        cache
+            .dir
+            .join(format!("{kind}-{}", crate::status::hex(build_id)))
+    })
+}
+
+/// The identity (device, inode, size, modification time) of the DWARF file at `dwarf`.
+fn identity_of(dwarf: &Path) -> Option<String> {
+    let (_, meta) = open_regular(dwarf, &Options::new("a DWARF file", u64::MAX)).ok()?;
+    Some(rprof_fs::read::identity(&meta))
+}
+
 /// A DWARF file's unit index kept between runs: `units-<build id>` of a
 /// [`CacheDir`](crate::CacheDir), holding the writer's tag, the DWARF file's path and identity,
 /// then the index (see `LazyDwarf::index_bytes`).
 pub(crate) mod units {
     use std::path::{Path, PathBuf};
 
-    use rprof_fs::read::{identity, open_regular, Options};
-
-    use super::{put_text, Input};
+    use super::{identity_of, put_text, Input};
     use crate::CacheDir;
 
     const MAGIC: &[u8] = b"rprof unit index 1\n";
@@ -60,19 +73,7 @@ pub(crate) mod units {
     const LIMIT: u64 = 48 << 20;
 
     fn file(cache: &CacheDir, build_id: &[u8]) -> Option<PathBuf> {
-        if !(4..=64).contains(&build_id.len()) {
-            return None;
-        }
-        Some(
-            cache
-                .dir
-                .join(format!("units-{}", crate::status::hex(build_id))),
-        )
-    }
-
-    fn identity_of(dwarf: &Path) -> Option<String> {
-        let (_, meta) = open_regular(dwarf, &Options::new("a DWARF file", u64::MAX)).ok()?;
-        Some(identity(&meta))
+        super::per_build_id(cache, "units", build_id)
     }
 
     /// The index kept for the module with `build_id` whose DWARF is read from `dwarf`, if it
@@ -111,9 +112,7 @@ pub(crate) mod sections {
     use std::collections::HashMap;
     use std::path::{Path, PathBuf};
 
-    use rprof_fs::read::{identity, open_regular, Options};
-
-    use super::{put_text, Input};
+    use super::{identity_of, put_text, Input};
     use crate::elf::{Base, Bytes};
     use crate::CacheDir;
 
@@ -126,19 +125,7 @@ pub(crate) mod sections {
     const MAX_SECTIONS: usize = 64;
 
     fn file(cache: &CacheDir, build_id: &[u8]) -> Option<PathBuf> {
-        if !(4..=64).contains(&build_id.len()) {
-            return None;
-        }
-        Some(
-            cache
-                .dir
-                .join(format!("sections-{}", crate::status::hex(build_id))),
-        )
-    }
-
-    fn identity_of(dwarf: &Path) -> Option<String> {
-        let (_, meta) = open_regular(dwarf, &Options::new("a DWARF file", u64::MAX)).ok()?;
-        Some(identity(&meta))
+        super::per_build_id(cache, "sections", build_id)
     }
 
     /// The sections kept for the module with `build_id` whose DWARF is read from `dwarf`, by

@@ -323,6 +323,16 @@ fn function_pieces_name_every_address_as_naming_it_alone_does() {
     }
 }
 
+/// An empty cache directory in `d`, as one rprof build writes it.
+fn test_cache(d: &Path) -> crate::CacheDir {
+    let cache = crate::CacheDir {
+        dir: d.join("cache"),
+        tag: "this rprof".into(),
+    };
+    std::fs::create_dir(&cache.dir).unwrap();
+    cache
+}
+
 /// Issue 13: a module's unit index is kept in the cache directory and used again while the
 /// DWARF file is the same (shown by an index planted in the file: no unit covers anything, so
 /// nothing is named from DWARF); a changed file or a damaged index is not used.
@@ -334,11 +344,7 @@ fn the_unit_index_is_kept_for_the_same_file_only() {
     let d = dir.path();
     let exe = build(d, "c5", "gcc", &["-O2", "-g", &fixture("symbols_inline.c")]);
     let shown = exe.display().to_string();
-    let cache = CacheDir {
-        dir: d.join("cache"),
-        tag: "this rprof".into(),
-    };
-    std::fs::create_dir(&cache.dir).unwrap();
+    let cache = test_cache(d);
     let roots: [PathBuf; 0] = [];
     let base = open(&exe).unwrap();
     let file = parse(&base, &shown).unwrap();
@@ -410,11 +416,7 @@ fn compressed_sections_are_kept_inflated_for_the_same_file_only() {
         &["-O2", "-g", "-gz=zlib", &fixture("symbols_inline.c")],
     );
     let shown = exe.display().to_string();
-    let cache = CacheDir {
-        dir: d.join("cache"),
-        tag: "this rprof".into(),
-    };
-    std::fs::create_dir(&cache.dir).unwrap();
+    let cache = test_cache(d);
     let roots: [PathBuf; 0] = [];
     let (id, main) = {
         let base = open(&exe).unwrap();
