@@ -695,16 +695,17 @@ fn kept_dwarf_sections(
     cache: &CacheDir,
     build_id: &[u8],
 ) -> Result<gimli::Dwarf<Reader>, String> {
+    let is_compressed = |s: &object::Section<'_, '_>| {
+        s.compressed_file_range()
+            .is_ok_and(|r| r.format != object::CompressionFormat::None)
+    };
     let compressed = |name: &str| {
         file.section_by_name(name)
-            .and_then(|s| s.compressed_file_range().ok())
-            .is_some_and(|r| r.format != object::CompressionFormat::None)
+            .is_some_and(|s| is_compressed(&s))
     };
-    let any_compressed = file.sections().any(|s| {
-        s.name().is_ok_and(|n| n.starts_with(".debug_"))
-            && s.compressed_file_range()
-                .is_ok_and(|r| r.format != object::CompressionFormat::None)
-    });
+    let any_compressed = file
+        .sections()
+        .any(|s| s.name().is_ok_and(|n| n.starts_with(".debug_")) && is_compressed(&s));
     if !any_compressed {
         return dwarf_sections(file, base);
     }
