@@ -15,8 +15,12 @@ use crate::elf::Base;
 /// effective user of at most `limit` bytes.
 pub(crate) fn read(path: &Path, what: &str, limit: u64) -> Option<Vec<u8>> {
     let uid = [rprof_fs::read::effective_uid()];
-    let options = Options::new(what, limit).no_follow().owned_by(&uid);
-    read_bounded(path, &options).ok()
+    read_bounded(path, &own(what, limit, &uid)).ok()
+}
+
+/// How a cache file is opened: no link followed, `uid`'s only, at most `limit` bytes.
+fn own<'a>(what: &'a str, limit: u64, uid: &'a [u32]) -> Options<'a> {
+    Options::new(what, limit).no_follow().owned_by(uid)
 }
 
 /// The cache file at `path` mapped read-only, when it is a regular file (not a link) of the
@@ -24,8 +28,7 @@ pub(crate) fn read(path: &Path, what: &str, limit: u64) -> Option<Vec<u8>> {
 /// its pages, and reading a file of megabytes into memory cost more than the lookups.
 pub(crate) fn map(path: &Path, what: &str, limit: u64) -> Option<Base> {
     let uid = [rprof_fs::read::effective_uid()];
-    let options = Options::new(what, limit).no_follow().owned_by(&uid);
-    let (file, _) = open_regular(path, &options).ok()?;
+    let (file, _) = open_regular(path, &own(what, limit, &uid)).ok()?;
     // SAFETY: a private read-only mapping of a file in the user's own private cache directory,
     // which rprof only ever replaces by rename (`write`), never rewrites in place; the risk
     // left (the same user truncating it while mapped) is the one `elf::open` accepts.
@@ -41,7 +44,7 @@ pub(crate) fn write(path: &Path, bytes: &[u8]) -> Option<()> {
     Some(())
 }
 
-pub(crate) use rprof_fs::bytes::{put_text, Cursor as Input};
+pub(crate) use rprof_fs::bytes::{put_text, put_u32, Cursor as Input};
 
 /// `<kind>-<build id in hex>` in `cache`, for a build id of 4 to 64 bytes.
 fn per_build_id(cache: &crate::CacheDir, kind: &str, build_id: &[u8]) -> Option<PathBuf> {
@@ -112,7 +115,7 @@ pub(crate) mod sections {
     use std::collections::HashMap;
     use std::path::{Path, PathBuf};
 
-    use super::{identity_of, put_text, Input};
+    use super::{identity_of, put_text, put_u32, Input};
     use crate::elf::{Base, Bytes};
     use crate::CacheDir;
 
@@ -187,7 +190,7 @@ pub(crate) mod sections {
         for text in [tag, dwarf, identity] {
             put_text(&mut head, text);
         }
-        head.extend_from_slice(&(sections.len() as u32).to_le_bytes());
+        put_u32(&mut head, sections.len());
         let table: usize = sections.iter().map(|(name, _)| 4 + name.len() + 16).sum();
         // Each section starts 8-aligned, as a file mapping or the heap would have it.
         let mut offset = (head.len() + table).next_multiple_of(8);

@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use gimli::Reader as _;
 
-use crate::cachefile::Input;
+use crate::cachefile::{put_u32, Input};
 use crate::elf::{Base, Reader};
 
 type Error = gimli::Error;
@@ -428,15 +428,15 @@ impl Index {
     /// unit offsets, a u32 count and (begin u64, end u64, unit u32) ranges, little endian.
     fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(8 + self.units.len() * 8 + self.ranges.len() * 20);
-        out.extend_from_slice(&(self.units.len() as u32).to_le_bytes());
+        put_u32(&mut out, self.units.len());
         for &unit in &self.units {
             out.extend_from_slice(&(unit as u64).to_le_bytes());
         }
-        out.extend_from_slice(&(self.ranges.len() as u32).to_le_bytes());
+        put_u32(&mut out, self.ranges.len());
         for r in &self.ranges {
             out.extend_from_slice(&r.begin.to_le_bytes());
             out.extend_from_slice(&r.end.to_le_bytes());
-            out.extend_from_slice(&(r.unit as u32).to_le_bytes());
+            put_u32(&mut out, r.unit);
         }
         out
     }

@@ -18,7 +18,7 @@ use std::path::Path;
 
 use rprof_fs::read::{read_bounded, Options};
 
-use crate::cachefile::{put_text, Input};
+use crate::cachefile::{put_text, put_u32, Input};
 use crate::elf::Base;
 use crate::symtab::{SymbolTable, CONTAINING_LOOKBACK};
 use crate::CacheDir;
@@ -164,7 +164,7 @@ fn encode(
     for text in [boot, kallsyms, tag] {
         put_text(&mut out, text);
     }
-    out.extend_from_slice(&(ranges.len() as u32).to_le_bytes());
+    put_u32(&mut out, ranges.len());
     for &(start, end) in ranges {
         out.extend_from_slice(&start.to_le_bytes());
         out.extend_from_slice(&end.to_le_bytes());
@@ -175,13 +175,13 @@ fn encode(
             name.len() <= MAX_NAME && ranges.iter().any(|&(s, e)| (s..e).contains(&start))
         })
         .collect();
-    out.extend_from_slice(&(kept.len() as u32).to_le_bytes());
+    put_u32(&mut out, kept.len());
     let mut names = Vec::new();
     for (start, end, name) in kept {
         out.extend_from_slice(&start.to_le_bytes());
         out.extend_from_slice(&end.to_le_bytes());
-        out.extend_from_slice(&(names.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        put_u32(&mut out, names.len());
+        put_u32(&mut out, name.len());
         names.extend_from_slice(name.as_bytes());
     }
     out.extend_from_slice(&names);
