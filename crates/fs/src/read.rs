@@ -303,6 +303,17 @@ pub fn open_regular(path: &Path, options: &Options<'_>) -> Result<(File, Metadat
 /// a `/proc` file that claims size 0, is still bounded.
 pub fn read_bounded(path: &Path, options: &Options<'_>) -> Result<Vec<u8>, ReadError> {
     let (file, meta) = open_regular(path, options)?;
+    read_opened(file, &meta, path, options)
+}
+
+/// Reads `file`, opened from `path` by [`open_regular`] with `options` (which gave `meta`), to
+/// its end, failing past [`Options::max_size`] bytes as [`read_bounded`] does.
+pub fn read_opened(
+    file: File,
+    meta: &Metadata,
+    path: &Path,
+    options: &Options<'_>,
+) -> Result<Vec<u8>, ReadError> {
     // The stated size is a hint only: never reserve more than the cap allows.
     let hint = usize::try_from(meta.len().min(options.max_size)).unwrap_or(0);
     let mut bytes = Vec::with_capacity(hint);

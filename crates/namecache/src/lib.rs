@@ -40,12 +40,12 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use std::collections::HashMap;
 
-use rprof_fs::read::{identity, open_regular, read_bounded, Options};
+use rprof_fs::read::{identity, open_regular, read_opened, Options};
 use rprof_fs::{Access, NewFile};
 use rprof_profile::StoredFrame;
 
@@ -60,6 +60,10 @@ pub const MAX_BYTES: u64 = 512 << 20;
 
 /// Most pieces kept per module (see [`ModuleNames::merge_newer`]).
 pub const MAX_PIECES: usize = 1 << 20;
+
+/// Most additions appended to a names file before it is written anew, merged
+/// ([`NameCache::add_module_names`]): each costs a merge when the file is read.
+pub const MAX_ADDITIONS: usize = 16;
 
 /// The cache directory, checked.
 #[derive(Debug, Clone)]
@@ -137,12 +141,87 @@ impl NameCache {
         let options = Options::new("a name cache file", NAMES_LIMIT)
             .no_follow()
             .owned_by(&uid);
-        let bytes = read_bounded(&path, &options).ok()?;
-        let (header, names) = file::decode(&bytes)?;
+        let (opened, meta) = open_regular(&path, &options).ok()?;
+        let bytes = read_opened(opened, &meta, &path, &options).ok()?;
+        let (header, mut names, additions, used) = file::decode(&bytes)?;
         let same = header.build_id == hex(build_id)
             && header.namer == namer
             && sources_unchanged(&header.sources, module);
+        names.stored = Some(Stored {
+            file: (meta.dev(), meta.ino(), used as u64),
+            additions,
+            sources: header.sources,
+        });
         same.then_some(names)
+    }
+
+    /// Adds `fresh`, pieces named in this run from `sources` (the module file and its separate
+    /// debug file, if one was used), to what is stored for the module with `build_id`, `old`
+    /// being what [`module_names`](Self::module_names) gave: appended to the file `old` was
+    /// read from while that is still the file there, its sources are unchanged and it has
+    /// fewer than [`MAX_ADDITIONS`] additions; otherwise `old` and `fresh` merged are stored
+    /// anew ([`store_module_names`](Self::store_module_names)).
+    pub fn add_module_names(
+        &self,
+        build_id: &[u8],
+        sources: &[&Path],
+        old: Option<ModuleNames>,
+        fresh: &ModuleNames,
+    ) -> Result<(), String> {
+        if let Some(old) = &old {
+            if fresh.is_empty() {
+                return Ok(());
+            }
+            if old.len() + fresh.len() <= MAX_PIECES && self.append(build_id, old, fresh) {
+                self.trim(MAX_BYTES);
+                return Ok(());
+            }
+        }
+        let names = match old {
+            Some(mut old) => {
+                old.merge_newer(fresh);
+                old
+            }
+            None => fresh.clone(),
+        };
+        self.store_module_names(build_id, sources, &names)
+    }
+
+    /// Appends `fresh` to the names file `old` was read from (see
+    /// [`add_module_names`](Self::add_module_names)) when the file is as it was read, to its
+    /// last byte: an addition after a block that did not read would never be read, and one
+    /// appended by another recording meanwhile is not looked for. Whether it was.
+    fn append(&self, build_id: &[u8], old: &ModuleNames, fresh: &ModuleNames) -> bool {
+        let (Some(stored), Some(namer), Some(path)) = (
+            &old.stored,
+            self.namer.as_deref(),
+            self.names_path(build_id),
+        ) else {
+            return false;
+        };
+        let Some((module, _)) = stored.sources.first() else {
+            return false;
+        };
+        if stored.additions >= MAX_ADDITIONS
+            || !sources_unchanged(&stored.sources, Path::new(module))
+        {
+            return false;
+        }
+        let Ok(mut file) = std::fs::OpenOptions::new()
+            .append(true)
+            .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits())
+            .open(&path)
+        else {
+            return false;
+        };
+        let same = file.metadata().is_ok_and(|meta| {
+            meta.is_file()
+                && meta.uid() == rprof_fs::read::effective_uid()
+                && (meta.dev(), meta.ino(), meta.len()) == stored.file
+        });
+        // One write: appends of two recorders at once do not interleave, and a block cut
+        // short is ignored by readers (file.rs).
+        same && file.write_all(&file::encode_addition(namer, fresh)).is_ok()
     }
 
     /// Stores `names` for the module with `build_id`, named from `sources` (the module file and
@@ -239,6 +318,17 @@ pub struct ModuleNames {
     /// Index of each string, built when a string is first added (a loaded cache is only read,
     /// unless new pieces are merged into it).
     index: HashMap<String, u32>,
+    /// The file these names were read from, if they were.
+    stored: Option<Stored>,
+}
+
+/// Where a module's names were read from: the names file (device, inode, the bytes of it
+/// read), how many additions it had, and the sources its first block names.
+#[derive(Debug, Clone)]
+struct Stored {
+    file: (u64, u64, u64),
+    additions: usize,
+    sources: Vec<(String, String)>,
 }
 
 impl PartialEq for ModuleNames {
@@ -386,12 +476,14 @@ impl ModuleNames {
             pieces,
             frames,
             index,
+            stored,
         } = std::mem::take(self);
         let mut merged = ModuleNames {
             strings,
             index,
             pieces: Vec::with_capacity(pieces.len() + spans.len()),
             frames: Vec::with_capacity(frames.len()),
+            stored,
         };
         let mut added = added.into_iter().peekable();
         for (start, end, first, count) in pieces {

@@ -182,6 +182,194 @@ fn damaged_files_are_ignored_and_replaced() {
     );
 }
 
+/// Names of one more function, at `start`, called `name`.
+fn more(start: u64, name: &str) -> ModuleNames {
+    let mut n = ModuleNames::default();
+    let frames = vec![frame(&mut n, name, 5, false)];
+    n.push(start, start + 0x10, frames);
+    n
+}
+
+/// `name` where `address` is, in `names`.
+fn name_at(names: &ModuleNames, address: u64) -> Option<String> {
+    let (_, _, frames) = names.find(address)?;
+    names.strings.get(frames[0].function as usize).cloned()
+}
+
+#[test]
+fn additions_are_appended_and_read_back_merged() {
+    let (_dir, cache, module) = setup();
+    cache.store_module_names(&ID, &[&module], &names()).unwrap();
+    let path = stored(&cache);
+    let inode = std::fs::metadata(&path).unwrap().ino();
+    let mut expected = names();
+    for i in 0..3u64 {
+        let old = cache.module_names(&ID, &module).expect("read");
+        let fresh = more(0x4000 + i * 0x100, &format!("f{i}"));
+        let before = std::fs::metadata(&path).unwrap().len();
+        cache
+            .add_module_names(&ID, &[&module], Some(old), &fresh)
+            .unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.ino(), inode, "appended in place, not written anew");
+        assert_eq!(
+            meta.len(),
+            before + file::encode_addition(cache.namer().unwrap(), &fresh).len() as u64
+        );
+        expected.merge_newer(&fresh);
+    }
+    let back = cache.module_names(&ID, &module).expect("read back");
+    assert_eq!(back, expected);
+    assert_eq!(back.stored.as_ref().map(|s| s.additions), Some(3));
+    assert_eq!(name_at(&back, 0x4208).as_deref(), Some("f2"));
+    assert_eq!(name_at(&back, 0x1010).as_deref(), Some("main"));
+
+    // A newer addition wins where it overlaps.
+    let old = cache.module_names(&ID, &module).unwrap();
+    cache
+        .add_module_names(&ID, &[&module], Some(old), &more(0x1008, "newer"))
+        .unwrap();
+    let back = cache.module_names(&ID, &module).unwrap();
+    assert_eq!(name_at(&back, 0x1010).as_deref(), Some("newer"));
+    assert_eq!(
+        name_at(&back, 0x1000),
+        None,
+        "the piece it overlapped gave way"
+    );
+    assert_eq!(name_at(&back, 0x4008).as_deref(), Some("f0"));
+}
+
+#[test]
+fn a_file_full_of_additions_is_written_anew_merged() {
+    let (_dir, cache, module) = setup();
+    cache.store_module_names(&ID, &[&module], &names()).unwrap();
+    let path = stored(&cache);
+    for i in 0..=MAX_ADDITIONS as u64 {
+        let old = cache.module_names(&ID, &module).unwrap();
+        cache
+            .add_module_names(&ID, &[&module], Some(old), &more(0x4000 + i * 0x100, "f"))
+            .unwrap();
+    }
+    let back = cache.module_names(&ID, &module).unwrap();
+    assert_eq!(
+        back.stored.as_ref().map(|s| s.additions),
+        Some(0),
+        "the addition past the limit rewrote the file"
+    );
+    assert_eq!(back.len(), 3 + MAX_ADDITIONS + 1);
+    let mut expected = names();
+    for i in 0..=MAX_ADDITIONS as u64 {
+        expected.merge_newer(&more(0x4000 + i * 0x100, "f"));
+    }
+    assert_eq!(back, expected);
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        file::encode(
+            &file::Header {
+                build_id: hex(&ID),
+                namer: cache.namer().unwrap().to_string(),
+                sources: back.stored.clone().unwrap().sources,
+            },
+            &expected
+        )
+    );
+}
+
+#[test]
+fn a_cut_or_foreign_addition_ends_the_file_there() {
+    let (_dir, cache, module) = setup();
+    cache.store_module_names(&ID, &[&module], &names()).unwrap();
+    let path = stored(&cache);
+    let first = std::fs::read(&path).unwrap();
+    let old = cache.module_names(&ID, &module).unwrap();
+    cache
+        .add_module_names(&ID, &[&module], Some(old), &more(0x4000, "kept"))
+        .unwrap();
+    let one = std::fs::read(&path).unwrap();
+    let old = cache.module_names(&ID, &module).unwrap();
+    cache
+        .add_module_names(&ID, &[&module], Some(old), &more(0x5000, "cut"))
+        .unwrap();
+    let two = std::fs::read(&path).unwrap();
+    for cut in [one.len() + 1, one.len() + 4, two.len() - 1] {
+        std::fs::write(&path, &two[..cut]).unwrap();
+        let back = cache
+            .module_names(&ID, &module)
+            .expect("the blocks before the cut");
+        assert_eq!(
+            name_at(&back, 0x4000).as_deref(),
+            Some("kept"),
+            "cut at {cut}"
+        );
+        assert_eq!(name_at(&back, 0x5000), None, "cut at {cut}");
+        assert_eq!(back.stored.as_ref().map(|s| s.additions), Some(1));
+    }
+    let mut flipped = two.clone();
+    let at = two.len() - 6;
+    flipped[at] ^= 0x55;
+    std::fs::write(&path, &flipped).unwrap();
+    let back = cache.module_names(&ID, &module).unwrap();
+    assert_eq!(
+        name_at(&back, 0x5000),
+        None,
+        "a flipped byte in the last addition"
+    );
+    // What the next recording adds is not lost behind the bad block: the file is written anew.
+    cache
+        .add_module_names(&ID, &[&module], Some(back), &more(0x6000, "next"))
+        .unwrap();
+    let back = cache.module_names(&ID, &module).unwrap();
+    assert_eq!(name_at(&back, 0x6000).as_deref(), Some("next"));
+    assert_eq!(name_at(&back, 0x4000).as_deref(), Some("kept"));
+    assert_eq!(back.stored.as_ref().map(|s| s.additions), Some(0));
+
+    // An addition by another build of rprof is not used, nor anything after it.
+    let mut foreign = first.clone();
+    foreign.extend(file::encode_addition(
+        "another rprof",
+        &more(0x4000, "foreign"),
+    ));
+    foreign.extend(file::encode_addition(
+        cache.namer().unwrap(),
+        &more(0x5000, "after"),
+    ));
+    std::fs::write(&path, &foreign).unwrap();
+    let back = cache.module_names(&ID, &module).unwrap();
+    assert_eq!(back, names());
+}
+
+#[test]
+fn names_are_appended_only_to_the_file_they_were_read_from() {
+    let (dir, cache, module) = setup();
+    cache.store_module_names(&ID, &[&module], &names()).unwrap();
+    let path = stored(&cache);
+    let old = cache.module_names(&ID, &module).unwrap();
+    // Another recording wrote the file anew meanwhile (another inode).
+    let copy = dir.path().join("copy");
+    std::fs::copy(&path, &copy).unwrap();
+    std::fs::rename(&copy, &path).unwrap();
+    let inode = std::fs::metadata(&path).unwrap().ino();
+    cache
+        .add_module_names(&ID, &[&module], Some(old), &more(0x4000, "f"))
+        .unwrap();
+    assert_ne!(
+        std::fs::metadata(&path).unwrap().ino(),
+        inode,
+        "written anew"
+    );
+    let back = cache.module_names(&ID, &module).unwrap();
+    assert_eq!(back.stored.as_ref().map(|s| s.additions), Some(0));
+    assert_eq!(name_at(&back, 0x4000).as_deref(), Some("f"));
+
+    // Nothing read (no file yet): stored whole.
+    std::fs::remove_file(&path).unwrap();
+    cache
+        .add_module_names(&ID, &[&module], None, &more(0x4000, "g"))
+        .unwrap();
+    let back = cache.module_names(&ID, &module).unwrap();
+    assert_eq!(back, more(0x4000, "g"));
+}
+
 #[test]
 fn planted_links_are_neither_read_nor_written_through() {
     let (dir, cache, module) = setup();
