@@ -4,7 +4,7 @@
 //! Glue only: the flags become validated [`rprof_record::session::Options`] ([`plan`]),
 //! [`rprof_record::record`] records (its notes are printed as they come), the summary is
 //! printed here, and every [`RecordError`] becomes one line and an exit code. Addresses are
-//! named at the end by [`crate::naming::symbolize`].
+//! named while the target runs and at the end by [`crate::naming::Live`].
 
 mod plan;
 
@@ -112,8 +112,8 @@ pub fn run(args: Args) -> anyhow::Result<i32> {
         return crate::alloc::record(&plan::validate_alloc(args)?);
     }
     let options = plan::validate(args)?;
-    let outcome = rprof_record::record(&options, crate::naming::symbolize, &mut |n| note(n))
-        .map_err(record_error)?;
+    let naming = crate::naming::Live::start();
+    let outcome = rprof_record::record(&options, naming, &mut |n| note(n)).map_err(record_error)?;
     let summary = &outcome.summary;
     print_summary(
         &summary.stats,

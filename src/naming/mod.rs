@@ -6,7 +6,7 @@
 //! interrupted before that step: its addresses are then named from the binaries on this machine.
 //! Naming that takes more than a second shows a progress line on a terminal ([`Progress`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use std::path::Path;
 
@@ -20,6 +20,10 @@ use rprof_symbols::{
 
 use crate::progress::Progress;
 
+pub use live::Live;
+
+mod live;
+
 /// One `Symbols` record per module of `wanted`, naming each of its lookup addresses. Addresses
 /// that cannot be named are stored with no frames, so that nobody asks for them again.
 ///
@@ -28,11 +32,11 @@ use crate::progress::Progress;
 /// come from the table kept for this boot. What had to be named from the files is added to the
 /// cache afterwards.
 pub fn symbolize(modules: &[Module], wanted: &LookupSet) -> Vec<Record> {
-    name_with(modules, wanted, NameCache::from_env().as_ref())
+    name_with(modules, wanted, NameCache::from_env().as_ref(), None)
 }
 
-fn name_with(modules: &[Module], wanted: &LookupSet, cache: Option<&NameCache>) -> Vec<Record> {
-    let by_id: HashMap<ModuleId, &Module> = modules.iter().map(|m| (m.id, m)).collect();
+/// A symbolizer keeping its files in `cache`, if any.
+fn symbolizer_for(cache: Option<&NameCache>) -> Symbolizer {
     let mut options = Options::default();
     if let Some((cache, tag)) = cache.and_then(|c| Some((c, c.namer()?))) {
         options.cache = Some(CacheDir {
@@ -40,7 +44,27 @@ fn name_with(modules: &[Module], wanted: &LookupSet, cache: Option<&NameCache>) 
             tag: tag.to_string(),
         });
     }
-    let mut symbolizer = Symbolizer::with_options(options);
+    Symbolizer::with_options(options)
+}
+
+/// What was named while the target ran ([`live::Live`]): the symbolizer, with the modules it
+/// loaded, and the names of each module named through the cache.
+pub(crate) struct Early {
+    symbolizer: Symbolizer,
+    modules: HashMap<ModuleId, CachedNames>,
+}
+
+fn name_with(
+    modules: &[Module],
+    wanted: &LookupSet,
+    cache: Option<&NameCache>,
+    early: Option<Early>,
+) -> Vec<Record> {
+    let by_id: HashMap<ModuleId, &Module> = modules.iter().map(|m| (m.id, m)).collect();
+    let (mut symbolizer, mut early) = match early {
+        Some(early) => (early.symbolizer, early.modules),
+        None => (symbolizer_for(cache), HashMap::new()),
+    };
     let mut records = Vec::new();
     let progress = Progress::new("naming addresses", Some(wanted.len() as u64));
     for (id, lookups) in wanted.iter() {
@@ -79,6 +103,7 @@ fn name_with(modules: &[Module], wanted: &LookupSet, cache: Option<&NameCache>) 
                     build_id,
                     path: &module.path,
                 },
+                early.remove(&id),
                 &progress,
             ),
             _ => {
@@ -117,63 +142,127 @@ struct Cached<'a> {
 /// one at a time and not cached (a recording touching that much code is named once anyway).
 const FRESH_PIECES: usize = 1 << 18;
 
-/// Names `addresses` of an ELF module with a build id: from the cache where its pieces cover
-/// them; otherwise the whole function holding the address is named at once
-/// ([`Symbolizer::function_pieces`]) and added to the cache, so that a later recording naming
-/// any address of that function does not load the module. The module is loaded only when an
-/// address is not in the cache.
+/// One module's names through the cache: those the cache held when the module was first met in
+/// this run, and the pieces named afresh since (in any order: while the target runs, addresses
+/// come as samples first use them).
+#[derive(Default)]
+pub(crate) struct CachedNames {
+    old: Option<ModuleNames>,
+    /// Pieces named afresh: start -> (end, frames), not overlapping; the frames' strings are in
+    /// `strings`.
+    fresh: BTreeMap<u64, (u64, Vec<StoredFrame>)>,
+    strings: ModuleNames,
+    named_afresh: bool,
+}
+
+impl CachedNames {
+    fn read(cached: &Cached<'_>) -> CachedNames {
+        CachedNames {
+            old: cached
+                .cache
+                .module_names(cached.build_id, Path::new(cached.path)),
+            ..CachedNames::default()
+        }
+    }
+
+    /// The stored frames for `address` and the strings they point into, if known.
+    fn find(&self, address: u64) -> Option<(&[StoredFrame], &[String])> {
+        if let Some((_, _, frames)) = self.old.as_ref().and_then(|old| old.find(address)) {
+            let strings = self.old.as_ref().map_or(&[][..], |old| &old.strings[..]);
+            return Some((frames, strings));
+        }
+        let (_, (end, frames)) = self.fresh.range(..=address).next_back()?;
+        (address < *end).then_some((&frames[..], &self.strings.strings[..]))
+    }
+
+    /// Keeps the piece `start..end` named `location`, unless it overlaps one kept already.
+    fn keep(&mut self, start: u64, end: u64, location: &Location) {
+        let clear = self
+            .fresh
+            .range(..end)
+            .next_back()
+            .is_none_or(|(_, (before_end, _))| *before_end <= start);
+        if clear && start < end {
+            let frames = stored(&mut self.strings, location);
+            self.fresh.insert(start, (end, frames));
+        }
+    }
+
+    /// Makes sure `address` is known ([`find`](Self::find)): when it is not, the whole
+    /// function holding it is named at once ([`Symbolizer::function_pieces`]) and kept, so that
+    /// a later recording naming any address of that function does not load the module. The
+    /// module is loaded only then. Returns the answer for `address` when it is not kept (past
+    /// [`FRESH_PIECES`]).
+    fn name(
+        &mut self,
+        symbolizer: &mut Symbolizer,
+        source: &ModuleSource<'_>,
+        address: u64,
+    ) -> Option<Location> {
+        if self.find(address).is_some() {
+            return None;
+        }
+        self.named_afresh = true;
+        let room = self.fresh.len() < FRESH_PIECES;
+        let pieces = if room {
+            symbolizer.function_pieces(source, address)
+        } else {
+            Vec::new()
+        };
+        if pieces.is_empty() {
+            let location = symbolizer
+                .symbolize(source, &[address])
+                .pop()
+                .unwrap_or_default();
+            if !room {
+                return Some(location);
+            }
+            self.keep(address, address.saturating_add(1), &location);
+        }
+        for (start, end, location) in &pieces {
+            self.keep(*start, *end, location);
+        }
+        None
+    }
+
+    /// The pieces named afresh, in order.
+    fn into_fresh(self) -> (ModuleNames, Option<ModuleNames>) {
+        let mut names = self.strings;
+        for (start, (end, frames)) in self.fresh {
+            names.push(start, end, frames);
+        }
+        (names, self.old)
+    }
+}
+
+/// Names `addresses` of an ELF module with a build id through the cache (see
+/// [`CachedNames::name`]), starting from what was named for it while the target ran, if
+/// anything, and adds what had to be named afresh to the cache.
 fn name_through_cache(
     symbolizer: &mut Symbolizer,
     source: &ModuleSource<'_>,
     id: ModuleId,
     addresses: &[u64],
     cached: Cached<'_>,
+    early: Option<CachedNames>,
     progress: &Progress,
 ) -> Symbols {
-    let old = cached
-        .cache
-        .module_names(cached.build_id, Path::new(cached.path));
+    let mut names = early.unwrap_or_else(|| CachedNames::read(&cached));
     let mut packer = Packer::new(id, addresses.len());
-    let mut fresh = ModuleNames::default();
-    let mut named_afresh = false;
     for &address in addresses {
-        if let Some((_, _, frames)) = old.as_ref().and_then(|old| old.find(address)) {
-            let strings = old.as_ref().map_or(&[][..], |old| &old.strings[..]);
-            packer.add_stored(address, frames, strings);
-        } else if let Some((_, _, frames)) = fresh.find(address) {
-            packer.add_stored(address, frames, &fresh.strings);
-        } else {
-            named_afresh = true;
-            let pieces = if fresh.len() < FRESH_PIECES {
-                symbolizer.function_pieces(source, address)
-            } else {
-                Vec::new()
-            };
-            if pieces.is_empty() {
-                let location = symbolizer
-                    .symbolize(source, &[address])
-                    .pop()
-                    .unwrap_or_default();
-                packer.add(address, &location);
-                if fresh.len() < FRESH_PIECES {
-                    let frames = stored(&mut fresh, &location);
-                    fresh.push(address, address.saturating_add(1), frames);
-                }
-            } else {
-                for (start, end, location) in &pieces {
-                    if (*start..*end).contains(&address) {
-                        packer.add(address, location);
-                    }
-                    let frames = stored(&mut fresh, location);
-                    fresh.push(*start, *end, frames);
-                }
-            }
+        match names.name(symbolizer, source, address) {
+            Some(location) => packer.add(address, &location),
+            None => match names.find(address) {
+                Some((frames, strings)) => packer.add_stored(address, frames, strings),
+                None => packer.add(address, &Location::default()),
+            },
         }
         progress.inc(1);
     }
-    if named_afresh {
+    if names.named_afresh {
         let status = symbolizer.module_status(source);
         progress.suspend(|| warn_about(&status));
+        let (fresh, old) = names.into_fresh();
         remember(&cached, &status, fresh, old);
     }
     packer.finish()
@@ -212,17 +301,10 @@ fn remember(
         DebugInfo::Separate(debug) => sources.push(debug),
         _ => return,
     }
-    let names = match old {
-        Some(mut old) => {
-            old.merge_newer(&fresh);
-            old
-        }
-        None => fresh,
-    };
     // Best effort: without it the next run names these addresses from the files again.
     let _ = cached
         .cache
-        .store_module_names(cached.build_id, &sources, &names);
+        .add_module_names(cached.build_id, &sources, old, &fresh);
 }
 
 /// Addresses named per call to the symbolizer.
@@ -322,7 +404,7 @@ pub fn fill_missing(profile: &mut Profile) -> anyhow::Result<()> {
         wanted.len()
     );
     // Not from the cache: a report names from the files as they are, and writes nothing.
-    let blocks = name_with(&modules, &wanted, None)
+    let blocks = name_with(&modules, &wanted, None, None)
         .into_iter()
         .filter_map(|record| match record {
             Record::Symbols(symbols) => Some(symbols),
@@ -331,4 +413,59 @@ pub fn fill_missing(profile: &mut Profile) -> anyhow::Result<()> {
         .collect();
     profile.add_symbols(blocks);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use rprof_symbols::SymFrame;
+
+    use super::*;
+
+    fn at(function: &str, line: u32) -> Location {
+        Location {
+            frames: vec![SymFrame {
+                function: Some(function.to_string()),
+                file: Some("a.c".to_string()),
+                line: Some(line),
+                inlined: false,
+            }],
+        }
+    }
+
+    fn name(names: &CachedNames, address: u64) -> Option<String> {
+        let (frames, strings) = names.find(address)?;
+        strings.get(frames.first()?.function as usize).cloned()
+    }
+
+    /// Issue 13: while the target runs, functions are named in the order samples first use
+    /// them; each is kept wherever it lies, and stored in address order.
+    #[test]
+    fn pieces_named_out_of_order_are_all_kept() {
+        let mut names = CachedNames::default();
+        names.keep(0x2000, 0x2010, &at("later", 1));
+        names.keep(0x1000, 0x1008, &at("earlier", 2));
+        names.keep(0x1008, 0x1010, &at("earlier", 3));
+        names.keep(0x3000, 0x3001, &at("lone", 4));
+        names.keep(0x100c, 0x1020, &at("overlapping", 5));
+        names.keep(0x1ff0, 0x2008, &at("overlapping", 6));
+        assert_eq!(name(&names, 0x2004).as_deref(), Some("later"));
+        assert_eq!(name(&names, 0x1000).as_deref(), Some("earlier"));
+        assert_eq!(name(&names, 0x100f).as_deref(), Some("earlier"));
+        assert_eq!(
+            name(&names, 0x1010),
+            None,
+            "overlapping pieces are not kept"
+        );
+        assert_eq!(name(&names, 0x1ff0), None);
+        assert_eq!(name(&names, 0x3000).as_deref(), Some("lone"));
+        assert_eq!(name(&names, 0x3001), None);
+        let (fresh, old) = names.into_fresh();
+        assert!(old.is_none());
+        assert_eq!(fresh.len(), 4, "every piece kept, in order");
+        let starts: Vec<u64> = [0x1000, 0x1008, 0x2000, 0x3000]
+            .into_iter()
+            .filter_map(|a| fresh.find(a).map(|p| p.0))
+            .collect();
+        assert_eq!(starts, [0x1000, 0x1008, 0x2000, 0x3000]);
+    }
 }

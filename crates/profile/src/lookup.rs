@@ -25,18 +25,32 @@ impl LookupSet {
     /// Adds the lookup address of every frame of a user and a kernel stack (leaf first) whose
     /// module is known: a sample's or an off-CPU block's.
     pub fn add_stack(&mut self, user: &[Address], kernel: &[Address]) {
+        self.add_stack_noting(user, kernel, |_, _| {});
+    }
+
+    /// [`add_stack`](Self::add_stack), calling `new` with each (module, lookup address) the set
+    /// did not hold before.
+    pub fn add_stack_noting(
+        &mut self,
+        user: &[Address],
+        kernel: &[Address],
+        mut new: impl FnMut(ModuleId, u64),
+    ) {
         for stack in [user, kernel] {
             for (index, address) in stack.iter().enumerate() {
                 if let Some(module) = address.module {
-                    self.add(module, lookup_address(index, address.address));
+                    let lookup = lookup_address(index, address.address);
+                    if self.add(module, lookup) {
+                        new(module, lookup);
+                    }
                 }
             }
         }
     }
 
-    /// Adds one lookup address of `module`.
-    pub fn add(&mut self, module: ModuleId, lookup: u64) {
-        self.map.entry(module).or_default().insert(lookup);
+    /// Adds one lookup address of `module`; whether the set did not hold it before.
+    pub fn add(&mut self, module: ModuleId, lookup: u64) -> bool {
+        self.map.entry(module).or_default().insert(lookup)
     }
 
     /// True when no address is wanted.

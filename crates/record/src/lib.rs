@@ -46,7 +46,7 @@ pub mod source;
 pub use capture::{Capture, CaptureError, CaptureWriter, Replay, CAPTURE_ENV};
 pub use error::RecordError;
 pub use note::Note;
-pub use session::record;
+pub use session::{record, Naming};
 pub use source::{BufferRecords, RecordSource};
 
 use std::collections::{HashMap, HashSet};
@@ -166,6 +166,10 @@ pub struct Recorder<W: Write> {
     kernel_module: Option<ModuleId>,
     modules: Vec<Module>,
     lookups: LookupSet,
+    /// Lookups not taken yet by [`take_new_lookups`](Recorder::take_new_lookups) (only while
+    /// `noting_lookups`).
+    new_lookups: Vec<(ModuleId, u64)>,
+    noting_lookups: bool,
     stats: Stats,
     /// Processes that exited: forgotten one round later, so that samples still in flight in
     /// another CPU's buffer can be unwound.
@@ -308,6 +312,8 @@ impl<W: Write> Recorder<W> {
             kernel_module: None,
             modules: Vec::new(),
             lookups: LookupSet::new(),
+            new_lookups: Vec::new(),
+            noting_lookups: false,
             stats: Stats::default(),
             exited: Vec::new(),
             last_flush: Instant::now(),
@@ -375,6 +381,30 @@ impl<W: Write> Recorder<W> {
     /// Threads of the target seen in records and not exited yet.
     pub fn live_threads(&self) -> usize {
         self.live.len()
+    }
+
+    /// From now on, keeps the lookup addresses first used since the last
+    /// [`take_new_lookups`](Self::take_new_lookups), so that they can be named while the target
+    /// runs.
+    pub fn note_new_lookups(&mut self) {
+        self.noting_lookups = true;
+    }
+
+    /// The (module, lookup address) pairs samples used for the first time since the last call
+    /// (see [`note_new_lookups`](Self::note_new_lookups)), with the modules known now.
+    pub fn take_new_lookups(&mut self) -> (&[Module], Vec<(ModuleId, u64)>) {
+        (&self.modules, std::mem::take(&mut self.new_lookups))
+    }
+
+    /// Adds a stack's lookup addresses to those to name.
+    fn note_lookups(&mut self, user: &[Address], kernel: &[Address]) {
+        if self.noting_lookups {
+            let new = &mut self.new_lookups;
+            self.lookups
+                .add_stack_noting(user, kernel, |module, lookup| new.push((module, lookup)));
+        } else {
+            self.lookups.add_stack(user, kernel);
+        }
     }
 
     /// What the recording has counted so far.
@@ -680,7 +710,7 @@ impl<W: Write> Recorder<W> {
             kernel,
             truncated,
         };
-        self.lookups.add_sample(&sample);
+        self.note_lookups(&sample.user, &sample.kernel);
         self.push(Record::Sample(sample))
     }
 
@@ -797,7 +827,7 @@ impl<W: Write> Recorder<W> {
             self.stats.off_cpu_without_stack += 1;
         }
         self.note_thread(blocked.pid, tid);
-        self.lookups.add_stack(&stack.user, &stack.kernel);
+        self.note_lookups(&stack.user, &stack.kernel);
         if !stack.args.is_empty() {
             self.note_bases(blocked.pid, &stack.user)?;
         }

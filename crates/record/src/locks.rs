@@ -102,7 +102,7 @@ impl<W: Write> Recorder<W> {
         }
         let (user, kernel, truncated, _) = self.unwind_sample(s)?;
         self.note_thread(pid, tid);
-        self.lookups.add_stack(&user, &kernel);
+        self.note_lookups(&user, &kernel);
         self.note_bases(pid, &user)?;
         self.push(Record::Lock(LockRecord::Wake(Wake {
             time: s.time.unwrap_or(0),

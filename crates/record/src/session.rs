@@ -22,7 +22,7 @@ use nix::sys::signal::Signal;
 use rprof_events::Event;
 use rprof_launch::Running;
 use rprof_perf::{CallGraph, Rate, Samplers};
-use rprof_profile::{Header, LookupSet, Module, Record};
+use rprof_profile::{Header, LookupSet, Module, ModuleId, Record};
 
 use crate::cgroup::Cgroup;
 use crate::error::{with_causes, RecordError};
@@ -91,11 +91,33 @@ pub struct Outcome {
     pub exit_code: i32,
 }
 
+/// Names the addresses a recording's samples used, so that the profile is self-contained. A
+/// closure `FnOnce(&[Module], &LookupSet) -> Vec<Record>` names them all at the end.
+pub trait Naming {
+    /// Whether [`seen`](Self::seen) is to hear of addresses as samples first use them.
+    fn early(&self) -> bool {
+        false
+    }
+
+    /// While the target runs: the (module, lookup address) pairs samples used for the first
+    /// time since the last call, with the modules known now (to be named ahead of the end).
+    fn seen(&mut self, _modules: &[Module], _new: &[(ModuleId, u64)]) {}
+
+    /// At the end: names for every address of `wanted`.
+    fn finish(self, modules: &[Module], wanted: &LookupSet) -> Vec<Record>;
+}
+
+impl<F: FnOnce(&[Module], &LookupSet) -> Vec<Record>> Naming for F {
+    fn finish(self, modules: &[Module], wanted: &LookupSet) -> Vec<Record> {
+        self(modules, wanted)
+    }
+}
+
 /// Records `options.target` into `options.output`. `tell` hears every [`Note`] when it arises;
-/// `name` names the addresses the samples used at the end (so the profile is self-contained).
+/// `name` names the addresses the samples used (so the profile is self-contained).
 pub fn record(
     options: &Options,
-    name: impl FnOnce(&[Module], &LookupSet) -> Vec<Record>,
+    name: impl Naming,
     tell: &mut dyn FnMut(Note),
 ) -> Result<Outcome, RecordError> {
     raise_fd_limit();
@@ -325,7 +347,7 @@ impl Session {
     fn follow(
         mut self,
         options: &Options,
-        name: impl FnOnce(&[Module], &LookupSet) -> Vec<Record>,
+        mut name: impl Naming,
         tell: &mut dyn FnMut(Note),
     ) -> Result<Outcome, RecordError> {
         let pid = self.pid;
@@ -349,6 +371,9 @@ impl Session {
             _ => None,
         };
         let mut kept_up = raised.is_some();
+        if name.early() {
+            self.recording.recorder.note_new_lookups();
+        }
         loop {
             if let Some(w) = &watch {
                 // Finished first: a note set just before it finished is still taken.
@@ -389,6 +414,12 @@ impl Session {
                 .map_err(|e| RecordError::io(CANNOT_WRITE, e))?;
             self.recording
                 .tell_failure(&options.output, &target, self.started, tell);
+            if name.early() {
+                let (modules, new) = self.recording.recorder.take_new_lookups();
+                if !new.is_empty() {
+                    name.seen(modules, &new);
+                }
+            }
             if exited || self.ended()? {
                 break;
             }
@@ -424,9 +455,12 @@ impl Session {
                 0,
             ),
         };
-        let summary =
-            self.recording
-                .finish(name, self.started.elapsed(), &options.output, &outcome)?;
+        let summary = self.recording.finish(
+            |modules: &[Module], wanted: &LookupSet| name.finish(modules, wanted),
+            self.started.elapsed(),
+            &options.output,
+            &outcome,
+        )?;
         Ok(Outcome { summary, exit_code })
     }
 

@@ -164,6 +164,55 @@ mod replay {
         }
     }
 
+    /// Issue 13: with new lookups noted (to be named while the target runs), each (module,
+    /// lookup address) the samples use is handed out once, in the round that first used it,
+    /// with its module known; together they are every address named at the end.
+    #[test]
+    fn new_lookups_are_handed_out_once_each() {
+        for name in CAPTURES {
+            let capture = Capture::open(&path(&format!("{name}.cap"))).unwrap();
+            let mut recorder = crate::Recorder::with_settings(
+                Vec::new(),
+                &Header::default(),
+                capture.call_graph(),
+                capture.settings(),
+            )
+            .unwrap();
+            recorder.note_new_lookups();
+            let mut source = capture.replay();
+            let mut seen = Vec::new();
+            let mut rounds = 0;
+            while !source.is_done() {
+                recorder.drain(&mut source).unwrap();
+                let (modules, new) = recorder.take_new_lookups();
+                for (module, _) in &new {
+                    assert!(modules.iter().any(|m| m.id == *module), "{name}");
+                }
+                rounds += usize::from(!new.is_empty());
+                seen.extend(new);
+            }
+            let mut handed = seen.clone();
+            handed.sort_unstable();
+            handed.dedup();
+            assert_eq!(handed.len(), seen.len(), "{name}: each once");
+            let mut wanted = Vec::new();
+            recorder
+                .finish(|_, all| {
+                    for (module, lookups) in all.iter() {
+                        wanted.extend(lookups.iter().map(|&a| (module, a)));
+                    }
+                    Vec::new()
+                })
+                .unwrap();
+            assert!(!wanted.is_empty(), "{name}");
+            assert_eq!(handed, wanted, "{name}");
+            assert!(
+                rounds > 1,
+                "{name}: handed out as they came, {rounds} rounds"
+            );
+        }
+    }
+
     /// Issue 10: a launched program's threads (record_threads: main + alpha, beta, gamma) are
     /// one process with four threads, each named by its COMM record.
     #[test]
