@@ -454,6 +454,38 @@ impl ModuleNames {
         self.strings.extend(new_strings);
         self.index.clear();
         let placed = |i: u32| place.get(i as usize).copied().unwrap_or(u32::MAX);
+        let overlapped = |start: u64, end: u64| {
+            let at = newer.pieces.partition_point(|p| p.1 <= start);
+            newer.pieces.get(at).is_some_and(|p| p.0 < end)
+        };
+        // Where `newer`'s frames would start after ours (if frame indices stay u32).
+        let base = u32::try_from(self.frames.len() + newer.frames.len())
+            .ok()
+            .map(|_| self.frames.len() as u32);
+        if let (Some(base), false) = (base, self.pieces.iter().any(|p| overlapped(p.0, p.1))) {
+            // Nothing gives way (the usual case: this run's new functions): `newer`'s frames
+            // go after ours and the pieces are merged in order; ours are not copied.
+            self.frames.extend(newer.frames.iter().map(|f| StoredFrame {
+                function: placed(f.function),
+                file: placed(f.file),
+                ..*f
+            }));
+            let ours = std::mem::take(&mut self.pieces);
+            let mut added = newer
+                .pieces
+                .iter()
+                .map(|&(start, end, first, count)| (start, end, first + base, count))
+                .peekable();
+            self.pieces.reserve_exact(ours.len() + newer.pieces.len());
+            for piece in ours {
+                while let Some(new) = added.next_if(|a| a.0 < piece.0) {
+                    self.pieces.push(new);
+                }
+                self.pieces.push(piece);
+            }
+            self.pieces.extend(added);
+            return;
+        }
         let mut added: Vec<(u64, u64, Vec<StoredFrame>)> = Vec::with_capacity(newer.len());
         for (start, end, frames) in newer.each() {
             let frames = frames
@@ -466,11 +498,6 @@ impl ModuleNames {
                 .collect();
             added.push((start, end, frames));
         }
-        let spans: Vec<(u64, u64)> = added.iter().map(|a| (a.0, a.1)).collect();
-        let overlapped = |start: u64, end: u64| {
-            let at = spans.partition_point(|p| p.1 <= start);
-            spans.get(at).is_some_and(|p| p.0 < end)
-        };
         let ModuleNames {
             strings,
             pieces,
@@ -481,7 +508,7 @@ impl ModuleNames {
         let mut merged = ModuleNames {
             strings,
             index,
-            pieces: Vec::with_capacity(pieces.len() + spans.len()),
+            pieces: Vec::with_capacity(pieces.len() + newer.pieces.len()),
             frames: Vec::with_capacity(frames.len()),
             stored,
         };
