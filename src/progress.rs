@@ -45,10 +45,16 @@ impl Progress {
             done: None,
             waiter: None,
         };
-        if std::io::stderr().is_terminal() {
+        let delay = delay();
+        if std::io::stderr().is_terminal() && delay.is_zero() {
+            // Shown at once, however short the work (tests): a waiting thread might not even
+            // have started before the work ended.
+            progress.bar.set_draw_target(ProgressDrawTarget::stderr());
+            progress.bar.enable_steady_tick(TICK);
+            progress.bar.tick();
+        } else if std::io::stderr().is_terminal() {
             let (done, wait) = mpsc::channel::<()>();
             let bar = progress.bar.clone();
-            let delay = delay();
             progress.done = Some(done);
             progress.waiter = Some(std::thread::spawn(move || {
                 // Only a timeout shows the line: the sender dropped means the work ended.
@@ -89,7 +95,8 @@ impl Drop for Progress {
     }
 }
 
-/// [`DELAY`], or `RPROF_PROGRESS_DELAY_MS` milliseconds (for tests).
+/// [`DELAY`], or `RPROF_PROGRESS_DELAY_MS` milliseconds (for tests; 0 draws the line as soon
+/// as the work starts).
 fn delay() -> Duration {
     std::env::var("RPROF_PROGRESS_DELAY_MS")
         .ok()

@@ -7,12 +7,14 @@
 //! The same binaries are usually recorded again and again, so the answers are kept:
 //!
 //! - **Names of a module's code**, per GNU build id ([`NameCache::module_names`],
-//!   [`NameCache::store_module_names`]): [`ModuleNames`], address ranges ("pieces") that each
+//!   [`NameCache::add_module_names`]): [`ModuleNames`], address ranges ("pieces") that each
 //!   get one answer (the frames, innermost first): usually whole functions, named at once the
 //!   first time one of their addresses was sampled, so that later samples anywhere in them are
 //!   named from here. Stored flat (`file.rs`: pieces, frames and strings, CRC-checked, every
-//!   count and index checked when read), as it is read on every recording of its binary. With
-//!   it go the identities (device, inode, size,
+//!   count and index checked when read), as it is read on every recording of its binary; a
+//!   recording that named new functions appends them as a block of their own (up to
+//!   [`MAX_ADDITIONS`], then the file is written anew, merged), so that adding a few functions
+//!   to rg's 1.8 MB of names writes kilobytes. With it go the identities (device, inode, size,
 //!   modification time) of the files the names came from (the module, its separate debug
 //!   file) and of the rprof executable that named them: the names are used only while all of
 //!   those are unchanged, so a cached answer is the answer the files would give now.
@@ -32,8 +34,8 @@
 //! The files take at most [`MAX_BYTES`] in all: after each store, the least recently written go
 //! first ([`NameCache::trim`]).
 //!
-//! Left to others: naming (rprof-symbols), deciding which modules are worth caching and merging
-//! a run's answers with the cached ones (the caller, `src/naming.rs`).
+//! Left to others: naming (rprof-symbols), deciding which modules are worth caching and what a
+//! run adds (the caller, `src/naming/`).
 
 #![deny(missing_docs)]
 #![deny(clippy::unwrap_used, clippy::expect_used)]
