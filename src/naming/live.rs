@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -121,7 +121,20 @@ impl Drop for Live {
 fn work(cache: &NameCache, jobs: &Receiver<Job>, stop: &AtomicBool) -> Early {
     let mut symbolizer = symbolizer_for(Some(cache));
     let mut modules: HashMap<ModuleId, CachedNames> = HashMap::new();
-    'jobs: for job in jobs {
+    'jobs: loop {
+        let job = match jobs.try_recv() {
+            Ok(job) => job,
+            Err(TryRecvError::Empty) => {
+                // Idle until the next round: the pages the names were read from need not
+                // count in rprof's memory meanwhile (what was parsed is kept).
+                symbolizer.release_pages();
+                match jobs.recv() {
+                    Ok(job) => job,
+                    Err(_) => break,
+                }
+            }
+            Err(TryRecvError::Disconnected) => break,
+        };
         let source = ModuleSource::Elf {
             path: &job.path,
             build_id: Some(&job.build_id),

@@ -65,22 +65,33 @@ pub(crate) struct LazyDwarf {
     cache: Cache,
 }
 
-/// The file the DWARF is read from, and how many units were read since its pages were last
+/// The files the DWARF is read from (the module or its debug file, and the kept inflated
+/// sections of a compressed one), and how many units were read since their pages were last
 /// given back ([`Base::release`]): RSS then holds the pages of the last units read, not of every
 /// unit ever read.
 struct Backing {
-    base: Base,
+    bases: Vec<Base>,
     reads: usize,
 }
 
 impl Backing {
+    fn new(bases: Vec<Base>) -> Backing {
+        Backing { bases, reads: 0 }
+    }
+
     /// Counts one read; gives the pages back every `per_release` reads.
     fn read(&mut self, per_release: usize) {
         self.reads += 1;
         if self.reads >= per_release {
-            self.base.release();
-            self.reads = 0;
+            self.release();
         }
+    }
+
+    fn release(&mut self) {
+        for base in &self.bases {
+            base.release();
+        }
+        self.reads = 0;
     }
 }
 
@@ -106,12 +117,11 @@ impl LazyDwarf {
     /// Indexes the units of `dwarf`; `Err` when the unit headers or `.debug_aranges` cannot be
     /// read (addr2line refuses such a module too). Ask [`has_split_units`] first: skeleton
     /// units are not indexed.
-    /// `base` is the file the sections are read from.
-    pub(crate) fn new(dwarf: gimli::Dwarf<Reader>, base: Base) -> Result<LazyDwarf, Error> {
-        let mut backing = Backing { base, reads: 0 };
+    /// `bases` are the files the sections are read from.
+    pub(crate) fn new(dwarf: gimli::Dwarf<Reader>, bases: Vec<Base>) -> Result<LazyDwarf, Error> {
+        let mut backing = Backing::new(bases);
         let index = Index::new(dwarf, &mut backing)?;
-        backing.base.release();
-        backing.reads = 0;
+        backing.release();
         Ok(LazyDwarf {
             index,
             cache: Cache {
@@ -121,6 +131,11 @@ impl LazyDwarf {
         })
     }
 
+    /// Gives the pages read so far back ([`Base::release`]); what was parsed is kept.
+    pub(crate) fn release_pages(&mut self) {
+        self.cache.backing.release();
+    }
+
     /// The lazy namer over `dwarf` with the unit index `saved` (from [`index_bytes`] of an
     /// earlier run, for the same unchanged file): no unit is read to build it. The DWARF back
     /// when the bytes are not a well-formed index for it.
@@ -128,14 +143,14 @@ impl LazyDwarf {
     /// [`index_bytes`]: LazyDwarf::index_bytes
     pub(crate) fn with_index(
         dwarf: gimli::Dwarf<Reader>,
-        base: Base,
+        bases: Vec<Base>,
         saved: &[u8],
     ) -> Result<LazyDwarf, Box<gimli::Dwarf<Reader>>> {
         Ok(LazyDwarf {
             index: Index::from_bytes(dwarf, saved)?,
             cache: Cache {
                 slots: Vec::new(),
-                backing: Backing { base, reads: 0 },
+                backing: Backing::new(bases),
             },
         })
     }
@@ -520,13 +535,10 @@ impl Index {
     }
 }
 
-/// Whether `dwarf` (read from `base`) has DWARF 5 split units (skeletons pointing to `.dwo`
+/// Whether `dwarf` (read from `bases`) has DWARF 5 split units (skeletons pointing to `.dwo`
 /// files), which are left to addr2line. A unit header that cannot be read ends the search.
-pub(crate) fn has_split_units(dwarf: &gimli::Dwarf<Reader>, base: &Base) -> bool {
-    let mut backing = Backing {
-        base: base.clone(),
-        reads: 0,
-    };
+pub(crate) fn has_split_units(dwarf: &gimli::Dwarf<Reader>, bases: &[Base]) -> bool {
+    let mut backing = Backing::new(bases.to_vec());
     let mut headers = dwarf.units();
     while let Ok(Some(header)) = headers.next() {
         backing.read(HEADERS_PER_RELEASE);

@@ -32,7 +32,8 @@ fn compare(path: &Path, step: u64) -> Tally {
     let shown = path.display().to_string();
     let base = open(path).unwrap_or_else(|e| panic!("{shown}: {e:?}"));
     let file = parse(&base, &shown).unwrap_or_else(|e| panic!("{shown}: {e:?}"));
-    let mut lazy = LazyDwarf::new(dwarf_sections(&file, &base).unwrap(), base.clone()).unwrap();
+    let mut lazy =
+        LazyDwarf::new(dwarf_sections(&file, &base).unwrap(), vec![base.clone()]).unwrap();
     let oracle = full_context(dwarf_sections(&file, &base).unwrap()).unwrap();
     let split = SplitDwarf::new(None);
     let mut tally = Tally::default();
@@ -372,7 +373,8 @@ fn the_unit_index_is_kept_for_the_same_file_only() {
     let header_len = good.len() - {
         let base = open(&exe).unwrap();
         let file = parse(&base, &shown).unwrap();
-        let lazy = LazyDwarf::new(dwarf_sections(&file, &base).unwrap(), base.clone()).unwrap();
+        let lazy =
+            LazyDwarf::new(dwarf_sections(&file, &base).unwrap(), vec![base.clone()]).unwrap();
         lazy.index_bytes().len()
     };
     let mut planted = good[..header_len].to_vec();
@@ -451,6 +453,14 @@ fn compressed_sections_are_kept_inflated_for_the_same_file_only() {
     let good = std::fs::read(&kept).expect("sections kept");
     assert_eq!(named(Some(&cache)).as_ref(), Some(&fresh), "read back");
 
+    // Naming reads the kept file's pages; between bursts of naming they are given back too.
+    let mut module = ElfModule::load(&shown, Some(&id), &roots, Some(&cache));
+    let _ = module.locate(main + 1);
+    assert!(mapped_rss_kb(&kept) > 0, "read from the kept sections");
+    module.release_pages();
+    assert_eq!(mapped_rss_kb(&kept), 0, "pages given back");
+    drop(module);
+
     // Planted: the source's name changed in the kept bytes. Used, so main's file is that name.
     let (from, to) = (&b"symbols_inline.c"[..], &b"symbols_PLANTE.c"[..]);
     let mut planted = good.clone();
@@ -482,4 +492,26 @@ fn compressed_sections_are_kept_inflated_for_the_same_file_only() {
         anew.windows(to.len()).all(|w| w != to) && anew.len() == good.len(),
         "kept anew"
     );
+}
+
+/// Resident kB of this process's mappings of `path` (/proc/self/smaps).
+pub(crate) fn mapped_rss_kb(path: &Path) -> u64 {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
+    let want = path.to_str().unwrap();
+    let mut ours = false;
+    let mut total = 0;
+    for line in smaps.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() >= 5 && fields[0].contains('-') && fields[1].len() == 4 {
+            ours = fields.get(5) == Some(&want);
+        } else if let Some(kb) = line.strip_prefix("Rss:").filter(|_| ours) {
+            total += kb
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .unwrap();
+        }
+    }
+    total
 }

@@ -279,6 +279,13 @@ impl ElfModule {
 }
 
 impl ElfModule {
+    /// See [`Symbolizer::release_pages`](crate::Symbolizer::release_pages).
+    pub(crate) fn release_pages(&mut self) {
+        if let Some(Names::Lazy(lazy)) = &mut self.dwarf {
+            lazy.release_pages();
+        }
+    }
+
     /// The answers for the whole function holding `addr`, in pieces of one answer each:
     /// (start, end, location), ascending, together covering that function's range. Empty when
     /// the module's names do not come that way (see `LazyDwarf::pieces`): then only `addr`'s
@@ -687,14 +694,15 @@ pub(crate) fn dwarf_sections(
 }
 
 /// [`dwarf_sections`], with the compressed ones read from `cache` when they were kept there
-/// for this very file, and kept there when they were not (see [`sections`]).
+/// for this very file (with the mapping they are read from), and kept there when they were not
+/// (see [`sections`]).
 fn kept_dwarf_sections(
     file: &object::File<'_>,
     base: &Base,
     path: &Path,
     cache: &CacheDir,
     build_id: &[u8],
-) -> Result<gimli::Dwarf<Reader>, String> {
+) -> Result<(gimli::Dwarf<Reader>, Option<Base>), String> {
     let is_compressed = |s: &object::Section<'_, '_>| {
         s.compressed_file_range()
             .is_ok_and(|r| r.format != object::CompressionFormat::None)
@@ -707,11 +715,11 @@ fn kept_dwarf_sections(
         .sections()
         .any(|s| s.name().is_ok_and(|n| n.starts_with(".debug_")) && is_compressed(&s));
     if !any_compressed {
-        return dwarf_sections(file, base);
+        return Ok((dwarf_sections(file, base)?, None));
     }
     let endian = endian(file);
     if let Some(kept) = sections::read(cache, build_id, path) {
-        return gimli::Dwarf::load(|id| {
+        let dwarf = gimli::Dwarf::load(|id| {
             if !used_for_names(id) {
                 return Ok(Reader::new(Bytes::empty(), endian));
             }
@@ -719,7 +727,8 @@ fn kept_dwarf_sections(
                 Some(bytes) => Ok(Reader::new(bytes.clone(), endian)),
                 None => section_bytes(file, base, id.name()).map(|b| Reader::new(b, endian)),
             }
-        });
+        })?;
+        return Ok((dwarf, kept.values().next().map(|b| b.base.clone())));
     }
     let mut inflated = Vec::new();
     let dwarf = gimli::Dwarf::load(|id| {
@@ -737,7 +746,7 @@ fn kept_dwarf_sections(
         // Best effort: without it the next run inflates the sections again.
         let _ = sections::write(cache, build_id, path, &listed);
     }
-    Ok(dwarf)
+    Ok((dwarf, None))
 }
 
 /// Whether naming addresses (addr2line: units, functions, inline frames, lines) reads section
@@ -779,10 +788,12 @@ fn load_dwarf(
     roots: &[PathBuf],
     cache: Option<(&CacheDir, &[u8])>,
 ) -> Result<Names, String> {
-    let mut dwarf = match cache {
+    let (mut dwarf, kept) = match cache {
         Some((cache, build_id)) => kept_dwarf_sections(file, base, path, cache, build_id)?,
-        None => dwarf_sections(file, base)?,
+        None => (dwarf_sections(file, base)?, None),
     };
+    // The pages naming reads are given back from both files (dwarf.rs, `Backing`).
+    let bases: Vec<Base> = std::iter::once(base.clone()).chain(kept).collect();
     let altlink = matches!(file.gnu_debugaltlink(), Ok(Some(_)));
     if altlink {
         if let Some(sup) = load_altlink(file, path, roots) {
@@ -790,15 +801,15 @@ fn load_dwarf(
         }
     } else if let Some(saved) = cache.and_then(|(cache, id)| units::read(cache, id, path)) {
         // Kept only for a lazily named file (no split units) that is still the same file.
-        match LazyDwarf::with_index(dwarf, base.clone(), &saved) {
+        match LazyDwarf::with_index(dwarf, bases.clone(), &saved) {
             Ok(lazy) => return Ok(Names::Lazy(Box::new(lazy))),
             Err(back) => dwarf = *back,
         }
     }
-    if altlink || crate::dwarf::has_split_units(&dwarf, base) {
+    if altlink || crate::dwarf::has_split_units(&dwarf, &bases) {
         return full_context(dwarf).map(Names::Full);
     }
-    let lazy = LazyDwarf::new(dwarf, base.clone()).map_err(|e| e.to_string())?;
+    let lazy = LazyDwarf::new(dwarf, bases).map_err(|e| e.to_string())?;
     if let Some((cache, build_id)) = cache {
         // Best effort: without it the next run builds the index again.
         let _ = units::write(cache, build_id, path, &lazy.index_bytes());

@@ -80,4 +80,11 @@ fn naming_keeps_few_pages_of_a_large_dwarf_resident() {
         named < info_kb / 2,
         "{named} kB of the file resident after naming ({info_kb} kB of .debug_info)"
     );
+    assert!(named > 0, "naming read the file");
+
+    // Between two bursts of naming (rprof names while its target runs), nothing stays
+    // resident, and the names come back the same from the parsed units and the file.
+    sym.release_pages();
+    assert_eq!(whole_file_rss_kb(&exe, file_len), 0, "pages given back");
+    assert_eq!(sym.symbolize(&module, &addrs), locs);
 }
