@@ -21,7 +21,7 @@ use crate::dwarf::{LazyDwarf, Lookup};
 use addr2line::LookupContinuation as _;
 use gimli::Reader as _;
 
-use crate::fde::FunctionRanges;
+use crate::fde::{FunctionRanges, LazyRanges};
 use crate::split::SplitDwarf;
 use crate::status::{hex, DebugInfo, ModuleProblem, ModuleStatus};
 use crate::symtab::{Rank, RawSymbol, SymbolTable};
@@ -122,7 +122,7 @@ pub(crate) const MAX_INLINE_DEPTH: usize = 256;
 pub(crate) struct ElfModule {
     symbols: SymbolTable,
     /// Function ranges from `.eh_frame`, naming code that no symbol covers.
-    functions: FunctionRanges,
+    functions: LazyRanges,
     dwarf: Option<Names>,
     status: ModuleStatus,
     /// Where split DWARF units are loaded from.
@@ -154,7 +154,7 @@ pub(crate) enum Names {
 #[derive(Default)]
 struct Loading {
     raw_symbols: Vec<RawSymbol>,
-    functions: FunctionRanges,
+    functions: LazyRanges,
     dwarf: Option<Names>,
     debug_info: DebugInfo,
     problem: Option<ModuleProblem>,
@@ -255,7 +255,11 @@ impl ElfModule {
         let symbol = if needs_symbol {
             match self.symbols.lookup(addr) {
                 Some(raw) => Some(demangled(&mut self.names, raw)),
-                None => self.functions.start_of(addr).map(FunctionRanges::name),
+                None => self
+                    .functions
+                    .get()
+                    .start_of(addr)
+                    .map(FunctionRanges::name),
             }
         } else {
             None
@@ -306,7 +310,7 @@ impl ElfModule {
                     return Vec::new();
                 };
                 points.extend(self.symbols.change_points(lo, hi));
-                points.extend(self.functions.change_points(lo, hi));
+                points.extend(self.functions.get().change_points(lo, hi));
                 points.sort_unstable();
                 points.dedup();
                 if points.len() > crate::dwarf::MAX_PIECES {
@@ -520,7 +524,7 @@ fn read_main(
     }
     collect_symbols(&file, &mut st.raw_symbols);
     plt_symbols(&file, &mut st.raw_symbols);
-    st.functions = FunctionRanges::from_eh_frame(&file, base);
+    st.functions = LazyRanges::new(base.clone());
     if has_dwarf(&file) {
         match load_dwarf(&file, base, Path::new(path), roots, st.index_cache()) {
             Ok(ctx) => {
