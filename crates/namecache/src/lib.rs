@@ -424,37 +424,23 @@ impl ModuleNames {
     }
 
     /// Adds the pieces of `newer` (named from the same files, so where both have an answer it
-    /// is the same) in place of those they overlap. Only `newer`'s strings are looked up, so
-    /// adding a run's few new pieces to a large cache costs little. When the result would hold
-    /// more than [`MAX_PIECES`], only `newer`'s pieces are kept.
+    /// is the same) in place of those they overlap. Only `newer`'s strings are looked up and,
+    /// unless one of ours gives way, only its pieces and frames are added, so adding a run's
+    /// few new pieces to a large cache costs little. When the result would hold more than
+    /// [`MAX_PIECES`], only `newer`'s pieces are kept.
     pub fn merge_newer(&mut self, newer: &ModuleNames) {
         if self.len() + newer.len() > MAX_PIECES {
             *self = newer.clone();
             return;
         }
-        // Where each of `newer`'s strings is in ours: looked up through a map that borrows
-        // ours (a loaded cache has no index, and building one would copy every string).
-        let mut place: Vec<u32> = Vec::with_capacity(newer.strings.len());
-        let mut new_strings = Vec::new();
-        {
-            let ours: HashMap<&str, u32> = (0u32..)
-                .zip(&self.strings)
-                .map(|(i, s)| (s.as_str(), i))
-                .collect();
-            let mut next = self.strings.len();
-            for text in &newer.strings {
-                match ours.get(text.as_str()) {
-                    Some(&i) => place.push(i),
-                    None => {
-                        place.push(u32::try_from(next).unwrap_or(u32::MAX));
-                        new_strings.push(text.clone());
-                        next += 1;
-                    }
-                }
-            }
-        }
-        self.strings.extend(new_strings);
-        self.index.clear();
+        // Where each of `newer`'s strings is in ours, through our index: built once (a loaded
+        // cache has none), then kept up to date, so that merging the additions of a names file
+        // one after the other hashes each string once.
+        let place: Vec<u32> = newer
+            .strings
+            .iter()
+            .map(|text| self.intern(Some(text)))
+            .collect();
         let placed = |i: u32| place.get(i as usize).copied().unwrap_or(u32::MAX);
         let overlapped = |start: u64, end: u64| {
             let at = newer.pieces.partition_point(|p| p.1 <= start);
@@ -464,7 +450,16 @@ impl ModuleNames {
         let base = u32::try_from(self.frames.len() + newer.frames.len())
             .ok()
             .map(|_| self.frames.len() as u32);
-        if let (Some(base), false) = (base, self.pieces.iter().any(|p| overlapped(p.0, p.1))) {
+        // Whether any of ours gives way: both lists are sorted and do not overlap, so their
+        // ends are sorted too, and one walk over both tells.
+        let gives_way = {
+            let mut ours = self.pieces.iter().peekable();
+            newer.pieces.iter().any(|&(start, end, _, _)| {
+                while ours.next_if(|p| p.1 <= start).is_some() {}
+                ours.peek().is_some_and(|p| p.0 < end)
+            })
+        };
+        if let (Some(base), false) = (base, gives_way) {
             // Nothing gives way (the usual case: this run's new functions): `newer`'s frames
             // go after ours and the pieces are merged in order; ours are not copied.
             self.frames.extend(newer.frames.iter().map(|f| StoredFrame {
