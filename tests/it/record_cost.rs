@@ -214,9 +214,18 @@ fn unprivileged_recording_of_many_busy_threads_loses_few_samples() {
         skip("setpriv or prlimit (util-linux) is missing");
         return;
     };
-    let out = cmd.current_dir(dir.path()).output().expect("rprof runs");
+    // A name cache of the user's own, as a user with a home has: names are then looked up on
+    // a thread of rprof's while the target runs, beside the recorder's.
+    let cache = dir.path().join("cache");
+    let out = cmd
+        .current_dir(dir.path())
+        .env("RPROF_CACHE_DIR", &cache)
+        .output()
+        .expect("rprof runs");
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stderr(&out);
+    let cached = std::fs::read_dir(&cache).map_or(0, |files| files.count());
+    assert!(cached > 0, "the user's name cache was used\n{text}");
     // Unprivileged indeed: the ring buffers were capped and the stack copy fitted to them.
     assert!(
         text.contains("bytes of user stack per sample"),
