@@ -1,10 +1,12 @@
 //! Names for a profile's addresses: asks `rprof-symbols` for every (module, address) a profile
 //! needs and packs the answers into `Symbols` records.
 //!
-//! `record` calls [`symbolize`] once the target has exited, so that the finished profile is
-//! self-contained. `report` and `flame` call [`fill_missing`] for a profile whose recording was
-//! interrupted before that step: its addresses are then named from the binaries on this machine.
-//! Naming that takes more than a second shows a progress line on a terminal ([`Progress`]).
+//! `record` names through [`Live`] (`live.rs`): while the target runs, on a thread of its own,
+//! then what is left once the target has exited, so that the finished profile is
+//! self-contained; `record --alloc` calls [`symbolize`] at the end. `report` and `flame` call
+//! [`fill_missing`] for a profile whose recording was interrupted before that step: its
+//! addresses are then named from the binaries on this machine. Naming that takes more than a
+//! second shows a progress line on a terminal ([`Progress`]).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -192,7 +194,7 @@ impl CachedNames {
     /// function holding it is named at once ([`Symbolizer::function_pieces`]) and kept, so that
     /// a later recording naming any address of that function does not load the module. The
     /// module is loaded only then. Returns the answer for `address` when it is not kept (past
-    /// [`FRESH_PIECES`]).
+    /// [`FRESH_PIECES`], or its piece overlaps one kept before).
     fn name(
         &mut self,
         symbolizer: &mut Symbolizer,
@@ -221,6 +223,11 @@ impl CachedNames {
         }
         for (start, end, location) in &pieces {
             self.keep(*start, *end, location);
+        }
+        if self.find(address).is_none() {
+            // Its piece overlapped one kept before (functions whose ranges overlap): named on
+            // its own, as without the cache.
+            return symbolizer.symbolize(source, &[address]).pop();
         }
         None
     }
