@@ -505,11 +505,17 @@ impl RecordSource for Replay<'_> {
     }
 }
 
+/// A recorder writing a profile on `out` (with `header`) set up as the recording of `capture`
+/// was: its call-graph mode and settings. [`replay`] drains the capture's rounds through it; a
+/// caller that looks between rounds drains [`Capture::replay`] itself.
+pub fn recorder<W: Write>(capture: &Capture, out: W, header: &Header) -> io::Result<Recorder<W>> {
+    Recorder::with_settings(out, header, capture.call_graph(), capture.settings())
+}
+
 /// Replays `capture` into a profile on `out` (with `header`), as the recording did: the same
 /// rounds, call-graph mode and settings, no names appended. Returns the output and the counts.
 pub fn replay<W: Write>(capture: &Capture, out: W, header: &Header) -> io::Result<(W, Stats)> {
-    let mut recorder =
-        Recorder::with_settings(out, header, capture.call_graph(), capture.settings())?;
+    let mut recorder = recorder(capture, out, header)?;
     let mut source = capture.replay();
     while !source.is_done() {
         recorder.drain(&mut source)?;

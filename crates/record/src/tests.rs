@@ -171,13 +171,7 @@ mod replay {
     fn new_lookups_are_handed_out_once_each() {
         for name in CAPTURES {
             let capture = Capture::open(&path(&format!("{name}.cap"))).unwrap();
-            let mut recorder = crate::Recorder::with_settings(
-                Vec::new(),
-                &Header::default(),
-                capture.call_graph(),
-                capture.settings(),
-            )
-            .unwrap();
+            let mut recorder = capture::recorder(&capture, Vec::new(), &Header::default()).unwrap();
             recorder.note_new_lookups();
             let mut source = capture.replay();
             let mut seen = Vec::new();
@@ -751,13 +745,7 @@ mod replay {
                 vec![switch_of(13, out, 250)],
             ],
         };
-        let mut recorder = crate::Recorder::with_settings(
-            Vec::new(),
-            &Header::default(),
-            base.call_graph(),
-            base.settings(),
-        )
-        .unwrap();
+        let mut recorder = capture::recorder(&base, Vec::new(), &Header::default()).unwrap();
         for _ in 0..3 {
             recorder.drain(&mut source).unwrap();
         }
