@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::model::{lookup_address, Address, ModuleId, Sample};
+use crate::model::{lookup_address, Address, ModuleId};
 
 /// Lookup addresses (see [`lookup_address`]) per module, sorted and without duplicates: what a
 /// symbolizer is asked to name.
@@ -15,11 +15,6 @@ impl LookupSet {
     /// An empty set.
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// Adds the lookup address of every frame of `sample` whose module is known.
-    pub fn add_sample(&mut self, sample: &Sample) {
-        self.add_stack(&sample.user, &sample.kernel);
     }
 
     /// Adds the lookup address of every frame of a user and a kernel stack (leaf first) whose
